@@ -1,0 +1,114 @@
+/* Base services every module uses: errors, allocation, files, hashing, randomness,
+ * time, logging and progress. Library code reports failures through mr_error and
+ * never exits or prints to stdout. */
+#ifndef MLLM4REC_BASE_H
+#define MLLM4REC_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Status codes double as the CLI's exit codes (DESIGN section 4). */
+enum {
+    MR_OK = 0,
+    MR_ERR_INPUT = 1,    /* bad input: missing or malformed file, mismatching model */
+    MR_ERR_USAGE = 2,    /* bad flags or arguments */
+    MR_ERR_INTERNAL = 3  /* out of memory, failed write, a bug */
+};
+
+typedef struct mr_error {
+    int code;
+    char msg[2048];
+} mr_error;
+
+#if defined(__GNUC__)
+#define MR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define MR_PRINTF(a, b)
+#endif
+
+/* Sets the error (when e is not NULL) and returns code, so callers can write
+ * `return mr_fail(e, MR_ERR_INPUT, "%s:%d: expected ...", path, line);`. */
+int mr_fail(mr_error *e, int code, const char *fmt, ...) MR_PRINTF(3, 4);
+/* Prepends context ("loading model X: ") to an error already set. */
+void mr_error_prefix(mr_error *e, const char *fmt, ...) MR_PRINTF(2, 3);
+void mr_error_clear(mr_error *e);
+
+/* Allocation that reports failure as MR_ERR_INTERNAL instead of crashing. */
+void *mr_alloc(size_t n, mr_error *e);
+void *mr_calloc(size_t count, size_t size, mr_error *e);
+void *mr_realloc(void *p, size_t n, mr_error *e);
+char *mr_strdup(const char *s, mr_error *e);
+/* 64-byte aligned allocation for SIMD and BLAS buffers; release with free(). */
+void *mr_alloc_aligned(size_t n, mr_error *e);
+
+/* ---- files ---- */
+int mr_read_file(const char *path, char **data, size_t *len, mr_error *e); /* NUL-terminated */
+int mr_file_exists(const char *path);
+int mr_is_dir(const char *path);
+int mr_mkdir_p(const char *path, mr_error *e);
+/* Joins a directory and a name into a new string (caller frees). */
+char *mr_path_join(const char *dir, const char *name, mr_error *e);
+/* The last component of a path without a trailing slash (static buffer). */
+const char *mr_path_basename(const char *path, char *buf, size_t bufsz);
+
+/* Atomic file writing: data goes to "<path>.tmp.<pid>" in the same folder, then
+ * fflush + fsync + rename on commit. Abort (or a failed commit) removes the temp. */
+typedef struct mr_atomic_file {
+    FILE *f;
+    char *tmp_path;
+    char *final_path;
+} mr_atomic_file;
+int mr_atomic_open(mr_atomic_file *af, const char *path, mr_error *e);
+int mr_atomic_commit(mr_atomic_file *af, mr_error *e);
+void mr_atomic_abort(mr_atomic_file *af);
+int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e);
+
+/* ---- sha256 ---- */
+typedef struct mr_sha256 {
+    uint32_t state[8];
+    uint64_t bytes;
+    uint8_t block[64];
+    size_t fill;
+} mr_sha256;
+void mr_sha256_init(mr_sha256 *s);
+void mr_sha256_update(mr_sha256 *s, const void *data, size_t len);
+void mr_sha256_final(mr_sha256 *s, uint8_t out[32]);
+void mr_sha256_hex(const uint8_t digest[32], char hex[65]);
+int mr_sha256_file(const char *path, char hex[65], mr_error *e);
+
+/* ---- random numbers: xoshiro256**, seeded through splitmix64 ---- */
+typedef struct mr_rng {
+    uint64_t s[4];
+} mr_rng;
+void mr_rng_seed(mr_rng *r, uint64_t seed);
+uint64_t mr_rng_u64(mr_rng *r);
+uint64_t mr_rng_below(mr_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
+double mr_rng_uniform(mr_rng *r);             /* uniform in [0, 1) */
+double mr_rng_normal(mr_rng *r);              /* standard normal (Box-Muller) */
+
+/* ---- time, logging, progress ---- */
+double mr_now(void); /* monotonic seconds */
+extern int mr_log_quiet;
+void mr_log(const char *fmt, ...) MR_PRINTF(1, 2); /* one line to stderr */
+
+/* A progress line on stderr: redrawn in place on a terminal, otherwise printed
+ * at most every `quiet_interval` seconds. */
+typedef struct mr_progress {
+    const char *label;
+    double start, last_print, quiet_interval;
+    int64_t total;
+    int is_tty, drew;
+} mr_progress;
+void mr_progress_start(mr_progress *p, const char *label, int64_t total);
+/* extra: optional text such as "loss 3.21"; may be NULL */
+void mr_progress_update(mr_progress *p, int64_t done, const char *extra);
+void mr_progress_end(mr_progress *p);
+
+/* ---- text ---- */
+int mr_utf8_valid(const char *s, size_t len);
+/* Parses a whole string as an integer / float; 0 on success. */
+int mr_parse_i64(const char *s, int64_t *out);
+int mr_parse_double(const char *s, double *out);
+
+#endif

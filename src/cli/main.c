@@ -1,0 +1,67 @@
+/* mllm4rec <command> [options]: dispatches to the command functions. Commands
+ * with subcommands ("retriever train") are listed with both words. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* One line per command; each is defined in its own cmd_*.c file. */
+typedef struct command {
+    const char *group; /* "retriever", or NULL for a top-level command */
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+/* Each issue's commands in their own block, so that parallel work merges cleanly. */
+/* -- data (prepare) -- */
+/* -- retriever -- */
+/* -- tokenizers -- */
+/* -- llm engine -- */
+/* -- ranker -- */
+/* -- captions -- */
+/* -- end of declarations -- */
+
+static const command COMMANDS[] = {
+    /* -- data (prepare) -- */
+    /* -- retriever -- */
+    /* -- tokenizers -- */
+    /* -- llm engine -- */
+    /* -- ranker -- */
+    /* -- captions -- */
+    /* -- end of table -- */
+    {NULL, NULL, NULL, NULL},
+};
+
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        FILE *out = argc < 2 ? stderr : stdout;
+        fprintf(out, "usage: mllm4rec <command> [options]   (mllm4rec <command> --help for details)\n\ncommands:\n");
+        for (const command *c = COMMANDS; c->run; c++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s%s%s", c->group ? c->group : "", c->group ? " " : "", c->name);
+            fprintf(out, "  %-22s %s\n", name, c->summary);
+        }
+        return argc < 2 ? MR_ERR_USAGE : 0;
+    }
+    int group_seen = 0;
+    for (const command *c = COMMANDS; c->run; c++) {
+        if (c->group) {
+            if (strcmp(c->group, argv[1])) continue;
+            group_seen = 1;
+            if (argc >= 3 && !strcmp(c->name, argv[2])) return c->run(argc - 2, argv + 2);
+        } else if (!strcmp(c->name, argv[1])) {
+            return c->run(argc - 1, argv + 1);
+        }
+    }
+    if (group_seen) {
+        fprintf(stderr, "mllm4rec %s: expected one of:", argv[1]);
+        for (const command *c = COMMANDS; c->run; c++)
+            if (c->group && !strcmp(c->group, argv[1])) fprintf(stderr, " %s", c->name);
+        fprintf(stderr, "\n");
+        return MR_ERR_USAGE;
+    }
+    fprintf(stderr, "mllm4rec: unknown command '%s' (see mllm4rec --help)\n", argv[1]);
+    return MR_ERR_USAGE;
+}
