@@ -18,6 +18,11 @@ typedef struct command {
 /* -- retriever -- */
 /* -- tokenizers -- */
 /* -- llm engine -- */
+CLI_COMMAND(cmd_llm_info);
+CLI_COMMAND(cmd_llm_generate);
+CLI_COMMAND(cmd_llm_perplexity);
+CLI_COMMAND(cmd_llm_logits);
+CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
 /* -- captions -- */
 /* -- end of declarations -- */
@@ -27,6 +32,11 @@ static const command COMMANDS[] = {
     /* -- retriever -- */
     /* -- tokenizers -- */
     /* -- llm engine -- */
+    {"llm", "info", cmd_llm_info, "describe a model (GGUF file or Hugging Face folder)"},
+    {"llm", "generate", cmd_llm_generate, "continue a prompt (greedy or sampled)"},
+    {"llm", "perplexity", cmd_llm_perplexity, "perplexity of a text file (llama.cpp's definition)"},
+    {"llm", "logits", cmd_llm_logits, "top-K or all logits at the last (or every) position"},
+    {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
     /* -- captions -- */
     /* -- end of table -- */
