@@ -347,9 +347,6 @@ int tokenizer_create(tokenizer **out, const tokenizer_vocab *v, mr_error *e) {
             t->merge_right[t->n_merges] = b;
             t->n_merges++;
         }
-    } else if (v->kind == TOK_KIND_BPE) {
-        rc = mr_fail(e, MR_ERR_INPUT, "tokenizer: a byte-level BPE vocabulary needs merges");
-        goto fail;
     } else if (v->spm_merge_ranks) {
         rc = mr_fail(e, MR_ERR_INPUT, "tokenizer: SentencePiece ranked by merges, but there are none");
         goto fail;
