@@ -115,6 +115,19 @@ static int count_differences(const tokenizer *a, const tokenizer *b, const cases
     return diff;
 }
 
+/* Writes t's vocabulary into a GGUF and loads it back. */
+static int via_gguf(const tokenizer *t, const char *name, tokenizer **out, mr_error *e) {
+    gguf_writer *w = gguf_writer_new(e);
+    if (!w) return MR_ERR_INTERNAL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_tmp_path(name));
+    int rc = gguf_writer_set_str(w, "general.architecture", "llama", e);
+    if (!rc) rc = tokenizer_write_gguf(t, w, e);
+    if (!rc) rc = gguf_writer_write(w, path, e);
+    gguf_writer_free(w);
+    return rc ? rc : tokenizer_load(out, path, e);
+}
+
 /* ------------------------------------------------------ reference vectors -- */
 
 TEST(reference_vectors_encode_exactly) {
@@ -367,6 +380,11 @@ TEST(tokenizer_json_written_from_gguf_reads_back_identically) {
         int diff = count_differences(a, b, &c);
         printf("  %s: tokenizer.json read back, %d of %d encodings differ\n", VOCABS[v][0], diff, 2 * c.n);
         CHECK(diff == 0);
+        /* and on to GGUF: SentencePiece merge ranks become scores */
+        tokenizer *g;
+        CHECK_OK(via_gguf(b, "from-hf.gguf", &g, &e), &e);
+        CHECK(count_differences(a, g, &c) == 0);
+        tokenizer_free(g);
         tokenizer_free(a);
         tokenizer_free(b);
         cases_free(&c);
@@ -628,6 +646,30 @@ TEST(hf_spelled_qwen2_and_llama3_pretokenizers) {
         CHECK_OK(tokenizer_load(&b, dir, &e), &e);
         CHECK(b->ignore_merges == a->ignore_merges);
         CHECK(count_differences(a, b, &c) == 0);
+        /* HF's spelling is recognised as llama.cpp's pre-tokenizer name in GGUF */
+        CHECK(b->pre && !strcmp(b->pre, k ? "llama3" : "qwen2"));
+        tokenizer *g;
+        CHECK_OK(via_gguf(b, "hf-spelled.gguf", &g, &e), &e);
+        CHECK(g->pre && !strcmp(g->pre, b->pre) && g->ignore_merges == a->ignore_merges);
+        CHECK(count_differences(a, g, &c) == 0);
+        tokenizer_free(g);
+        /* regexes without a llama.cpp name go into GGUF under our own key */
+        if (k == 0) {
+            tokenizer_free(b);
+            json_t *r2 = json_load_file(jp, 0, &je);
+            json_t *sp = json_array_get(json_object_get(json_object_get(r2, "pre_tokenizer"), "pretokenizers"), 0);
+            char other[512];
+            snprintf(other, sizeof other, "%s|\\p{Zs}+", hf_rx[k]); /* matches the same: \s+ comes first */
+            json_object_set_new(json_object_get(sp, "pattern"), "Regex", json_string(other));
+            CHECK(json_dump_file(r2, jp, 0) == 0);
+            json_decref(r2);
+            CHECK_OK(tokenizer_load(&b, dir, &e), &e);
+            CHECK(b->pre == NULL);
+            CHECK_OK(via_gguf(b, "custom-regex.gguf", &g, &e), &e);
+            CHECK(g->n_regex == 1 && !strcmp(g->regex_src[0], other));
+            CHECK(count_differences(a, g, &c) == 0);
+            tokenizer_free(g);
+        }
         tokenizer_free(a);
         tokenizer_free(b);
         cases_free(&c);
