@@ -17,6 +17,7 @@ typedef struct command {
 /* -- data (prepare) -- */
 /* -- retriever -- */
 /* -- tokenizers -- */
+CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
 CLI_COMMAND(cmd_llm_info);
 CLI_COMMAND(cmd_llm_generate);
@@ -31,6 +32,7 @@ static const command COMMANDS[] = {
     /* -- data (prepare) -- */
     /* -- retriever -- */
     /* -- tokenizers -- */
+    {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
     /* -- llm engine -- */
     {"llm", "info", cmd_llm_info, "describe a model (GGUF file or Hugging Face folder)"},
     {"llm", "generate", cmd_llm_generate, "continue a prompt (greedy or sampled)"},
