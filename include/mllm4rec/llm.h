@@ -181,7 +181,7 @@ typedef int (*llm_token_cb)(int32_t id, void *user);
  * end-of-generation token, which is not passed on). n_ctx: cache size. */
 int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, int n_predict, const llm_sampler *smp,
                  int64_t n_ctx, llm_token_cb cb, void *user, mr_error *e);
-/* One sampling step over logits[n_vocab] (rng advanced). */
+/* One sampling step over logits[n_vocab] (rng advanced); work: 2·n_vocab floats. */
 int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_rng *rng, float *work);
 
 /* ---- perplexity (llama.cpp's definition) ---- */
