@@ -347,6 +347,25 @@ TEST(mismatching_models_are_refused) {
     CHECK_MSG(strstr(e.msg, "blk.1.ffn_up.weight") && strstr(e.msg, "shape"), "message: %s", e.msg);
     CHECK(llm_load(&m, p3, &e) == MR_ERR_INPUT);
     CHECK_MSG(strstr(e.msg, "general.architecture") && strstr(e.msg, "mamba"), "message: %s", e.msg);
+    /* a tensor in a type the engine does not read (Q8_1 is an activation format) */
+    const char *p4 = test_tmp_path("type.gguf");
+    CHECK_OK(gguf_open(&g, mp, &e), &e);
+    gguf_writer *w = gguf_writer_new(&e);
+    CHECK_OK(gguf_writer_copy_kv(w, &g, NULL, 0, &e), &e);
+    uint8_t *junk = calloc(1, 1 << 20);
+    for (uint64_t i = 0; i < g.n_tensors; i++) {
+        const gguf_tensor *t = &g.tensors[i];
+        int odd = !strcmp(t->name, "blk.0.attn_k.weight");
+        CHECK_OK(gguf_writer_add_tensor(w, t->name, odd ? GGML_TYPE_Q8_1 : t->type, t->n_dims, t->ne,
+                                        odd ? junk : t->data, &e),
+                 &e);
+    }
+    CHECK_OK(gguf_writer_write(w, p4, &e), &e);
+    gguf_writer_free(w);
+    free(junk);
+    gguf_close(&g);
+    CHECK(llm_load(&m, p4, &e) == MR_ERR_INPUT);
+    CHECK_MSG(strstr(e.msg, "blk.0.attn_k.weight") && strstr(e.msg, "q8_1"), "message: %s", e.msg);
     /* an HF folder with a config key missing */
     const char *dir = test_tmp_path("hfbad");
     CHECK_OK(mr_mkdir_p(dir, &e), &e);
