@@ -125,7 +125,7 @@ typedef struct llm_acts {
     float **xn_ffn;         /* [L] -> [T][d] */
     float **rstd_ffn;       /* [L] -> [T] */
     float **gate, **up;     /* [L] -> [T][n_ff] */
-    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up */
+    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_layers) */
     float *lora_tmp;        /* [T][max rank] */
     float *xn_out;          /* [n_out][d] final norm of the positions asked for */
     float *rope_cs;         /* [T][rope_dims/2][2] */
