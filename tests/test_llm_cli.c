@@ -117,6 +117,16 @@ TEST(logits_command_formats) {
     CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 1 --prompt x 2>/dev/null", m) == 2);
     CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 32000 2>/dev/null", m) == 2);
     CHECK(test_cli(NULL, 0, "llm logits --model /nonexistent.gguf --ids 1 2>/dev/null") == 1);
+    /* --lora with a file that is a model, not an adapter */
+    const char *errf = test_tmp_path("lora.err");
+    CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 1 --lora %s 2>%s", m, m, errf) == 1);
+    char *err = NULL;
+    size_t len;
+    mr_error e;
+    CHECK_OK(mr_read_file(errf, &err, &len, &e), &e);
+    int says = strstr(err, "general.type") != NULL;
+    free(err);
+    CHECK(says);
     json_decref(p);
 }
 
