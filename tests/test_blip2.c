@@ -189,9 +189,70 @@ TEST(blip2_refuses_bad_folders) {
     CHECK(strstr(e.msg, "vision_config") != NULL);
 }
 
+static int gen(const char *dir, const float *pixels, int32_t *ids, float *vision, mr_error *e) {
+    mr_blip2 *m;
+    int n = 0, rc = mr_blip2_load(&m, dir, e);
+    if (rc) return -1;
+    if (vision && mr_blip2_vision(m, pixels, vision, NULL, e)) n = -1;
+    if (n == 0 && mr_blip2_generate(m, pixels, NULL, 0, 0, ids, &n, e)) n = -1;
+    mr_blip2_free(m);
+    return n;
+}
+
+/* Random folders in every dtype and layout load and run; sharded and single
+ * files hold the same weights, raw BF16 (converted per product) equals BF16
+ * converted at load. */
+TEST(random_models_in_every_dtype_and_layout) {
+    mr_error e = {0};
+    mr_blip2_shape s;
+    CHECK(mr_blip2_shape_preset("tiny", &s) == 0);
+    CHECK(mr_blip2_shape_preset("nope", &s) == -1);
+    s.vocab = 300;
+    s.q_layers = 3;
+    s.cross_freq = 1;
+    s.eos = 7;
+    char a[1024], b[1024], c[1024], p[1200];
+    snprintf(a, sizeof a, "%s", test_tmp_path("rand_f32"));
+    snprintf(b, sizeof b, "%s", test_tmp_path("rand_bf16_shards"));
+    snprintf(c, sizeof c, "%s", test_tmp_path("rand_bf16"));
+    CHECK_OK(mr_blip2_write_random(&s, a, ST_F32, 5, 0.05f, 0, &e), &e);
+    CHECK_OK(mr_blip2_write_random(&s, b, ST_BF16, 5, 0.05f, 60000, &e), &e);
+    CHECK_OK(mr_blip2_write_random(&s, c, ST_BF16, 5, 0.05f, 0, &e), &e);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", b);
+    CHECK(mr_file_exists(p));
+    snprintf(p, sizeof p, "%s/model.safetensors", c);
+    CHECK(mr_file_exists(p));
+    CHECK(mr_blip2_write_random(&s, test_tmp_path("x"), ST_I32, 5, 0.05f, 0, &e) == MR_ERR_USAGE);
+
+    float pixels[3 * 32 * 32], va[17 * 48], vc[17 * 48], vr[17 * 48];
+    mr_rng r;
+    mr_rng_seed(&r, 3);
+    for (int i = 0; i < 3 * 32 * 32; i++) pixels[i] = (float)mr_rng_normal(&r);
+    int32_t ia[32], ib[32], ic[32], ir[32];
+    int na = gen(a, pixels, ia, va, &e);
+    CHECK_MSG(na > 0, "%s", e.msg);
+    for (int i = 0; i < na; i++) CHECK(ia[i] >= 0 && ia[i] < 300);
+    CHECK(na == 19 || ia[na - 1] == 7);
+    int nc = gen(c, pixels, ic, vc, &e);
+    int nb = gen(b, pixels, ib, NULL, &e);
+    CHECK(nc > 0 && nb == nc && !memcmp(ib, ic, sizeof(int32_t) * nc));
+    vx_convert_limit_override = 0;
+    int nr = gen(c, pixels, ir, vr, &e);
+    vx_convert_limit_override = UINT64_MAX;
+    CHECK(nr == nc && !memcmp(ir, ic, sizeof(int32_t) * nc));
+    double d = 0, dq = 0;
+    for (int i = 0; i < 17 * 48; i++) {
+        d = fmax(d, fabs(vr[i] - vc[i]));
+        dq = fmax(dq, fabs(va[i] - vc[i]));
+    }
+    CHECK(d <= 1e-5);
+    CHECK(dq > 0 && dq < 0.5); /* bf16 rounding moves the values a little */
+}
+
 int main(void) {
     RUN(opt_matches_transformers);
     RUN(blip2_matches_transformers);
     RUN(blip2_refuses_bad_folders);
+    RUN(random_models_in_every_dtype_and_layout);
     return test_summary();
 }

@@ -9,6 +9,7 @@
 
 #include "mllm4rec/base.h"
 #include "mllm4rec/image.h"
+#include "mllm4rec/safetensors.h"
 
 typedef struct mr_blip2 mr_blip2;
 
@@ -47,6 +48,26 @@ int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids
  * (capacity max_new_tokens, or info.max_new_tokens) and their count. */
 int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
                       int32_t *out, int *n_out, mr_error *e);
+
+/* ---- random models for tests and benchmarks ---- */
+
+typedef struct mr_blip2_shape {
+    int image_size, patch_size, v_hidden, v_layers, v_heads, v_inter;
+    int q_hidden, q_layers, q_heads, q_inter, cross_freq, n_query;
+    int t_hidden, t_layers, t_heads, t_ffn, vocab, max_pos, bos, eos, pad;
+} mr_blip2_shape;
+
+/* "tiny" (the sizes of reference/hf/blip2) or "blip2-opt-2.7b" (Salesforce's
+ * shape: ViT-g 39 layers, Q-Former 12 layers, OPT-2.7B); -1 when unknown. */
+int mr_blip2_shape_preset(const char *name, mr_blip2_shape *s);
+/* Writes config.json, preprocessor_config.json and random weights (uniform with
+ * standard deviation init_std for matrices, embeddings and biases; LayerNorm
+ * weights 1 and biases 0) in dtype ST_F32, ST_F16 or ST_BF16. Above shard_bytes
+ * (0: never) the weights go into model-0000i-of-0000n.safetensors shards with
+ * model.safetensors.index.json, as Hugging Face writes them. Deterministic in
+ * seed, whatever the thread count. */
+int mr_blip2_write_random(const mr_blip2_shape *s, const char *dir, st_dtype dtype, uint64_t seed, float init_std,
+                          uint64_t shard_bytes, mr_error *e);
 
 /* OpenMP and BLAS threads for what follows (<= 0: leave as is). */
 void mr_blip2_set_threads(int threads);

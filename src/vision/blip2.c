@@ -171,7 +171,7 @@ static int load_qf_attn(vx_loader *L, qf_attn *a, const char *p, int H, int kv_i
 static int load_weights(mr_blip2 *m, mr_error *e) {
     vx_loader L = {&m->set, 0, 0};
     /* keep F16/BF16 matrices raw once their fp32 copies would pass 2 GiB */
-    L.convert_limit = 2ull << 30;
+    L.convert_limit = vx_convert_limit_override != UINT64_MAX ? vx_convert_limit_override : 2ull << 30;
     const vit_config *vc = &m->vc;
     const qf_config *qc = &m->qc;
     int E = vc->hidden, P = vc->patch_size, G = vc->image_size / P, T = G * G + 1, rc;

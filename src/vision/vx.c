@@ -10,6 +10,8 @@
 /* Raw weights are converted at most this many floats at a time (32 MB). */
 #define VX_BLOCK_FLOATS (8u << 20)
 
+uint64_t vx_convert_limit_override = UINT64_MAX;
+
 int vx_has(const vx_loader *L, const char *name) { return st_set_find(L->set, name) != NULL; }
 
 int vx_load(vx_loader *L, vx_weight *w, const char *name, int64_t rows, int64_t cols, int allow_raw, mr_error *e) {

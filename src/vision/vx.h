@@ -28,6 +28,10 @@ typedef struct vx_loader {
     uint64_t converted_bytes, convert_limit;
 } vx_loader;
 
+/* When not UINT64_MAX, replaces every model's convert limit (tests set 0 to run
+ * the raw F16/BF16 path on small models). */
+extern uint64_t vx_convert_limit_override;
+
 /* Loads tensor `name` of exactly rows*cols elements (any shape with that count,
  * e.g. a conv kernel). Vectors and small tensors are always converted. */
 int vx_load(vx_loader *L, vx_weight *w, const char *name, int64_t rows, int64_t cols, int allow_raw, mr_error *e);
