@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <jpeglib.h>
 #include <png.h>
+#include <webp/encode.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,24 @@ TEST(broken_files_are_errors) {
     CHECK(mr_image_load(test_tmp_path("does-not-exist.png"), &img, &e) == MR_ERR_INPUT);
 }
 
+TEST(webp_lossless_round_trip) {
+    int w = 13, h = 7;
+    uint8_t rgb[13 * 7 * 3];
+    for (int i = 0; i < w * h * 3; i++) rgb[i] = (uint8_t)(i * 37 + 11);
+    uint8_t *enc = NULL;
+    size_t n = WebPEncodeLosslessRGB(rgb, w, h, w * 3, &enc);
+    CHECK(n > 0);
+    mr_error e = {0};
+    mr_image img, cut;
+    int rc = mr_image_decode(enc, n, "x.webp", &img, &e);
+    int rc2 = mr_image_decode(enc, n / 2, "cut.webp", &cut, &e); /* cut in half */
+    WebPFree(enc);
+    CHECK(rc2 == MR_ERR_INPUT);
+    CHECK_OK(rc, &e);
+    CHECK(img.width == w && img.height == h && !memcmp(img.rgb, rgb, sizeof rgb));
+    mr_image_free(&img);
+}
+
 /* Every real poster (progressive JPEGs) decodes and preprocesses. */
 TEST(all_posters_decode) {
     const char *dir = test_shared_path("data/ml100k-posters/jpg");
@@ -253,6 +272,7 @@ int main(void) {
     RUN(resize_shapes_and_constant_image);
     RUN(jpeg_and_png_variants_convert_to_rgb);
     RUN(broken_files_are_errors);
+    RUN(webp_lossless_round_trip);
     RUN(all_posters_decode);
     return test_summary();
 }

@@ -14,7 +14,7 @@
 typedef struct mr_blip2 mr_blip2;
 
 typedef struct mr_blip2_info {
-    int image_size, patch_size, vision_tokens, vision_hidden, vision_layers;
+    int image_size, patch_size, vision_tokens, vision_hidden, vision_layers, vision_ffn;
     int n_query, qformer_hidden, qformer_layers;
     int text_hidden, text_layers, vocab, bos, eos, max_position;
     int max_new_tokens; /* transformers' default: max_length (20) minus the leading dummy BOS */
@@ -48,6 +48,10 @@ int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids
  * (capacity max_new_tokens, or info.max_new_tokens) and their count. */
 int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
                       int32_t *out, int *n_out, mr_error *e);
+
+/* The language part of generate: from the soft prompt [n_query, text_hidden]. */
+int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
+                           int max_new_tokens, int32_t *out, int *n_out, mr_error *e);
 
 /* ---- random models for tests and benchmarks ---- */
 

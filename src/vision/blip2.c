@@ -308,6 +308,7 @@ int mr_blip2_load(mr_blip2 **out, const char *dir, mr_error *e) {
     in->vision_tokens = (m->vc.image_size / m->vc.patch_size) * (m->vc.image_size / m->vc.patch_size) + 1;
     in->vision_hidden = m->vc.hidden;
     in->vision_layers = m->vc.layers;
+    in->vision_ffn = m->vc.inter;
     in->qformer_hidden = m->qc.hidden;
     in->qformer_layers = m->qc.layers;
     in->text_hidden = m->lm.c.hidden;
@@ -489,8 +490,8 @@ int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids
     return lm_prefill(m, soft_prompt, ids, n_ids, m->info.n_query + n_ids, logits, 1, e);
 }
 
-int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
-                      int32_t *out, int *n_out, mr_error *e) {
+int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
+                           int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
     *n_out = 0;
     int rc, V = m->lm.c.vocab, H = m->lm.c.hidden;
     int32_t bos = m->info.bos;
@@ -499,19 +500,13 @@ int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, i
         n_prompt = 1;
     }
     if (max_new_tokens <= 0) max_new_tokens = m->info.max_new_tokens;
-    size_t TE = (size_t)m->info.vision_tokens * m->info.vision_hidden;
-    float *image = mr_alloc(sizeof(float) * TE, e), *logits = mr_alloc(sizeof(float) * V, e),
-          *emb = mr_alloc(sizeof(float) * H, e),
-          *qout = mr_alloc(sizeof(float) * (size_t)m->info.n_query * m->info.qformer_hidden, e);
-    if (!image || !logits || !emb || !qout) {
+    float *logits = mr_alloc(sizeof(float) * V, e), *emb = mr_alloc(sizeof(float) * H, e);
+    if (!logits || !emb) {
         rc = MR_ERR_INTERNAL;
         goto done;
     }
-    if ((rc = mr_blip2_vision(m, pixels, image, NULL, e)) || (rc = mr_blip2_qformer(m, image, qout, NULL, e)) ||
-        (rc = mr_blip2_project(m, qout, m->soft, e)))
-        goto done;
     int capacity = m->info.n_query + n_prompt + max_new_tokens;
-    if ((rc = lm_prefill(m, m->soft, prompt, n_prompt, capacity, logits, 0, e))) goto done;
+    if ((rc = lm_prefill(m, soft_prompt, prompt, n_prompt, capacity, logits, 0, e))) goto done;
     for (;;) {
         int best = 0; /* torch.argmax: the first of equal maxima */
         for (int j = 1; j < V; j++)
@@ -522,9 +517,23 @@ int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, i
         if ((rc = opt_embed(&m->lm, &id, 1, emb, e)) || (rc = opt_forward(&m->lm, emb, 1, logits, 0, e))) goto done;
     }
 done:
-    free(image);
     free(logits);
     free(emb);
+    return rc;
+}
+
+int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
+                      int32_t *out, int *n_out, mr_error *e) {
+    *n_out = 0;
+    size_t TE = (size_t)m->info.vision_tokens * m->info.vision_hidden;
+    float *image = mr_alloc(sizeof(float) * TE, e),
+          *qout = mr_alloc(sizeof(float) * (size_t)m->info.n_query * m->info.qformer_hidden, e);
+    int rc;
+    if (!image || !qout) rc = MR_ERR_INTERNAL;
+    else if (!(rc = mr_blip2_vision(m, pixels, image, NULL, e)) && !(rc = mr_blip2_qformer(m, image, qout, NULL, e)) &&
+             !(rc = mr_blip2_project(m, qout, m->soft, e)))
+        rc = mr_blip2_generate_soft(m, m->soft, prompt, n_prompt, max_new_tokens, out, n_out, e);
+    free(image);
     free(qout);
     return rc;
 }
