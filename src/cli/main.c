@@ -17,6 +17,7 @@ typedef struct command {
 /* -- data (prepare) -- */
 /* -- retriever -- */
 /* -- tokenizers -- */
+CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
 /* -- ranker -- */
 /* -- captions -- */
@@ -26,6 +27,7 @@ static const command COMMANDS[] = {
     /* -- data (prepare) -- */
     /* -- retriever -- */
     /* -- tokenizers -- */
+    {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
     /* -- llm engine -- */
     /* -- ranker -- */
     /* -- captions -- */
