@@ -21,6 +21,8 @@ CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
 /* -- ranker -- */
 /* -- captions -- */
+CLI_COMMAND(cmd_caption);
+CLI_COMMAND(cmd_model_random_blip2); /* temporary until `model random --arch blip2` dispatches here */
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -31,6 +33,8 @@ static const command COMMANDS[] = {
     /* -- llm engine -- */
     /* -- ranker -- */
     /* -- captions -- */
+    {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
+    {NULL, "model-random-blip2", cmd_model_random_blip2, "random BLIP-2 folder (temporary name of model random --arch blip2)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
