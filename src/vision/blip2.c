@@ -47,6 +47,7 @@ typedef struct qf_config {
 
 struct mr_blip2 {
     mr_blip2_info info;
+    int small; /* run single-threaded (see vx_threads_single) */
     mr_image_processor proc;
     vit_config vc;
     qf_config qc;
@@ -342,6 +343,7 @@ int mr_blip2_load(mr_blip2 **out, const char *dir, mr_error *e) {
         for (int f = 0; f < m->set.n_files; f++)
             for (int t = 0; t < m->set.files[f].n_tensors; t++) n += (double)st_numel(&m->set.files[f].tensors[t]);
         in->n_params = n;
+        m->small = n < 30e6;
     }
     json_decref(root);
     free(cfg_path);
@@ -392,7 +394,7 @@ static void add_into(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-int mr_blip2_vision(mr_blip2 *m, const float *pixels, float *last_hidden, float *hidden_states, mr_error *e) {
+static int b2_vision(mr_blip2 *m, const float *pixels, float *last_hidden, float *hidden_states, mr_error *e) {
     const vit_config *c = &m->vc;
     int E = c->hidden, P = c->patch_size, S = c->image_size, G = S / P, Np = G * G, T = Np + 1, K = 3 * P * P;
     int hd = E / c->heads, rc;
@@ -446,7 +448,7 @@ static int qf_attention(mr_blip2 *m, qf_attn *a, float *x, const float *kv_in, i
     return MR_OK;
 }
 
-int mr_blip2_qformer(mr_blip2 *m, const float *image_embeds, float *out, float *hidden_states, mr_error *e) {
+static int b2_qformer(mr_blip2 *m, const float *image_embeds, float *out, float *hidden_states, mr_error *e) {
     const qf_config *c = &m->qc;
     int H = c->hidden, nq = m->info.n_query, Tv = m->info.vision_tokens, rc;
     float *x = m->q_x;
@@ -485,13 +487,13 @@ static int lm_prefill(mr_blip2 *m, const float *soft, const int32_t *ids, int n_
     return rc;
 }
 
-int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids, int n_ids, float *logits,
-                       mr_error *e) {
+static int b2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids, int n_ids, float *logits,
+    mr_error *e) {
     return lm_prefill(m, soft_prompt, ids, n_ids, m->info.n_query + n_ids, logits, 1, e);
 }
 
-int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
-                           int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
+static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
+        int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
     *n_out = 0;
     int rc, V = m->lm.c.vocab, H = m->lm.c.hidden;
     int32_t bos = m->info.bos;
@@ -522,18 +524,61 @@ done:
     return rc;
 }
 
-int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
-                      int32_t *out, int *n_out, mr_error *e) {
+static int b2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
+    int32_t *out, int *n_out, mr_error *e) {
     *n_out = 0;
     size_t TE = (size_t)m->info.vision_tokens * m->info.vision_hidden;
     float *image = mr_alloc(sizeof(float) * TE, e),
           *qout = mr_alloc(sizeof(float) * (size_t)m->info.n_query * m->info.qformer_hidden, e);
     int rc;
     if (!image || !qout) rc = MR_ERR_INTERNAL;
-    else if (!(rc = mr_blip2_vision(m, pixels, image, NULL, e)) && !(rc = mr_blip2_qformer(m, image, qout, NULL, e)) &&
+    else if (!(rc = b2_vision(m, pixels, image, NULL, e)) && !(rc = b2_qformer(m, image, qout, NULL, e)) &&
              !(rc = mr_blip2_project(m, qout, m->soft, e)))
-        rc = mr_blip2_generate_soft(m, m->soft, prompt, n_prompt, max_new_tokens, out, n_out, e);
+        rc = b2_generate_soft(m, m->soft, prompt, n_prompt, max_new_tokens, out, n_out, e);
     free(image);
     free(qout);
+    return rc;
+}
+
+int mr_blip2_vision(mr_blip2 *m, const float *pixels, float *last_hidden, float *hidden_states, mr_error *e) {
+    vx_threads t;
+    vx_threads_single(&t, m->small);
+    int rc = b2_vision(m, pixels, last_hidden, hidden_states, e);
+    vx_threads_restore(&t);
+    return rc;
+}
+
+int mr_blip2_qformer(mr_blip2 *m, const float *image_embeds, float *out, float *hidden_states, mr_error *e) {
+    vx_threads t;
+    vx_threads_single(&t, m->small);
+    int rc = b2_qformer(m, image_embeds, out, hidden_states, e);
+    vx_threads_restore(&t);
+    return rc;
+}
+
+int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids, int n_ids, float *logits,
+                       mr_error *e) {
+    vx_threads t;
+    vx_threads_single(&t, m->small);
+    int rc = b2_lm_logits(m, soft_prompt, ids, n_ids, logits, e);
+    vx_threads_restore(&t);
+    return rc;
+}
+
+int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
+                           int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
+    vx_threads t;
+    vx_threads_single(&t, m->small);
+    int rc = b2_generate_soft(m, soft_prompt, prompt, n_prompt, max_new_tokens, out, n_out, e);
+    vx_threads_restore(&t);
+    return rc;
+}
+
+int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
+                      int32_t *out, int *n_out, mr_error *e) {
+    vx_threads t;
+    vx_threads_single(&t, m->small);
+    int rc = b2_generate(m, pixels, prompt, n_prompt, max_new_tokens, out, n_out, e);
+    vx_threads_restore(&t);
     return rc;
 }

@@ -2,6 +2,9 @@
 #include "vision/vx.h"
 
 #include <cblas.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -67,13 +70,13 @@ static void convert_rows(float *dst, const vx_weight *W, int64_t r0, int64_t nr)
     int64_t n = nr * W->cols, off = r0 * W->cols;
     const uint16_t *src = (const uint16_t *)W->raw + off;
     if (W->dtype == ST_BF16) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > (1 << 18))
         for (int64_t i = 0; i < n; i++) {
             uint32_t bits = (uint32_t)src[i] << 16;
             memcpy(&dst[i], &bits, 4);
         }
     } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > (1 << 18))
         for (int64_t i = 0; i < n; i++) dst[i] = mr_f16_to_f32(src[i]);
     }
 }
@@ -87,6 +90,41 @@ void vx_row(const vx_weight *w, int64_t r, float *dst) {
     for (int64_t i = 0; i < w->cols; i++) dst[i] = w->dtype == ST_BF16 ? mr_bf16_to_f32(src[i]) : mr_f16_to_f32(src[i]);
 }
 
+/* out[N] = W[N, K] x[K] straight from F16/BF16: one pass over the 2-byte weights
+ * and no fp32 copy, which is what decoding a token costs (memory-bound). */
+static float dot_raw_row(const uint16_t *w, const float *x, int64_t K, st_dtype dtype) {
+    int64_t k = 0;
+    float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    if (dtype == ST_BF16) {
+        for (; k + 16 <= K; k += 16) {
+            __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k)));
+            __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+            acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)), _mm256_loadu_ps(x + k), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_loadu_ps(x + k + 8), acc1);
+        }
+    }
+#if defined(__F16C__)
+    else {
+        for (; k + 16 <= K; k += 16) {
+            __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k)));
+            __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + k + 8)));
+            acc0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + k), acc0);
+            acc1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + k + 8), acc1);
+        }
+    }
+#endif
+    __m256 acc = _mm256_add_ps(acc0, acc1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    sum = _mm_cvtss_f32(h);
+#endif
+    for (; k < K; k++) sum += (dtype == ST_BF16 ? mr_bf16_to_f32(w[k]) : mr_f16_to_f32(w[k])) * x[k];
+    return sum;
+}
+
 int vx_linear(float *out, const float *in, int T, const vx_weight *W, const vx_weight *bias, vx_scratch *s,
               mr_error *e) {
     int N = (int)W->rows, K = (int)W->cols;
@@ -95,6 +133,10 @@ int vx_linear(float *out, const float *in, int T, const vx_weight *W, const vx_w
             cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, W->f32, K, in, 1, 0.0f, out, 1);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, in, K, W->f32, K, 0.0f, out, N);
+    } else if (T == 1) {
+        const uint16_t *w = W->raw;
+#pragma omp parallel for schedule(static) if ((int64_t)N * K > (1 << 18))
+        for (int n = 0; n < N; n++) out[n] = dot_raw_row(w + (size_t)n * K, in, K, W->dtype);
     } else {
         int64_t block = VX_BLOCK_FLOATS / (uint64_t)K;
         if (block < 1) block = 1;
@@ -228,10 +270,24 @@ int vx_cfg_str(json_t *obj, const char *key, const char **out, const char *where
     return MR_OK;
 }
 
-void openblas_set_num_threads(int);
 
 void vx_set_threads(int threads) {
     if (threads <= 0) return;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
+}
+
+void vx_threads_single(vx_threads *saved, int enable) {
+    saved->active = enable && omp_get_max_threads() > 1;
+    if (!saved->active) return;
+    saved->omp = omp_get_max_threads();
+    saved->blas = openblas_get_num_threads();
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
+}
+
+void vx_threads_restore(const vx_threads *saved) {
+    if (!saved->active) return;
+    omp_set_num_threads(saved->omp);
+    openblas_set_num_threads(saved->blas);
 }

@@ -77,5 +77,13 @@ int vx_cfg_bool(json_t *obj, const char *key, int *out, const char *where, mr_er
 int vx_cfg_str(json_t *obj, const char *key, const char **out, const char *where, mr_error *e);
 
 void vx_set_threads(int threads);
+/* Runs what follows on one thread (OpenMP and BLAS) until vx_threads_restore:
+ * for small models the barriers of parallel regions cost more than they save,
+ * and far more on a loaded machine. */
+typedef struct vx_threads {
+    int omp, blas, active;
+} vx_threads;
+void vx_threads_single(vx_threads *saved, int enable);
+void vx_threads_restore(const vx_threads *saved);
 
 #endif
