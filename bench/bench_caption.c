@@ -81,21 +81,17 @@ int main(int argc, char **argv) {
     rc |= mr_blip2_qformer(m, image, qout, NULL, &e);
     rc |= mr_blip2_project(m, qout, soft, &e);
     double t_qformer = mr_now() - t0;
-    t0 = mr_now();
-    rc |= mr_blip2_generate_soft(m, soft, NULL, 0, 1, ids, &n, &e);
-    double t_prefill = mr_now() - t0;
-    /* the same prefill, then `steps` more tokens (eos is unlikely with random weights;
-     * the count that ran is what we divide by) */
-    t0 = mr_now();
+    /* prefill, then `steps` more tokens (eos is unlikely with random weights; the
+     * count that ran is what we divide by) */
     rc |= mr_blip2_generate_soft(m, soft, NULL, 0, 1 + steps, ids, &n, &e);
-    double t_gen = mr_now() - t0;
     if (rc) {
         fprintf(stderr, "error: %s\n", e.msg);
         return 1;
     }
+    double t_prefill, t_decode;
+    mr_blip2_last_timing(m, &t_prefill, &t_decode);
     int ran = n - 1 > 0 ? n - 1 : 1;
-    double t_token = (t_gen - t_prefill) / ran;
-    if (t_token < 0) t_token = 0;
+    double t_token = t_decode / ran;
     int caption_tokens = in->max_new_tokens;
     double t_image = t_vision + t_qformer + t_prefill + (caption_tokens - 1) * t_token;
     double vis_gflop = 0;

@@ -53,6 +53,10 @@ int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, i
 int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
                            int max_new_tokens, int32_t *out, int *n_out, mr_error *e);
 
+/* Seconds of the last generation's prefill (query + prompt positions and the
+ * first token) and of its further tokens. */
+void mr_blip2_last_timing(const mr_blip2 *m, double *prefill_s, double *decode_s);
+
 /* ---- random models for tests and benchmarks ---- */
 
 typedef struct mr_blip2_shape {

@@ -48,6 +48,7 @@ typedef struct qf_config {
 struct mr_blip2 {
     mr_blip2_info info;
     int small; /* run single-threaded (see vx_threads_single) */
+    double last_prefill_s, last_decode_s; /* timings of the last generation */
     mr_image_processor proc;
     vit_config vc;
     qf_config qc;
@@ -508,7 +509,11 @@ static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t
         goto done;
     }
     int capacity = m->info.n_query + n_prompt + max_new_tokens;
+    double t0 = mr_now();
     if ((rc = lm_prefill(m, soft_prompt, prompt, n_prompt, capacity, logits, 0, e))) goto done;
+    double t1 = mr_now();
+    m->last_prefill_s = t1 - t0;
+    m->last_decode_s = 0;
     for (;;) {
         int best = 0; /* torch.argmax: the first of equal maxima */
         for (int j = 1; j < V; j++)
@@ -517,6 +522,7 @@ static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t
         if (best == m->info.eos || *n_out >= max_new_tokens) break;
         int32_t id = best;
         if ((rc = opt_embed(&m->lm, &id, 1, emb, e)) || (rc = opt_forward(&m->lm, emb, 1, logits, 0, e))) goto done;
+        m->last_decode_s = mr_now() - t1;
     }
 done:
     free(logits);
@@ -581,4 +587,9 @@ int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, i
     int rc = b2_generate(m, pixels, prompt, n_prompt, max_new_tokens, out, n_out, e);
     vx_threads_restore(&t);
     return rc;
+}
+
+void mr_blip2_last_timing(const mr_blip2 *m, double *prefill_s, double *decode_s) {
+    *prefill_s = m->last_prefill_s;
+    *decode_s = m->last_decode_s;
 }
