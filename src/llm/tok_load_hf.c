@@ -336,8 +336,9 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
     }
     if (max_id < 0) return mr_fail(e, MR_ERR_INPUT, "%s: model.vocab is empty", b->path);
     if (hf_alloc_tokens(b, (int32_t)(max_id + 1), e)) return MR_ERR_INTERNAL;
-    json_object_foreach(vocab, key, val) {
-        int rc = hf_set_token(b, json_integer_value(val), key, strlen(key), TOK_TYPE_NORMAL, e);
+    size_t key_len;
+    json_object_keylen_foreach(vocab, key, key_len, val) {
+        int rc = hf_set_token(b, json_integer_value(val), key, key_len, TOK_TYPE_NORMAL, e);
         if (rc) return rc;
     }
     json_array_foreach(added, i, x) {
@@ -412,8 +413,9 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
         json_decref(vocab);
         return max_id < 0 ? mr_fail(e, MR_ERR_INPUT, "%s: empty vocabulary", vocab_path) : MR_ERR_INTERNAL;
     }
-    json_object_foreach(vocab, key, val) {
-        if ((rc = hf_set_token(b, json_integer_value(val), key, strlen(key), TOK_TYPE_NORMAL, e))) break;
+    size_t key_len;
+    json_object_keylen_foreach(vocab, key, key_len, val) {
+        if ((rc = hf_set_token(b, json_integer_value(val), key, key_len, TOK_TYPE_NORMAL, e))) break;
     }
     json_decref(vocab);
     if (rc) return rc;
@@ -531,9 +533,7 @@ int tokenizer_load_hf(tokenizer **out, const char *dir, mr_error *e) {
     if (b.unk >= 0 && b.type[b.unk] == TOK_TYPE_CONTROL) b.type[b.unk] = TOK_TYPE_UNKNOWN;
     if (b.spm) {
         for (int32_t i = 0; i < b.n; i++) { /* <0xNN> are byte-fallback tokens */
-            unsigned v;
-            char tail;
-            if (b.type[i] == TOK_TYPE_NORMAL && b.len[i] == 6 && sscanf(b.text[i], "<0x%2X>%c", &v, &tail) == 1)
+            if (b.type[i] == TOK_TYPE_NORMAL && tok_parse_byte_token(b.text[i], b.len[i]) >= 0)
                 b.type[i] = TOK_TYPE_BYTE;
         }
     }

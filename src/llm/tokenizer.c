@@ -317,6 +317,8 @@ int tokenizer_create(tokenizer **out, const tokenizer_vocab *v, mr_error *e) {
         if (tok_strings_add(&t->str, text, n, e) < 0) goto fail_set;
         t->scores[i] = v->scores ? v->scores[i] : 0.0f;
         int32_t ty = v->types ? v->types[i] : TOK_TYPE_NORMAL;
+        if (!v->types && v->kind == TOK_KIND_SPM && tok_parse_byte_token(text, n) >= 0)
+            ty = TOK_TYPE_BYTE; /* no types given: <0xNN> are SentencePiece's byte tokens */
         t->types[i] = (uint8_t)(ty >= TOK_TYPE_NORMAL && ty <= TOK_TYPE_BYTE ? ty : 0);
     }
     if (tok_strings_index(&t->str, e)) goto fail;
@@ -493,9 +495,8 @@ int tok_finish(tokenizer *t, mr_error *e) {
                 }
             }
         } else if (ty == TOK_TYPE_BYTE && t->kind == TOK_KIND_SPM) {
-            unsigned v;
-            char tail;
-            if (len == 6 && sscanf((const char *)s, "<0x%2X>%c", &v, &tail) == 1) dst[m++] = (char)v;
+            int byte = tok_parse_byte_token((const char *)s, len);
+            if (byte >= 0) dst[m++] = (char)byte;
         }
         t->piece_off[i] = pos;
         t->piece_len[i] = (uint32_t)m;
