@@ -24,9 +24,13 @@ void mr_error_prefix(mr_error *e, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[sizeof e->msg];
-    memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s%s", prefix, old);
+    /* Shift the old message right and put the prefix in front (truncating the tail). */
+    size_t np = strlen(prefix), no = strlen(e->msg);
+    if (np >= sizeof e->msg) np = sizeof e->msg - 1;
+    if (np + no >= sizeof e->msg) no = sizeof e->msg - 1 - np;
+    memmove(e->msg + np, e->msg, no);
+    memcpy(e->msg, prefix, np);
+    e->msg[np + no] = 0;
 }
 
 void mr_error_clear(mr_error *e) {
