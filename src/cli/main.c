@@ -16,6 +16,7 @@ typedef struct command {
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
 CLI_COMMAND(cmd_prepare);
+CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
 /* -- tokenizers -- */
 /* -- llm engine -- */
@@ -26,6 +27,7 @@ CLI_COMMAND(cmd_prepare);
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
     {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
+    {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
     /* -- tokenizers -- */
     /* -- llm engine -- */
