@@ -109,7 +109,8 @@ TEST(movielens_1m_layout) {
     snprintf(p, sizeof p, "%s/ratings.dat", d);
     wfile(p, "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n2::661::5::978299000\n");
     snprintf(p, sizeof p, "%s/movies.dat", d);
-    wfile(p, "661::James and the Giant Peach (1996)::Animation\n1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n");
+    /* one line in UTF-8 (kept), one in ISO-8859-1 (converted) */
+    wfile(p, "661::James and the Giant P\xc3\xaa" "che (1996)::Animation\n1193::One Flew Over the Cuckoo's N\xea" "st (1975)::Drama\n");
     char out[1100];
     snprintf(out, sizeof out, "%s/out", d);
     CHECK(PREP("--format movielens --input %s --out %s --min-uc 2 --min-sc 2 2>&1", d, out) == 0);
@@ -118,7 +119,8 @@ TEST(movielens_1m_layout) {
     mr_error err;
     mr_dataset ds;
     CHECK_OK(mr_dataset_load(&ds, out, &err), &err);
-    CHECK(!strcmp(ds.items[1].source_id, "661") && !strcmp(ds.items[2].title, "One Flew Over the Cuckoo's Nest (1975)"));
+    CHECK(!strcmp(ds.items[1].source_id, "661") && !strcmp(ds.items[1].title, "James and the Giant P\xc3\xaa" "che (1996)"));
+    CHECK(!strcmp(ds.items[2].title, "One Flew Over the Cuckoo's N\xc3\xaa" "st (1975)"));
     CHECK(ds.seqs[1][0] == 2 && ds.seqs[1][1] == 1);
     mr_dataset_free(&ds);
 }
