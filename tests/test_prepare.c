@@ -346,6 +346,20 @@ TEST(malformed_movielens) {
     wfile(p, "userId,movieId,rating,timestamp\n1,1,good,5\n");
     CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 1);
     CHECK(fails_cleanly(out, "ratings.csv:2: expected a numeric rating"));
+    /* a gzip-compressed ratings.csv (found by magic bytes), first whole, then cut */
+    wfile(q, "movieId,title,genres\n1,Toy Story (1995),x\n");
+    static char big[200000];
+    size_t k = (size_t)snprintf(big, sizeof big, "userId,movieId,rating,timestamp\n");
+    for (int i = 0; k < sizeof big - 64; i++) k += (size_t)snprintf(big + k, sizeof big - k, "%d,1,4.0,%d\n", i % 50, i);
+    wgz(p, big, 0);
+    CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 0);
+    CHECK(strstr(out_buf, "| k-core | 50 | 1 |"));
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    CHECK(system(cmd) == 0);
+    wgz(p, big, 1);
+    CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 1);
+    CHECK(fails_cleanly(out, "ratings.csv: corrupt or truncated gzip"));
     /* ML-100K short row */
     const char *d2 = mkd("bad_ml100");
     snprintf(p, sizeof p, "%s/u.data", d2);
@@ -374,6 +388,10 @@ TEST(malformed_amazon) {
     char cmd[1300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     CHECK(system(cmd) == 0);
+    char nometa[1200];
+    snprintf(nometa, sizeof nometa, "%s/meta_missing.json", d);
+    CHECK(PREP("--format amazon2014 --ratings %s --meta %s --out %s 2>&1", r, nometa, out) == 1);
+    CHECK(fails_cleanly(out, "meta_missing.json: missing (the meta file)"));
     wfile(m, "{'title': 'One'}\n");
     CHECK(PREP("--format amazon2014 --ratings %s --meta %s --out %s 2>&1", r, m, out) == 1);
     CHECK(fails_cleanly(out, "meta_X.json:1: expected the key 'asin'"));
@@ -415,6 +433,16 @@ TEST(malformed_sequences) {
     wfile(sq, "u1 a a\nu2 \xc3\x28\n");
     CHECK(PREP("--format sequences --sequences %s --titles %s --out %s --min-uc 1 --min-sc 1 2>&1", sq, ti, out) == 1);
     CHECK(fails_cleanly(out, "s.txt:2: invalid UTF-8"));
+    char nope[1200];
+    snprintf(nope, sizeof nope, "%s/none.txt", d);
+    CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", nope, ti, out) == 1);
+    CHECK(fails_cleanly(out, "none.txt: missing (the sequences file)"));
+    static char big[200000];
+    size_t k = 0;
+    for (int i = 0; k < sizeof big - 64; i++) k += (size_t)snprintf(big + k, sizeof big - k, "u%d a a a a a\n", i);
+    wgz(sq, big, 1); /* named .txt: gzip is found by its magic bytes */
+    CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", sq, ti, out) == 1);
+    CHECK(fails_cleanly(out, "s.txt: corrupt or truncated gzip"));
     /* everything filtered away is an error, not an empty dataset */
     wfile(sq, "u1 a\n");
     CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", sq, ti, out) == 1);
