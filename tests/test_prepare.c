@@ -3,6 +3,7 @@
 #include "test.h"
 #include "data/prep_internal.h"
 #include "mllm4rec/dataset.h"
+#include "mllm4rec/prepare.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -591,6 +592,26 @@ TEST(csv_and_split) {
     CHECK(split_sep(dat, "::", f, 8) == 3 && !strcmp(f[1], "Title: a"));
 }
 
+/* mr_download_file over file:// (no network needed): digest checked, nothing
+ * written on a mismatch or a failed download. */
+TEST(download_checks_sha256) {
+    const char *src = test_tmp_path("fetch_src.txt");
+    wfile(src, "abc");
+    char url[1200], dst[1200], hex[65];
+    snprintf(url, sizeof url, "file://%s", src);
+    snprintf(dst, sizeof dst, "%s", test_tmp_path("fetch_dst.txt"));
+    mr_error err;
+    const char *abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    CHECK_OK(mr_download_file(url, dst, abc, hex, &err), &err);
+    CHECK(!strcmp(hex, abc) && exists(dst));
+    remove(dst);
+    CHECK(mr_download_file(url, dst, "00", hex, &err) == MR_ERR_INPUT);
+    CHECK(strstr(err.msg, "sha256") && !exists(dst));
+    snprintf(url, sizeof url, "file://%s", test_tmp_path("no_such_file"));
+    CHECK(mr_download_file(url, dst, NULL, hex, &err) == MR_ERR_INPUT);
+    CHECK(strstr(err.msg, "download of") && !exists(dst));
+}
+
 int main(void) {
     RUN(movielens_latest_layout);
     RUN(movielens_100k_layout_latin1);
@@ -608,5 +629,6 @@ int main(void) {
     RUN(python_literal_parser);
     RUN(movielens_title_rule);
     RUN(csv_and_split);
+    RUN(download_checks_sha256);
     return test_summary();
 }
