@@ -345,6 +345,97 @@ TEST(truncate_cuts_at_tokens_and_whole_characters) {
     tokenizer_free(t);
 }
 
+/* The model references: llama-perplexity's tokens of ppl_text.txt and each
+ * prompt's tokens (add_special on, parse_special off), and the greedy texts,
+ * which are the raw pieces of the generated ids joined. */
+TEST(model_reference_tokens_and_pieces) {
+    static const char *const refs[] = {"reference/models/stories260K.reference.json",
+                                       "reference/models/tiny-llama-random.reference.json",
+                                       "reference/models/tiny-qwen2-random.reference.json"};
+    const char *pp = test_shared_path("reference/models/ppl_text.txt");
+    if (!pp) SKIP("reference/models not found");
+    mr_error e = {0};
+    char *ppl;
+    size_t ppl_len;
+    CHECK_OK(mr_read_file(pp, &ppl, &ppl_len, &e), &e);
+    int checked = 0;
+    for (int r = 0; r < 3; r++) {
+        const char *jp = test_shared_path(refs[r]);
+        if (!jp) continue;
+        json_error_t je;
+        json_t *root = json_load_file(jp, 0, &je);
+        CHECK(root);
+        const char *vname;
+        json_t *var;
+        json_object_foreach(json_object_get(root, "variants"), vname, var) {
+            char rel[512];
+            snprintf(rel, sizeof rel, "reference/models/%s", json_string_value(json_object_get(var, "model_file")));
+            const char *mp = test_shared_path(rel);
+            if (!mp) continue;
+            tokenizer *t;
+            CHECK_OK(tokenizer_load(&t, mp, &e), &e);
+            int32_t *ids;
+            size_t n;
+            CHECK_OK(tokenizer_encode(t, ppl, ppl_len, TOK_ADD_SPECIAL, &ids, &n, &e), &e);
+            json_t *want = json_object_get(var, "ppl_text_tokens_with_add_special");
+            CHECK_MSG(n == json_array_size(want), "%s: ppl_text gives %zu tokens, llama.cpp %zu", vname, n,
+                      json_array_size(want));
+            for (size_t i = 0; i < n; i++) CHECK(ids[i] == json_integer_value(json_array_get(want, i)));
+            free(ids);
+            checked++;
+            size_t k;
+            json_t *pr;
+            json_array_foreach(json_object_get(var, "prompts"), k, pr) {
+                const char *text = json_string_value(json_object_get(pr, "prompt"));
+                CHECK_OK(tokenizer_encode(t, text, strlen(text), TOK_ADD_SPECIAL, &ids, &n, &e), &e);
+                json_t *pt = json_object_get(pr, "prompt_tokens");
+                CHECK_MSG(n == json_array_size(pt), "%s prompt %zu: %zu tokens", vname, k, n);
+                for (size_t i = 0; i < n; i++) CHECK(ids[i] == json_integer_value(json_array_get(pt, i)));
+                free(ids);
+                /* greedy text = the pieces of the greedy tokens */
+                json_t *gt = json_object_get(pr, "greedy_tokens");
+                const char *gtext = json_string_value(json_object_get(pr, "greedy_text"));
+                if (!gt || !gtext) continue;
+                char buf[8192];
+                size_t m = 0;
+                for (size_t i = 0; i < json_array_size(gt); i++) {
+                    size_t pl;
+                    const char *p = tokenizer_token_piece(t, (int32_t)json_integer_value(json_array_get(gt, i)), 0, &pl);
+                    CHECK(p && m + pl < sizeof buf);
+                    memcpy(buf + m, p, pl);
+                    m += pl;
+                }
+                buf[m] = 0;
+                CHECK_MSG(!strcmp(buf, gtext), "%s prompt %zu: pieces give [%s]", vname, k, buf);
+                checked++;
+            }
+            /* llama2.c's expected output is the decoded 200 greedy tokens after BOS */
+            json_t *g200 = json_object_get(json_object_get(var, "bos_only_greedy200"), "greedy_tokens");
+            const char *xp = test_shared_path("reference/models/stories260K.llama2c_expected_output.txt");
+            if (g200 && xp) {
+                char *expected, *text;
+                size_t el, tl;
+                CHECK_OK(mr_read_file(xp, &expected, &el, &e), &e);
+                int32_t g[256];
+                size_t gn = json_array_size(g200);
+                CHECK(gn == 200);
+                g[0] = tokenizer_bos(t);
+                for (size_t i = 0; i < gn; i++) g[i + 1] = (int32_t)json_integer_value(json_array_get(g200, i));
+                CHECK_OK(tokenizer_decode(t, g, gn + 1, 0, &text, &tl, &e), &e);
+                CHECK_MSG(tl == el && !memcmp(text, expected, el), "decoded greedy200 differs: [%s]", text);
+                free(text);
+                free(expected);
+                checked++;
+            }
+            tokenizer_free(t);
+        }
+        json_decref(root);
+    }
+    free(ppl);
+    printf("  %d reference token lists and greedy texts match\n", checked);
+    CHECK(checked >= 3);
+}
+
 /* ------------------------------------------------- written and read back -- */
 
 TEST(tokenizer_json_written_from_gguf_reads_back_identically) {
@@ -909,6 +1000,7 @@ int main(void) {
     RUN(reference_vectors_encode_exactly);
     RUN(llama_tokenize_behaviours);
     RUN(bos_eos_settings_follow_the_vocabulary);
+    RUN(model_reference_tokens_and_pieces);
     RUN(truncate_cuts_at_tokens_and_whole_characters);
     RUN(tokenizer_json_written_from_gguf_reads_back_identically);
     RUN(gguf_metadata_written_reads_back_identically);
