@@ -767,6 +767,63 @@ TEST(hf_spelled_qwen2_and_llama3_pretokenizers) {
     }
 }
 
+/* Every pre-tokenizer name compiles, splits a mixed text into pieces that
+ * cover it exactly, and byte-level BPE over it gives the text back. */
+TEST(every_pretokenizer_name_compiles_and_covers_the_text) {
+    static const char *const names[] = {
+        "default", "gpt-2", "llama3", "llama-bpe", "qwen2", "deepseek-coder", "deepseek-llm", "deepseek-v3",
+        "falcon", "starcoder", "refact", "command-r", "smollm", "mpt", "olmo", "tekken", "chameleon", "gpt-4o",
+        "llama4", "poro-chat", "viking", "bailingmoe", "seed-coder", "grok-2", "hunyuan-dense", "stablelm2"};
+    /* a vocabulary of the 256 byte-alphabet characters, one merge */
+    const char *toks[256];
+    char store[256][4];
+    for (int b = 0; b < 256; b++) {
+        int n = tok_byte_to_utf8((uint8_t)b, store[b]);
+        store[b][n] = 0;
+        toks[b] = store[b];
+    }
+    const char *merges[] = {"a b"};
+    const char *text = "Hello, y'ALL! 12345 3.14 \xe4\xbd\xa0\xe5\xa5\xbd\xe3\x81\x82 <sentinel:3> IMGIMGABZ"
+                       "\t\n\n  \xd0\xbd\xd0\xb5 \xe2\x80\xa6 caf\xc3\xa9\xcc\x81";
+    size_t tl = strlen(text);
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        tokenizer_vocab v;
+        tokenizer_vocab_defaults(&v, TOK_KIND_BPE);
+        v.n_tokens = 256;
+        v.tokens = toks;
+        v.n_merges = 1;
+        v.merges = merges;
+        v.pre = names[k];
+        mr_error e = {0};
+        tokenizer *t;
+        int n_rx;
+        CHECK_MSG(tok_pretok_regexes(names[k], &n_rx, NULL, NULL) != NULL, "%s unknown", names[k]);
+        CHECK_OK(tokenizer_create(&t, &v, &e), &e);
+        tok_spans sp = {0}, tmp = {0};
+        pcre2_match_data *md = pcre2_match_data_create(32, NULL);
+        CHECK_OK(tok_pretok_split(t, text, tl, &sp, &tmp, md, &e), &e);
+        size_t at = 0;
+        for (size_t i = 0; i < sp.n; i++) {
+            CHECK_MSG(sp.off[i] == at && sp.len[i] > 0, "%s: piece %zu does not follow the previous one", names[k], i);
+            at += sp.len[i];
+        }
+        CHECK(at == tl && sp.n > 5);
+        tok_spans_free(&sp);
+        tok_spans_free(&tmp);
+        pcre2_match_data_free(md);
+        int32_t *ids;
+        size_t n;
+        char *back;
+        size_t bl;
+        CHECK_OK(tokenizer_encode(t, text, tl, 0, &ids, &n, &e), &e);
+        CHECK_OK(tokenizer_decode(t, ids, n, 0, &back, &bl, &e), &e);
+        CHECK_MSG(bl == tl && !memcmp(back, text, tl), "%s: [%s]", names[k], back);
+        free(ids);
+        free(back);
+        tokenizer_free(t);
+    }
+}
+
 /* ---------------------------------------------------- special tokens ---- */
 
 TEST(user_defined_tokens_match_without_parse_special) {
@@ -1007,6 +1064,7 @@ int main(void) {
     RUN(gpt2_vocab_json_and_merges_txt_folder);
     RUN(pretokenizer_splits_of_llama3_qwen2_deepseek_gpt2);
     RUN(hf_spelled_qwen2_and_llama3_pretokenizers);
+    RUN(every_pretokenizer_name_compiles_and_covers_the_text);
     RUN(user_defined_tokens_match_without_parse_special);
     RUN(bad_files_give_clear_errors);
     RUN(random_texts_round_trip);
