@@ -13,6 +13,8 @@
 #include <string.h>
 
 #define SPIECE "\xe2\x96\x81" /* U+2581, SentencePiece's space */
+/* Ids above this are refused: the ids between would all become placeholder tokens. */
+#define MAX_TOKEN_ID (1 << 24)
 
 typedef struct hf_build {
     const char *path; /* file being read, for messages */
@@ -321,7 +323,7 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX)
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= MAX_TOKEN_ID)
             return mr_fail(e, MR_ERR_INPUT, "%s: model.vocab['%s'] is not a token id", b->path, key);
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
@@ -329,7 +331,7 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
     json_t *x;
     json_array_foreach(added, i, x) {
         json_t *id = json_object_get(x, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= MAX_TOKEN_ID ||
             !json_is_string(json_object_get(x, "content")))
             return mr_fail(e, MR_ERR_INPUT, "%s: added_tokens[%zu] needs an 'id' and a 'content'", b->path, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
@@ -403,7 +405,7 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= MAX_TOKEN_ID) {
             json_decref(vocab);
             return mr_fail(e, MR_ERR_INPUT, "%s: entry '%s' is not a token id", vocab_path, key);
         }
