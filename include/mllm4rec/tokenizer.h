@@ -59,7 +59,8 @@ typedef struct tokenizer_vocab {
     const char *const *tokens;     /* token texts, as stored in the GGUF */
     const uint32_t *token_lens;    /* byte lengths; NULL = NUL-terminated */
     const float *scores;           /* SPM merge priorities; NULL = all 0 */
-    const int32_t *types;          /* tokenizer_token_type per token; NULL = all NORMAL */
+    const int32_t *types;          /* tokenizer_token_type per token; NULL = all NORMAL
+                                      (SPM: "<0xNN>" texts are BYTE) */
     int64_t n_merges;              /* "left right" strings (BPE), by rank */
     const char *const *merges;
     const uint32_t *merge_lens;    /* NULL = NUL-terminated */
@@ -100,8 +101,9 @@ enum {
 /* Joins the pieces of ids into bytes (*out newly allocated, NUL-terminated).
  * Byte tokens become raw bytes; for SentencePiece vocabularies with a space
  * prefix the first piece's leading space is dropped (as sentencepiece and
- * Hugging Face do), so decode(encode(text)) == text. An id outside the
- * vocabulary is an error. */
+ * Hugging Face do; also after a BOS, where llama.cpp's detokenizer keeps it),
+ * so decode(encode(text)) == text. An id outside the vocabulary is an error.
+ * For streaming output use tokenizer_token_piece, which never drops anything. */
 int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int flags, char **out, size_t *out_len,
                      mr_error *e);
 /* Encodes text (no BOS/EOS, specials as plain text), keeps the first max_tokens
@@ -135,9 +137,11 @@ int tokenizer_is_eog(const tokenizer *t, int32_t id);
 /* ---- writing ---- */
 
 /* Writes a Hugging Face tokenizer.json (atomically) that tokenizer_load_hf reads
- * back to an identical tokenizer: BPE model with vocab and merges (SentencePiece
- * vocabularies get byte_fallback, the ▁ normalizer and merges ranked by score),
- * pre-tokenizer, decoder, post-processor for BOS/EOS, added_tokens. */
+ * back to a tokenizer that encodes the same: BPE model with vocab and merges
+ * (SentencePiece vocabularies get byte_fallback, the ▁ normalizer and every
+ * mergeable pair ranked by the score of its result), pre-tokenizer, decoder,
+ * post-processor for BOS/EOS, added_tokens. Also writes tokenizer_config.json
+ * (bos/eos/unk/pad tokens, add_bos_token, add_eos_token) in the same folder. */
 int tokenizer_write_hf_json(const tokenizer *t, const char *path, mr_error *e);
 /* Adds the tokenizer.ggml.* keys for this vocabulary to a GGUF being written. */
 int tokenizer_write_gguf(const tokenizer *t, gguf_writer *w, mr_error *e);

@@ -15,6 +15,8 @@ typedef struct command {
 
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
+CLI_COMMAND(cmd_prepare);
+CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
 /* -- tokenizers -- */
 CLI_COMMAND(cmd_llm_tokenize);
@@ -27,6 +29,8 @@ CLI_COMMAND(cmd_model_random_blip2); /* temporary until `model random --arch bli
 
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
+    {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
+    {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
     /* -- tokenizers -- */
     {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
