@@ -44,6 +44,8 @@ TEST(opt_matches_transformers) {
     json_decref(cfg);
     st_set set;
     CHECK_OK(st_set_open(&set, dir, &e), &e);
+    vx_threads one;
+    vx_threads_single(&one, 1); /* a tiny model: threads only add barriers */
     vx_loader L = {&set, 0, 1ull << 30};
     opt_model m;
     CHECK_OK(opt_load(&m, &L, &c, "model.decoder.", "lm_head.weight", &e), &e);
@@ -75,6 +77,7 @@ TEST(opt_matches_transformers) {
     st_close(&out);
     opt_free(&m);
     st_set_close(&set);
+    vx_threads_restore(&one);
 }
 
 static int read_ids(const st_file *f, const char *name, int32_t *ids, int max) {
@@ -249,10 +252,73 @@ TEST(random_models_in_every_dtype_and_layout) {
     CHECK(dq > 0 && dq < 0.5); /* bf16 rounding moves the values a little */
 }
 
+/* The generation keys of text_config act as transformers' logits processors. */
+static int gen_with(const char *dir, const char *key, json_t *value, const float *pixels, int32_t *ids, mr_error *e) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_error_t je;
+    json_t *cfg = json_load_file(p, 0, &je);
+    if (!cfg) return -1;
+    json_t *text = json_object_get(cfg, "text_config");
+    json_object_del(text, "no_repeat_ngram_size");
+    json_object_del(text, "forced_eos_token_id");
+    json_object_del(text, "repetition_penalty");
+    json_object_del(text, "min_length");
+    if (key) json_object_set_new(text, key, value);
+    json_dump_file(cfg, p, 0);
+    json_decref(cfg);
+    return gen(dir, pixels, ids, NULL, e);
+}
+
+TEST(generation_keys_of_the_config) {
+    mr_error e = {0};
+    mr_blip2_shape s;
+    CHECK(mr_blip2_shape_preset("tiny", &s) == 0);
+    s.vocab = 300;
+    s.eos = 299;
+    char d[1024];
+    snprintf(d, sizeof d, "%s", test_tmp_path("rand_gen"));
+    CHECK_OK(mr_blip2_write_random(&s, d, ST_F32, 9, 0.05f, 0, &e), &e);
+    float pixels[3 * 32 * 32];
+    for (int i = 0; i < 3 * 32 * 32; i++) pixels[i] = (float)((i * 7919) % 201 - 100) / 50.0f;
+    int32_t base[32], ids[32];
+    int nb = gen_with(d, NULL, NULL, pixels, base, &e);
+    CHECK(nb == 19);
+    int repeats = 0;
+    for (int i = 1; i < nb; i++) repeats += base[i] == base[i - 1];
+    CHECK(repeats > 0); /* a random model repeats itself: the processors below have work */
+
+    int n = gen_with(d, "no_repeat_ngram_size", json_integer(1), pixels, ids, &e);
+    CHECK(n == 19);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) CHECK(ids[i] != ids[j]);
+    /* the dummy bos counts as seen, as in transformers */
+    CHECK((ids[0] == base[0]) == (base[0] != s.bos));
+    for (int i = 0; i < n; i++) CHECK(ids[i] != s.bos);
+
+    n = gen_with(d, "repetition_penalty", json_real(1e6), pixels, ids, &e);
+    CHECK(n == 19 && (ids[0] == base[0]) == (base[0] != s.bos));
+    for (int i = 1; i < n; i++) CHECK(ids[i] != ids[i - 1]);
+
+    n = gen_with(d, "forced_eos_token_id", json_integer(299), pixels, ids, &e);
+    CHECK(n == 19 && ids[18] == 299 && !memcmp(ids, base, sizeof(int32_t) * 18));
+
+    /* min_length: with eos = the first greedy token, it is banned until then */
+    mr_blip2_shape s2 = s;
+    s2.eos = base[0];
+    CHECK_OK(mr_blip2_write_random(&s2, d, ST_F32, 9, 0.05f, 0, &e), &e);
+    n = gen_with(d, NULL, NULL, pixels, ids, &e);
+    CHECK(n == 1 && ids[0] == base[0]); /* stops at once */
+    n = gen_with(d, "min_length", json_integer(4), pixels, ids, &e);
+    CHECK(n >= 3);
+    for (int i = 0; i < 3; i++) CHECK(ids[i] != base[0]);
+}
+
 int main(void) {
     RUN(opt_matches_transformers);
     RUN(blip2_matches_transformers);
     RUN(blip2_refuses_bad_folders);
     RUN(random_models_in_every_dtype_and_layout);
+    RUN(generation_keys_of_the_config);
     return test_summary();
 }

@@ -493,6 +493,36 @@ static int b2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *id
     return lm_prefill(m, soft_prompt, ids, n_ids, m->info.n_query + n_ids, logits, 1, e);
 }
 
+/* transformers 4.33's logits processors of greedy search, in its order, over
+ * the ids generate() sees: the dummy bos, then the new ids (the query and
+ * prompt embeddings are not ids there). hist holds them, n_hist of them. */
+static void process_logits(const opt_config *c, float *logits, const int32_t *hist, int n_hist, int max_new,
+                           int eos) {
+    int V = c->vocab;
+    if (c->repetition_penalty != 1.0f) {
+        for (int i = 0; i < n_hist; i++) {
+            int dup = 0; /* each token once, as torch.gather/scatter do */
+            for (int j = 0; j < i && !dup; j++) dup = hist[j] == hist[i];
+            if (dup) continue;
+            float *x = &logits[hist[i]];
+            *x = *x < 0 ? *x * c->repetition_penalty : *x / c->repetition_penalty;
+        }
+    }
+    int n = c->no_repeat_ngram_size;
+    if (n > 0 && n_hist + 1 >= n) {
+        /* ban every token that followed the last n-1 ids earlier */
+        for (int s = 0; s + n <= n_hist; s++) {
+            if (memcmp(hist + s, hist + n_hist - (n - 1), sizeof(int32_t) * (n - 1))) continue;
+            logits[hist[s + n - 1]] = -INFINITY;
+        }
+    }
+    if (n_hist < c->min_length && eos >= 0) logits[eos] = -INFINITY;
+    if (c->forced_eos >= 0 && n_hist == max_new) { /* cur_len == max_length - 1 */
+        for (int j = 0; j < V; j++) logits[j] = -INFINITY;
+        logits[c->forced_eos] = 0.0f;
+    }
+}
+
 static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
         int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
     *n_out = 0;
@@ -504,7 +534,8 @@ static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t
     }
     if (max_new_tokens <= 0) max_new_tokens = m->info.max_new_tokens;
     float *logits = mr_alloc(sizeof(float) * V, e), *emb = mr_alloc(sizeof(float) * H, e);
-    if (!logits || !emb) {
+    int32_t *hist = mr_alloc(sizeof(int32_t) * ((size_t)max_new_tokens + 1), e);
+    if (!logits || !emb || !hist) {
         rc = MR_ERR_INTERNAL;
         goto done;
     }
@@ -514,11 +545,14 @@ static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t
     double t1 = mr_now();
     m->last_prefill_s = t1 - t0;
     m->last_decode_s = 0;
+    hist[0] = bos;
     for (;;) {
+        process_logits(&m->lm.c, logits, hist, *n_out + 1, max_new_tokens, m->info.eos);
         int best = 0; /* torch.argmax: the first of equal maxima */
         for (int j = 1; j < V; j++)
             if (logits[j] > logits[best]) best = j;
         out[(*n_out)++] = best;
+        hist[*n_out] = best;
         if (best == m->info.eos || *n_out >= max_new_tokens) break;
         int32_t id = best;
         if ((rc = opt_embed(&m->lm, &id, 1, emb, e)) || (rc = opt_forward(&m->lm, emb, 1, logits, 0, e))) goto done;
@@ -527,6 +561,7 @@ static int b2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t
 done:
     free(logits);
     free(emb);
+    free(hist);
     return rc;
 }
 

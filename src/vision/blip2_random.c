@@ -160,7 +160,7 @@ static int64_t numel(const tensor_plan *t) {
 static void fill(void *dst, const tensor_plan *t, int index, st_dtype dtype, uint64_t seed, float std) {
     int64_t n = numel(t), chunk = 1 << 16;
     float a = std * 1.7320508f; /* uniform(-a, a) has standard deviation std */
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(dynamic, 4) if (n > (1 << 18))
     for (int64_t c0 = 0; c0 < n; c0 += chunk) {
         mr_rng r;
         mr_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull + (uint64_t)index * 0x100000001B3ull + (uint64_t)(c0 / chunk));

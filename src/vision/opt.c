@@ -22,6 +22,8 @@ int opt_config_parse(opt_config *c, json_t *obj, const char *where, mr_error *e)
     c->eos = 2;
     c->pad = 1;
     c->max_length = 20;
+    c->forced_eos = -1;
+    c->repetition_penalty = 1.0f;
     c->pre_ln = 1;
     c->enable_bias = 1;
     c->ln_affine = 1;
@@ -38,6 +40,10 @@ int opt_config_parse(opt_config *c, json_t *obj, const char *where, mr_error *e)
         (rc = vx_cfg_int(obj, "eos_token_id", &c->eos, where, e)) ||
         (rc = vx_cfg_int(obj, "pad_token_id", &c->pad, where, e)) ||
         (rc = vx_cfg_int(obj, "max_length", &c->max_length, where, e)) ||
+        (rc = vx_cfg_int(obj, "min_length", &c->min_length, where, e)) ||
+        (rc = vx_cfg_int(obj, "no_repeat_ngram_size", &c->no_repeat_ngram_size, where, e)) ||
+
+        (rc = vx_cfg_float(obj, "repetition_penalty", &c->repetition_penalty, where, e)) ||
         (rc = vx_cfg_bool(obj, "do_layer_norm_before", &c->pre_ln, where, e)) ||
         (rc = vx_cfg_bool(obj, "enable_bias", &c->enable_bias, where, e)) ||
         (rc = vx_cfg_bool(obj, "_remove_final_layer_norm", &c->remove_final_ln, where, e)) ||
@@ -59,7 +65,22 @@ int opt_config_parse(opt_config *c, json_t *obj, const char *where, mr_error *e)
                        "%s: this OPT variant (post-LayerNorm, word_embed_proj_dim != hidden_size, no final or no "
                        "affine LayerNorm, as OPT-350m) is not supported",
                        where);
+    json_t *fe = obj ? json_object_get(obj, "forced_eos_token_id") : NULL;
+    if (json_is_array(fe)) fe = json_array_get(fe, 0); /* a list: the first (our eos is single) */
+    if (fe && !json_is_null(fe)) {
+        if (!json_is_integer(fe)) return mr_fail(e, MR_ERR_INPUT, "%s: \"forced_eos_token_id\" must be an integer", where);
+        c->forced_eos = (int)json_integer_value(fe);
+    }
     if (c->max_length < 1) c->max_length = 1;
+    if (!(c->repetition_penalty > 0))
+        return mr_fail(e, MR_ERR_INPUT, "%s: repetition_penalty must be positive", where);
+    if (c->forced_eos >= c->vocab || c->forced_eos < 0) c->forced_eos = -1;
+    int beams = 1, sample = 0;
+    if ((rc = vx_cfg_int(obj, "num_beams", &beams, where, e)) || (rc = vx_cfg_bool(obj, "do_sample", &sample, where, e)))
+        return rc;
+    if (beams > 1 || sample)
+        mr_log("%s: num_beams %d / do_sample %s are ignored: captions use greedy search", where, beams,
+               sample ? "true" : "false");
     return MR_OK;
 }
 

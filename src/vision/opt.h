@@ -13,6 +13,10 @@ typedef struct opt_config {
     int vocab, hidden, ffn, layers, heads, max_pos, word_proj;
     int bos, eos, pad;
     int max_length; /* generation default (transformers' GenerationConfig: 20) */
+    /* transformers' logits processors for greedy search, from the config's
+     * generation keys (defaults: off) */
+    int min_length, no_repeat_ngram_size, forced_eos; /* forced_eos -1 = none */
+    float repetition_penalty;
     int pre_ln, enable_bias, remove_final_ln, ln_affine;
     vx_act act;
 } opt_config;
