@@ -15,6 +15,8 @@ typedef struct command {
 
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
+CLI_COMMAND(cmd_prepare);
+CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
 /* -- tokenizers -- */
 CLI_COMMAND(cmd_llm_tokenize);
@@ -26,10 +28,14 @@ CLI_COMMAND(cmd_llm_logits);
 CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
 /* -- captions -- */
+CLI_COMMAND(cmd_caption);
+CLI_COMMAND(cmd_model_random_blip2); /* temporary until `model random --arch blip2` dispatches here */
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
+    {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
+    {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
     /* -- tokenizers -- */
     {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
@@ -41,6 +47,8 @@ static const command COMMANDS[] = {
     {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
     /* -- captions -- */
+    {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
+    {NULL, "model-random-blip2", cmd_model_random_blip2, "random BLIP-2 folder (temporary name of model random --arch blip2)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
