@@ -1,5 +1,5 @@
 /* The caption stage through the command line: the single-image form against
- * transformers' ids, `model-random-blip2` with a real vocabulary, captions for a
+ * transformers' ids, `model random --arch blip2` with a real vocabulary, captions for a
  * dataset of real posters (found by name and through --map), missing and broken
  * images, resume after a kill and after a cut last row, and --import. */
 #include "test.h"
@@ -84,7 +84,7 @@ TEST(dataset_captions_resume_and_import) {
     snprintf(model, sizeof model, "%s", test_tmp_path("model"));
     snprintf(ds, sizeof ds, "%s", test_tmp_path("ds"));
     snprintf(imgs, sizeof imgs, "%s", test_tmp_path("imgs"));
-    CHECK(test_cli(out, sizeof out, "model-random-blip2 --out %s --vocab %s --init-std 0.3 --seed 2 2>/dev/null", model,
+    CHECK(test_cli(out, sizeof out, "model random --arch blip2 --out %s --vocab %s --init-std 0.3 --seed 2 2>/dev/null", model,
                    vocab) == 0);
     snprintf(p, sizeof p, "%s/tokenizer.json", model);
     CHECK(mr_file_exists(p));

@@ -4,8 +4,8 @@
 #include "cli.h"
 #include "mllm4rec/llm.h"
 
-/* BLIP-2 (OPT) folders are written by the captioner's command (cmd_model_random_blip2.c). */
-int cmd_model_random_blip2(int argc, char **argv);
+/* BLIP-2 (OPT) folders are written by the captioner's command (model_random_blip2 in cmd_model_random_blip2.c). */
+int model_random_blip2(int argc, char **argv);
 
 static int wants_blip2(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
@@ -17,7 +17,7 @@ static int wants_blip2(int argc, char **argv) {
 }
 
 CLI_COMMAND(cmd_model_random) {
-    if (wants_blip2(argc, argv)) return cmd_model_random_blip2(argc, argv);
+    if (wants_blip2(argc, argv)) return model_random_blip2(argc, argv);
     const char *arch = "llama", *out = NULL, *type = "f32", *shape = "tiny", *vocab = NULL;
     int64_t layers = 0, dim = 0, heads = 0, kv_heads = 0, ffn = 0, n_vocab = 0, ctx = 0, seed = 1234;
     int tied = 0, untied = 0;

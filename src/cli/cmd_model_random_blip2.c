@@ -114,6 +114,3 @@ int model_random_blip2(int argc, char **argv) {
     return 0;
 }
 
-/* Temporary top-level name until the engine's `model random` dispatches here. */
-int cmd_model_random_blip2(int argc, char **argv);
-int cmd_model_random_blip2(int argc, char **argv) { return model_random_blip2(argc, argv); }

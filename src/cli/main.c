@@ -29,7 +29,6 @@ CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
 /* -- captions -- */
 CLI_COMMAND(cmd_caption);
-CLI_COMMAND(cmd_model_random_blip2); /* temporary until `model random --arch blip2` dispatches here */
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -48,7 +47,6 @@ static const command COMMANDS[] = {
     /* -- ranker -- */
     /* -- captions -- */
     {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
-    {NULL, "model-random-blip2", cmd_model_random_blip2, "random BLIP-2 folder (temporary name of model random --arch blip2)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
