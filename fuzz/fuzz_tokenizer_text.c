@@ -101,6 +101,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= n_vocab) abort();
         check_decode(t, ids, n, dec_flags);
+        /* decode(encode(text)) == text for valid UTF-8 with specials as plain text
+         * (SentencePiece: not when the text holds its space sign U+2581 itself) */
+        if (!(enc_flags & TOK_PARSE_SPECIAL) && !(dec_flags & TOK_DECODE_KEEP_LEADING_SPACE) &&
+            valid_utf8((const uint8_t *)text, len) &&
+            !(tokenizer_get_kind(t) == TOK_KIND_SPM && memmem(text, len, "\xe2\x96\x81", 3))) {
+            char *s = NULL;
+            size_t m = 0;
+            if (tokenizer_decode(t, ids, n, 0, &s, &m, &e) != MR_OK) abort();
+            if (m != len || memcmp(s, text, len) != 0) {
+                fprintf(stderr, "round trip through the %s vocabulary changed %zu bytes into %zu: '%.*s' -> '%s'\n",
+                        sel & 1 ? "gpt-2" : "llama-spm", len, m, (int)len, text, s);
+                abort();
+            }
+            free(s);
+        }
         free(ids);
     } else if (op == 1) { /* decode arbitrary ids */
         size_t n = len / 2;
