@@ -930,6 +930,9 @@ TEST(bad_files_give_clear_errors) {
          "Lowercase"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
          "regex"},
+        /* \C (one byte, also inside a character) split pieces into invalid UTF-8 for PCRE2 */
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\C\"}, \"behavior\": \"Isolated\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
+         "regex 0 \"\\C\""},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {", ":1:"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
