@@ -80,16 +80,34 @@ demo: $(BUILD)/mllm4rec
 	@bash scripts/demo.sh
 
 # Coverage-guided fuzzing of the parsers (clang's libFuzzer): make fuzz FUZZ_SECONDS=60
+# [FUZZ_TARGETS="fuzz_prepare ..."]. Each target starts from its seeds in fuzz/seeds/<target>/
+# and the corpus it grew before (build/fuzz/corpus-<target>), uses fuzz/<target>.dict when
+# present; its log is build/fuzz/<target>.log, a failing input build/fuzz/<target>-crash-*,
+# and a finding stops make with the report.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_SRC:fuzz/%.c=%)
 FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS := -std=c11 -O1 -g -fsanitize=fuzzer-no-link,address,undefined $(CPPFLAGS) -fopenmp
-fuzz: $(DEPS_STAMP)
-	@mkdir -p build/fuzz
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -o build/fuzz/$$n $$f $(LIB_SRC) $(LDLIBS) || exit 1; \
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c $(HEADERS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -c $< -o $@
+build/fuzz/libmllm4rec-fuzz.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h build/fuzz/libmllm4rec-fuzz.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -o $@ $< build/fuzz/libmllm4rec-fuzz.a $(LDLIBS)
+fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
+	@for n in $(FUZZ_TARGETS); do \
 	  mkdir -p build/fuzz/corpus-$$n; \
+	  seeds=; if [ -d fuzz/seeds/$$n ]; then seeds=fuzz/seeds/$$n; fi; \
+	  dict=; if [ -f fuzz/$$n.dict ]; then dict=-dict=fuzz/$$n.dict; fi; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
-	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz/corpus-$$n $(wildcard fuzz/seeds/$$n) 2>&1 | tail -3 || exit 1; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -artifact_prefix=build/fuzz/$$n- $$dict build/fuzz/corpus-$$n $$seeds \
+	    >build/fuzz/$$n.log 2>&1; rc=$$?; \
+	  grep -E '^Done [0-9]+ runs' build/fuzz/$$n.log; \
+	  if [ $$rc != 0 ]; then grep -E -A30 'ERROR|runtime error|deadly signal|out-of-memory|timeout' build/fuzz/$$n.log | head -60; \
+	    echo "$$n: finding (exit $$rc), full log build/fuzz/$$n.log"; exit 1; fi; \
 	done
 
 clean:

@@ -930,6 +930,9 @@ TEST(bad_files_give_clear_errors) {
          "Lowercase"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
          "regex"},
+        /* \C (one byte, also inside a character) split pieces into invalid UTF-8 for PCRE2 */
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\C\"}, \"behavior\": \"Isolated\"}, \"decoder\": {\"type\": \"ByteLevel\"}}",
+         "regex 0 \"\\C\""},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {", ":1:"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
@@ -938,6 +941,18 @@ TEST(bad_files_give_clear_errors) {
         CHECK_MSG(tokenizer_load(&t, dir, &e2) == MR_ERR_INPUT && t == NULL, "case %zu loaded", k);
         CHECK_MSG(strstr(e2.msg, bad[k][1]) != NULL, "case %zu: message '%s' lacks '%s'", k, e2.msg, bad[k][1]);
     }
+    /* vocab.json + merges.txt with an id that is too large: the message names the entry
+     * (it was formatted after the JSON holding the name had been freed) */
+    char vdir[1024], vp[1100];
+    snprintf(vdir, sizeof vdir, "%s", test_tmp_path("badvocab"));
+    CHECK_OK(mr_mkdir_p(vdir, &e), &e);
+    snprintf(vp, sizeof vp, "%s/vocab.json", vdir);
+    const char *bad_vocab = "{\"a\": 0, \"bad-entry\": 16777216}";
+    test_write_file(vp, bad_vocab, strlen(bad_vocab));
+    snprintf(vp, sizeof vp, "%s/merges.txt", vdir);
+    test_write_file(vp, "a a\n", 4);
+    CHECK(tokenizer_load(&t, vdir, &e) == MR_ERR_INPUT && t == NULL);
+    CHECK_MSG(strstr(e.msg, "entry 'bad-entry' is not a token id") != NULL, "message: %s", e.msg);
     /* a folder without tokenizer files */
     char empty[1024];
     snprintf(empty, sizeof empty, "%s", test_tmp_path("empty-model"));

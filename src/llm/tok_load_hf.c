@@ -406,8 +406,9 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
     json_t *val;
     json_object_foreach(vocab, key, val) {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= MAX_TOKEN_ID) {
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: entry '%s' is not a token id", vocab_path, key); /* key is vocab's */
             json_decref(vocab);
-            return mr_fail(e, MR_ERR_INPUT, "%s: entry '%s' is not a token id", vocab_path, key);
+            return rc;
         }
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }

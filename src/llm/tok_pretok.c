@@ -192,7 +192,11 @@ int tok_pretok_compile(tokenizer *t, const char *const *src, int n, mr_error *e)
         t->n_regex = i + 1;
         int err;
         PCRE2_SIZE at;
-        t->regex[i] = pcre2_compile((PCRE2_SPTR)src[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &at, NULL);
+        /* \C matches one byte, also inside a character: the split would then hand
+         * pcre2_match (with PCRE2_NO_UTF_CHECK) pieces and offsets that are not
+         * valid UTF-8, which PCRE2 leaves undefined (pieces grew past their ends) */
+        t->regex[i] = pcre2_compile((PCRE2_SPTR)src[i], PCRE2_ZERO_TERMINATED,
+                                    PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &err, &at, NULL);
         if (!t->regex[i]) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(err, msg, sizeof msg);
