@@ -50,7 +50,7 @@ TEST(hand_built_blocks) {
     float y[256];
     /* Q4_0: d = 0.5, nibble j in the low half and 15-j in the high half */
     uint8_t q4[18];
-    uint16_t half = quant_f32_to_f16(0.5f);
+    uint16_t half = mr_f32_to_f16(0.5f);
     memcpy(q4, &half, 2);
     for (int j = 0; j < 16; j++) q4[2 + j] = (uint8_t)(j | ((15 - j) << 4));
     dequantize_row(GGML_TYPE_Q4_0, q4, y, 32);
@@ -60,14 +60,14 @@ TEST(hand_built_blocks) {
     }
     /* Q8_0: d = 2, q = -3 */
     uint8_t q8[34];
-    half = quant_f32_to_f16(2.0f);
+    half = mr_f32_to_f16(2.0f);
     memcpy(q8, &half, 2);
     memset(q8 + 2, 0xfd, 32);
     dequantize_row(GGML_TYPE_Q8_0, q8, y, 32);
     CHECK(y[0] == -6.0f && y[31] == -6.0f);
     /* Q5_0: d = 1, qh bit j set for j even: value (q | 16) - 16 */
     uint8_t q5[22] = {0};
-    half = quant_f32_to_f16(1.0f);
+    half = mr_f32_to_f16(1.0f);
     memcpy(q5, &half, 2);
     uint32_t qh = 0x55555555u;
     memcpy(q5 + 2, &qh, 4);
@@ -76,9 +76,9 @@ TEST(hand_built_blocks) {
     CHECK(y[0] == 1.0f && y[1] == -15.0f && y[16] == 2.0f && y[17] == -14.0f);
     /* Q4_K: d = 1, dmin = 0.5; sub-block 0 scale 3 min 2; quant 5 -> 3*5 - 0.5*2 = 14 */
     uint8_t k4[144] = {0};
-    half = quant_f32_to_f16(1.0f);
+    half = mr_f32_to_f16(1.0f);
     memcpy(k4, &half, 2);
-    half = quant_f32_to_f16(0.5f);
+    half = mr_f32_to_f16(0.5f);
     memcpy(k4 + 2, &half, 2);
     k4[4 + 0] = 3;         /* scale of sub-block 0 */
     k4[4 + 4] = 2;         /* min of sub-block 0 */
@@ -91,7 +91,7 @@ TEST(hand_built_blocks) {
     CHECK(y[128] == 46.0f);
     /* Q6_K: d = 0.25 at the end, scale[0] = 4; ql low nibble 3, qh bits 1 -> q = 3 | 16 = 19 - 32 = -13 */
     uint8_t k6[210] = {0};
-    half = quant_f32_to_f16(0.25f);
+    half = mr_f32_to_f16(0.25f);
     memcpy(k6 + 208, &half, 2);
     k6[192] = 4;
     k6[0] = 3;
@@ -143,7 +143,7 @@ TEST(round_trip_every_type) {
     free(q);
 }
 
-TEST(f16_conversion_matches_base) {
+TEST(f16_hardware_matches_portable) {
     mr_rng rng;
     mr_rng_seed(&rng, 3);
     for (int i = 0; i < 200000; i++) {
@@ -151,9 +151,9 @@ TEST(f16_conversion_matches_base) {
         float f;
         memcpy(&f, &bits, 4);
         if (f != f) continue;
-        CHECK_MSG(quant_f32_to_f16(f) == mr_f32_to_f16(f), "%a", (double)f);
+        CHECK_MSG(mr_f32_to_f16_soft(f) == mr_f32_to_f16(f), "%a", (double)f);
         uint16_t h = (uint16_t)bits;
-        float a = quant_f16_to_f32(h), b = mr_f16_to_f32(h);
+        float a = mr_f16_to_f32_soft(h), b = mr_f16_to_f32(h);
         CHECK(memcmp(&a, &b, 4) == 0 || (a != a && b != b));
     }
 }
@@ -220,7 +220,7 @@ int main(void) {
     RUN(q4_0_bytes_match_llama_quantize);
     RUN(hand_built_blocks);
     RUN(round_trip_every_type);
-    RUN(f16_conversion_matches_base);
+    RUN(f16_hardware_matches_portable);
     RUN(tiled_products_match_naive);
     return test_summary();
 }

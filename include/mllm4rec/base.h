@@ -105,6 +105,15 @@ void mr_progress_start(mr_progress *p, const char *label, int64_t total);
 void mr_progress_update(mr_progress *p, int64_t done, const char *extra);
 void mr_progress_end(mr_progress *p);
 
+/* ---- half precision: IEEE f16 and bfloat16, round to nearest even ---- */
+float mr_f16_to_f32(uint16_t h);
+uint16_t mr_f32_to_f16(float f);
+float mr_bf16_to_f32(uint16_t h);
+uint16_t mr_f32_to_bf16(float f);
+/* The portable versions (what the above do without F16C); for tests. */
+float mr_f16_to_f32_soft(uint16_t h);
+uint16_t mr_f32_to_f16_soft(float f);
+
 /* ---- text ---- */
 int mr_utf8_valid(const char *s, size_t len);
 /* Parses a whole string as an integer / float; 0 on success. */

@@ -58,10 +58,4 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, co
 int st_writer_set_metadata(st_writer *w, const char *key, const char *value, mr_error *e);
 int st_writer_write(st_writer *w, const char *path, mr_error *e);
 
-/* float <-> half / bfloat16 conversions (round to nearest even). */
-float mr_f16_to_f32(uint16_t h);
-uint16_t mr_f32_to_f16(float f);
-float mr_bf16_to_f32(uint16_t h);
-uint16_t mr_f32_to_bf16(float f);
-
 #endif

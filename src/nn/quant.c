@@ -25,76 +25,13 @@
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 
-float quant_f16_to_f32(uint16_t h) {
-#if defined(__F16C__)
-    return _cvtsh_ss(h);
-#else
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: normalize */
-            int e = -1;
-            do { e++; man <<= 1; } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-#endif
-}
-
-uint16_t quant_f32_to_f16(float f) {
-#if defined(__F16C__)
-    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
-#else
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000;
-    uint32_t ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
-    if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* rounds to infinity */
-    if (ax < 0x38800000) { /* subnormal half or zero */
-        if (ax < 0x33000000) return (uint16_t)sign;
-        uint32_t man = (ax & 0x7fffff) | 0x800000;
-        int shift = 126 - (int)(ax >> 23); /* 14..24 */
-        uint32_t q = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t h = ((ax >> 13) - (112u << 10));
-    uint32_t rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-#endif
-}
-
-float quant_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-uint16_t quant_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64); /* quiet NaN */
-    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
-}
-
 static inline float rd_f16(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return quant_f16_to_f32(h);
+    return mr_f16_to_f32(h);
 }
 static inline void wr_f16(uint8_t *p, float f) {
-    uint16_t h = quant_f32_to_f16(f);
+    uint16_t h = mr_f32_to_f16(f);
     memcpy(p, &h, 2);
 }
 
@@ -161,7 +98,7 @@ static void deq_bf16(const uint8_t *s, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, 2);
-        y[i] = quant_bf16_to_f32(h);
+        y[i] = mr_bf16_to_f32(h);
     }
 }
 
@@ -662,13 +599,13 @@ void quantize_row_ref(ggml_type t, const float *src, void *dst, int64_t n) {
     case GGML_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case GGML_TYPE_F16:
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h = quant_f32_to_f16(src[i]);
+            uint16_t h = mr_f32_to_f16(src[i]);
             memcpy(s + 2 * i, &h, 2);
         }
         break;
     case GGML_TYPE_BF16:
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h = quant_f32_to_bf16(src[i]);
+            uint16_t h = mr_f32_to_bf16(src[i]);
             memcpy(s + 2 * i, &h, 2);
         }
         break;

@@ -23,9 +23,4 @@ void dequantize_row(ggml_type t, const void *src, float *dst, int64_t n);
 /* Writes n values of src as type t at dst (quant_row_bytes(t, n) bytes). */
 void quantize_row_ref(ggml_type t, const float *src, void *dst, int64_t n);
 
-float quant_f16_to_f32(uint16_t h);
-uint16_t quant_f32_to_f16(float f); /* round to nearest even, as F16C does */
-float quant_bf16_to_f32(uint16_t h);
-uint16_t quant_f32_to_bf16(float f); /* round to nearest even, as ggml does */
-
 #endif
