@@ -2,13 +2,14 @@
  * the backward needs, and a backward through every layer (RMSNorm, RoPE, grouped-
  * query attention, SwiGLU, residuals) that forms gradients only for the fp32 LoRA
  * adapters (and, when asked, the input embeddings). Frozen weights stay in their
- * file type and are dequantized per matrix (in row chunks) right before each BLAS
- * product, as the engine does for inference.
+ * file type (any type src/nn/quant.c reads) and are dequantized per matrix (in row
+ * chunks) right before each BLAS product, as the engine does for inference.
  *
  * Shapes: T tokens, D = dim, KV = n_kv_head * head_dim, F = ffn, V = vocab, r = LoRA
  * rank. Activations are row-major [T, features]. */
 #include "mllm4rec/ranker.h"
 #include "mllm4rec/safetensors.h"
+#include "nn/quant.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -17,62 +18,20 @@
 
 /* ------------------------------------------------------------------ weights */
 
-static float half_to_f32(uint16_t h) { return mr_f16_to_f32(h); }
-
 int mr_lt_weight_rows(const mr_lt_weight *w, int64_t r0, int64_t r1, float *out, mr_error *e) {
-    const int64_t n = w->cols;
-    switch (w->type) {
-    case GGML_TYPE_F32:
-        memcpy(out, (const float *)w->data + r0 * n, (size_t)((r1 - r0) * n) * sizeof(float));
-        return MR_OK;
-    case GGML_TYPE_F16: {
-        const uint16_t *src = (const uint16_t *)w->data + r0 * n;
-        for (int64_t i = 0; i < (r1 - r0) * n; i++) out[i] = half_to_f32(src[i]);
+    if (w->type == GGML_TYPE_F32) {
+        memcpy(out, (const float *)w->data + r0 * w->cols, (size_t)((r1 - r0) * w->cols) * sizeof(float));
         return MR_OK;
     }
-    case GGML_TYPE_BF16: {
-        const uint16_t *src = (const uint16_t *)w->data + r0 * n;
-        for (int64_t i = 0; i < (r1 - r0) * n; i++) out[i] = mr_bf16_to_f32(src[i]);
-        return MR_OK;
-    }
-    case GGML_TYPE_Q8_0: { /* blocks of 32: f16 scale, 32 x int8 */
-        const int64_t nb = n / 32;
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)(r0 * nb) * 34;
-        for (int64_t b = 0; b < (r1 - r0) * nb; b++) {
-            const uint8_t *blk = base + b * 34;
-            uint16_t dh;
-            memcpy(&dh, blk, 2);
-            const float d = half_to_f32(dh);
-            const int8_t *q = (const int8_t *)(blk + 2);
-            for (int j = 0; j < 32; j++) out[b * 32 + j] = d * (float)q[j];
-        }
-        return MR_OK;
-    }
-    case GGML_TYPE_Q4_0: { /* blocks of 32: f16 scale, 16 bytes: low nibbles 0..15, high 16..31, offset 8 */
-        const int64_t nb = n / 32;
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)(r0 * nb) * 18;
-        for (int64_t b = 0; b < (r1 - r0) * nb; b++) {
-            const uint8_t *blk = base + b * 18;
-            uint16_t dh;
-            memcpy(&dh, blk, 2);
-            const float d = half_to_f32(dh);
-            for (int j = 0; j < 16; j++) {
-                out[b * 32 + j] = d * (float)((blk[2 + j] & 0x0F) - 8);
-                out[b * 32 + j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
-            }
-        }
-        return MR_OK;
-    }
-    default:
-        return mr_fail(e, MR_ERR_INPUT, "LoRA training: weight type %s is not supported (f32, f16, bf16, q8_0, q4_0)",
-                       ggml_type_name(w->type));
-    }
+    if (!quant_supported(w->type))
+        return mr_fail(e, MR_ERR_INPUT, "LoRA training: weight type %s is not supported", ggml_type_name(w->type));
+    const size_t row_bytes = quant_row_bytes(w->type, w->cols);
+    const uint8_t *base = (const uint8_t *)w->data;
+    for (int64_t r = r0; r < r1; r++) dequantize_row(w->type, base + (size_t)r * row_bytes, out + (r - r0) * w->cols, w->cols);
+    return MR_OK;
 }
 
-static int weight_type_ok(ggml_type t) {
-    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || t == GGML_TYPE_Q8_0 ||
-           t == GGML_TYPE_Q4_0;
-}
+static int weight_type_ok(ggml_type t) { return t == GGML_TYPE_F32 || quant_supported(t); }
 
 static int check_weight(const mr_lt_weight *w, const char *what, int layer, int64_t rows, int64_t cols, mr_error *e) {
     if (!w->data) return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s missing", layer, what);
@@ -80,11 +39,13 @@ static int check_weight(const mr_lt_weight *w, const char *what, int layer, int6
         return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s is %lldx%lld, expected %lldx%lld", layer,
                        what, (long long)w->rows, (long long)w->cols, (long long)rows, (long long)cols);
     if (!weight_type_ok(w->type))
-        return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s has type %s (supported: f32, f16, bf16, q8_0, q4_0)",
+        return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s has type %s, which cannot be dequantized",
                        layer, what, ggml_type_name(w->type));
-    if ((w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0) && cols % 32)
-        return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s rows of %lld are not whole blocks", layer,
-                       what, (long long)cols);
+    int be = 1, bb = 4;
+    quant_block(w->type, &be, &bb);
+    if (cols % be)
+        return mr_fail(e, MR_ERR_INPUT, "LoRA training model: layer %d: %s rows of %lld are not whole blocks of %d",
+                       layer, what, (long long)cols, be);
     return MR_OK;
 }
 
