@@ -15,6 +15,7 @@ typedef struct command {
 
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
+CLI_COMMAND(cmd_prepare);
 /* -- retriever -- */
 /* -- tokenizers -- */
 /* -- llm engine -- */
@@ -24,6 +25,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
+    {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
     /* -- retriever -- */
     /* -- tokenizers -- */
     /* -- llm engine -- */
