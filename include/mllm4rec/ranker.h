@@ -15,6 +15,7 @@
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/gguf.h"
+#include "mllm4rec/metrics.h"
 
 /* ------------------------------------------------------------------ candidates */
 
@@ -186,11 +187,14 @@ void mr_lora_free(mr_lora *l);
 mr_lora_mat *mr_lora_get(mr_lora *l, int layer, int target);
 void mr_lora_zero_grad(mr_lora *l);
 
-/* Training workspace: activations of a forward that the backward needs. With
- * recompute, only each layer's input is kept and the layer is recomputed in the
- * backward (memory n_layer x T x dim instead of all activations). */
+/* Training workspace: activations of a forward that the backward needs. mode:
+ *   MR_LT_KEEP_ALL   every layer's activations kept (fastest backward);
+ *   MR_LT_RECOMPUTE  only each layer's input kept, the layer recomputed in the
+ *                    backward (n_layer x T x dim instead of all activations);
+ *   MR_LT_INFERENCE  forward only (scoring), no backward buffers. */
+enum { MR_LT_KEEP_ALL = 0, MR_LT_RECOMPUTE = 1, MR_LT_INFERENCE = 2 };
 typedef struct mr_lt_ws mr_lt_ws;
-mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int recompute, mr_error *e);
+mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int mode, mr_error *e);
 void mr_lt_ws_free(mr_lt_ws *w);
 /* Bytes held by the workspace (for reports). */
 size_t mr_lt_ws_bytes(const mr_lt_ws *w);
@@ -220,5 +224,50 @@ int mr_lt_forward_backward(const mr_lt_model *m, mr_lora *l, mr_lt_ws *w, mr_lt_
 /* Forward only, logits at the given positions ([n_pos, vocab]); l may be NULL. */
 int mr_lt_forward(const mr_lt_model *m, const mr_lora *l, mr_lt_ws *w, const int32_t *ids, const float *emb, int T,
                   const int *pos, int n_pos, float *logits, mr_error *e);
+
+/* ------------------------------------------------------------------ ranking */
+
+/* Everything one-pass verbalizer scoring needs. */
+typedef struct mr_ranker {
+    const mr_dataset *d;
+    const mr_candidates *cands;
+    const mr_rank_tok *tok;
+    mr_prompt_opts po;      /* po.system must be set */
+    int n_cand;             /* candidates ranked per user (20), at most cands->k and 26 */
+    int32_t letters[26];    /* verbalizer token of each letter */
+    const mr_lt_model *m;
+    const mr_lora *lora;    /* NULL: the base model */
+    mr_lt_ws *ws;           /* owned; sized for po.max_tokens */
+} mr_ranker;
+
+int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
+                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, const mr_lora *lora, mr_error *e);
+void mr_ranker_free(mr_ranker *r);
+/* The prompt of a user (text before any token cut, and the ids the model sees). */
+int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
+                     mr_error *e);
+/* Scores of the user's first n_cand candidates (one forward, last position only). */
+int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, mr_error *e);
+
+/* Ranking metrics of one split (ks 1, 5, 10, 20):
+ *   subset        the ranker on the users whose true item is among their first n_cand
+ *   retr_subset   the retriever's order on those same users
+ *   overall       subset combined with the retriever on the other users (DESIGN 7)
+ *   retr_overall  the retriever on every user with candidates */
+typedef struct mr_rank_eval {
+    mr_metrics subset, retr_subset, retr_other, overall, retr_overall;
+    int64_t n_users, n_subset;
+    double seconds;
+} mr_rank_eval;
+
+/* max_users > 0 evaluates only the first max_users subset users (validation during
+ * training); progress on stderr when show_progress. */
+int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_progress, mr_rank_eval *ev, mr_error *e);
+void mr_rank_eval_free(mr_rank_eval *ev);
+/* {"<split>": {"subset": {...}, "overall": {...}, "retriever_subset": {...},
+ *  "retriever_overall": {...}, "users": N, "subset_users": S}} written atomically. */
+int mr_rank_eval_write_json(const mr_rank_eval *ev, const char *split_name, const char *path, mr_error *e);
+/* A Markdown table: ranker and retriever side by side, subset and overall. */
+void mr_rank_eval_print(FILE *out, const mr_rank_eval *ev, const char *split_name);
 
 #endif

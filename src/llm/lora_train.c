@@ -210,6 +210,7 @@ struct mr_lt_ws {
     int n_owned, cap_owned;
     int lora_r;
     unsigned lora_targets;
+    int inference_only; /* no backward buffers */
 };
 
 static float *ws_alloc(mr_lt_ws *w, size_t n, mr_error *e) {
@@ -256,12 +257,15 @@ mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int re
     w->recompute = recompute;
     w->n_layer = m->n_layer;
     w->n_sets = recompute ? 1 : m->n_layer;
+    w->inference_only = recompute == MR_LT_INFERENCE;
     w->lora_r = r;
     w->lora_targets = l ? l->targets : 0;
+    const int infer = recompute == MR_LT_INFERENCE;
+    const int n_xin = infer ? 2 : m->n_layer + 1;
     w->xin = mr_calloc((size_t)m->n_layer + 1, sizeof *w->xin, e);
     w->acts = mr_calloc((size_t)w->n_sets, sizeof *w->acts, e);
     if (!w->xin || !w->acts) goto fail;
-    for (int i = 0; i <= m->n_layer; i++)
+    for (int i = 0; i < n_xin; i++)
         if (!(w->xin[i] = ws_alloc(w, T * D, e))) goto fail;
     for (int s = 0; s < w->n_sets; s++) {
         lt_acts *a = &w->acts[s];
@@ -287,11 +291,13 @@ mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int re
         }
     size_t max_in = D > F ? D : F;
     if (QD > max_in) max_in = QD;
-    if (!(w->h = ws_alloc(w, T * F, e)) || !(w->S = ws_alloc(w, T * T, e)) || !(w->dP = ws_alloc(w, T * T, e)) ||
-        !(w->dres = ws_alloc(w, T * D, e)) || !(w->datt = ws_alloc(w, T * QD, e)) || !(w->dq = ws_alloc(w, T * QD, e)) ||
-        !(w->dk = ws_alloc(w, T * KV, e)) || !(w->dv = ws_alloc(w, T * KV, e)) || !(w->dxn = ws_alloc(w, T * D, e)) ||
-        !(w->dg = ws_alloc(w, T * F, e)) || !(w->du = ws_alloc(w, T * F, e)) ||
-        !(w->dla = ws_alloc(w, T * (size_t)(r ? r : 1), e)) || !(w->xdrop = ws_alloc(w, T * max_in, e)))
+    if (!(w->h = ws_alloc(w, T * F, e)) || !(w->S = ws_alloc(w, T * T, e)) || !(w->xdrop = ws_alloc(w, T * max_in, e)))
+        goto fail;
+    if (!infer &&
+        (!(w->dP = ws_alloc(w, T * T, e)) || !(w->dres = ws_alloc(w, T * D, e)) || !(w->datt = ws_alloc(w, T * QD, e)) ||
+         !(w->dq = ws_alloc(w, T * QD, e)) || !(w->dk = ws_alloc(w, T * KV, e)) || !(w->dv = ws_alloc(w, T * KV, e)) ||
+         !(w->dxn = ws_alloc(w, T * D, e)) || !(w->dg = ws_alloc(w, T * F, e)) || !(w->du = ws_alloc(w, T * F, e)) ||
+         !(w->dla = ws_alloc(w, T * (size_t)(r ? r : 1), e))))
         goto fail;
     /* the largest layer matrix; the output head is processed in chunks of this size */
     int64_t big = (int64_t)F * (int64_t)D;
@@ -719,6 +725,7 @@ int mr_lt_forward(const mr_lt_model *m, const mr_lora *l, mr_lt_ws *ws, const in
 int mr_lt_forward_backward(const mr_lt_model *m, mr_lora *l, mr_lt_ws *ws, mr_lt_step *st, float grad_scale,
                            mr_error *e) {
     const int T = st->T, D = m->dim, V = m->vocab;
+    if (ws->inference_only) return mr_fail(e, MR_ERR_INTERNAL, "LoRA training: an inference workspace has no backward");
     lora_ctx lc = {l, st->train, st->dropout_seed};
     int rc = run_forward(m, &lc, ws, st->ids, st->emb, T, 1, e);
     if (rc) return rc;
