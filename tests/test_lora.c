@@ -7,6 +7,8 @@
 #include "mllm4rec/ranker.h"
 #include "mllm4rec/safetensors.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,6 +379,10 @@ TEST(targets_parse) {
 }
 
 int main(void) {
+    /* tiny models: one thread (threads only add overhead at these sizes, and a busy
+     * machine makes spinning OpenMP workers very slow) */
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
     RUN(lora_gradients_match_transformers);
     RUN(finite_differences_all_targets_rope_pairs);
     RUN(finite_differences_rope_halves_biases);

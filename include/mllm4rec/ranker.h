@@ -139,6 +139,7 @@ typedef struct mr_lt_layer {
 } mr_lt_layer;
 
 typedef struct mr_lt_model {
+    const char *arch; /* "llama" or "qwen2" (names the adapter files' architecture) */
     int n_layer, dim, n_head, n_kv_head, head_dim, ffn, vocab;
     float norm_eps, rope_theta, rope_scale; /* rope_scale: linear position scaling factor (1) */
     mr_rope_mode rope_mode;
@@ -225,6 +226,25 @@ int mr_lt_forward_backward(const mr_lt_model *m, mr_lora *l, mr_lt_ws *w, mr_lt_
 int mr_lt_forward(const mr_lt_model *m, const mr_lora *l, mr_lt_ws *w, const int32_t *ids, const float *emb, int T,
                   const int *pos, int n_pos, float *logits, mr_error *e);
 
+/* ------------------------------------------------------------------ adapter files */
+
+/* llama.cpp's GGUF LoRA adapter: general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha, tensors blk.N.{attn_q,attn_k,attn_v,attn_output,ffn_gate,
+ * ffn_up,ffn_down}.weight.lora_a (ne [in, r], data = A) and .lora_b (ne [r, out],
+ * data = B), f32. GGUF llama files rotate adjacent pairs (the converter permuted q
+ * and k); when the training model rotates halves (a Hugging Face llama), the q/k B
+ * rows are permuted to llama.cpp's order on writing and back on reading. Extra
+ * keys mllm4rec.* record the training settings (ignored by llama.cpp). */
+int mr_lora_write_gguf(const mr_lora *l, const mr_lt_model *m, const char *path, mr_error *e);
+/* Loads an adapter for model m (shapes checked); dropout 0. */
+int mr_lora_read_gguf(mr_lora *l, const mr_lt_model *m, const char *path, mr_error *e);
+/* PEFT folder: adapter_config.json + adapter_model.safetensors with names
+ * base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([r, in]) and
+ * lora_B.weight ([out, r]), in Hugging Face order (q/k rows un-permuted for a GGUF
+ * llama base). */
+int mr_lora_write_peft(const mr_lora *l, const mr_lt_model *m, const char *dir, const char *base_model, mr_error *e);
+int mr_lora_read_peft(mr_lora *l, const mr_lt_model *m, const char *dir, mr_error *e);
+
 /* ------------------------------------------------------------------ ranking */
 
 /* Everything one-pass verbalizer scoring needs. */
@@ -236,18 +256,21 @@ typedef struct mr_ranker {
     int n_cand;             /* candidates ranked per user (20), at most cands->k and 26 */
     int32_t letters[26];    /* verbalizer token of each letter */
     const mr_lt_model *m;
-    const mr_lora *lora;    /* NULL: the base model */
+    mr_lora *lora;          /* NULL: the base model (training updates it in place) */
     mr_lt_ws *ws;           /* owned; sized for po.max_tokens */
 } mr_ranker;
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
-                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, const mr_lora *lora, mr_error *e);
+                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e);
 void mr_ranker_free(mr_ranker *r);
 /* The prompt of a user (text before any token cut, and the ids the model sees). */
 int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
                      mr_error *e);
-/* Scores of the user's first n_cand candidates (one forward, last position only). */
-int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, mr_error *e);
+/* Scores of the user's first n_cand candidates (one forward, last position only);
+ * when label_idx >= 0 and loss is not NULL, also the cross-entropy of that letter's
+ * token over the whole vocabulary. */
+int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int label_idx, double *loss,
+                    mr_error *e);
 
 /* Ranking metrics of one split (ks 1, 5, 10, 20):
  *   subset        the ranker on the users whose true item is among their first n_cand
@@ -257,6 +280,7 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, mr_
 typedef struct mr_rank_eval {
     mr_metrics subset, retr_subset, retr_other, overall, retr_overall;
     int64_t n_users, n_subset;
+    double letter_loss; /* mean cross-entropy of the true letter over the whole vocabulary (subset) */
     double seconds;
 } mr_rank_eval;
 
@@ -269,5 +293,49 @@ void mr_rank_eval_free(mr_rank_eval *ev);
 int mr_rank_eval_write_json(const mr_rank_eval *ev, const char *split_name, const char *path, mr_error *e);
 /* A Markdown table: ranker and retriever side by side, subset and overall. */
 void mr_rank_eval_print(FILE *out, const mr_rank_eval *ev, const char *split_name);
+
+/* ------------------------------------------------------------------ training */
+
+typedef struct mr_rank_train_opts {
+    int lora_r;            /* 8 */
+    float lora_alpha;      /* 32 */
+    float lora_dropout;    /* 0.05 */
+    unsigned targets;      /* q, v */
+    double lr;             /* 1e-4, linear warm-up then linear decay to 0 at max_steps */
+    int warmup;            /* 100 */
+    int micro_batch;       /* examples per forward group (memory only; sequential here) */
+    int batch;             /* examples per optimizer step */
+    int64_t max_steps;     /* optimizer steps (0: one epoch) */
+    int val_every;         /* steps between validations */
+    int patience;          /* validations without improvement before stopping */
+    int64_t val_users;     /* validation users per check (0: all in the subset) */
+    double weight_decay;   /* 0 (the reference's Trainer default) */
+    double max_grad_norm;  /* 1.0 */
+    uint64_t seed;
+    int mode;              /* MR_LT_KEEP_ALL or MR_LT_RECOMPUTE */
+    const char *out_dir;   /* adapter.gguf, train_state.bin, train_log.tsv */
+    int resume;
+    int64_t stop_after;    /* > 0: stop (resumably) after this many steps, as an interruption would */
+    int peft;              /* also write out_dir/peft at each new best */
+    const char *base_model_name;
+} mr_rank_train_opts;
+
+void mr_rank_train_opts_default(mr_rank_train_opts *o);
+
+typedef struct mr_rank_train_result {
+    int64_t steps;
+    double first_train_loss, last_train_loss; /* mean over the first / last validation interval */
+    double val_ndcg10_before, best_val_ndcg10, val_loss_before, best_val_loss;
+    int64_t best_step;
+    int stopped_early;
+    double seconds, examples_per_second, tokens_per_second;
+} mr_rank_train_result;
+
+/* LoRA instruction tuning (DESIGN 7): examples are every prefix of every training
+ * sequence (history = its last po.history items) with 19 seeded random negatives
+ * not in the prefix plus the true item, shuffled; loss on the label letter and
+ * the end token. r->lora must be the adapter being trained (mr_lora_init). The
+ * best adapter by validation NDCG@10 is written to out_dir/adapter.gguf. */
+int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_result *res, mr_error *e);
 
 #endif

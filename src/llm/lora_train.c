@@ -176,6 +176,10 @@ void mr_lora_zero_grad(mr_lora *l) {
     if (l->buf) memset(l->buf + l->n_params, 0, (size_t)l->n_params * sizeof(float));
 }
 
+/* Loops smaller than this run on one thread: for small models a parallel region
+ * costs more than it saves, worst on a busy machine. */
+#define PAR_MIN 32768
+
 /* ------------------------------------------------------------------ workspace */
 
 typedef struct lt_acts {
@@ -372,7 +376,7 @@ static void dropout_apply(const float *x, float *out, int64_t n, float p, uint64
     const uint64_t key = mix64(seed ^ ((uint64_t)(layer * MR_LT_N_TARGETS + target + 1) << 40));
     const uint64_t thresh = (uint64_t)((double)p * 18446744073709551616.0);
     const float keep_scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) out[i] = mix64(key + (uint64_t)i) < thresh ? 0.0f : x[i] * keep_scale;
 }
 
@@ -434,7 +438,7 @@ static int linear_backward(mr_lt_ws *ws, const mr_lt_weight *W, const lora_ctx *
         const uint64_t thresh = (uint64_t)((double)lc->l->dropout * 18446744073709551616.0);
         const float keep_scale = 1.0f / (1.0f - lc->l->dropout);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, in, r, 1.0f, ws->dla, r, lm->A, in, 0.0f, tmp, in);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             if (mix64(key + (uint64_t)i) >= thresh) dx[i] += tmp[i] * keep_scale;
     }
@@ -445,7 +449,7 @@ static int linear_backward(mr_lt_ws *ws, const mr_lt_weight *W, const lora_ctx *
 
 /* y[T,D] = w * x / rms(x); rrms[T] = 1 / rms */
 static void rmsnorm_forward(const float *x, const float *w, int T, int D, float eps, float *y, float *rrms) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D;
         double ss = 0;
@@ -460,7 +464,7 @@ static void rmsnorm_forward(const float *x, const float *w, int T, int D, float 
 /* dx[T,D] += d/dx of y = w x rr given dy (w frozen: no gradient formed) */
 static void rmsnorm_backward(const float *x, const float *w, const float *rrms, const float *dy, int T, int D,
                              float *dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * D > PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * D, *dyt = dy + (size_t)t * D;
         const float rr = rrms[t];
@@ -477,7 +481,7 @@ static void rmsnorm_backward(const float *x, const float *w, const float *rrms, 
 static void rope_apply(const mr_lt_model *m, const mr_lt_ws *ws, float *x, int T, int n_heads, int inverse) {
     const int hd = m->head_dim, half = hd / 2, width = n_heads * hd;
     const float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * width > PAR_MIN)
     for (int t = 0; t < T; t++) {
         const float *cs = ws->rope_cos + (size_t)t * half, *sn = ws->rope_sin + (size_t)t * half;
         for (int h = 0; h < n_heads; h++) {
@@ -507,7 +511,7 @@ static void attention_probs(const mr_lt_model *m, const float *q, const float *k
     const float scale = 1.0f / sqrtf((float)hd);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q + (size_t)h * hd, QD, k + (size_t)kh * hd,
                 KV, 0.0f, P, T);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * T > PAR_MIN)
     for (int i = 0; i < T; i++) {
         float *row = P + (size_t)i * T;
         float mx = row[0];
@@ -552,7 +556,7 @@ static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, QD, a->v + (size_t)kh * hd, KV, 0.0f, dP,
                     T);
         /* dS = P (dP - rowsum(P dP)) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * T > PAR_MIN)
         for (int i = 0; i < T; i++) {
             float *p = P + (size_t)i * T, *dp = dP + (size_t)i * T;
             double dot = 0;
@@ -571,13 +575,13 @@ static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 static void swiglu_forward(const float *g, const float *u, float *h, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) h[i] = silu(g[i]) * u[i];
 }
 
 /* dh -> dg, du (dh may alias dg) */
 static void swiglu_backward(const float *g, const float *u, const float *dh, float *dg, float *du, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float sg = 1.0f / (1.0f + expf(-g[i]));
         const float d = dh[i];
@@ -588,7 +592,7 @@ static void swiglu_backward(const float *g, const float *u, const float *dh, flo
 
 static void add_bias(float *y, const float *b, int T, int n) {
     if (!b) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * n > PAR_MIN)
     for (int t = 0; t < T; t++)
         for (int i = 0; i < n; i++) y[(size_t)t * n + i] += b[i];
 }

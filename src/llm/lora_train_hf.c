@@ -95,6 +95,7 @@ int mr_lt_load_hf(mr_lt_owned *o, const char *dir, mr_error *e) {
         m->rope_scale = (float)cfg_num(rs, "factor", 1.0);
     }
     m->rope_mode = MR_ROPE_NEOX; /* Hugging Face rotates the two halves */
+    m->arch = !strcmp(mt, "qwen2") ? "qwen2" : "llama";
     json_t *tied_j = json_object_get(cfg, "tie_word_embeddings");
     int tied = tied_j ? json_is_true(tied_j) : !strcmp(mt, "qwen2");
     const int is_qwen2 = !strcmp(mt, "qwen2");

@@ -5,6 +5,7 @@
 #include "mllm4rec/ranker.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,7 @@ static const int EVAL_KS[] = {1, 5, 10, 20};
 #define N_EVAL_KS 4
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
-                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, const mr_lora *lora, mr_error *e) {
+                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e) {
     memset(r, 0, sizeof *r);
     if (n_cand <= 0 || n_cand > 26)
         return mr_fail(e, MR_ERR_USAGE, "--num-candidates %d: letters A..Z allow 1..26", n_cand);
@@ -61,7 +62,8 @@ int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text
     return rc;
 }
 
-int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, mr_error *e) {
+int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int label_idx, double *loss,
+                    mr_error *e) {
     char *text;
     int32_t *ids;
     int64_t n;
@@ -77,6 +79,13 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, mr_
     rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
     if (!rc)
         for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
+    if (!rc && loss && label_idx >= 0 && label_idx < r->n_cand) {
+        float mx = logits[0];
+        for (int j = 1; j < r->m->vocab; j++) mx = logits[j] > mx ? logits[j] : mx;
+        double sum = 0;
+        for (int j = 0; j < r->m->vocab; j++) sum += exp((double)(logits[j] - mx));
+        *loss = mx + log(sum) - logits[r->letters[label_idx]];
+    }
     free(logits);
     free(ids);
     return rc;
@@ -120,13 +129,15 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
             continue;
         }
         if (max_users > 0 && ev->n_subset >= max_users) continue;
-        if ((rc = mr_ranker_score(r, split, u, scores, e))) break;
         int32_t label_idx = 0;
         for (int i = 0; i < r->n_cand; i++)
             if (row->items[i] == row->label) {
                 label_idx = i;
                 break;
             }
+        double loss = 0;
+        if ((rc = mr_ranker_score(r, split, u, scores, label_idx, &loss, e))) break;
+        ev->letter_loss += loss;
         if ((rc = mr_metrics_add_scores(&ev->subset, scores, r->n_cand, NULL, 0, &label_idx, 1, e))) break;
         mr_metrics_add_ranked(&ev->retr_subset, row->items, r->n_cand, &row->label, 1);
         ev->n_subset++;
@@ -135,6 +146,7 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
     }
     if (show_progress) mr_progress_end(&prog);
     ev->seconds = mr_now() - t0;
+    if (ev->n_subset) ev->letter_loss /= (double)ev->n_subset;
     if (!rc && ev->n_users == 0)
         rc = mr_fail(e, MR_ERR_INPUT, "the candidates file has no %s rows", split == MR_SPLIT_TEST ? "test" : "val");
     if (!rc) rc = mr_metrics_combine(&ev->overall, &ev->subset, &ev->retr_other, e);
@@ -157,6 +169,7 @@ int mr_rank_eval_write_json(const mr_rank_eval *ev, const char *split_name, cons
     json_object_set_new(sp, "retriever_overall", mr_metrics_to_json(&ev->retr_overall));
     json_object_set_new(sp, "users", json_integer(ev->n_users));
     json_object_set_new(sp, "subset_users", json_integer(ev->n_subset));
+    json_object_set_new(sp, "letter_loss", json_real(ev->letter_loss));
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(root);
     if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory");
