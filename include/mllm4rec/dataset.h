@@ -10,6 +10,9 @@
 
 #include "mllm4rec/base.h"
 
+/* meta.json "format_version" written by this version; load refuses others. */
+#define MR_DATASET_FORMAT_VERSION 1
+
 typedef struct mr_item {
     char *source_id;
     char *title;
@@ -38,7 +41,14 @@ void mr_dataset_free(mr_dataset *d);
  * Toys_and_Games), or NULL for others (DESIGN section 8). */
 const char *mr_dataset_role(const mr_dataset *d);
 
-/* Rewrites items.tsv atomically from d->items (used when captions change). */
+/* The role for a dataset name alone (not knowing the format): the names above,
+ * case-insensitive, also as the last part after '-' or '_' ("amazon2014-beauty"). */
+const char *mr_dataset_role_for_name(const char *name);
+
+/* Rewrites items.tsv atomically from d->items (used when captions change). Tabs and
+ * line breaks inside fields are written as spaces. */
 int mr_dataset_write_items(const mr_dataset *d, mr_error *e);
+/* The same for any path and item table (items[1..n_items]; NULL fields = ""). */
+int mr_dataset_write_items_file(const char *path, const mr_item *items, int64_t n_items, mr_error *e);
 
 #endif
