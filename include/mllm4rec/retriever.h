@@ -13,6 +13,7 @@
 
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
+#include "mllm4rec/metrics.h"
 
 typedef struct lru_config {
     int n_items; /* item ids 1..n_items; the vocabulary is n_items + 1 (0 = padding) */
@@ -125,34 +126,44 @@ typedef struct lru_train_options {
     uint64_t seed;
     int threads;
     int resume;
-    int quiet;
 } lru_train_options;
 
 /* Defaults by dataset role (DESIGN section 8): 200 / 16 for MovieLens, 50 / 64 otherwise. */
 void lru_train_defaults(lru_train_options *o, const mr_dataset *d);
 
-typedef struct lru_metric_set {
-    double recall[5], ndcg[5], mrr[5]; /* at k = 1, 5, 10, 20, 50 */
-    double top20_share;                /* users whose true item ranks in the top 20 */
-    long n_users;
-} lru_metric_set;
-extern const int LRU_METRIC_KS[5];
-
-/* Trains into run_dir (checkpoint, log, best model), then evaluates the best
- * model and writes retriever.safetensors, metrics.json and candidates.tsv.
- * *interrupted is set when SIGINT / SIGTERM stopped the run (a checkpoint was saved). */
+/* Trains into run_dir: RUN/checkpoint.safetensors (resume state, written at every
+ * validation and on SIGINT / SIGTERM), RUN/train.jsonl (learning curve), and the
+ * best model so far as RUN/retriever.safetensors; at the end evaluates the best
+ * model and writes RUN/metrics.json and RUN/candidates.tsv.
+ * *interrupted is set when SIGINT / SIGTERM stopped the run after a checkpoint. */
 int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
               mr_error *e);
+/* Set by the signal handler that lru_train installs; a caller may set it too. */
+extern volatile int lru_stop_requested;
 
-/* Validation (split 0) or test (split 1) metrics with the whole history and the
- * padding item masked. */
-int lru_evaluate(const lru_model *m, const mr_dataset *d, int split, int threads, lru_metric_set *out,
-                 mr_error *e);
-/* Writes metrics.json (val and test) into run_dir. */
-int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *run_dir, int threads,
-                      lru_metric_set *val, lru_metric_set *test, mr_error *e);
-/* Writes candidates.tsv (top k per user for val and test) into run_dir. */
-int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *run_dir, int k, int threads,
-                         mr_error *e);
+/* The input a split sees: val = the training part (all but the last two items),
+ * test = all but the last; the target is the next item. n = 0 when the user has
+ * too few items for that split. */
+void lru_user_history(const mr_dataset *d, int64_t user, int split, const int32_t **hist, int *n,
+                      int32_t *target);
+
+/* Scores every user of a split (0 = val, 1 = test) at its last position, with the
+ * padding item and the user's whole history masked (set to -inf); calls fn for
+ * each user in id order. scores is the masked row [n_items + 1]. */
+typedef int (*lru_user_fn)(void *ctx, int64_t user, int32_t target, const float *scores, const int32_t *hist,
+                           int n_hist, mr_error *e);
+int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user_fn fn, void *ctx, mr_error *e);
+
+/* Recall / MRR / NDCG at k = 1, 5, 10, 20, 50 for a split, metrics initialised here. */
+int lru_evaluate(const lru_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e);
+/* Writes RUN/metrics.json: {"val": {...}, "test": {...}} with the metric keys,
+ * "users" and "top20_share" (users whose true item is in the top 20). */
+int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
+                      mr_metrics *test, mr_error *e);
+/* Writes candidates.tsv: header `split	user_id	label	items	scores`, one row per
+ * user for val then test, the top k item ids (comma-separated, best first) and
+ * their scores (comma-separated, %.9g); history and padding masked. Ties: higher
+ * score first, then lower id. */
+int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *path, int k, mr_error *e);
 
 #endif

@@ -16,6 +16,9 @@ typedef struct command {
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
 /* -- retriever -- */
+CLI_COMMAND(cmd_retriever_train);
+CLI_COMMAND(cmd_retriever_eval);
+CLI_COMMAND(cmd_retriever_candidates);
 /* -- tokenizers -- */
 /* -- llm engine -- */
 /* -- ranker -- */
@@ -25,6 +28,9 @@ typedef struct command {
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
     /* -- retriever -- */
+    {"retriever", "train", cmd_retriever_train, "train the LRURec retriever (writes RUN/retriever.safetensors, metrics, candidates)"},
+    {"retriever", "eval", cmd_retriever_eval, "val and test metrics of a trained retriever (RUN/metrics.json)"},
+    {"retriever", "candidates", cmd_retriever_candidates, "top-k candidates per user for val and test (RUN/candidates.tsv)"},
     /* -- tokenizers -- */
     /* -- llm engine -- */
     /* -- ranker -- */

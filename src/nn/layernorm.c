@@ -51,12 +51,23 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         }
     }
     if (dweight || dbias) {
-        for (int i = 0; i < N; i++) {
-            const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
-            float m = mean[i], s = rstd[i];
-            for (int c = 0; c < C; c++) {
-                if (dweight) dweight[c] += g[c] * (x[c] - m) * s;
-                if (dbias) dbias[c] += g[c];
+        /* columns in blocks of 16, each block summed over rows in order by one thread */
+        int nblocks = (C + 15) / 16;
+#pragma omp parallel for schedule(static) if ((long)N * C > 32768)
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * 16, c1 = c0 + 16 < C ? c0 + 16 : C;
+            float aw[16] = {0}, ab[16] = {0};
+            for (int i = 0; i < N; i++) {
+                const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
+                float m = mean[i], s = rstd[i];
+                for (int c = c0; c < c1; c++) {
+                    aw[c - c0] += g[c] * (x[c] - m) * s;
+                    ab[c - c0] += g[c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dweight) dweight[c] += aw[c - c0];
+                if (dbias) dbias[c] += ab[c - c0];
             }
         }
     }

@@ -4,15 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 
-double xent_forward_backward(float *dlogits, float *row_loss, const float *logits, int ld,
-                             const int *labels, int N, int V, int ignore_index, int *n_counted) {
+double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, const int *labels, int N, int V,
+                 int ignore_index, float grad_scale) {
     if (!ld) ld = V;
-    int count = 0;
-    for (int i = 0; i < N; i++) count += labels[i] != ignore_index;
-    if (n_counted) *n_counted = count;
-    float inv = count ? 1.0f / (float)count : 0.0f;
-    double total = 0.0;
-    /* Row losses are summed afterwards in order, so the total does not depend on threads. */
 #pragma omp parallel for schedule(static) if ((long)N * V > 65536)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * ld;
@@ -34,15 +28,26 @@ double xent_forward_backward(float *dlogits, float *row_loss, const float *logit
                 dz[j] = ez;
                 sum += ez;
             }
-            float scale = (float)(1.0 / sum) * inv;
+            float scale = (float)(1.0 / sum) * grad_scale;
             for (int j = 0; j < V; j++) dz[j] *= scale;
-            dz[y] -= inv;
+            dz[y] -= grad_scale;
         } else {
             for (int j = 0; j < V; j++) sum += expf(z[j] - mx);
         }
-        float l = (float)(log(sum) + mx - zy);
-        row_loss[i] = l;
+        row_loss[i] = (float)(log(sum) + mx - zy);
     }
+    /* summed in row order: the same total for any thread count */
+    double total = 0.0;
     for (int i = 0; i < N; i++) total += row_loss[i];
+    return total;
+}
+
+double xent_forward_backward(float *dlogits, float *row_loss, const float *logits, int ld,
+                             const int *labels, int N, int V, int ignore_index, int *n_counted) {
+    int count = 0;
+    for (int i = 0; i < N; i++) count += labels[i] != ignore_index;
+    if (n_counted) *n_counted = count;
+    float inv = count ? 1.0f / (float)count : 0.0f;
+    double total = xent_rows(dlogits, row_loss, logits, ld, labels, N, V, ignore_index, inv);
     return count ? total / count : 0.0;
 }

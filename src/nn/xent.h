@@ -13,4 +13,10 @@
 double xent_forward_backward(float *dlogits, float *row_loss, const float *logits, int ld,
                              const int *labels, int N, int V, int ignore_index, int *n_counted);
 
+/* The same for a slice of a larger batch: d(loss)/d(logits) = (softmax - onehot) *
+ * grad_scale (use 1 / counted rows of the whole batch for a mean); returns the sum of
+ * the counted rows' losses. */
+double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, const int *labels, int N, int V,
+                 int ignore_index, float grad_scale);
+
 #endif

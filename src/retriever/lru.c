@@ -19,6 +19,8 @@
 #include "nn/xent.h"
 
 #define LN_EPS 1e-5f
+/* rows whose [rows x V] scores are processed together in training */
+#define SCORE_CHUNK 256
 
 /* ------------------------------------------------------------------ layout */
 
@@ -314,10 +316,10 @@ struct lru_acts {
     float *dh, *dp;          /* [N, 2H] */
     float *dlambda;          /* [max_seqs, 2H] per-sequence partial sums */
     float *lambda;           /* [2H] */
-    float *logits;           /* [max_score_rows, V] */
-    float *row_loss;         /* [max_score_rows] */
+    int score_chunk;         /* rows scored at a time in training */
+    float *logits;           /* [score_chunk, V] */
+    float *row_loss;         /* [score_chunk] */
     int *labels;             /* [max_rows] */
-    float *xlast;            /* [max_seqs, D] */
     float *mem;
 };
 
@@ -326,7 +328,9 @@ int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_se
     *out = NULL;
     lru_acts *a = mr_calloc(1, sizeof *a, e);
     if (!a) return MR_ERR_INTERNAL;
-    size_t N = (size_t)max_rows, S = (size_t)max_seqs, R = (size_t)max_score_rows;
+    size_t N = (size_t)max_rows, S = (size_t)max_seqs;
+    size_t R = (size_t)(max_score_rows < SCORE_CHUNK ? max_score_rows : SCORE_CHUNK);
+    a->score_chunk = (int)(R ? R : 1);
     size_t D = (size_t)m->cfg.hidden, H = 2 * D, F = 4 * D, V = (size_t)m->cfg.n_items + 1;
     a->max_rows = max_rows;
     a->max_seqs = max_seqs;
@@ -339,7 +343,7 @@ int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_se
     /* One allocation, carved into 16-float aligned pieces. */
     size_t per_block = 2 * N * 2 * H + 6 * N * D + 4 * N + 3 * N * F;
     size_t total = 3 * N * D + 2 * N + m->cfg.blocks * per_block + 3 * N * D + N * F + 2 * N * 2 * H +
-                   S * 2 * H + 2 * H + R * V + R + N + S * D;
+                   S * 2 * H + 2 * H + R * V + R + N;
     size_t pieces = 64 + 16 * (size_t)m->cfg.blocks;
     a->mem = mr_alloc_aligned((total + pieces * 16) * sizeof(float), e);
     if (!a->mem) {
@@ -382,7 +386,6 @@ int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_se
     a->logits = TAKE(R * V);
     a->row_loss = TAKE(R);
     a->labels = (int *)TAKE(N);
-    a->xlast = TAKE(S * D);
 #undef TAKE
     *out = a;
     return MR_OK;
@@ -510,12 +513,11 @@ static void lru_scan_backward(float *dh, float *dlam, const float *h, const floa
     }
 }
 
-static void lru_block_forward(const lru_model *m, lru_acts *a, int bi, const float *x, const lru_batch *b,
-                              int use_drop, uint64_t key) {
+/* First half of a block: h [N, 2H] = scan(in_proj(x) * gamma) over every row. */
+static void lru_block_mix(const lru_model *m, lru_acts *a, int bi, const float *x, const lru_batch *b) {
     const lru_block_view *w = &m->p.blk[bi];
     block_acts *k = &a->blk[bi];
-    int N = b->n_rows, D = a->D, H = a->H, F = a->F, H2 = 2 * H;
-    float p_drop = m->cfg.dropout;
+    int N = b->n_rows, D = a->D, H = a->H, H2 = 2 * H;
     /* p [N, 2H] = x [N, D] . in_w [2H, D]^T + in_b; u = p * gamma (u in the dp scratch). */
     linear_forward(k->p, x, w->in_w, w->in_b, N, D, H2);
     const float *gamma_log = w->params_log + 2 * H;
@@ -533,10 +535,21 @@ static void lru_block_forward(const lru_model *m, lru_acts *a, int bi, const flo
     }
     lru_lambda(w->params_log, a->lambda, H);
     lru_scan_forward(k->h, u, a->lambda, b, H);
+}
+
+/* Second half, position-wise: from h [N, 2H] (row stride 2H) and the block input
+ * x [N, D], the LRU output x1 = LN(drop(Re(out_proj h)) + x) and the block output
+ * x2 = LN(drop(w_2 drop(gelu(w_1 x1))) + x1), into k's buffers. */
+static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float *h, const float *x, int N,
+                           int use_drop, uint64_t key) {
+    const lru_block_view *w = &m->p.blk[bi];
+    block_acts *k = &a->blk[bi];
+    int D = a->D, H = a->H, F = a->F, H2 = 2 * H;
+    float p_drop = m->cfg.dropout;
     /* y [N, D] = Re(h . out_w^T + out_b) = h_re out_w_re^T - h_im out_w_im^T + out_b_re */
     float *y = k->z1;
-    linear_forward_ex(y, D, k->h, H2, w->out_w_re, w->out_b_re, N, H, D, 1.0f, 0);
-    linear_forward_ex(y, D, k->h + H, H2, w->out_w_im, NULL, N, H, D, -1.0f, 1);
+    linear_forward_ex(y, D, h, H2, w->out_w_re, w->out_b_re, N, H, D, 1.0f, 0);
+    linear_forward_ex(y, D, h + H, H2, w->out_w_im, NULL, N, H, D, -1.0f, 1);
     if (use_drop) dropout_mask(k->drop1, N, D, p_drop, key, (uint64_t)bi * 16 + 1);
 #pragma omp parallel for schedule(static) if (N > 1024)
     for (int i = 0; i < N; i++) {
@@ -625,13 +638,16 @@ static void lru_block_backward(lru_model *m, lru_acts *a, int bi, const float *x
     /* u = p * gamma: dgamma = sum Re(conj(p) du) ; dp = gamma du (into a->dp) */
     float gamma[4096 * 2];
     for (int j = 0; j < H; j++) gamma[j] = expf(pl[2 * H + j]);
-    for (int j = 0; j < H; j++) {
-        float acc = 0.0f;
+    /* channels in blocks of 16, each summed over rows in order by one thread */
+#pragma omp parallel for schedule(static)
+    for (int j0 = 0; j0 < H; j0 += 16) {
+        int j1 = j0 + 16 < H ? j0 + 16 : H;
+        float acc[16] = {0};
         for (int i = 0; i < N; i++) {
             const float *pi = k->p + (size_t)i * H2, *gi = a->dh + (size_t)i * H2;
-            acc += pi[j] * gi[j] + pi[H + j] * gi[H + j];
+            for (int j = j0; j < j1; j++) acc[j - j0] += pi[j] * gi[j] + pi[H + j] * gi[H + j];
         }
-        gpl[2 * H + j] += acc * gamma[j];
+        for (int j = j0; j < j1; j++) gpl[2 * H + j] += acc[j - j0] * gamma[j];
     }
 #pragma omp parallel for schedule(static) if (N > 256)
     for (int i = 0; i < N; i++) {
@@ -652,9 +668,34 @@ void lru_forward(const lru_model *m, lru_acts *a, const lru_batch *b, int train,
     embedding_forward(m, a, b, use_drop);
     const float *x = a->x0;
     for (int bi = 0; bi < m->cfg.blocks; bi++) {
-        lru_block_forward(m, a, bi, x, b, use_drop, dropout_key);
+        lru_block_mix(m, a, bi, x, b);
+        lru_block_post(m, a, bi, a->blk[bi].h, x, b->n_rows, use_drop, dropout_key);
         x = a->blk[bi].x2;
     }
+}
+
+/* Inference up to each sequence's last row: the last block's position-wise half
+ * runs only on those rows (the recurrence still needs every row). Returns the
+ * final hidden states [n_seqs, D]. */
+static const float *lru_forward_last(const lru_model *m, lru_acts *a, const lru_batch *b) {
+    int D = a->D, H2 = 2 * a->H, S = b->n_seqs, last = m->cfg.blocks - 1;
+    a->n_rows = b->n_rows;
+    embedding_forward(m, a, b, 0);
+    const float *x = a->x0;
+    for (int bi = 0; bi < last; bi++) {
+        lru_block_mix(m, a, bi, x, b);
+        lru_block_post(m, a, bi, a->blk[bi].h, x, b->n_rows, 0, 0);
+        x = a->blk[bi].x2;
+    }
+    lru_block_mix(m, a, last, x, b);
+    /* gather the last rows of h and x into scratch (dp and dx are free in inference) */
+    for (int s = 0; s < S; s++) {
+        int r = b->seq_start[s + 1] - 1;
+        memcpy(a->dp + (size_t)s * H2, a->blk[last].h + (size_t)r * H2, (size_t)H2 * sizeof(float));
+        memcpy(a->dx + (size_t)s * D, x + (size_t)r * D, (size_t)D * sizeof(float));
+    }
+    lru_block_post(m, a, last, a->dp, a->dx, S, 0, 0);
+    return a->blk[last].x2;
 }
 
 double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int train, uint64_t dropout_key,
@@ -663,15 +704,28 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
     int N = b->n_rows, D = a->D, V = a->V;
     lru_forward(m, a, b, train, dropout_key);
     const float *x = lru_acts_hidden(a);
-    /* scores [N, V] = x E^T + bias */
-    linear_forward(a->logits, x, m->p.tok_emb, m->p.out_bias, N, D, V);
-    if (scores_out) memcpy(scores_out, a->logits, (size_t)N * V * sizeof(float));
-    for (int i = 0; i < N; i++) a->labels[i] = b->labels[i];
-    double loss = xent_forward_backward(a->logits, a->row_loss, a->logits, V, a->labels, N, V, 0, NULL);
     memset(m->grads, 0, m->n_params * sizeof(float));
-    /* dx = dlogits E; dE += dlogits^T x; dbias += column sums */
     memset(a->dx, 0, (size_t)N * D * sizeof(float));
-    linear_backward(a->dx, m->g.tok_emb, m->g.out_bias, a->logits, x, m->p.tok_emb, N, D, V);
+    int count = 0;
+    for (int i = 0; i < N; i++) {
+        a->labels[i] = b->labels[i];
+        count += b->labels[i] != 0;
+    }
+    float inv = count ? 1.0f / (float)count : 0.0f;
+    /* Scores, cross-entropy and their backward a chunk of rows at a time, so the
+     * [rows x V] block stays in cache between the passes over it:
+     * logits = x E^T + bias; dlogits = (softmax - onehot) / count;
+     * dx = dlogits E; dE += dlogits^T x; dbias += column sums of dlogits. */
+    double total = 0.0;
+    for (int r0 = 0; r0 < N; r0 += a->score_chunk) {
+        int n = N - r0 < a->score_chunk ? N - r0 : a->score_chunk;
+        const float *xc = x + (size_t)r0 * D;
+        linear_forward(a->logits, xc, m->p.tok_emb, m->p.out_bias, n, D, V);
+        if (scores_out) memcpy(scores_out + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float));
+        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->labels + r0, n, V, 0, inv);
+        linear_backward(a->dx + (size_t)r0 * D, m->g.tok_emb, m->g.out_bias, a->logits, xc, m->p.tok_emb, n, D, V);
+    }
+    double loss = count ? total / count : 0.0;
     for (int bi = m->cfg.blocks - 1; bi >= 0; bi--) {
         const float *xin = bi ? a->blk[bi - 1].x2 : a->x0;
         lru_block_backward(m, a, bi, xin, b, use_drop);
@@ -680,19 +734,21 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
     memset(a->dz, 0, (size_t)N * D * sizeof(float));
     layernorm_backward(a->dz, m->g.emb_ln_w, m->g.emb_ln_b, a->dx, a->z0, a->ln0_mean, a->ln0_rstd, m->p.emb_ln_w,
                        N, D);
-    for (int i = 0; i < N; i++) {
-        float *ge = m->g.tok_emb + (size_t)b->tokens[i] * D;
-        const float *gz = a->dz + (size_t)i * D, *s = a->drop0 + (size_t)i * D;
-        for (int c = 0; c < D; c++) ge[c] += use_drop ? gz[c] * s[c] : gz[c];
+    /* scatter-add into the table: threads split the columns, rows go in order */
+    int nth = D >= 32 ? 2 : 1;
+#pragma omp parallel for schedule(static) num_threads(nth) if (N > 256)
+    for (int part = 0; part < nth; part++) {
+        int c0 = part * D / nth, c1 = (part + 1) * D / nth;
+        for (int i = 0; i < N; i++) {
+            float *ge = m->g.tok_emb + (size_t)b->tokens[i] * D;
+            const float *gz = a->dz + (size_t)i * D, *s = a->drop0 + (size_t)i * D;
+            for (int c = c0; c < c1; c++) ge[c] += use_drop ? gz[c] * s[c] : gz[c];
+        }
     }
     return loss;
 }
 
 void lru_scores_last(const lru_model *m, lru_acts *a, const lru_batch *b, float *scores) {
-    int D = a->D, V = a->V;
-    lru_forward(m, a, b, 0, 0);
-    const float *x = lru_acts_hidden(a);
-    for (int s = 0; s < b->n_seqs; s++)
-        memcpy(a->xlast + (size_t)s * D, x + (size_t)(b->seq_start[s + 1] - 1) * D, D * sizeof(float));
-    linear_forward(scores, a->xlast, m->p.tok_emb, m->p.out_bias, b->n_seqs, D, V);
+    const float *xlast = lru_forward_last(m, a, b);
+    linear_forward(scores, xlast, m->p.tok_emb, m->p.out_bias, b->n_seqs, a->D, a->V);
 }
