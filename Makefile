@@ -26,7 +26,7 @@ TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_STAMP := $(BUILD)/.deps-installed
 
-.PHONY: all test test-plain test-asan demo bench clean deps
+.PHONY: all test test-plain test-asan demo bench clean deps fuzz
 all: $(BUILD)/mllm4rec
 
 deps: $(DEPS_STAMP)
@@ -75,6 +75,19 @@ bench: $(BUILD)/mllm4rec $(BENCH_BIN)
 
 demo: $(BUILD)/mllm4rec
 	@bash scripts/demo.sh
+
+# Coverage-guided fuzzing of the parsers (clang's libFuzzer): make fuzz FUZZ_SECONDS=60
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 30
+FUZZ_CFLAGS := -std=c11 -O1 -g -fsanitize=fuzzer-no-link,address,undefined $(CPPFLAGS) -fopenmp
+fuzz: $(DEPS_STAMP)
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -o build/fuzz/$$n $$f $(LIB_SRC) $(LDLIBS) || exit 1; \
+	  mkdir -p build/fuzz/corpus-$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz/corpus-$$n $(wildcard fuzz/seeds/$$n) 2>&1 | tail -3 || exit 1; \
+	done
 
 clean:
 	rm -rf build

@@ -15,6 +15,8 @@ typedef struct command {
 
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
+CLI_COMMAND(cmd_prepare);
+CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
 CLI_COMMAND(cmd_retriever_train);
 CLI_COMMAND(cmd_retriever_eval);
@@ -27,6 +29,8 @@ CLI_COMMAND(cmd_retriever_candidates);
 
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
+    {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
+    {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
     {"retriever", "train", cmd_retriever_train, "train the LRURec retriever (writes RUN/retriever.safetensors, metrics, candidates)"},
     {"retriever", "eval", cmd_retriever_eval, "val and test metrics of a trained retriever (RUN/metrics.json)"},
