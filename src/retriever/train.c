@@ -465,6 +465,12 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     sigaction(SIGTERM, &sa, &old_term);
     lru_stop_requested = 0;
 
+    /* MLLM4REC_TEST_SIGNAL_AT_ITER=N:SIG raises signal SIG after iteration N: lets the
+     * tests interrupt (SIGTERM) or kill (SIGKILL) a run at an exact point. */
+    long test_signal_iter = 0;
+    int test_signal = 0;
+    const char *ts = getenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
+    if (ts && sscanf(ts, "%ld:%d", &test_signal_iter, &test_signal) != 2) test_signal_iter = 0;
     mr_progress prog;
     mr_progress_start(&prog, "train", (int64_t)o->max_epochs * t.n_batches);
     double t0 = mr_now(), elapsed0 = t.s.elapsed;
@@ -516,6 +522,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         snprintf(extra, sizeof extra, "epoch %d loss %.4f %.2f it/s best R@10 %.4f", s->epoch + 1, loss, its,
                  s->best);
         mr_progress_update(&prog, (int64_t)s->epoch * t.n_batches + s->pos, extra);
+        if (test_signal_iter > 0 && s->iter == test_signal_iter) raise(test_signal);
         if (lru_stop_requested) {
             rc = save_checkpoint(&t, e);
             if (!rc) *interrupted = 1;
