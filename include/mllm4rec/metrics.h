@@ -38,6 +38,8 @@ typedef enum { MR_RECALL = 0, MR_MRR = 1, MR_NDCG = 2 } mr_metric_kind;
 extern const int MR_METRICS_DEFAULT_KS[];
 #define MR_METRICS_N_DEFAULT_KS 5
 
+/* One accumulator is not safe to share between threads (it owns a scratch buffer);
+ * give each thread its own and add them up with mr_metrics_combine. */
 typedef struct mr_metrics {
     int n_ks;
     int ks[MR_METRICS_MAX_KS];          /* ascending, distinct, > 0 */

@@ -61,4 +61,9 @@ int mr_prepare(const mr_prepare_opts *o, mr_prepare_stats *st, mr_error *e);
  * sequence length, density). */
 void mr_prepare_print_stats(FILE *out, const mr_prepare_stats *st);
 
+/* Downloads url to path (atomically; follows redirects; fails on HTTP errors).
+ * When want_sha256 is given (64 hex digits) a different digest is an error and
+ * nothing is written. got_sha256 (may be NULL) receives the digest. */
+int mr_download_file(const char *url, const char *path, const char *want_sha256, char got_sha256[65], mr_error *e);
+
 #endif

@@ -16,9 +16,19 @@ typedef struct command {
 /* Each issue's commands in their own block, so that parallel work merges cleanly. */
 /* -- data (prepare) -- */
 CLI_COMMAND(cmd_prepare);
+CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
+CLI_COMMAND(cmd_retriever_train);
+CLI_COMMAND(cmd_retriever_eval);
+CLI_COMMAND(cmd_retriever_candidates);
 /* -- tokenizers -- */
+CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
+CLI_COMMAND(cmd_llm_info);
+CLI_COMMAND(cmd_llm_generate);
+CLI_COMMAND(cmd_llm_perplexity);
+CLI_COMMAND(cmd_llm_logits);
+CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
 /* -- captions -- */
 /* -- end of declarations -- */
@@ -26,9 +36,19 @@ CLI_COMMAND(cmd_prepare);
 static const command COMMANDS[] = {
     /* -- data (prepare) -- */
     {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
+    {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
+    {"retriever", "train", cmd_retriever_train, "train the LRURec retriever (writes RUN/retriever.safetensors, metrics, candidates)"},
+    {"retriever", "eval", cmd_retriever_eval, "val and test metrics of a trained retriever (RUN/metrics.json)"},
+    {"retriever", "candidates", cmd_retriever_candidates, "top-k candidates per user for val and test (RUN/candidates.tsv)"},
     /* -- tokenizers -- */
+    {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
     /* -- llm engine -- */
+    {"llm", "info", cmd_llm_info, "describe a model (GGUF file or Hugging Face folder)"},
+    {"llm", "generate", cmd_llm_generate, "continue a prompt (greedy or sampled)"},
+    {"llm", "perplexity", cmd_llm_perplexity, "perplexity of a text file (llama.cpp's definition)"},
+    {"llm", "logits", cmd_llm_logits, "top-K or all logits at the last (or every) position"},
+    {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
     /* -- captions -- */
     /* -- end of table -- */

@@ -389,7 +389,9 @@ static int read_movies(prep_raw *r, const char *path, const char *sep, int latin
         if (len == 0) continue;
         free(conv);
         conv = NULL;
-        if (latin1) {
+        if (latin1 && !mr_utf8_valid(line, len)) {
+            /* GroupLens wrote u.item and movies.dat in ISO-8859-1; a line that is
+             * valid UTF-8 (a re-encoded copy) is taken as it is */
             if (!(conv = latin1_to_utf8(line, len, e))) {
                 rc = MR_ERR_INTERNAL;
                 break;
