@@ -115,6 +115,19 @@ static int count_differences(const tokenizer *a, const tokenizer *b, const cases
     return diff;
 }
 
+/* Writes t's vocabulary into a GGUF and loads it back. */
+static int via_gguf(const tokenizer *t, const char *name, tokenizer **out, mr_error *e) {
+    gguf_writer *w = gguf_writer_new(e);
+    if (!w) return MR_ERR_INTERNAL;
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_tmp_path(name));
+    int rc = gguf_writer_set_str(w, "general.architecture", "llama", e);
+    if (!rc) rc = tokenizer_write_gguf(t, w, e);
+    if (!rc) rc = gguf_writer_write(w, path, e);
+    gguf_writer_free(w);
+    return rc ? rc : tokenizer_load(out, path, e);
+}
+
 /* ------------------------------------------------------ reference vectors -- */
 
 TEST(reference_vectors_encode_exactly) {
@@ -367,6 +380,11 @@ TEST(tokenizer_json_written_from_gguf_reads_back_identically) {
         int diff = count_differences(a, b, &c);
         printf("  %s: tokenizer.json read back, %d of %d encodings differ\n", VOCABS[v][0], diff, 2 * c.n);
         CHECK(diff == 0);
+        /* and on to GGUF: SentencePiece merge ranks become scores */
+        tokenizer *g;
+        CHECK_OK(via_gguf(b, "from-hf.gguf", &g, &e), &e);
+        CHECK(count_differences(a, g, &c) == 0);
+        tokenizer_free(g);
         tokenizer_free(a);
         tokenizer_free(b);
         cases_free(&c);
@@ -586,6 +604,78 @@ TEST(pretokenizer_splits_of_llama3_qwen2_deepseek_gpt2) {
     tokenizer_free(dsc);
 }
 
+/* Hugging Face's own spelling of the Qwen2 and Llama 3 pre-tokenizers: a Split
+ * with the original (?i:...) regex, NFC normalizer (ignored, as llama.cpp does)
+ * and ByteLevel without regex. It must split like llama.cpp's adapted regexes. */
+TEST(hf_spelled_qwen2_and_llama3_pretokenizers) {
+    static const char *const hf_rx[2] = {
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+    static const char *const pre[2] = {"qwen2", "llama-bpe"};
+    for (int k = 0; k < 2; k++) {
+        mr_error e = {0};
+        tokenizer *a, *b;
+        int rc = gpt2_with_pre(&a, pre[k], &e);
+        if (rc < 0) SKIP("gpt-2 vocabulary not found");
+        CHECK_OK(rc, &e);
+        char inp[256], out[256];
+        snprintf(inp, sizeof inp, "reference/tokenizer/ggml-vocab-%s.gguf.inp", pre[k]);
+        snprintf(out, sizeof out, "reference/tokenizer/ggml-vocab-%s.gguf.out", pre[k]);
+        const char *ip = test_shared_path(inp), *op = test_shared_path(out);
+        if (!ip || !op) SKIP("%s test pairs not found", pre[k]);
+        char ipb[2048], opb[2048];
+        snprintf(ipb, sizeof ipb, "%s", ip);
+        snprintf(opb, sizeof opb, "%s", op);
+        cases c;
+        CHECK(cases_load(&c, ipb, opb) == 0);
+        char dir[1024], jp[1100];
+        snprintf(dir, sizeof dir, "%s", test_tmp_path(pre[k]));
+        CHECK_OK(mr_mkdir_p(dir, &e), &e);
+        snprintf(jp, sizeof jp, "%s/tokenizer.json", dir);
+        CHECK_OK(tokenizer_write_hf_json(a, jp, &e), &e);
+        json_error_t je;
+        json_t *root = json_load_file(jp, 0, &je);
+        CHECK(root);
+        json_t *split = json_array_get(json_object_get(json_object_get(root, "pre_tokenizer"), "pretokenizers"), 0);
+        CHECK(!strcmp(json_string_value(json_object_get(json_object_get(split, "pattern"), "Regex")),
+                      k ? tok_pretok_regexes("llama3", &rc, NULL, NULL)[0] : tok_pretok_regexes("qwen2", &rc, NULL, NULL)[0]));
+        json_object_set_new(json_object_get(split, "pattern"), "Regex", json_string(hf_rx[k]));
+        json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "NFC"));
+        CHECK(json_dump_file(root, jp, 0) == 0);
+        json_decref(root);
+        CHECK_OK(tokenizer_load(&b, dir, &e), &e);
+        CHECK(b->ignore_merges == a->ignore_merges);
+        CHECK(count_differences(a, b, &c) == 0);
+        /* HF's spelling is recognised as llama.cpp's pre-tokenizer name in GGUF */
+        CHECK(b->pre && !strcmp(b->pre, k ? "llama3" : "qwen2"));
+        tokenizer *g;
+        CHECK_OK(via_gguf(b, "hf-spelled.gguf", &g, &e), &e);
+        CHECK(g->pre && !strcmp(g->pre, b->pre) && g->ignore_merges == a->ignore_merges);
+        CHECK(count_differences(a, g, &c) == 0);
+        tokenizer_free(g);
+        /* regexes without a llama.cpp name go into GGUF under our own key */
+        if (k == 0) {
+            tokenizer_free(b);
+            json_t *r2 = json_load_file(jp, 0, &je);
+            json_t *sp = json_array_get(json_object_get(json_object_get(r2, "pre_tokenizer"), "pretokenizers"), 0);
+            char other[512];
+            snprintf(other, sizeof other, "%s|\\p{Zs}+", hf_rx[k]); /* matches the same: \s+ comes first */
+            json_object_set_new(json_object_get(sp, "pattern"), "Regex", json_string(other));
+            CHECK(json_dump_file(r2, jp, 0) == 0);
+            json_decref(r2);
+            CHECK_OK(tokenizer_load(&b, dir, &e), &e);
+            CHECK(b->pre == NULL);
+            CHECK_OK(via_gguf(b, "custom-regex.gguf", &g, &e), &e);
+            CHECK(g->n_regex == 1 && !strcmp(g->regex_src[0], other));
+            CHECK(count_differences(a, g, &c) == 0);
+            tokenizer_free(g);
+        }
+        tokenizer_free(a);
+        tokenizer_free(b);
+        cases_free(&c);
+    }
+}
+
 /* ---------------------------------------------------- special tokens ---- */
 
 TEST(user_defined_tokens_match_without_parse_special) {
@@ -724,6 +814,71 @@ TEST(bad_files_give_clear_errors) {
     }
 }
 
+/* Random texts: any bytes encode without error to ids in range; valid UTF-8
+ * without U+2581 decodes back to itself (invalid UTF-8 is lossy in llama.cpp
+ * too: byte-level BPE reads it as U+FFFD, SentencePiece may cut an escaped space). */
+TEST(random_texts_round_trip) {
+    static const char *const pieces[] = {" ", "  ", "\n", "\t", "a", "Hello", "'s", "3", "333", ".", "!?",
+                                         "\xc3\xa4", "\xd0\xbd\xd0\xb5", "\xe5\xb7\xa5", "\xf0\x9f\x9a\x80",
+                                         "<s>", "</s>", "<|endoftext|>", "\xef\xbd\x9c", "\xc2\xa0"};
+    int rounds = test_under_sanitizer() ? 150 : 600, any = 0;
+    for (int v = 0; v < N_VOCABS; v++) {
+        const char *path = test_shared_path(VOCABS[v][1]);
+        if (!path) continue;
+        any = 1;
+        mr_error e = {0};
+        tokenizer *t;
+        CHECK_OK(tokenizer_load(&t, path, &e), &e);
+        mr_rng rng;
+        mr_rng_seed(&rng, 1234 + (uint64_t)v);
+        for (int r = 0; r < rounds; r++) {
+            char text[256];
+            size_t n = 0;
+            int raw = r % 4 == 0; /* arbitrary bytes: must encode; a round trip only if valid UTF-8 */
+            while (n < 200) {
+                if (raw) {
+                    text[n++] = (char)mr_rng_below(&rng, 256);
+                } else if (mr_rng_below(&rng, 4) == 0) { /* a random code point, not U+2581 or a surrogate */
+                    static const uint32_t top[] = {0x80, 0x800, 0x10000, 0x110000};
+                    uint32_t c = (uint32_t)mr_rng_below(&rng, top[mr_rng_below(&rng, 4)]);
+                    if (c == 0x2581 || (c >= 0xD800 && c <= 0xDFFF)) c = 'x';
+                    if (c < 0x80) text[n++] = (char)c;
+                    else if (c < 0x800) text[n++] = (char)(0xC0 | c >> 6), text[n++] = (char)(0x80 | (c & 63));
+                    else if (c < 0x10000)
+                        text[n++] = (char)(0xE0 | c >> 12), text[n++] = (char)(0x80 | ((c >> 6) & 63)),
+                        text[n++] = (char)(0x80 | (c & 63));
+                    else
+                        text[n++] = (char)(0xF0 | c >> 18), text[n++] = (char)(0x80 | ((c >> 12) & 63)),
+                        text[n++] = (char)(0x80 | ((c >> 6) & 63)), text[n++] = (char)(0x80 | (c & 63));
+                } else {
+                    const char *p = pieces[mr_rng_below(&rng, sizeof pieces / sizeof *pieces)];
+                    size_t pl = strlen(p);
+                    if (n + pl > 200) break;
+                    memcpy(text + n, p, pl);
+                    n += pl;
+                }
+                if (mr_rng_below(&rng, 40) == 0) break;
+            }
+            for (int flags = 0; flags < 4; flags++) {
+                int32_t *ids;
+                size_t m;
+                CHECK_OK(tokenizer_encode(t, text, n, flags, &ids, &m, &e), &e);
+                for (size_t i = 0; i < m; i++) CHECK(ids[i] >= 0 && ids[i] < tokenizer_n_vocab(t));
+                if (flags == 0 && mr_utf8_valid(text, n)) {
+                    char *back;
+                    size_t bl;
+                    CHECK_OK(tokenizer_decode(t, ids, m, 0, &back, &bl, &e), &e);
+                    CHECK_MSG(bl == n && !memcmp(back, text, n), "%s round %d: decode differs", VOCABS[v][0], r);
+                    free(back);
+                }
+                free(ids);
+            }
+        }
+        tokenizer_free(t);
+    }
+    if (!any) SKIP("reference vocabularies absent");
+}
+
 /* ------------------------------------------------------------- the CLI --- */
 
 TEST(cli_llm_tokenize) {
@@ -759,8 +914,10 @@ int main(void) {
     RUN(gguf_metadata_written_reads_back_identically);
     RUN(gpt2_vocab_json_and_merges_txt_folder);
     RUN(pretokenizer_splits_of_llama3_qwen2_deepseek_gpt2);
+    RUN(hf_spelled_qwen2_and_llama3_pretokenizers);
     RUN(user_defined_tokens_match_without_parse_special);
     RUN(bad_files_give_clear_errors);
+    RUN(random_texts_round_trip);
     RUN(cli_llm_tokenize);
     return test_summary();
 }

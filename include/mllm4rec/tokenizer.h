@@ -135,9 +135,11 @@ int tokenizer_is_eog(const tokenizer *t, int32_t id);
 /* ---- writing ---- */
 
 /* Writes a Hugging Face tokenizer.json (atomically) that tokenizer_load_hf reads
- * back to an identical tokenizer: BPE model with vocab and merges (SentencePiece
- * vocabularies get byte_fallback, the ▁ normalizer and merges ranked by score),
- * pre-tokenizer, decoder, post-processor for BOS/EOS, added_tokens. */
+ * back to a tokenizer that encodes the same: BPE model with vocab and merges
+ * (SentencePiece vocabularies get byte_fallback, the ▁ normalizer and every
+ * mergeable pair ranked by the score of its result), pre-tokenizer, decoder,
+ * post-processor for BOS/EOS, added_tokens. Also writes tokenizer_config.json
+ * (bos/eos/unk/pad tokens, add_bos_token, add_eos_token) in the same folder. */
 int tokenizer_write_hf_json(const tokenizer *t, const char *path, mr_error *e);
 /* Adds the tokenizer.ggml.* keys for this vocabulary to a GGUF being written. */
 int tokenizer_write_gguf(const tokenizer *t, gguf_writer *w, mr_error *e);

@@ -5,6 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys of ours, written only for byte-level vocabularies whose pre-tokenizer
+ * regexes have no llama.cpp name (llama.cpp then falls back to 'default'). */
+#define PRE_REGEXES_KEY "mllm4rec.tokenizer.pre_regexes"
+#define IGNORE_MERGES_KEY "mllm4rec.tokenizer.ignore_merges"
+
 static int read_int_elem(const gguf_kv *kv, uint64_t i, int64_t *out) {
     const uint8_t *p = (const uint8_t *)kv->array_data;
     switch (kv->array_type) {
@@ -97,6 +102,8 @@ int tokenizer_load_gguf(tokenizer **out, const gguf_file *g, mr_error *e) {
     const char **merges = NULL;
     uint32_t *merge_lens = NULL;
     char *pre = NULL;
+    char **rx = NULL;
+    int n_rx = 0;
     if (!texts || !lens) goto done;
     for (int32_t i = 0; i < n; i++) {
         texts[i] = tokens->array_strings[i].data;
@@ -182,6 +189,26 @@ int tokenizer_load_gguf(tokenizer **out, const gguf_file *g, mr_error *e) {
             v.add_bos = ab;
         }
         v.pre = pre;
+        /* our own keys for a pre-tokenizer that has no llama.cpp name (see tokenizer_write_gguf) */
+        kv = gguf_find(g, PRE_REGEXES_KEY);
+        if (kv) {
+            if (kv->type != GGUF_TYPE_ARRAY || kv->array_type != GGUF_TYPE_STRING || kv->array_len > 64) {
+                rc = mr_fail(e, MR_ERR_INPUT, "metadata '%s' is not an array of at most 64 strings", PRE_REGEXES_KEY);
+                goto done;
+            }
+            n_rx = (int)kv->array_len;
+            rx = mr_calloc((size_t)n_rx + 1, sizeof *rx, e);
+            if (!rx) goto done;
+            for (int i = 0; i < n_rx; i++) {
+                rx[i] = mr_alloc(kv->array_strings[i].len + 1, e);
+                if (!rx[i]) goto done;
+                memcpy(rx[i], kv->array_strings[i].data, kv->array_strings[i].len);
+                rx[i][kv->array_strings[i].len] = 0;
+            }
+            v.regexes = (const char *const *)rx;
+            v.n_regexes = n_rx;
+        }
+        if ((rc = read_bool(g, IGNORE_MERGES_KEY, &v.ignore_merges, e))) goto done;
     }
     if ((rc = read_bool(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, e))) goto done;
     static const char *const SPECIAL_KEYS[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
@@ -203,6 +230,8 @@ done:
     free(merges);
     free(merge_lens);
     free(pre);
+    for (int i = 0; i < n_rx && rx; i++) free(rx[i]);
+    free(rx);
     return rc;
 }
 
@@ -213,17 +242,55 @@ int tokenizer_write_gguf(const tokenizer *t, gguf_writer *w, mr_error *e) {
     uint64_t *lens = mr_alloc((size_t)(n > t->n_merges ? n : t->n_merges) * sizeof *lens + 1, e);
     int32_t *types = mr_alloc((size_t)n * sizeof *types, e);
     char *mblob = NULL;
+    float *derived = NULL;
     if (!strs || !lens || !types) goto done;
     if ((rc = gguf_writer_set_str(w, "tokenizer.ggml.model", t->kind == TOK_KIND_SPM ? "llama" : "gpt2", e)))
         goto done;
-    if (t->kind == TOK_KIND_BPE && t->pre && (rc = gguf_writer_set_str(w, "tokenizer.ggml.pre", t->pre, e))) goto done;
+    if (t->kind == TOK_KIND_BPE) {
+        const char *name = t->pre ? t->pre : tok_pretok_name_of((const char *const *)t->regex_src, t->n_regex);
+        if ((rc = gguf_writer_set_str(w, "tokenizer.ggml.pre", name ? name : "default", e))) goto done;
+        if (!name) {
+            mr_log("tokenizer: these pre-tokenizer regexes have no llama.cpp name; written as '%s' for mllm4rec "
+                   "(llama.cpp will use 'default')", PRE_REGEXES_KEY);
+            uint64_t rl[64];
+            for (int i = 0; i < t->n_regex && i < 64; i++) rl[i] = strlen(t->regex_src[i]);
+            if ((rc = gguf_writer_set_str_array(w, PRE_REGEXES_KEY, (const char *const *)t->regex_src, rl,
+                                                (uint64_t)(t->n_regex < 64 ? t->n_regex : 64), e)))
+                goto done;
+        }
+        int n_rx, name_ignores = 0;
+        if (name) tok_pretok_regexes(name, &n_rx, &name_ignores, NULL);
+        if ((!name || name_ignores != t->ignore_merges) &&
+            (rc = gguf_writer_set_bool(w, IGNORE_MERGES_KEY, t->ignore_merges, e)))
+            goto done;
+    }
     for (int32_t i = 0; i < n; i++) {
         strs[i] = tok_str(&t->str, i);
         lens[i] = t->str.len[i];
         types[i] = t->types[i];
     }
     if ((rc = gguf_writer_set_str_array(w, "tokenizer.ggml.tokens", strs, lens, (uint64_t)n, e))) goto done;
-    if ((rc = gguf_writer_set_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, t->scores, (uint64_t)n, e)))
+    const float *scores = t->scores;
+    if (t->kind == TOK_KIND_SPM && t->spm_merge_ranks) {
+        /* read from tokenizer.json: GGUF holds scores, so a token's score is minus the
+         * rank of the first merge that makes it; tokens no merge makes come last */
+        derived = mr_alloc((size_t)n * sizeof *derived, e);
+        if (!derived) goto done;
+        for (int32_t i = 0; i < n; i++) derived[i] = -(float)(t->n_merges + 1);
+        for (int64_t r = t->n_merges - 1; r >= 0; r--) {
+            int32_t a = t->merge_left[r], b = t->merge_right[r];
+            size_t la = t->str.len[a], lb = t->str.len[b];
+            char *cat = mr_alloc(la + lb + 1, e);
+            if (!cat) goto done;
+            memcpy(cat, tok_str(&t->str, a), la);
+            memcpy(cat + la, tok_str(&t->str, b), lb);
+            int32_t id = tokenizer_piece_to_id(t, cat, la + lb);
+            free(cat);
+            if (id >= 0) derived[id] = -(float)r;
+        }
+        scores = derived;
+    }
+    if ((rc = gguf_writer_set_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, (uint64_t)n, e)))
         goto done;
     if ((rc = gguf_writer_set_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n, e)))
         goto done;
@@ -262,5 +329,6 @@ done:
     free(lens);
     free(types);
     free(mblob);
+    free(derived);
     return rc;
 }

@@ -109,11 +109,21 @@ const char *const *tok_pretok_regexes(const char *name, int *n, int *ignore_merg
     return NULL;
 }
 
+/* Compares a regex with one of ours, reading Hugging Face's spelling of the
+ * case-insensitive contractions "(?i:'s|...|'d)" as llama.cpp's adapted one. */
+static int same_regex(const char *ours, const char *theirs) {
+    static const char hf[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
+    static const char adapted[] = RX_CONTRACTIONS_CI;
+    if (!strncmp(theirs, hf, sizeof hf - 1) && !strncmp(ours, adapted, sizeof adapted - 1))
+        return !strcmp(ours + sizeof adapted - 1, theirs + sizeof hf - 1);
+    return !strcmp(ours, theirs);
+}
+
 const char *tok_pretok_name_of(const char *const *rx, int n) {
     for (size_t i = 0; i < sizeof PRE_TABLE / sizeof *PRE_TABLE; i++) {
         if (PRE_TABLE[i].n != n) continue;
         int same = 1;
-        for (int k = 0; k < n && same; k++) same = !strcmp(PRE_TABLE[i].rx[k], rx[k]);
+        for (int k = 0; k < n && same; k++) same = same_regex(PRE_TABLE[i].rx[k], rx[k]);
         if (same) return PRE_TABLE[i].name;
     }
     return NULL;

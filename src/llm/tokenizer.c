@@ -282,6 +282,7 @@ int tokenizer_create(tokenizer **out, const tokenizer_vocab *v, mr_error *e) {
         return mr_fail(e, MR_ERR_INPUT, "tokenizer: unknown kind %d", (int)v->kind);
     if (v->n_tokens <= 0 || !v->tokens)
         return mr_fail(e, MR_ERR_INPUT, "tokenizer: the vocabulary is empty");
+    byte_map_init(); /* here, before any thread encodes */
     tokenizer *t = mr_calloc(1, sizeof *t, e);
     if (!t) return MR_ERR_INTERNAL;
     int rc = MR_ERR_INTERNAL;

@@ -15,7 +15,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -169,7 +169,16 @@ static void deq_q8_0(const uint8_t *s, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, s += 34, y += QK) {
         const float d = rd_f16(s);
         const int8_t *q = (const int8_t *)(s + 2);
+#if defined(__AVX2__)
+        /* the same int -> float conversion and one product per value as the scalar loop */
+        const __m256 vd = _mm256_set1_ps(d);
+        for (int j = 0; j < QK; j += 8) {
+            __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + j)));
+            _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_cvtepi32_ps(v), vd));
+        }
+#else
         for (int j = 0; j < QK; j++) y[j] = q[j] * d;
+#endif
     }
 }
 
@@ -177,10 +186,23 @@ static void deq_q4_0(const uint8_t *s, float *y, int64_t n) {
     for (int64_t b = 0; b < n / QK; b++, s += 18, y += QK) {
         const float d = rd_f16(s);
         const uint8_t *q = s + 2;
+#if defined(__AVX2__)
+        const __m256 vd = _mm256_set1_ps(d);
+        const __m128i raw = _mm_loadu_si128((const __m128i *)q), mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
+        const __m128i parts[2] = {lo, hi};
+        for (int h = 0; h < 2; h++) {
+            __m256i a = _mm256_cvtepi8_epi32(parts[h]), c = _mm256_cvtepi8_epi32(_mm_srli_si128(parts[h], 8));
+            _mm256_storeu_ps(y + 16 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(a), vd));
+            _mm256_storeu_ps(y + 16 * h + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(c), vd));
+        }
+#else
         for (int j = 0; j < QK / 2; j++) {
             y[j] = ((q[j] & 0x0f) - 8) * d;
             y[j + QK / 2] = ((q[j] >> 4) - 8) * d;
         }
+#endif
     }
 }
 
