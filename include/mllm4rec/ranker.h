@@ -69,6 +69,11 @@ typedef struct mr_rank_tok {
     int32_t eos;
 } mr_rank_tok;
 
+/* The model's tokenizer (mllm4rec/tokenizer.h) as the ranker uses it: BOS when the
+ * vocabulary adds one, EOS, encode without specials, truncate as tokenizer_truncate. */
+struct tokenizer;
+void mr_rank_tok_from_tokenizer(mr_rank_tok *rt, const struct tokenizer *t);
+
 typedef enum { MR_TEMPLATE_MLLM4REC = 0, MR_TEMPLATE_LLAMAREC = 1 } mr_template;
 
 typedef struct mr_prompt_opts {
@@ -143,6 +148,7 @@ typedef struct mr_lt_model {
     int n_layer, dim, n_head, n_kv_head, head_dim, ffn, vocab;
     float norm_eps, rope_theta, rope_scale; /* rope_scale: linear position scaling factor (1) */
     mr_rope_mode rope_mode;
+    const float *rope_factors; /* [head_dim/2] frequency divisors (Llama 3's rope_freqs) or NULL */
     mr_lt_weight tok_embd; /* [vocab, dim] */
     mr_lt_weight output;   /* [vocab, dim] (the embedding when tied) */
     const float *out_norm; /* [dim] */
@@ -153,6 +159,12 @@ typedef struct mr_lt_model {
 int mr_lt_model_check(const mr_lt_model *m, mr_error *e);
 /* Rows r0..r1-1 of a weight as fp32 into out ((r1 - r0) x cols). */
 int mr_lt_weight_rows(const mr_lt_weight *w, int64_t r0, int64_t r1, float *out, mr_error *e);
+
+/* A training view of an engine model (weights stay in the engine's file maps;
+ * m->layers is allocated: release with mr_lt_model_release). */
+struct llm_model;
+int mr_lt_model_from_llm(mr_lt_model *m, const struct llm_model *src, mr_error *e);
+void mr_lt_model_release(mr_lt_model *m);
 
 /* Loads a Hugging Face Llama folder or .safetensors (fp32/fp16/bf16) into a training
  * model that owns fp32 copies (for tests and small models). */
@@ -316,6 +328,7 @@ typedef struct mr_rank_train_opts {
     const char *out_dir;   /* adapter.gguf, train_state.bin, train_log.tsv */
     int resume;
     int64_t stop_after;    /* > 0: stop (resumably) after this many steps, as an interruption would */
+    volatile int *interrupted; /* set (e.g. by SIGINT/SIGTERM): save the state at the next step and stop */
     int peft;              /* also write out_dir/peft at each new best */
     const char *base_model_name;
 } mr_rank_train_opts;
@@ -328,6 +341,7 @@ typedef struct mr_rank_train_result {
     double val_ndcg10_before, best_val_ndcg10, val_loss_before, best_val_loss;
     int64_t best_step;
     int stopped_early;
+    int interrupted;        /* stopped by o->interrupted; resume with o->resume */
     double seconds, examples_per_second, tokens_per_second;
 } mr_rank_train_result;
 

@@ -30,6 +30,9 @@ CLI_COMMAND(cmd_llm_perplexity);
 CLI_COMMAND(cmd_llm_logits);
 CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
+CLI_COMMAND(cmd_ranker_prompt);
+CLI_COMMAND(cmd_ranker_train);
+CLI_COMMAND(cmd_ranker_eval);
 /* -- captions -- */
 /* -- end of declarations -- */
 
@@ -50,6 +53,9 @@ static const command COMMANDS[] = {
     {"llm", "logits", cmd_llm_logits, "top-K or all logits at the last (or every) position"},
     {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
+    {"ranker", "prompt", cmd_ranker_prompt, "print the exact ranking prompt of a user (token count on stderr)"},
+    {"ranker", "train", cmd_ranker_train, "LoRA instruction tuning of the LLM ranker (writes R/adapter.gguf)"},
+    {"ranker", "eval", cmd_ranker_eval, "verbalizer ranking of the candidates; subset and overall metrics"},
     /* -- captions -- */
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},

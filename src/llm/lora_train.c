@@ -288,6 +288,7 @@ mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int re
         for (size_t i = 0; i < half; i++) {
             /* as HF: inv_freq = 1 / theta^(2i/d) in float32, angle = pos * inv_freq in float32 */
             float inv = (float)(1.0 / pow((double)m->rope_theta, (double)(2 * i) / (double)m->head_dim));
+            if (m->rope_factors) inv /= m->rope_factors[i];
             float pos = (float)p / (m->rope_scale > 0 ? m->rope_scale : 1.0f);
             float ang = pos * inv;
             w->rope_cos[p * half + i] = cosf(ang);

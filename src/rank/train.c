@@ -291,7 +291,9 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     while (h.step < total_steps) {
         mr_lora_zero_grad(l);
         double batch_loss = 0;
+        const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
         for (int b = 0; b < o->batch; b++) {
+            if (o->interrupted && *o->interrupted) break;
             if (h.epoch_pos >= n_ex) {
                 h.epoch++;
                 h.epoch_pos = 0;
@@ -319,6 +321,16 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             batch_loss += st.loss;
             tokens += n;
             examples++;
+        }
+        if (o->interrupted && *o->interrupted) {
+            /* the half-accumulated batch is dropped: the saved state is the last
+             * step's, so a resumed run repeats exactly what an uninterrupted one does */
+            res->interrupted = 1;
+            h.epoch = batch_epoch;
+            h.epoch_pos = batch_pos;
+            rc = state_write(state_path, &h, l, adam_m, adam_v, e);
+            mr_log("interrupted at step %lld: state saved, continue with --resume", (long long)h.step);
+            break;
         }
         const double lr = lr_at(o, h.step, total_steps);
         const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
