@@ -203,7 +203,21 @@ static int collect(int32_t id, void *user) {
     return 0;
 }
 
-static void check_greedy(llm_model *m, json_t *ids_json, json_t *ref_json, int n_predict, const char *what) {
+/* The generated ids as text (raw concatenated pieces, as llama.cpp's greedy_text). */
+static char *pieces(const llm_model *m, const int32_t *ids, int n) {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    mr_error e = {0};
+    for (int i = 0; i < n; i++)
+        if (llm_token_piece(m, ids[i], &buf, &len, &cap, &e)) {
+            free(buf);
+            return NULL;
+        }
+    return buf ? buf : calloc(1, 1);
+}
+
+static void check_greedy(llm_model *m, json_t *ids_json, json_t *ref_json, int n_predict, const char *what,
+                         const char *ref_text) {
     int64_t n_prompt, n_ref;
     int32_t *prompt = json_ids(ids_json, &n_prompt);
     int32_t *ref = json_ids(ref_json, &n_ref);
@@ -219,6 +233,13 @@ static void check_greedy(llm_model *m, json_t *ids_json, json_t *ref_json, int n
     free(ref);
     CHECK_MSG(same, "%s: greedy tokens differ from llama.cpp's (%d generated, %lld expected)", what, got.n,
               (long long)n_ref);
+    if (ref_text && m->tok) {
+        char *text = pieces(m, got.ids, got.n);
+        CHECK(text != NULL);
+        int eq = !strcmp(text, ref_text);
+        free(text);
+        CHECK_MSG(eq, "%s: greedy text differs from llama.cpp's", what);
+    }
 }
 
 TEST(stories260k_greedy) {
@@ -234,12 +255,29 @@ TEST(stories260k_greedy) {
         json_t *p = json_array_get(prompts, i);
         check_greedy(&m, json_object_get(p, "prompt_tokens"), json_object_get(p, "greedy_tokens"),
                      (int)json_integer_value(json_object_get(p, "greedy_n_requested")),
-                     json_string_value(json_object_get(p, "prompt")));
+                     json_string_value(json_object_get(p, "prompt")),
+                     json_string_value(json_object_get(p, "greedy_text")));
     }
     json_t *b = json_object_get(v, "bos_only_greedy200");
     if (!test_failed_now())
         check_greedy(&m, json_object_get(b, "prompt_tokens"), json_object_get(b, "greedy_tokens"),
-                     (int)json_integer_value(json_object_get(b, "greedy_n_requested")), "bos_only_greedy200");
+                     (int)json_integer_value(json_object_get(b, "greedy_n_requested")), "bos_only_greedy200",
+                     json_string_value(json_object_get(b, "greedy_text")));
+    /* llama2.c's expected output is that text without its leading space */
+    const char *exp_path = test_shared_path("reference/models/stories260K.llama2c_expected_output.txt");
+    if (!test_failed_now() && exp_path && m.tok) {
+        char *expect = NULL;
+        size_t len = 0;
+        CHECK_OK(mr_read_file(exp_path, &expect, &len, &e), &e);
+        int64_t n_ref;
+        int32_t *ref = json_ids(json_object_get(b, "greedy_tokens"), &n_ref);
+        char *text = pieces(&m, ref, (int)n_ref);
+        int eq = text && !strcmp(text[0] == ' ' ? text + 1 : text, expect);
+        free(text);
+        free(ref);
+        free(expect);
+        CHECK_MSG(eq, "bos_only_greedy200 text differs from llama2.c's expected output");
+    }
     llm_free(&m);
     json_decref(j);
 }

@@ -15,6 +15,8 @@ void attention_forward(float *out, const float *q, const float *k, const float *
     const float scale = 1.0f / sqrtf((float)hd);
     int nth = (int)(scratch_floats / (ATTENTION_QBLOCK * n_keys_max));
     if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
+    /* small problems (generation steps, short prompts) stay on one thread */
+    if ((double)n_head * T * n_keys_max * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
     /* Work items are (head, query block); the big blocks (late queries) first. */
 #pragma omp parallel num_threads(nth)

@@ -11,6 +11,9 @@
 
 /* At most this many input rows take the row-by-row path. */
 #define MATMUL_SMALL_T 4
+/* Below this many multiply-adds (or dequantized values) a product runs on one
+ * thread: waking a team costs more than it saves, and far more on a busy machine. */
+#define MATMUL_PARALLEL_MIN (1 << 18)
 
 static inline const uint8_t *row_ptr(const qmat *W, size_t row_bytes, int64_t r) {
     return (const uint8_t *)W->data + (size_t)r * row_bytes;
@@ -43,6 +46,7 @@ void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float be
         int nbuf = (int)(scratch_floats / cols);
         int nth = omp_get_max_threads();
         if (nth > nbuf) nth = nbuf;
+        if (rows * cols * T < MATMUL_PARALLEL_MIN) nth = 1;
         if (nth < 1) nth = 1;
 #pragma omp parallel num_threads(nth)
         {
@@ -62,7 +66,7 @@ void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float be
     if (tile < 1) tile = 1;
     for (int64_t r0 = 0; r0 < rows; r0 += tile) {
         const int64_t n = rows - r0 < tile ? rows - r0 : tile;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= MATMUL_PARALLEL_MIN)
         for (int64_t r = 0; r < n; r++) dequantize_row(W->type, row_ptr(W, rb, r0 + r), scratch + r * cols, cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)cols, 1.0f, x, (int)cols, scratch,
                     (int)cols, beta, y + r0, (int)rows);
@@ -83,7 +87,7 @@ void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W,
     if (tile < 1) tile = 1;
     for (int64_t r0 = 0; r0 < rows; r0 += tile) {
         const int64_t n = rows - r0 < tile ? rows - r0 : tile;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= MATMUL_PARALLEL_MIN)
         for (int64_t r = 0; r < n; r++) dequantize_row(W->type, row_ptr(W, rb, r0 + r), scratch + r * cols, cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)cols, (int)n, 1.0f, dy + r0, (int)rows,
                     scratch, (int)cols, 1.0f, dx, (int)cols);

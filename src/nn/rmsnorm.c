@@ -3,7 +3,7 @@
 #include <math.h>
 
 void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int64_t T, int d, float eps) {
-#pragma omp parallel for schedule(static) if (T > 16)
+#pragma omp parallel for schedule(static) if (T * d > (1 << 16))
     for (int64_t t = 0; t < T; t++) {
         const float *x = in + t * d;
         float *y = out + t * d;

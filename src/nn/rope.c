@@ -17,7 +17,7 @@ void rope_table(float *cos_sin, const rope_params *p, int64_t T, int64_t pos0) {
 static void rotate(float *x, const float *cos_sin, const rope_params *p, int64_t T, int n_heads, int head_dim,
                    float sign) {
     const int half = p->rot_dims / 2;
-#pragma omp parallel for schedule(static) if (T > 64)
+#pragma omp parallel for schedule(static) if (T * n_heads * head_dim > (1 << 16))
     for (int64_t t = 0; t < T; t++) {
         const float *cs = cos_sin + t * half * 2;
         for (int h = 0; h < n_heads; h++) {
