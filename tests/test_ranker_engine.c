@@ -71,9 +71,9 @@ static void engine_case(const char *rel, double tol) {
     llm_free(&lm);
 }
 
-TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 2e-4); }
-TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 2e-3); }
-TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 2e-3); }
+TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
+TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
+TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
 
 /* ---- the commands on a small MovieLens-like dataset with stories260K ---- */
 
