@@ -233,7 +233,7 @@ static double step_loss(const mr_lt_model *m, mr_lora *l, mr_lt_ws *ws, const in
     return st.loss;
 }
 
-static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, int quantize) {
+static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, int quantize, int T) {
     tiny t;
     tiny_make(&t, rope_mode, qwen_bias, 7 + rope_mode);
     if (quantize) tiny_quantize_q8_0(&t);
@@ -245,9 +245,9 @@ static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, 
     mr_rng r;
     mr_rng_seed(&r, 11);
     for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.3 * mr_rng_normal(&r)); /* B non-zero */
-    const int T = 12;
-    int32_t ids[12];
-    float emb[12 * 32], d_emb[12 * 32];
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    float *emb = malloc((size_t)T * 32 * sizeof(float)), *d_emb = malloc((size_t)T * 32 * sizeof(float));
+    float *ep = malloc((size_t)T * 32 * sizeof(float)), *em = malloc((size_t)T * 32 * sizeof(float));
     for (int i = 0; i < T; i++) ids[i] = (int32_t)mr_rng_below(&r, 48);
     for (int i = 0; i < T; i++) mr_lt_weight_rows(&m->tok_embd, ids[i], ids[i] + 1, emb + i * 32, &e);
     const int train = dropout > 0;
@@ -264,7 +264,7 @@ static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, 
     /* directional derivative per adapter matrix (A and B of each layer and target) and
      * for the input embeddings: (L(x + h d) - L(x - h d)) / 2h against <g, d> */
     const double h = 1e-2;
-    float *dir = malloc((size_t)(l.n_params > 12 * 32 ? l.n_params : 12 * 32) * sizeof(float));
+    float *dir = malloc((size_t)(l.n_params > T * 32 ? l.n_params : T * 32) * sizeof(float));
     int checked = 0;
     for (int layer = 0; layer < 2; layer++)
         for (int tg = 0; tg < MR_LT_N_TARGETS; tg++)
@@ -299,7 +299,6 @@ static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, 
             gd += (double)d_emb[i] * dir[i];
             nd += (double)dir[i] * dir[i];
         }
-        float ep[12 * 32], em[12 * 32];
         for (int i = 0; i < T * 32; i++) {
             ep[i] = emb[i] + (float)(h * dir[i] / sqrt(nd));
             em[i] = emb[i] - (float)(h * dir[i] / sqrt(nd));
@@ -325,15 +324,22 @@ static void finite_difference_case(int rope_mode, int qwen_bias, float dropout, 
     mr_lt_ws_free(ws2);
     free(dir);
     free(grad);
+    free(ids);
+    free(emb);
+    free(d_emb);
+    free(ep);
+    free(em);
     mr_lt_ws_free(ws);
     mr_lora_free(&l);
     tiny_free(&t);
 }
 
-TEST(finite_differences_all_targets_rope_pairs) { finite_difference_case(MR_ROPE_NORM, 0, 0.0f, 0); }
-TEST(finite_differences_rope_halves_biases) { finite_difference_case(MR_ROPE_NEOX, 1, 0.0f, 0); }
-TEST(finite_differences_with_dropout) { finite_difference_case(MR_ROPE_NORM, 0, 0.3f, 0); }
-TEST(finite_differences_q8_0_base) { finite_difference_case(MR_ROPE_NORM, 0, 0.0f, 1); }
+TEST(finite_differences_all_targets_rope_pairs) { finite_difference_case(MR_ROPE_NORM, 0, 0.0f, 0, 12); }
+TEST(finite_differences_rope_halves_biases) { finite_difference_case(MR_ROPE_NEOX, 1, 0.0f, 0, 12); }
+TEST(finite_differences_with_dropout) { finite_difference_case(MR_ROPE_NORM, 0, 0.3f, 0, 12); }
+TEST(finite_differences_q8_0_base) { finite_difference_case(MR_ROPE_NORM, 0, 0.0f, 1, 12); }
+/* longer than one attention block (128 query rows) */
+TEST(finite_differences_several_attention_blocks) { finite_difference_case(MR_ROPE_NEOX, 0, 0.1f, 0, 300); }
 
 /* A quantized base computes the same as its dequantized f32 copy. */
 TEST(quantized_base_equals_dequantized) {
@@ -388,6 +394,7 @@ int main(void) {
     RUN(finite_differences_rope_halves_biases);
     RUN(finite_differences_with_dropout);
     RUN(finite_differences_q8_0_base);
+    RUN(finite_differences_several_attention_blocks);
     RUN(quantized_base_equals_dequantized);
     RUN(targets_parse);
     return test_summary();

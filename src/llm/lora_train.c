@@ -504,16 +504,22 @@ static void rope_apply(const mr_lt_model *m, const mr_lt_ws *ws, float *x, int T
     }
 }
 
-/* P[T,T] = causal softmax(Q_h K_kh^T / sqrt(hd)) for head h (rows beyond the
- * diagonal zero). */
-static void attention_probs(const mr_lt_model *m, const float *q, const float *k, int T, int h, float *P) {
+/* Attention works on blocks of query rows: rows i0..i1-1 only see keys 0..i1-1, so
+ * the causal half of the T x T products is never computed. */
+#define ATT_BLOCK 128
+
+/* P[T,T] (row stride T) = causal softmax(Q_h K_kh^T / sqrt(hd)) for head h, for
+ * the rows of block [i0, i1) over keys [0, i1); entries beyond the diagonal zero. */
+static void attention_probs_block(const mr_lt_model *m, const float *q, const float *k, int T, int h, int i0, int i1,
+                                  float *P) {
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
     const int kh = h / (m->n_head / m->n_kv_head);
     const float scale = 1.0f / sqrtf((float)hd);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q + (size_t)h * hd, QD, k + (size_t)kh * hd,
-                KV, 0.0f, P, T);
-#pragma omp parallel for schedule(static) if ((int64_t)T * T > PAR_MIN)
-    for (int i = 0; i < T; i++) {
+    float *Pb = P + (size_t)i0 * T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i1 - i0, i1, hd, scale, q + (size_t)i0 * QD + (size_t)h * hd,
+                QD, k + (size_t)kh * hd, KV, 0.0f, Pb, T);
+#pragma omp parallel for schedule(static) if ((int64_t)(i1 - i0) * i1 > PAR_MIN)
+    for (int i = i0; i < i1; i++) {
         float *row = P + (size_t)i * T;
         float mx = row[0];
         for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
@@ -524,7 +530,7 @@ static void attention_probs(const mr_lt_model *m, const float *q, const float *k
         }
         const float inv = 1.0f / sum;
         for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+        for (int j = i + 1; j < i1; j++) row[j] = 0.0f;
     }
 }
 
@@ -533,13 +539,17 @@ static void attention_forward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts 
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
     for (int h = 0; h < m->n_head; h++) {
         const int kh = h / (m->n_head / m->n_kv_head);
-        attention_probs(m, a->q, a->k, T, h, ws->S);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, ws->S, T, a->v + (size_t)kh * hd, KV,
-                    0.0f, a->att + (size_t)h * hd, QD);
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            const int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T;
+            attention_probs_block(m, a->q, a->k, T, h, i0, i1, ws->S);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hd, i1, 1.0f, ws->S + (size_t)i0 * T, T,
+                        a->v + (size_t)kh * hd, KV, 0.0f, a->att + (size_t)i0 * QD + (size_t)h * hd, QD);
+        }
     }
 }
 
-/* Given datt[T,QD]: dq[T,QD], dk[T,KV], dv[T,KV] (post-RoPE q, k); P recomputed. */
+/* Given datt[T,QD]: dq[T,QD], dk[T,KV], dv[T,KV] (post-RoPE q, k); P recomputed
+ * block by block. */
 static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts *a, int T) {
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -547,29 +557,32 @@ static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts
     memset(ws->dv, 0, (size_t)T * KV * sizeof(float));
     for (int h = 0; h < m->n_head; h++) {
         const int kh = h / (m->n_head / m->n_kv_head);
-        float *P = ws->S, *dP = ws->dP;
-        const float *dO = ws->datt + (size_t)h * hd;
-        attention_probs(m, a->q, a->k, T, h, P);
-        /* dV_kh += P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, QD, 1.0f, ws->dv + (size_t)kh * hd,
-                    KV);
-        /* dP = dO V_kh^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, QD, a->v + (size_t)kh * hd, KV, 0.0f, dP,
-                    T);
-        /* dS = P (dP - rowsum(P dP)) */
-#pragma omp parallel for schedule(static) if ((int64_t)T * T > PAR_MIN)
-        for (int i = 0; i < T; i++) {
-            float *p = P + (size_t)i * T, *dp = dP + (size_t)i * T;
-            double dot = 0;
-            for (int j = 0; j <= i; j++) dot += (double)p[j] * dp[j];
-            for (int j = 0; j <= i; j++) dp[j] = p[j] * (dp[j] - (float)dot);
-            for (int j = i + 1; j < T; j++) dp[j] = 0.0f;
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            const int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+            float *P = ws->S + (size_t)i0 * T, *dP = ws->dP + (size_t)i0 * T;
+            const float *dO = ws->datt + (size_t)i0 * QD + (size_t)h * hd;
+            attention_probs_block(m, a->q, a->k, T, h, i0, i1, ws->S);
+            /* dV_kh[0:i1] += P^T dO */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hd, nb, 1.0f, P, T, dO, QD, 1.0f,
+                        ws->dv + (size_t)kh * hd, KV);
+            /* dP = dO V_kh[0:i1]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hd, 1.0f, dO, QD, a->v + (size_t)kh * hd, KV,
+                        0.0f, dP, T);
+            /* dS = P (dP - rowsum(P dP)) */
+#pragma omp parallel for schedule(static) if ((int64_t)nb * i1 > PAR_MIN)
+            for (int i = i0; i < i1; i++) {
+                float *p = ws->S + (size_t)i * T, *dp = ws->dP + (size_t)i * T;
+                double dot = 0;
+                for (int j = 0; j <= i; j++) dot += (double)p[j] * dp[j];
+                for (int j = 0; j <= i; j++) dp[j] = p[j] * (dp[j] - (float)dot);
+                for (int j = i + 1; j < i1; j++) dp[j] = 0.0f;
+            }
+            /* dQ_h[i0:i1] = scale dS K_kh[0:i1] ; dK_kh[0:i1] += scale dS^T Q_h[i0:i1] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, i1, scale, dP, T, a->k + (size_t)kh * hd, KV,
+                        0.0f, ws->dq + (size_t)i0 * QD + (size_t)h * hd, QD);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hd, nb, scale, dP, T,
+                        a->q + (size_t)i0 * QD + (size_t)h * hd, QD, 1.0f, ws->dk + (size_t)kh * hd, KV);
         }
-        /* dQ_h = scale dS K_kh ; dK_kh += scale dS^T Q_h */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, a->k + (size_t)kh * hd, KV, 0.0f,
-                    ws->dq + (size_t)h * hd, QD);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, a->q + (size_t)h * hd, QD, 1.0f,
-                    ws->dk + (size_t)kh * hd, KV);
     }
 }
 
