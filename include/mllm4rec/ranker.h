@@ -270,11 +270,17 @@ typedef struct mr_ranker {
     const mr_lt_model *m;
     mr_lora *lora;          /* NULL: the base model (training updates it in place) */
     mr_lt_ws *ws;           /* owned; sized for po.max_tokens */
+    struct llm_model *engine; /* when set (mr_ranker_use_engine), scoring runs the engine's forward */
+    struct llm_state *engine_state;
 } mr_ranker;
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
                    const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e);
 void mr_ranker_free(mr_ranker *r);
+/* Scores with the inference engine's forward over lm (with whatever adapters were
+ * applied to it, e.g. by llm_lora_apply_file) instead of the training forward; r->lora
+ * is then ignored. lm must be the model r->m views. */
+int mr_ranker_use_engine(mr_ranker *r, struct llm_model *lm, mr_error *e);
 /* The prompt of a user (text before any token cut, and the ids the model sees). */
 int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
                      mr_error *e);

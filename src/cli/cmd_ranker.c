@@ -231,12 +231,21 @@ CLI_COMMAND(cmd_ranker_eval) {
     if ((rc = setup_load(&s, &co, &e))) goto done;
     if ((rc = load_model(co.model, &lm, &m, &e))) goto done;
     have_model = 1;
-    if (adapter) {
+    /* a GGUF adapter (or none) runs on the engine, applied as llama.cpp applies
+     * `--lora`; a PEFT folder on the training forward */
+    /* (for a Hugging Face llama folder the GGUF adapter's q/k rows are in llama.cpp's
+     * order, which the engine does not undo: read it here, which does) */
+    const int hf_llama = lm.source == LLM_SRC_HF && lm.cfg.arch == LLM_ARCH_LLAMA;
+    const int peft_dir = adapter && (mr_is_dir(adapter) || hf_llama);
+    if (adapter && peft_dir) {
         if ((rc = load_adapter(adapter, &m, &l, &e))) goto done;
         have_lora = 1;
+    } else if (adapter && (rc = llm_lora_apply_file(&lm, adapter, 1.0f, &e))) {
+        goto done;
     }
     if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &m, have_lora ? &l : NULL, &e)))
         goto done;
+    if (!peft_dir && (rc = mr_ranker_use_engine(&r, &lm, &e))) goto done;
     const int split = strcmp(co.split, "val") ? MR_SPLIT_TEST : MR_SPLIT_VAL;
     mr_rank_eval ev;
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;

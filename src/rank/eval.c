@@ -2,6 +2,7 @@
  * the score of candidate i is the logit, at the last prompt position, of the token
  * of its letter; users whose true item the retriever missed are not ranked and
  * count with the retriever's metrics in the overall figures. */
+#include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 
 #include <jansson.h>
@@ -37,7 +38,28 @@ int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, co
     return r->ws ? MR_OK : e->code;
 }
 
+int mr_ranker_use_engine(mr_ranker *r, llm_model *lm, mr_error *e) {
+    if (lm->cfg.n_vocab != r->m->vocab) return mr_fail(e, MR_ERR_INTERNAL, "ranker: the engine model is another model");
+    llm_state *st = mr_calloc(1, sizeof *st, e);
+    if (!st) return e->code;
+    int rc = llm_state_init(st, lm, r->po.max_tokens, r->po.max_tokens, LLM_STATE_SCORE, e);
+    if (rc) {
+        free(st);
+        return rc;
+    }
+    /* the training forward's workspace is not needed any more */
+    mr_lt_ws_free(r->ws);
+    r->ws = NULL;
+    r->engine = lm;
+    r->engine_state = st;
+    return MR_OK;
+}
+
 void mr_ranker_free(mr_ranker *r) {
+    if (r->engine_state) {
+        llm_state_free(r->engine_state);
+        free(r->engine_state);
+    }
     mr_lt_ws_free(r->ws);
     memset(r, 0, sizeof *r);
 }
@@ -76,7 +98,13 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int
         return e->code;
     }
     int last = (int)n - 1;
-    rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
+    if (r->engine) {
+        int64_t last64 = last;
+        llm_state_reset(r->engine_state);
+        rc = llm_forward(r->engine_state, ids, n, &last64, 1, logits, e);
+    } else {
+        rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
+    }
     if (!rc)
         for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
     if (!rc && loss && label_idx >= 0 && label_idx < r->n_cand) {
