@@ -373,6 +373,43 @@ TEST(quantized_base_equals_dequantized) {
     tiny_free(&b);
 }
 
+/* Heads in parallel (private dK/dV per thread) give the one-thread gradients. */
+TEST(threads_give_the_same_gradients) {
+    tiny t;
+    tiny_make(&t, MR_ROPE_NEOX, 1, 21);
+    mr_error e = {0};
+    mr_lora l;
+    CHECK_OK(mr_lora_init(&l, &t.m, 4, 8.0f, 0.0f, (1u << MR_LT_N_TARGETS) - 1, 3, &e), &e);
+    mr_rng r;
+    mr_rng_seed(&r, 5);
+    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.3 * mr_rng_normal(&r));
+    const int T = 200;
+    int32_t *ids = malloc(T * sizeof *ids);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)mr_rng_below(&r, 48);
+    float *g1 = malloc((size_t)l.n_params * sizeof(float));
+    double loss[2];
+    for (int pass = 0; pass < 2; pass++) {
+        omp_set_num_threads(pass ? 2 : 1);
+        mr_lt_ws *ws = mr_lt_ws_new(&t.m, &l, T, MR_LT_KEEP_ALL, &e);
+        CHECK_MSG(ws, "%s", e.msg);
+        mr_lora_zero_grad(&l);
+        int pos[2] = {T - 3, T - 2};
+        int32_t tgt[2] = {5, 11};
+        mr_lt_step st = {.ids = ids, .T = T, .loss_pos = pos, .loss_target = tgt, .n_loss = 2};
+        CHECK_OK(mr_lt_forward_backward(&t.m, &l, ws, &st, 1.0f, &e), &e);
+        loss[pass] = st.loss;
+        if (!pass) memcpy(g1, l.buf + l.n_params, (size_t)l.n_params * sizeof(float));
+        mr_lt_ws_free(ws);
+    }
+    omp_set_num_threads(1);
+    CHECK_NEAR(loss[0], loss[1], 1e-6);
+    CHECK(max_diff(g1, l.buf + l.n_params, l.n_params) <= 1e-5 * max_abs(g1, l.n_params));
+    free(g1);
+    free(ids);
+    mr_lora_free(&l);
+    tiny_free(&t);
+}
+
 TEST(targets_parse) {
     mr_error e = {0};
     unsigned m;
@@ -396,6 +433,7 @@ int main(void) {
     RUN(finite_differences_q8_0_base);
     RUN(finite_differences_several_attention_blocks);
     RUN(quantized_base_equals_dequantized);
+    RUN(threads_give_the_same_gradients);
     RUN(targets_parse);
     return test_summary();
 }

@@ -13,6 +13,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,6 +181,9 @@ void mr_lora_zero_grad(mr_lora *l) {
  * costs more than it saves, worst on a busy machine. */
 #define PAR_MIN 32768
 
+/* Query rows per attention block (see attention_forward). */
+#define ATT_BLOCK 128
+
 /* ------------------------------------------------------------------ workspace */
 
 typedef struct lt_acts {
@@ -198,7 +202,9 @@ struct mr_lt_ws {
     lt_acts *acts;      /* n_sets = recompute ? 1 : n_layer */
     float *rope_cos, *rope_sin; /* [max_T, head_dim/2] */
     float *h;           /* [T,F] SwiGLU output */
-    float *S, *dP;      /* [T,T] attention scores / probabilities and their gradient */
+    int n_threads;      /* attention threads the scratch below was sized for */
+    float *S, *dP;      /* [n_threads][ATT_BLOCK, T] attention probabilities and their gradient */
+    float *dkv_priv;    /* [n_threads][2][T, KV] per-thread dK, dV */
     float *dres, *datt, *dq, *dk, *dv, *dxn; /* backward buffers */
     float *dg, *du;     /* [T,F] */
     float *dla;         /* [T,r] */
@@ -296,10 +302,14 @@ mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int re
         }
     size_t max_in = D > F ? D : F;
     if (QD > max_in) max_in = QD;
-    if (!(w->h = ws_alloc(w, T * F, e)) || !(w->S = ws_alloc(w, T * T, e)) || !(w->xdrop = ws_alloc(w, T * max_in, e)))
+    w->n_threads = omp_get_max_threads();
+    if (w->n_threads < 1) w->n_threads = 1;
+    const size_t nth = (size_t)w->n_threads, blk = T < ATT_BLOCK ? T : ATT_BLOCK;
+    if (!(w->h = ws_alloc(w, T * F, e)) || !(w->S = ws_alloc(w, nth * blk * T, e)) ||
+        !(w->xdrop = ws_alloc(w, T * max_in, e)))
         goto fail;
     if (!infer &&
-        (!(w->dP = ws_alloc(w, T * T, e)) || !(w->dres = ws_alloc(w, T * D, e)) || !(w->datt = ws_alloc(w, T * QD, e)) ||
+        (!(w->dP = ws_alloc(w, nth * blk * T, e)) || !(w->dkv_priv = ws_alloc(w, nth * 2 * T * KV, e)) || !(w->dres = ws_alloc(w, T * D, e)) || !(w->datt = ws_alloc(w, T * QD, e)) ||
          !(w->dq = ws_alloc(w, T * QD, e)) || !(w->dk = ws_alloc(w, T * KV, e)) || !(w->dv = ws_alloc(w, T * KV, e)) ||
          !(w->dxn = ws_alloc(w, T * D, e)) || !(w->dg = ws_alloc(w, T * F, e)) || !(w->du = ws_alloc(w, T * F, e)) ||
          !(w->dla = ws_alloc(w, T * (size_t)(r ? r : 1), e))))
@@ -505,22 +515,21 @@ static void rope_apply(const mr_lt_model *m, const mr_lt_ws *ws, float *x, int T
 }
 
 /* Attention works on blocks of query rows: rows i0..i1-1 only see keys 0..i1-1, so
- * the causal half of the T x T products is never computed. */
-#define ATT_BLOCK 128
+ * the causal half of the T x T products is never computed. Heads run in parallel
+ * (one thread per head, single-threaded BLAS inside), each with its own block of
+ * scores; in the backward each thread sums its heads' dK, dV privately. */
 
-/* P[T,T] (row stride T) = causal softmax(Q_h K_kh^T / sqrt(hd)) for head h, for
- * the rows of block [i0, i1) over keys [0, i1); entries beyond the diagonal zero. */
-static void attention_probs_block(const mr_lt_model *m, const float *q, const float *k, int T, int h, int i0, int i1,
-                                  float *P) {
+/* Pb[nb, ld] = causal softmax(Q_h K_kh^T / sqrt(hd)) for query rows [i0, i1) over
+ * keys [0, i1); entries beyond the diagonal zero. */
+static void attention_probs_block(const mr_lt_model *m, const float *q, const float *k, int h, int i0, int i1,
+                                  float *Pb, int ld) {
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
     const int kh = h / (m->n_head / m->n_kv_head);
     const float scale = 1.0f / sqrtf((float)hd);
-    float *Pb = P + (size_t)i0 * T;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, i1 - i0, i1, hd, scale, q + (size_t)i0 * QD + (size_t)h * hd,
-                QD, k + (size_t)kh * hd, KV, 0.0f, Pb, T);
-#pragma omp parallel for schedule(static) if ((int64_t)(i1 - i0) * i1 > PAR_MIN)
+                QD, k + (size_t)kh * hd, KV, 0.0f, Pb, ld);
     for (int i = i0; i < i1; i++) {
-        float *row = P + (size_t)i * T;
+        float *row = Pb + (size_t)(i - i0) * ld;
         float mx = row[0];
         for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0;
@@ -534,16 +543,20 @@ static void attention_probs_block(const mr_lt_model *m, const float *q, const fl
     }
 }
 
+static int att_threads(const mr_lt_ws *ws, int n_head) { return ws->n_threads < n_head ? ws->n_threads : n_head; }
+
 /* att[T,QD] = per head P_h V_kh */
 static void attention_forward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts *a, int T) {
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
+#pragma omp parallel for schedule(static, 1) num_threads(att_threads(ws, m->n_head))
     for (int h = 0; h < m->n_head; h++) {
+        float *Pb = ws->S + (size_t)omp_get_thread_num() * ATT_BLOCK * T;
         const int kh = h / (m->n_head / m->n_kv_head);
         for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
             const int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T;
-            attention_probs_block(m, a->q, a->k, T, h, i0, i1, ws->S);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hd, i1, 1.0f, ws->S + (size_t)i0 * T, T,
-                        a->v + (size_t)kh * hd, KV, 0.0f, a->att + (size_t)i0 * QD + (size_t)h * hd, QD);
+            attention_probs_block(m, a->q, a->k, h, i0, i1, Pb, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hd, i1, 1.0f, Pb, T, a->v + (size_t)kh * hd,
+                        KV, 0.0f, a->att + (size_t)i0 * QD + (size_t)h * hd, QD);
         }
     }
 }
@@ -553,25 +566,27 @@ static void attention_forward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts 
 static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts *a, int T) {
     const int hd = m->head_dim, QD = m->n_head * hd, KV = m->n_kv_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    memset(ws->dk, 0, (size_t)T * KV * sizeof(float));
-    memset(ws->dv, 0, (size_t)T * KV * sizeof(float));
+    const int nt = att_threads(ws, m->n_head);
+    memset(ws->dkv_priv, 0, (size_t)nt * 2 * T * KV * sizeof(float));
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
     for (int h = 0; h < m->n_head; h++) {
+        const int tid = omp_get_thread_num();
+        float *P = ws->S + (size_t)tid * ATT_BLOCK * T, *dP = ws->dP + (size_t)tid * ATT_BLOCK * T;
+        float *dk = ws->dkv_priv + (size_t)tid * 2 * T * KV, *dv = dk + (size_t)T * KV;
         const int kh = h / (m->n_head / m->n_kv_head);
         for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
             const int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
-            float *P = ws->S + (size_t)i0 * T, *dP = ws->dP + (size_t)i0 * T;
             const float *dO = ws->datt + (size_t)i0 * QD + (size_t)h * hd;
-            attention_probs_block(m, a->q, a->k, T, h, i0, i1, ws->S);
+            attention_probs_block(m, a->q, a->k, h, i0, i1, P, T);
             /* dV_kh[0:i1] += P^T dO */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hd, nb, 1.0f, P, T, dO, QD, 1.0f,
-                        ws->dv + (size_t)kh * hd, KV);
+                        dv + (size_t)kh * hd, KV);
             /* dP = dO V_kh[0:i1]^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, hd, 1.0f, dO, QD, a->v + (size_t)kh * hd, KV,
                         0.0f, dP, T);
             /* dS = P (dP - rowsum(P dP)) */
-#pragma omp parallel for schedule(static) if ((int64_t)nb * i1 > PAR_MIN)
             for (int i = i0; i < i1; i++) {
-                float *p = ws->S + (size_t)i * T, *dp = ws->dP + (size_t)i * T;
+                float *p = P + (size_t)(i - i0) * T, *dp = dP + (size_t)(i - i0) * T;
                 double dot = 0;
                 for (int j = 0; j <= i; j++) dot += (double)p[j] * dp[j];
                 for (int j = 0; j <= i; j++) dp[j] = p[j] * (dp[j] - (float)dot);
@@ -581,8 +596,20 @@ static void attention_backward(const mr_lt_model *m, mr_lt_ws *ws, const lt_acts
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, i1, scale, dP, T, a->k + (size_t)kh * hd, KV,
                         0.0f, ws->dq + (size_t)i0 * QD + (size_t)h * hd, QD);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, hd, nb, scale, dP, T,
-                        a->q + (size_t)i0 * QD + (size_t)h * hd, QD, 1.0f, ws->dk + (size_t)kh * hd, KV);
+                        a->q + (size_t)i0 * QD + (size_t)h * hd, QD, 1.0f, dk + (size_t)kh * hd, KV);
         }
+    }
+    /* sum the threads' private dK, dV (in thread order: deterministic for a thread count) */
+    const int64_t n = (int64_t)T * KV;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float sk = 0, sv = 0;
+        for (int t = 0; t < nt; t++) {
+            sk += ws->dkv_priv[(size_t)t * 2 * n + i];
+            sv += ws->dkv_priv[(size_t)t * 2 * n + n + i];
+        }
+        ws->dk[i] = sk;
+        ws->dv[i] = sv;
     }
 }
 
