@@ -6,6 +6,7 @@
 #include "test.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
+#include "mllm4rec/safetensors.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -74,6 +75,44 @@ static void engine_case(const char *rel, double tol) {
 TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
 TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
 TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
+
+/* A GGUF llama (adjacent-pair RoPE) writes PEFT files in Hugging Face row order: the
+ * q/k rows of B are un-permuted, and read back to the same adapter. */
+TEST(peft_from_gguf_llama_uses_hf_order) {
+    const char *path = test_shared_path("reference/models/stories260K.gguf");
+    if (!path) SKIP("stories260K.gguf absent");
+    mr_error e = {0};
+    llm_model lm;
+    CHECK_OK(llm_load(&lm, path, &e), &e);
+    mr_lt_model m;
+    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
+    CHECK(m.rope_mode == MR_ROPE_NORM && !strcmp(m.arch, "llama"));
+    mr_lora l, back;
+    CHECK_OK(mr_lora_init(&l, &m, 2, 4.0f, 0.0f, (1u << MR_LT_Q) | (1u << MR_LT_K) | (1u << MR_LT_V), 1, &e), &e);
+    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)i;
+    const char *dir = test_tmp_path("peft_gguf");
+    CHECK_OK(mr_lora_write_peft(&l, &m, dir, "stories260K", &e), &e);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    st_file f;
+    CHECK_OK(st_open(&f, p, &e), &e);
+    const st_tensor *t = st_find(&f, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+    CHECK(t && t->shape[0] == m.n_head * m.head_dim && t->shape[1] == 2);
+    const float *fb = t->data;
+    const float *B = mr_lora_get(&l, 0, MR_LT_Q)->B;
+    const int half = m.head_dim / 2;
+    /* HF row half (second half, first pair element) = GGUF row 1; HF row 1 = GGUF row 2 */
+    CHECK(fb[half * 2] == B[1 * 2] && fb[1 * 2] == B[2 * 2]);
+    const st_tensor *tv = st_find(&f, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+    CHECK(tv && !memcmp(tv->data, mr_lora_get(&l, 0, MR_LT_V)->B, (size_t)tv->nbytes));
+    st_close(&f);
+    CHECK_OK(mr_lora_read_peft(&back, &m, dir, &e), &e);
+    CHECK(back.n_params == l.n_params && !memcmp(back.buf, l.buf, (size_t)l.n_params * sizeof(float)));
+    mr_lora_free(&back);
+    mr_lora_free(&l);
+    mr_lt_model_release(&m);
+    llm_free(&lm);
+}
 
 /* ---- the commands on a small MovieLens-like dataset with stories260K ---- */
 
@@ -193,6 +232,7 @@ int main(void) {
     RUN(engine_agrees_stories260k);
     RUN(engine_agrees_tiny_llama_q4_0);
     RUN(engine_agrees_tiny_qwen2);
+    RUN(peft_from_gguf_llama_uses_hf_order);
     RUN(ranker_commands);
     return test_summary();
 }
