@@ -209,6 +209,8 @@ enum { MR_LT_KEEP_ALL = 0, MR_LT_RECOMPUTE = 1, MR_LT_INFERENCE = 2 };
 typedef struct mr_lt_ws mr_lt_ws;
 mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int mode, mr_error *e);
 void mr_lt_ws_free(mr_lt_ws *w);
+/* Approximate bytes a workspace of this mode would hold (to choose a mode). */
+double mr_lt_ws_estimate(const mr_lt_model *m, const mr_lora *l, int max_T, int mode);
 /* Bytes held by the workspace (for reports). */
 size_t mr_lt_ws_bytes(const mr_lt_ws *w);
 
@@ -330,7 +332,8 @@ typedef struct mr_rank_train_opts {
     double weight_decay;   /* 0 (the reference's Trainer default) */
     double max_grad_norm;  /* 1.0 */
     uint64_t seed;
-    int mode;              /* MR_LT_KEEP_ALL or MR_LT_RECOMPUTE */
+    int mode;              /* MR_LT_KEEP_ALL, MR_LT_RECOMPUTE, or -1: keep all unless the kept
+                              activations would take over a quarter of the machine's memory */
     const char *out_dir;   /* adapter.gguf, train_state.bin, train_log.tsv */
     int resume;
     int64_t stop_after;    /* > 0: stop (resumably) after this many steps, as an interruption would */

@@ -310,7 +310,8 @@ CLI_COMMAND(cmd_ranker_train) {
                         {"--patience", FLAG_INT, &patience, "stop after N validations without improvement (20)", 0},
                         {"--seed", FLAG_U64, &seed, "random seed (42)", 0},
                         {"--recompute", FLAG_BOOL, &recompute, "keep only layer inputs, recompute in the backward "
-                                                               "(less memory, slower)", 0},
+                                                               "(less memory, slower; chosen by itself when kept "
+                                                               "activations would exceed a quarter of the memory)", 0},
                         {"--peft", FLAG_BOOL, &peft, "also write R/peft (PEFT adapter folder)", 0},
                         {"--resume", FLAG_BOOL, &resume, "continue from R/train_state.bin", 0}};
     const char *usage = "usage: mllm4rec ranker train --dataset D --candidates RUN/candidates.tsv --model M --out R "
@@ -340,7 +341,7 @@ CLI_COMMAND(cmd_ranker_train) {
     o.val_users = val_users;
     o.patience = (int)patience;
     o.seed = seed;
-    o.mode = recompute ? MR_LT_RECOMPUTE : MR_LT_KEEP_ALL;
+    o.mode = recompute ? MR_LT_RECOMPUTE : -1;
     o.out_dir = out;
     o.resume = resume;
     o.peft = peft;

@@ -250,6 +250,19 @@ void mr_lt_ws_free(mr_lt_ws *w) {
 
 size_t mr_lt_ws_bytes(const mr_lt_ws *w) { return w ? w->bytes : 0; }
 
+double mr_lt_ws_estimate(const mr_lt_model *m, const mr_lora *l, int max_T, int mode) {
+    const double T = max_T, D = m->dim, KV = (double)m->n_kv_head * m->head_dim, QD = (double)m->n_head * m->head_dim,
+                 F = m->ffn, r = l ? l->r : 0;
+    int n_t = 0;
+    for (int t = 0; t < MR_LT_N_TARGETS; t++)
+        if (l && (l->targets & (1u << t))) n_t++;
+    const double per_layer = T * (4 * D + 2 * QD + 2 * KV + 2 * F + 2 + r * n_t); /* one lt_acts set */
+    const double sets = mode == MR_LT_KEEP_ALL ? m->n_layer : 1;
+    const double xin = mode == MR_LT_INFERENCE ? 2 : m->n_layer + 1;
+    const double scratch = T * (F + (D > F ? D : F)) + 2.0 * ATT_BLOCK * T + T * (4 * QD + 3 * KV + 2 * F);
+    return 4.0 * (sets * per_layer + xin * T * D + scratch);
+}
+
 #define MAX_LOSS_POS 64
 
 mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int recompute, mr_error *e) {

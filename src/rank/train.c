@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void mr_rank_train_opts_default(mr_rank_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -235,7 +236,16 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     example_ref *ex = mr_alloc((size_t)n_ex * sizeof *ex, e);
     float *adam_m = mr_calloc((size_t)l->n_params, sizeof(float), e);
     float *adam_v = mr_calloc((size_t)l->n_params, sizeof(float), e);
-    mr_lt_ws *ws = mr_lt_ws_new(r->m, l, r->po.max_tokens + 1, o->mode, e);
+    int mode = o->mode;
+    if (mode < 0) {
+        const double keep = mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_KEEP_ALL);
+        const double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+        mode = ram > 0 && keep > 0.25 * ram ? MR_LT_RECOMPUTE : MR_LT_KEEP_ALL;
+        if (mode == MR_LT_RECOMPUTE)
+            mr_log("kept activations would take %.1f GB: recomputing each layer in the backward instead (%.1f GB)",
+                   keep / 1e9, mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_RECOMPUTE) / 1e9);
+    }
+    mr_lt_ws *ws = mr_lt_ws_new(r->m, l, r->po.max_tokens + 1, mode, e);
     FILE *logf = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
