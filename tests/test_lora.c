@@ -62,6 +62,7 @@ TEST(lora_gradients_match_transformers) {
     const int seq_b[33] = {252, 146, 180, 26,  236, 157, 33,  174, 161, 239, 127, 29,  121, 189, 123, 115, 223,
                            72,  83,  204, 130, 249, 178, 53,  243, 254, 79,  40,  37,  169, 253, 198, 234};
     const double want_loss[2] = {6.330655574798584, 5.4525017738342285};
+    double worst_grad = 0, worst_logit = 0, worst_loss = 0; /* relative to each tensor's max |value| */
     for (int recompute = 0; recompute < 2; recompute++) {
         mr_lt_ws *ws = mr_lt_ws_new(m, &lora, 40, recompute, &e);
         CHECK_MSG(ws, "%s", e.msg);
@@ -83,6 +84,7 @@ TEST(lora_gradients_match_transformers) {
             CHECK_OK(read_tensor(&of, name, want, (int64_t)T * 256, &e), &e);
             double dl = max_diff(got, want, (int64_t)T * 256);
             CHECK_MSG(dl < 1e-4, "%s logits differ by %g", sn, dl);
+            worst_logit = dl > worst_logit ? dl : worst_logit;
             /* loss and gradients */
             mr_lora_zero_grad(&lora);
             int lp = T - 1;
@@ -90,10 +92,12 @@ TEST(lora_gradients_match_transformers) {
             mr_lt_step st = {.emb = emb, .T = T, .loss_pos = &lp, .loss_target = &tgt, .n_loss = 1, .d_emb = d_emb};
             CHECK_OK(mr_lt_forward_backward(m, &lora, ws, &st, 1.0f, &e), &e);
             CHECK_NEAR(st.loss, want_loss[s], 1e-5);
+            worst_loss = fabs(st.loss - want_loss[s]) > worst_loss ? fabs(st.loss - want_loss[s]) : worst_loss;
             snprintf(name, sizeof name, "%s.grad.inputs_embeds", sn);
             CHECK_OK(read_tensor(&of, name, want, (int64_t)T * 64, &e), &e);
             double de = max_diff(d_emb, want, (int64_t)T * 64), se = max_abs(want, (int64_t)T * 64);
             CHECK_MSG(de <= 1e-4 * se, "%s d inputs_embeds differs by %g (max %g)", sn, de, se);
+            worst_grad = de / se > worst_grad ? de / se : worst_grad;
             for (int l = 0; l < 2; l++)
                 for (int p = 0; p < 2; p++) {
                     mr_lora_mat *lm = mr_lora_get(&lora, l, tg[p]);
@@ -106,11 +110,14 @@ TEST(lora_gradients_match_transformers) {
                         const float *g = ab ? lm->dB : lm->dA;
                         double d = max_diff(g, ref, n), sc = max_abs(ref, n);
                         CHECK_MSG(sc > 0 && d <= 1e-4 * sc, "%s: differs by %g (max |g| %g)", name, d, sc);
+                        worst_grad = d / sc > worst_grad ? d / sc : worst_grad;
                     }
                 }
         }
         mr_lt_ws_free(ws);
     }
+    printf("  transformers LoRA reference: max |logit diff| %.2g, |loss diff| %.2g, gradients (every A, B and the "
+           "input embeddings) max diff / max |g| %.2g\n", worst_logit, worst_loss, worst_grad);
     st_close(&lf);
     st_close(&of);
     mr_lora_free(&lora);
