@@ -67,6 +67,23 @@ TEST(perplexity_command) {
     const char *line = strstr(out, "perplexity: ");
     CHECK(line && sscanf(line, "perplexity: %lf", &ppl) == 1);
     CHECK_MSG(fabs(ppl - 4.5730) / 4.5730 < 0.001, "perplexity %f", ppl);
+    /* the random models from the text file, tokenized here (SPM with BOS, GPT-2 BPE without) */
+    const char *models[] = {"tiny-llama-random-f32", "tiny-qwen2-random-f32", "tiny-llama-random-q4_0"};
+    const double refs[] = {216160355.9888, 229133224.6785, 183400748.8935};
+    const double tol[] = {1e-4, 1e-4, 0.01};
+    for (int i = 0; i < 3; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "reference/models/%s.gguf", models[i]);
+        const char *mp = test_shared_path(rel);
+        if (!mp) continue;
+        rc = test_cli(out, sizeof out, "llm perplexity --model %s --file %s --ctx 128 2>/dev/null", mp, f);
+        CHECK(rc == 0);
+        line = strstr(out, "perplexity: ");
+        CHECK(line && sscanf(line, "perplexity: %lf", &ppl) == 1);
+        double rel_err = fabs(log(ppl) - log(refs[i])) / log(refs[i]);
+        printf("  %s: perplexity %.4f (llama.cpp %.4f), relative ln error %.3g\n", models[i], ppl, refs[i], rel_err);
+        CHECK(rel_err <= tol[i]);
+    }
     /* too short a text for the context is bad input */
     rc = test_cli(out, sizeof out, "llm perplexity --model %s --file %s --ctx 1024 2>/dev/null", m, f);
     CHECK(rc == 1);
@@ -117,6 +134,16 @@ TEST(logits_command_formats) {
     CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 1 --prompt x 2>/dev/null", m) == 2);
     CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 32000 2>/dev/null", m) == 2);
     CHECK(test_cli(NULL, 0, "llm logits --model /nonexistent.gguf --ids 1 2>/dev/null") == 1);
+    /* --lora with a file that is a model, not an adapter */
+    const char *errf = test_tmp_path("lora.err");
+    CHECK(test_cli(NULL, 0, "llm logits --model %s --ids 1 --lora %s 2>%s", m, m, errf) == 1);
+    char *err = NULL;
+    size_t len;
+    mr_error e;
+    CHECK_OK(mr_read_file(errf, &err, &len, &e), &e);
+    int says = strstr(err, "general.type") != NULL;
+    free(err);
+    CHECK(says);
     json_decref(p);
 }
 

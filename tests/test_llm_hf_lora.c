@@ -77,6 +77,87 @@ static void check_hf(const char *dir_rel, const char *outputs_name) {
 TEST(hf_llama_logits) { check_hf("reference/hf/llama", "outputs.safetensors"); }
 TEST(hf_qwen2_logits) { check_hf("reference/hf/qwen2", "outputs.safetensors"); }
 
+/* The llama folder as two shards (F16 and BF16) with an index, against the
+ * same weights rounded the same way and stored as F32. */
+TEST(hf_sharded_half_precision) {
+    const char *dir = test_shared_path("reference/hf/llama");
+    if (!dir) SKIP("reference/hf/llama not present");
+    char path[1024], cfg_src[1024];
+    mr_error e = {0};
+    st_file src;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_OK(st_open(&src, path, &e), &e);
+    const char *half_dir = test_tmp_path("hf_half"), *f32_dir = test_tmp_path("hf_rounded");
+    char half[512], rounded[512];
+    snprintf(half, sizeof half, "%s", half_dir);
+    snprintf(rounded, sizeof rounded, "%s", f32_dir);
+    CHECK_OK(mr_mkdir_p(half, &e), &e);
+    CHECK_OK(mr_mkdir_p(rounded, &e), &e);
+    st_writer *w1 = st_writer_new(&e), *w2 = st_writer_new(&e), *w3 = st_writer_new(&e);
+    void **bufs = calloc((size_t)src.n_tensors * 2, sizeof *bufs);
+    char *index = malloc(1 << 16);
+    size_t at = (size_t)snprintf(index, 1 << 16, "{\"metadata\": {}, \"weight_map\": {");
+    for (int i = 0; i < src.n_tensors; i++) {
+        const st_tensor *t = &src.tensors[i];
+        int64_t n = st_numel(t);
+        uint16_t *h = malloc((size_t)n * 2);
+        float *r = malloc((size_t)n * 4);
+        const float *x = t->data;
+        int bf = i % 2;
+        for (int64_t k = 0; k < n; k++) {
+            h[k] = bf ? mr_f32_to_bf16(x[k]) : mr_f32_to_f16(x[k]);
+            r[k] = bf ? mr_bf16_to_f32(h[k]) : mr_f16_to_f32(h[k]);
+        }
+        bufs[2 * i] = h;
+        bufs[2 * i + 1] = r;
+        CHECK_OK(st_writer_add(bf ? w2 : w1, t->name, bf ? ST_BF16 : ST_F16, t->n_dims, t->shape, h, &e), &e);
+        CHECK_OK(st_writer_add(w3, t->name, ST_F32, t->n_dims, t->shape, r, &e), &e);
+        at += (size_t)snprintf(index + at, (1 << 16) - at, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
+                               t->name, bf + 1);
+    }
+    snprintf(index + at, (1 << 16) - at, "}}");
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", half);
+    CHECK_OK(st_writer_write(w1, path, &e), &e);
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", half);
+    CHECK_OK(st_writer_write(w2, path, &e), &e);
+    snprintf(path, sizeof path, "%s/model.safetensors", rounded);
+    CHECK_OK(st_writer_write(w3, path, &e), &e);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", half);
+    test_write_file(path, index, strlen(index));
+    char *cfg = NULL;
+    size_t cl;
+    snprintf(cfg_src, sizeof cfg_src, "%s/config.json", dir);
+    CHECK_OK(mr_read_file(cfg_src, &cfg, &cl, &e), &e);
+    snprintf(path, sizeof path, "%s/config.json", half);
+    test_write_file(path, cfg, cl);
+    snprintf(path, sizeof path, "%s/config.json", rounded);
+    test_write_file(path, cfg, cl);
+    free(cfg);
+    free(index);
+    st_writer_free(w1);
+    st_writer_free(w2);
+    st_writer_free(w3);
+    for (int i = 0; i < 2 * src.n_tensors; i++) free(bufs[i]);
+    free(bufs);
+    st_close(&src);
+
+    llm_model a, b;
+    CHECK_OK(llm_load(&a, half, &e), &e);
+    CHECK_OK(llm_load(&b, rounded, &e), &e);
+    CHECK(a.tok_embd.type == GGML_TYPE_F16 || a.tok_embd.type == GGML_TYPE_BF16);
+    static const int32_t ids[] = {50, 214, 41, 56, 207, 119, 155};
+    float *la = all_logits(&a, ids, 7, &e), *lb = all_logits(&b, ids, 7, &e);
+    CHECK(la && lb);
+    double d = 0;
+    for (int i = 0; i < 7 * 256; i++) d = fmax(d, fabs(la[i] - lb[i]));
+    free(la);
+    free(lb);
+    llm_free(&a);
+    llm_free(&b);
+    printf("  sharded F16/BF16 folder vs the same values in F32: max |diff| %.3g\n", d);
+    CHECK(d <= 1e-5);
+}
+
 /* Writes the PEFT-style lora.safetensors of reference/hf/llama as a llama.cpp
  * adapter GGUF (A [r][in] is ne {in, r}; B [out][r] is ne {r, out}). */
 TEST(hf_llama_lora_adapter_matches_transformers) {
@@ -266,6 +347,25 @@ TEST(mismatching_models_are_refused) {
     CHECK_MSG(strstr(e.msg, "blk.1.ffn_up.weight") && strstr(e.msg, "shape"), "message: %s", e.msg);
     CHECK(llm_load(&m, p3, &e) == MR_ERR_INPUT);
     CHECK_MSG(strstr(e.msg, "general.architecture") && strstr(e.msg, "mamba"), "message: %s", e.msg);
+    /* a tensor in a type the engine does not read (Q8_1 is an activation format) */
+    const char *p4 = test_tmp_path("type.gguf");
+    CHECK_OK(gguf_open(&g, mp, &e), &e);
+    gguf_writer *w = gguf_writer_new(&e);
+    CHECK_OK(gguf_writer_copy_kv(w, &g, NULL, 0, &e), &e);
+    uint8_t *junk = calloc(1, 1 << 20);
+    for (uint64_t i = 0; i < g.n_tensors; i++) {
+        const gguf_tensor *t = &g.tensors[i];
+        int odd = !strcmp(t->name, "blk.0.attn_k.weight");
+        CHECK_OK(gguf_writer_add_tensor(w, t->name, odd ? GGML_TYPE_Q8_1 : t->type, t->n_dims, t->ne,
+                                        odd ? junk : t->data, &e),
+                 &e);
+    }
+    CHECK_OK(gguf_writer_write(w, p4, &e), &e);
+    gguf_writer_free(w);
+    free(junk);
+    gguf_close(&g);
+    CHECK(llm_load(&m, p4, &e) == MR_ERR_INPUT);
+    CHECK_MSG(strstr(e.msg, "blk.0.attn_k.weight") && strstr(e.msg, "q8_1"), "message: %s", e.msg);
     /* an HF folder with a config key missing */
     const char *dir = test_tmp_path("hfbad");
     CHECK_OK(mr_mkdir_p(dir, &e), &e);
@@ -280,6 +380,7 @@ TEST(mismatching_models_are_refused) {
 int main(void) {
     RUN(hf_llama_logits);
     RUN(hf_qwen2_logits);
+    RUN(hf_sharded_half_precision);
     RUN(hf_llama_lora_adapter_matches_transformers);
     RUN(gguf_lora_adapter_equals_float64_merge);
     RUN(mismatching_models_are_refused);

@@ -345,6 +345,97 @@ TEST(truncate_cuts_at_tokens_and_whole_characters) {
     tokenizer_free(t);
 }
 
+/* The model references: llama-perplexity's tokens of ppl_text.txt and each
+ * prompt's tokens (add_special on, parse_special off), and the greedy texts,
+ * which are the raw pieces of the generated ids joined. */
+TEST(model_reference_tokens_and_pieces) {
+    static const char *const refs[] = {"reference/models/stories260K.reference.json",
+                                       "reference/models/tiny-llama-random.reference.json",
+                                       "reference/models/tiny-qwen2-random.reference.json"};
+    const char *pp = test_shared_path("reference/models/ppl_text.txt");
+    if (!pp) SKIP("reference/models not found");
+    mr_error e = {0};
+    char *ppl;
+    size_t ppl_len;
+    CHECK_OK(mr_read_file(pp, &ppl, &ppl_len, &e), &e);
+    int checked = 0;
+    for (int r = 0; r < 3; r++) {
+        const char *jp = test_shared_path(refs[r]);
+        if (!jp) continue;
+        json_error_t je;
+        json_t *root = json_load_file(jp, 0, &je);
+        CHECK(root);
+        const char *vname;
+        json_t *var;
+        json_object_foreach(json_object_get(root, "variants"), vname, var) {
+            char rel[512];
+            snprintf(rel, sizeof rel, "reference/models/%s", json_string_value(json_object_get(var, "model_file")));
+            const char *mp = test_shared_path(rel);
+            if (!mp) continue;
+            tokenizer *t;
+            CHECK_OK(tokenizer_load(&t, mp, &e), &e);
+            int32_t *ids;
+            size_t n;
+            CHECK_OK(tokenizer_encode(t, ppl, ppl_len, TOK_ADD_SPECIAL, &ids, &n, &e), &e);
+            json_t *want = json_object_get(var, "ppl_text_tokens_with_add_special");
+            CHECK_MSG(n == json_array_size(want), "%s: ppl_text gives %zu tokens, llama.cpp %zu", vname, n,
+                      json_array_size(want));
+            for (size_t i = 0; i < n; i++) CHECK(ids[i] == json_integer_value(json_array_get(want, i)));
+            free(ids);
+            checked++;
+            size_t k;
+            json_t *pr;
+            json_array_foreach(json_object_get(var, "prompts"), k, pr) {
+                const char *text = json_string_value(json_object_get(pr, "prompt"));
+                CHECK_OK(tokenizer_encode(t, text, strlen(text), TOK_ADD_SPECIAL, &ids, &n, &e), &e);
+                json_t *pt = json_object_get(pr, "prompt_tokens");
+                CHECK_MSG(n == json_array_size(pt), "%s prompt %zu: %zu tokens", vname, k, n);
+                for (size_t i = 0; i < n; i++) CHECK(ids[i] == json_integer_value(json_array_get(pt, i)));
+                free(ids);
+                /* greedy text = the pieces of the greedy tokens */
+                json_t *gt = json_object_get(pr, "greedy_tokens");
+                const char *gtext = json_string_value(json_object_get(pr, "greedy_text"));
+                if (!gt || !gtext) continue;
+                char buf[8192];
+                size_t m = 0;
+                for (size_t i = 0; i < json_array_size(gt); i++) {
+                    size_t pl;
+                    const char *p = tokenizer_token_piece(t, (int32_t)json_integer_value(json_array_get(gt, i)), 0, &pl);
+                    CHECK(p && m + pl < sizeof buf);
+                    memcpy(buf + m, p, pl);
+                    m += pl;
+                }
+                buf[m] = 0;
+                CHECK_MSG(!strcmp(buf, gtext), "%s prompt %zu: pieces give [%s]", vname, k, buf);
+                checked++;
+            }
+            /* llama2.c's expected output is the decoded 200 greedy tokens after BOS */
+            json_t *g200 = json_object_get(json_object_get(var, "bos_only_greedy200"), "greedy_tokens");
+            const char *xp = test_shared_path("reference/models/stories260K.llama2c_expected_output.txt");
+            if (g200 && xp) {
+                char *expected, *text;
+                size_t el, tl;
+                CHECK_OK(mr_read_file(xp, &expected, &el, &e), &e);
+                int32_t g[256];
+                size_t gn = json_array_size(g200);
+                CHECK(gn == 200);
+                g[0] = tokenizer_bos(t);
+                for (size_t i = 0; i < gn; i++) g[i + 1] = (int32_t)json_integer_value(json_array_get(g200, i));
+                CHECK_OK(tokenizer_decode(t, g, gn + 1, 0, &text, &tl, &e), &e);
+                CHECK_MSG(tl == el && !memcmp(text, expected, el), "decoded greedy200 differs: [%s]", text);
+                free(text);
+                free(expected);
+                checked++;
+            }
+            tokenizer_free(t);
+        }
+        json_decref(root);
+    }
+    free(ppl);
+    printf("  %d reference token lists and greedy texts match\n", checked);
+    CHECK(checked >= 3);
+}
+
 /* ------------------------------------------------- written and read back -- */
 
 TEST(tokenizer_json_written_from_gguf_reads_back_identically) {
@@ -676,6 +767,63 @@ TEST(hf_spelled_qwen2_and_llama3_pretokenizers) {
     }
 }
 
+/* Every pre-tokenizer name compiles, splits a mixed text into pieces that
+ * cover it exactly, and byte-level BPE over it gives the text back. */
+TEST(every_pretokenizer_name_compiles_and_covers_the_text) {
+    static const char *const names[] = {
+        "default", "gpt-2", "llama3", "llama-bpe", "qwen2", "deepseek-coder", "deepseek-llm", "deepseek-v3",
+        "falcon", "starcoder", "refact", "command-r", "smollm", "mpt", "olmo", "tekken", "chameleon", "gpt-4o",
+        "llama4", "poro-chat", "viking", "bailingmoe", "seed-coder", "grok-2", "hunyuan-dense", "stablelm2"};
+    /* a vocabulary of the 256 byte-alphabet characters, one merge */
+    const char *toks[256];
+    char store[256][4];
+    for (int b = 0; b < 256; b++) {
+        int n = tok_byte_to_utf8((uint8_t)b, store[b]);
+        store[b][n] = 0;
+        toks[b] = store[b];
+    }
+    const char *merges[] = {"a b"};
+    const char *text = "Hello, y'ALL! 12345 3.14 \xe4\xbd\xa0\xe5\xa5\xbd\xe3\x81\x82 <sentinel:3> IMGIMGABZ"
+                       "\t\n\n  \xd0\xbd\xd0\xb5 \xe2\x80\xa6 caf\xc3\xa9\xcc\x81";
+    size_t tl = strlen(text);
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        tokenizer_vocab v;
+        tokenizer_vocab_defaults(&v, TOK_KIND_BPE);
+        v.n_tokens = 256;
+        v.tokens = toks;
+        v.n_merges = 1;
+        v.merges = merges;
+        v.pre = names[k];
+        mr_error e = {0};
+        tokenizer *t;
+        int n_rx;
+        CHECK_MSG(tok_pretok_regexes(names[k], &n_rx, NULL, NULL) != NULL, "%s unknown", names[k]);
+        CHECK_OK(tokenizer_create(&t, &v, &e), &e);
+        tok_spans sp = {0}, tmp = {0};
+        pcre2_match_data *md = pcre2_match_data_create(32, NULL);
+        CHECK_OK(tok_pretok_split(t, text, tl, &sp, &tmp, md, &e), &e);
+        size_t at = 0;
+        for (size_t i = 0; i < sp.n; i++) {
+            CHECK_MSG(sp.off[i] == at && sp.len[i] > 0, "%s: piece %zu does not follow the previous one", names[k], i);
+            at += sp.len[i];
+        }
+        CHECK(at == tl && sp.n > 5);
+        tok_spans_free(&sp);
+        tok_spans_free(&tmp);
+        pcre2_match_data_free(md);
+        int32_t *ids;
+        size_t n;
+        char *back;
+        size_t bl;
+        CHECK_OK(tokenizer_encode(t, text, tl, 0, &ids, &n, &e), &e);
+        CHECK_OK(tokenizer_decode(t, ids, n, 0, &back, &bl, &e), &e);
+        CHECK_MSG(bl == tl && !memcmp(back, text, tl), "%s: [%s]", names[k], back);
+        free(ids);
+        free(back);
+        tokenizer_free(t);
+    }
+}
+
 /* ---------------------------------------------------- special tokens ---- */
 
 TEST(user_defined_tokens_match_without_parse_special) {
@@ -773,6 +921,9 @@ TEST(bad_files_give_clear_errors) {
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", "neither"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", "not a token id"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}", "not a token id"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"id\": 1}]}",
+         "added_tokens[0]"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
          "merges[0]"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}}",
@@ -909,12 +1060,14 @@ int main(void) {
     RUN(reference_vectors_encode_exactly);
     RUN(llama_tokenize_behaviours);
     RUN(bos_eos_settings_follow_the_vocabulary);
+    RUN(model_reference_tokens_and_pieces);
     RUN(truncate_cuts_at_tokens_and_whole_characters);
     RUN(tokenizer_json_written_from_gguf_reads_back_identically);
     RUN(gguf_metadata_written_reads_back_identically);
     RUN(gpt2_vocab_json_and_merges_txt_folder);
     RUN(pretokenizer_splits_of_llama3_qwen2_deepseek_gpt2);
     RUN(hf_spelled_qwen2_and_llama3_pretokenizers);
+    RUN(every_pretokenizer_name_compiles_and_covers_the_text);
     RUN(user_defined_tokens_match_without_parse_special);
     RUN(bad_files_give_clear_errors);
     RUN(random_texts_round_trip);

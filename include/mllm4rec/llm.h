@@ -125,7 +125,7 @@ typedef struct llm_acts {
     float **xn_ffn;         /* [L] -> [T][d] */
     float **rstd_ffn;       /* [L] -> [T] */
     float **gate, **up;     /* [L] -> [T][n_ff] */
-    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up */
+    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_layers) */
     float *lora_tmp;        /* [T][max rank] */
     float *xn_out;          /* [n_out][d] final norm of the positions asked for */
     float *rope_cs;         /* [T][rope_dims/2][2] */
@@ -181,7 +181,7 @@ typedef int (*llm_token_cb)(int32_t id, void *user);
  * end-of-generation token, which is not passed on). n_ctx: cache size. */
 int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, int n_predict, const llm_sampler *smp,
                  int64_t n_ctx, llm_token_cb cb, void *user, mr_error *e);
-/* One sampling step over logits[n_vocab] (rng advanced). */
+/* One sampling step over logits[n_vocab] (rng advanced); work: 2·n_vocab floats. */
 int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_rng *rng, float *work);
 
 /* ---- perplexity (llama.cpp's definition) ---- */

@@ -11,11 +11,11 @@
  *
  * Ranks from scores (ties are resolved deterministically, never by sort order):
  *   pos(r) = 1 + #{unmasked items j with score[j] > score[r]}
- *              + #{relevant items r' with score[r'] == score[r] and id r' < r}
- * i.e. a relevant item ranks below every item with a strictly higher score and above
- * every non-relevant item with an equal score. A relevant item that is masked, or
- * whose score is NaN, is a miss (never ranked). NaN scores of other items are never
- * "higher".
+ *              + #{unmasked items j with score[j] == score[r] and id j < r}
+ * i.e. the order of a stable sort by descending score then ascending id. Equal
+ * scores never favour the relevant item, so a model with constant scores does not
+ * get perfect metrics by luck. A relevant item that is masked, or whose score is
+ * NaN, is a miss (never ranked). NaN scores of other items are never "higher".
  *
  * Usage (retriever, one user at a time):
  *   mr_metrics m; mr_metrics_init(&m, MR_METRICS_DEFAULT_KS, MR_METRICS_N_DEFAULT_KS, &err);

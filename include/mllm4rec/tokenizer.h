@@ -59,7 +59,8 @@ typedef struct tokenizer_vocab {
     const char *const *tokens;     /* token texts, as stored in the GGUF */
     const uint32_t *token_lens;    /* byte lengths; NULL = NUL-terminated */
     const float *scores;           /* SPM merge priorities; NULL = all 0 */
-    const int32_t *types;          /* tokenizer_token_type per token; NULL = all NORMAL */
+    const int32_t *types;          /* tokenizer_token_type per token; NULL = all NORMAL
+                                      (SPM: "<0xNN>" texts are BYTE) */
     int64_t n_merges;              /* "left right" strings (BPE), by rank */
     const char *const *merges;
     const uint32_t *merge_lens;    /* NULL = NUL-terminated */
@@ -100,8 +101,9 @@ enum {
 /* Joins the pieces of ids into bytes (*out newly allocated, NUL-terminated).
  * Byte tokens become raw bytes; for SentencePiece vocabularies with a space
  * prefix the first piece's leading space is dropped (as sentencepiece and
- * Hugging Face do), so decode(encode(text)) == text. An id outside the
- * vocabulary is an error. */
+ * Hugging Face do; also after a BOS, where llama.cpp's detokenizer keeps it),
+ * so decode(encode(text)) == text. An id outside the vocabulary is an error.
+ * For streaming output use tokenizer_token_piece, which never drops anything. */
 int tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n, int flags, char **out, size_t *out_len,
                      mr_error *e);
 /* Encodes text (no BOS/EOS, specials as plain text), keeps the first max_tokens

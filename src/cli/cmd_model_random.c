@@ -4,14 +4,27 @@
 #include "cli.h"
 #include "mllm4rec/llm.h"
 
+/* BLIP-2 (OPT) folders are written by the captioner's command (model_random_blip2 in cmd_model_random_blip2.c). */
+int model_random_blip2(int argc, char **argv);
+
+static int wants_blip2(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--arch=blip2") || (!strcmp(a, "--arch") && !strcmp(v, "blip2"))) return 1;
+        if (!strcmp(a, "--shape=blip2-opt-2.7b") || (!strcmp(a, "--shape") && !strcmp(v, "blip2-opt-2.7b"))) return 1;
+    }
+    return 0;
+}
+
 CLI_COMMAND(cmd_model_random) {
+    if (wants_blip2(argc, argv)) return model_random_blip2(argc, argv);
     const char *arch = "llama", *out = NULL, *type = "f32", *shape = "tiny", *vocab = NULL;
     int64_t layers = 0, dim = 0, heads = 0, kv_heads = 0, ffn = 0, n_vocab = 0, ctx = 0, seed = 1234;
     int tied = 0, untied = 0;
     cli_flag flags[] = {
-        {"--arch", FLAG_STR, &arch, "llama (default) or qwen2", 0},
+        {"--arch", FLAG_STR, &arch, "llama (default), qwen2, or blip2 (a BLIP-2 folder; see --arch blip2 --help)", 0},
         {"--out", FLAG_STR, &out, "output GGUF file", 0},
-        {"--shape", FLAG_STR, &shape, "tiny (default), smollm2-135m, llama2-7b", 0},
+        {"--shape", FLAG_STR, &shape, "tiny (default), smollm2-135m, llama2-7b (blip2-opt-2.7b with --arch blip2)", 0},
         {"--type", FLAG_STR, &type, "weight type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k", 0},
         {"--layers", FLAG_INT, &layers, "blocks", 0},
         {"--dim", FLAG_INT, &dim, "embedding width", 0},

@@ -34,6 +34,7 @@ CLI_COMMAND(cmd_ranker_prompt);
 CLI_COMMAND(cmd_ranker_train);
 CLI_COMMAND(cmd_ranker_eval);
 /* -- captions -- */
+CLI_COMMAND(cmd_caption);
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -57,6 +58,7 @@ static const command COMMANDS[] = {
     {"ranker", "train", cmd_ranker_train, "LoRA instruction tuning of the LLM ranker (writes R/adapter.gguf)"},
     {"ranker", "eval", cmd_ranker_eval, "verbalizer ranking of the candidates; subset and overall metrics"},
     /* -- captions -- */
+    {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };

@@ -43,7 +43,7 @@ int llm_find_tensor(const llm_model *m, const char *name, llm_tensor_ref *out, m
     out->name = name;
     if (m->source == LLM_SRC_GGUF) {
         const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
-        if (!t) return 1;
+        if (!t) return -1;
         if (!quant_supported(t->type))
             return mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' has type %s (%d), which this engine does not support",
                            m->path, name, ggml_type_name(t->type), (int)t->type);
@@ -54,7 +54,7 @@ int llm_find_tensor(const llm_model *m, const char *name, llm_tensor_ref *out, m
         return 0;
     }
     const st_tensor *t = st_set_find(m->st, name);
-    if (!t) return 1;
+    if (!t) return -1;
     if (ggml_from_st(t->dtype, &out->type))
         return mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", m->path, name,
                        st_dtype_name(t->dtype));
@@ -71,7 +71,7 @@ int llm_get_matrix(llm_model *m, const char *name, int64_t rows, int64_t cols, i
     llm_tensor_ref r;
     memset(out, 0, sizeof *out);
     int rc = llm_find_tensor(m, name, &r, e);
-    if (rc == 1) {
+    if (rc < 0) {
         if (optional) return MR_OK;
         return mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' is missing", m->path, name);
     }
@@ -97,7 +97,7 @@ int llm_get_vector(llm_model *m, const char *name, int64_t n, int optional, floa
     llm_tensor_ref r;
     *out = NULL;
     int rc = llm_find_tensor(m, name, &r, e);
-    if (rc == 1) {
+    if (rc < 0) {
         if (optional) return MR_OK;
         return mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' is missing", m->path, name);
     }

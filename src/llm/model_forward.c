@@ -35,8 +35,8 @@ static void acts_free(llm_acts *a, int n_layer) {
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         float **p = *lists[i];
         if (!p) continue;
-        /* x_in of a layer that does not keep copies aliases x: not owned */
-        if (!(p == a->x_in && !a->keep_layers))
+        /* without keep_layers, x_in aliases x and hidden aliases gate: not owned */
+        if (!((p == a->x_in || p == a->hidden) && !a->keep_layers))
             for (int l = 0; l < n; l++) free(p[l]);
         free(p);
         *lists[i] = NULL;
@@ -85,8 +85,13 @@ static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int keep, mr_er
         acts_list(&a->q, (int)L, keep, T * qd, e) || acts_list(&a->att, (int)L, keep, T * qd, e) ||
         acts_list(&a->x_mid, (int)L, keep, T * d, e) || acts_list(&a->xn_ffn, (int)L, keep, T * d, e) ||
         acts_list(&a->rstd_ffn, (int)L, keep, T, e) || acts_list(&a->gate, (int)L, keep, T * c->n_ff, e) ||
-        acts_list(&a->up, (int)L, keep, T * c->n_ff, e) || acts_list(&a->hidden, (int)L, keep, T * c->n_ff, e))
+        acts_list(&a->up, (int)L, keep, T * c->n_ff, e))
         return MR_ERR_INTERNAL;
+    if (keep) return acts_list(&a->hidden, (int)L, 1, T * c->n_ff, e);
+    /* without a backward, silu(gate)·up overwrites gate (one [T][n_ff] buffer less) */
+    a->hidden = mr_calloc((size_t)L, sizeof *a->hidden, e);
+    if (!a->hidden) return MR_ERR_INTERNAL;
+    for (int64_t l = 0; l < L; l++) a->hidden[l] = a->gate[0];
     return MR_OK;
 }
 

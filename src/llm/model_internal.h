@@ -14,7 +14,7 @@ typedef struct llm_tensor_ref {
     const void *data;
 } llm_tensor_ref;
 
-/* Looks a tensor up in the model's file(s); 0 when found, 1 when absent,
+/* Looks a tensor up in the model's file(s); 0 when found, -1 when absent,
  * MR_ERR_INPUT (error set) when present in a type we cannot use. */
 int llm_find_tensor(const llm_model *m, const char *name, llm_tensor_ref *out, mr_error *e);
 /* A [rows][cols] matrix (ne = {cols, rows}); optional: absent gives data NULL. */

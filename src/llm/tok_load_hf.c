@@ -13,6 +13,8 @@
 #include <string.h>
 
 #define SPIECE "\xe2\x96\x81" /* U+2581, SentencePiece's space */
+/* Ids above this are refused: the ids between would all become placeholder tokens. */
+#define MAX_TOKEN_ID (1 << 24)
 
 typedef struct hf_build {
     const char *path; /* file being read, for messages */
@@ -321,7 +323,7 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX)
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= MAX_TOKEN_ID)
             return mr_fail(e, MR_ERR_INPUT, "%s: model.vocab['%s'] is not a token id", b->path, key);
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
@@ -329,15 +331,16 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
     json_t *x;
     json_array_foreach(added, i, x) {
         json_t *id = json_object_get(x, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= MAX_TOKEN_ID ||
             !json_is_string(json_object_get(x, "content")))
             return mr_fail(e, MR_ERR_INPUT, "%s: added_tokens[%zu] needs an 'id' and a 'content'", b->path, i);
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
     if (max_id < 0) return mr_fail(e, MR_ERR_INPUT, "%s: model.vocab is empty", b->path);
     if (hf_alloc_tokens(b, (int32_t)(max_id + 1), e)) return MR_ERR_INTERNAL;
-    json_object_foreach(vocab, key, val) {
-        int rc = hf_set_token(b, json_integer_value(val), key, strlen(key), TOK_TYPE_NORMAL, e);
+    size_t key_len;
+    json_object_keylen_foreach(vocab, key, key_len, val) {
+        int rc = hf_set_token(b, json_integer_value(val), key, key_len, TOK_TYPE_NORMAL, e);
         if (rc) return rc;
     }
     json_array_foreach(added, i, x) {
@@ -402,7 +405,7 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
     const char *key;
     json_t *val;
     json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX) {
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= MAX_TOKEN_ID) {
             json_decref(vocab);
             return mr_fail(e, MR_ERR_INPUT, "%s: entry '%s' is not a token id", vocab_path, key);
         }
@@ -412,8 +415,9 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
         json_decref(vocab);
         return max_id < 0 ? mr_fail(e, MR_ERR_INPUT, "%s: empty vocabulary", vocab_path) : MR_ERR_INTERNAL;
     }
-    json_object_foreach(vocab, key, val) {
-        if ((rc = hf_set_token(b, json_integer_value(val), key, strlen(key), TOK_TYPE_NORMAL, e))) break;
+    size_t key_len;
+    json_object_keylen_foreach(vocab, key, key_len, val) {
+        if ((rc = hf_set_token(b, json_integer_value(val), key, key_len, TOK_TYPE_NORMAL, e))) break;
     }
     json_decref(vocab);
     if (rc) return rc;
@@ -531,9 +535,7 @@ int tokenizer_load_hf(tokenizer **out, const char *dir, mr_error *e) {
     if (b.unk >= 0 && b.type[b.unk] == TOK_TYPE_CONTROL) b.type[b.unk] = TOK_TYPE_UNKNOWN;
     if (b.spm) {
         for (int32_t i = 0; i < b.n; i++) { /* <0xNN> are byte-fallback tokens */
-            unsigned v;
-            char tail;
-            if (b.type[i] == TOK_TYPE_NORMAL && b.len[i] == 6 && sscanf(b.text[i], "<0x%2X>%c", &v, &tail) == 1)
+            if (b.type[i] == TOK_TYPE_NORMAL && tok_parse_byte_token(b.text[i], b.len[i]) >= 0)
                 b.type[i] = TOK_TYPE_BYTE;
         }
     }

@@ -48,6 +48,35 @@ static const char *const PRE_DEEPSEEK_LLM[] = {
 static const char *const PRE_FALCON[] = {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RX_GPT2, "[0-9][0-9][0-9]"};
 static const char *const PRE_STARCODER[] = {"\\p{N}", RX_GPT2};
 
+static const char *const PRE_DEEPSEEK3[] = {
+    "\\p{N}{1,3}",
+    "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+    "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"};
+/* a space and a run of anything but whitespace and these punctuation marks */
+#define RX_PORO " ?[^(\\s|.,!?\\x{2026}\\x{3002}\\x{FF0C}\\x{3001}\\x{0964}\\x{06D4}\\x{060C})]+"
+static const char *const PRE_PORO[] = {RX_PORO};
+static const char *const PRE_VIKING[] = {RX_PORO, "\\p{N}"};
+static const char *const PRE_TEKKEN[] = {
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])"
+    "([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+static const char *const PRE_CHAMELEON[] = {"<sentinel:[0-9]+>",
+                                            "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z",
+                                            "([\\t\\n]|    |  )",
+                                            "\\p{N}",
+                                            "[\\p{P}!-/:-@\\[-`{-~]",
+                                            RX_GPT2};
+static const char *const PRE_GPT4O[] = {
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+" RX_CONTRACTIONS_CI
+    "?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*" RX_CONTRACTIONS_CI
+    "?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+static const char *const PRE_BAILINGMOE[] = {
+    "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+    "|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"};
+static const char *const PRE_SEED_CODER[] = {
+    RX_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+"
+                       "|\\s+(?!\\S)|\\s+"};
+
 typedef struct pre_entry {
     const char *name;
     const char *const *rx;
@@ -96,6 +125,30 @@ static const pre_entry PRE_TABLE[] = {
     {"deepseek-r1-qwen", PRE_QWEN2, 1, 0, 0},
     {"stablelm2", PRE_QWEN2, 1, 0, 0},
     {"megrez", PRE_QWEN2, 1, 0, 0},
+    {"kormo", PRE_QWEN2, 1, 0, 0},
+    {"hunyuan", PRE_QWEN2, 1, 0, 0},
+    {"grok-2", PRE_QWEN2, 1, 0, 0},
+    {"midm-2.0", PRE_LLAMA3, 1, 1, 1},
+    {"lfm2", PRE_LLAMA3, 1, 1, 1},
+    {"a.x-4.0", PRE_GPT2, 1, 0, 0},
+    {"mellum", PRE_GPT2, 1, 0, 0},
+    {"trillion", PRE_GPT2, 1, 0, 0},
+    {"granite-docling", PRE_GPT2, 1, 0, 0},
+    {"deepseek-v3", PRE_DEEPSEEK3, N_OF(PRE_DEEPSEEK3), 0, 0},
+    {"hunyuan-dense", PRE_DEEPSEEK3, N_OF(PRE_DEEPSEEK3), 0, 0},
+    {"poro-chat", PRE_PORO, 1, 0, 0},
+    {"bloom", PRE_PORO, 1, 0, 0},
+    {"gpt3-finnish", PRE_PORO, 1, 0, 0},
+    {"viking", PRE_VIKING, 2, 0, 0},
+    {"tekken", PRE_TEKKEN, 1, 1, 1},
+    {"chameleon", PRE_CHAMELEON, N_OF(PRE_CHAMELEON), 0, 1},
+    {"gpt-4o", PRE_GPT4O, 1, 0, 0},
+    {"llama4", PRE_GPT4O, 1, 0, 0},
+    {"minimax-m2", PRE_GPT4O, 1, 0, 0},
+    {"bailingmoe", PRE_BAILINGMOE, 1, 0, 0},
+    {"bailingmoe2", PRE_BAILINGMOE, 1, 0, 0},
+    {"llada-moe", PRE_BAILINGMOE, 1, 0, 0},
+    {"seed-coder", PRE_SEED_CODER, 1, 0, 0},
 };
 
 const char *const *tok_pretok_regexes(const char *name, int *n, int *ignore_merges, int *add_bos) {

@@ -198,12 +198,8 @@ int tokenizer_write_hf_json(const tokenizer *t, const char *path, mr_error *e) {
     set_new(model, "ignore_merges", json_boolean(t->ignore_merges), &bad);
     set_new(model, "vocab", vocab, &bad);
     set_new(model, "merges", merges, &bad);
-    for (int32_t i = 0; i < t->n_tokens; i++) {
-        char *k = strndup(tok_str(&t->str, i), t->str.len[i]);
-        if (!k) goto oom;
-        json_object_set_new(vocab, k, json_integer(i));
-        free(k);
-    }
+    for (int32_t i = 0; i < t->n_tokens; i++)
+        if (json_object_setn_new(vocab, tok_str(&t->str, i), t->str.len[i], json_integer(i))) goto oom;
     int64_t n_merges;
     const int32_t *ml = t->merge_left, *mr = t->merge_right;
     int32_t *tmp_l = NULL, *tmp_r = NULL;

@@ -14,10 +14,20 @@
 /* ---------------------------------------------------------------- strings -- */
 
 uint64_t tok_hash_bytes(const char *s, size_t n) {
-    /* FNV-1a, then a final mix so that the low bits used for the slot spread. */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    h ^= h >> 33;
+    /* eight bytes at a time, multiply-xorshift mixing; tokens are short */
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (n * 0xff51afd7ed558ccdull);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    h ^= h >> 32;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h;
@@ -307,6 +317,8 @@ int tokenizer_create(tokenizer **out, const tokenizer_vocab *v, mr_error *e) {
         if (tok_strings_add(&t->str, text, n, e) < 0) goto fail_set;
         t->scores[i] = v->scores ? v->scores[i] : 0.0f;
         int32_t ty = v->types ? v->types[i] : TOK_TYPE_NORMAL;
+        if (!v->types && v->kind == TOK_KIND_SPM && tok_parse_byte_token(text, n) >= 0)
+            ty = TOK_TYPE_BYTE; /* no types given: <0xNN> are SentencePiece's byte tokens */
         t->types[i] = (uint8_t)(ty >= TOK_TYPE_NORMAL && ty <= TOK_TYPE_BYTE ? ty : 0);
     }
     if (tok_strings_index(&t->str, e)) goto fail;
@@ -483,9 +495,8 @@ int tok_finish(tokenizer *t, mr_error *e) {
                 }
             }
         } else if (ty == TOK_TYPE_BYTE && t->kind == TOK_KIND_SPM) {
-            unsigned v;
-            char tail;
-            if (len == 6 && sscanf((const char *)s, "<0x%2X>%c", &v, &tail) == 1) dst[m++] = (char)v;
+            int byte = tok_parse_byte_token((const char *)s, len);
+            if (byte >= 0) dst[m++] = (char)byte;
         }
         t->piece_off[i] = pos;
         t->piece_len[i] = (uint32_t)m;
@@ -600,10 +611,14 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int flags
     char *buf = NULL;
     int rc = MR_ERR_INTERNAL;
     if (len > 0 && frag_push(&cur, (fragment){-1, 0, len}, e)) goto done;
+    uint8_t present[256] = {0}; /* bytes in the text: most special tokens can be skipped at once */
+    if (t->n_special > 0)
+        for (size_t i = 0; i < len; i++) present[(uint8_t)text[i]] = 1;
     for (int32_t k = 0; k < t->n_special && len > 0; k++) {
         int32_t id = t->special[k];
         int ty = t->types[id];
         if (!parse_special && (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_UNKNOWN)) continue;
+        if (!present[(uint8_t)tok_str(&t->str, id)[0]] || t->str.len[id] > len) continue;
         if (partition_one(t, text, id, &cur, &next, e)) goto done;
     }
     if (add_special && t->add_bos && tok_ids_push(&out, t->bos, e)) goto done;

@@ -136,6 +136,18 @@ static inline size_t tok_utf8_len(uint8_t c) {
     static const uint8_t lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     return lookup[c >> 4];
 }
+/* Parses SentencePiece's byte-token text "<0xNN>" (exactly six bytes); -1 if it is not one. */
+static inline int tok_parse_byte_token(const char *s, size_t n) {
+    if (n != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
+    int v = 0;
+    for (int k = 3; k < 5; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
 /* Strict decode of one code point at s (n bytes left): length, or 0 if invalid. */
 size_t tok_utf8_decode(const uint8_t *s, size_t n, uint32_t *cpt);
 

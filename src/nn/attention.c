@@ -4,6 +4,66 @@
 #include <math.h>
 #include <omp.h>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* e^x for 8 floats (Cephes' expf: range reduction by ln 2, degree-6
+ * polynomial), within 2 ulp of expf for the x <= 0 that softmax feeds it. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+/* row[0..n) = softmax(row[0..n)) in place. */
+static void softmax_row(float *row, int64_t n) {
+    float mx = -INFINITY;
+    int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    if (n >= 8) {
+        __m256 vm = _mm256_loadu_ps(row);
+        for (j = 8; j + 8 <= n; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(row + j));
+        float tmp[8];
+        _mm256_storeu_ps(tmp, vm);
+        for (int i = 0; i < 8; i++) mx = tmp[i] > mx ? tmp[i] : mx;
+    } else {
+        j = 0;
+    }
+#endif
+    for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0;
+    j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 vsum = _mm256_setzero_ps(), vmx = _mm256_set1_ps(mx);
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), vmx));
+        _mm256_storeu_ps(row + j, v);
+        vsum = _mm256_add_ps(vsum, v);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, vsum);
+    for (int i = 0; i < 8; i++) sum += tmp[i];
+#endif
+    for (; j < n; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (j = 0; j < n; j++) row[j] *= inv;
+}
+
 int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
     return (int64_t)n_threads * ATTENTION_QBLOCK * n_keys;
 }
@@ -34,15 +94,7 @@ void attention_forward(float *out, const float *q, const float *k, const float *
             for (int64_t i = 0; i < nq; i++) {
                 float *row = S + i * nk;
                 const int64_t n_vis = pos0 + t0 + i + 1;
-                float mx = -INFINITY;
-                for (int64_t j = 0; j < n_vis; j++) mx = row[j] > mx ? row[j] : mx;
-                double sum = 0;
-                for (int64_t j = 0; j < n_vis; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                const float inv = (float)(1.0 / sum);
-                for (int64_t j = 0; j < n_vis; j++) row[j] *= inv;
+                softmax_row(row, n_vis);
                 for (int64_t j = n_vis; j < nk; j++) row[j] = 0.0f;
             }
             /* out_h[nq][hd] = S V_g */
