@@ -18,6 +18,9 @@ typedef struct command {
 CLI_COMMAND(cmd_prepare);
 CLI_COMMAND(cmd_fetch);
 /* -- retriever -- */
+CLI_COMMAND(cmd_retriever_train);
+CLI_COMMAND(cmd_retriever_eval);
+CLI_COMMAND(cmd_retriever_candidates);
 /* -- tokenizers -- */
 CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
@@ -27,6 +30,9 @@ CLI_COMMAND(cmd_llm_perplexity);
 CLI_COMMAND(cmd_llm_logits);
 CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
+CLI_COMMAND(cmd_ranker_prompt);
+CLI_COMMAND(cmd_ranker_train);
+CLI_COMMAND(cmd_ranker_eval);
 /* -- captions -- */
 CLI_COMMAND(cmd_caption);
 /* -- end of declarations -- */
@@ -36,6 +42,9 @@ static const command COMMANDS[] = {
     {NULL, "prepare", cmd_prepare, "raw ratings + titles -> prepared dataset folder"},
     {NULL, "fetch", cmd_fetch, "download a file (libcurl), checking its sha256"},
     /* -- retriever -- */
+    {"retriever", "train", cmd_retriever_train, "train the LRURec retriever (writes RUN/retriever.safetensors, metrics, candidates)"},
+    {"retriever", "eval", cmd_retriever_eval, "val and test metrics of a trained retriever (RUN/metrics.json)"},
+    {"retriever", "candidates", cmd_retriever_candidates, "top-k candidates per user for val and test (RUN/candidates.tsv)"},
     /* -- tokenizers -- */
     {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
     /* -- llm engine -- */
@@ -45,6 +54,9 @@ static const command COMMANDS[] = {
     {"llm", "logits", cmd_llm_logits, "top-K or all logits at the last (or every) position"},
     {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
+    {"ranker", "prompt", cmd_ranker_prompt, "print the exact ranking prompt of a user (token count on stderr)"},
+    {"ranker", "train", cmd_ranker_train, "LoRA instruction tuning of the LLM ranker (writes R/adapter.gguf)"},
+    {"ranker", "eval", cmd_ranker_eval, "verbalizer ranking of the candidates; subset and overall metrics"},
     /* -- captions -- */
     {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
     /* -- end of table -- */

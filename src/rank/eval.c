@@ -1,0 +1,235 @@
+/* One-pass verbalizer ranking and its evaluation (paper section 3.5, DESIGN 7):
+ * the score of candidate i is the logit, at the last prompt position, of the token
+ * of its letter; users whose true item the retriever missed are not ranked and
+ * count with the retriever's metrics in the overall figures. */
+#include "mllm4rec/llm.h"
+#include "mllm4rec/ranker.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int EVAL_KS[] = {1, 5, 10, 20};
+#define N_EVAL_KS 4
+
+int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
+                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e) {
+    memset(r, 0, sizeof *r);
+    if (n_cand <= 0 || n_cand > 26)
+        return mr_fail(e, MR_ERR_USAGE, "--num-candidates %d: letters A..Z allow 1..26", n_cand);
+    if (n_cand > c->k)
+        return mr_fail(e, MR_ERR_INPUT, "--num-candidates %d but the candidates file has %d per user", n_cand, c->k);
+    if (!po->system) return mr_fail(e, MR_ERR_INTERNAL, "ranker: no instruction line");
+    r->d = d;
+    r->cands = c;
+    r->tok = tok;
+    r->po = *po;
+    r->n_cand = n_cand;
+    r->m = m;
+    r->lora = lora;
+    int rc = mr_verbalizer_tokens(tok, n_cand, r->letters, e);
+    if (rc) return rc;
+    for (int i = 0; i < n_cand; i++)
+        if (r->letters[i] >= m->vocab)
+            return mr_fail(e, MR_ERR_INPUT, "verbalizer token %d of letter %c is outside the model's vocabulary (%d)",
+                           r->letters[i], 'A' + i, m->vocab);
+    r->ws = mr_lt_ws_new(m, lora, po->max_tokens, MR_LT_INFERENCE, e);
+    return r->ws ? MR_OK : e->code;
+}
+
+int mr_ranker_use_engine(mr_ranker *r, llm_model *lm, mr_error *e) {
+    if (lm->cfg.n_vocab != r->m->vocab) return mr_fail(e, MR_ERR_INTERNAL, "ranker: the engine model is another model");
+    llm_state *st = mr_calloc(1, sizeof *st, e);
+    if (!st) return e->code;
+    int rc = llm_state_init(st, lm, r->po.max_tokens, r->po.max_tokens, LLM_STATE_SCORE, e);
+    if (rc) {
+        free(st);
+        return rc;
+    }
+    /* the training forward's workspace is not needed any more */
+    mr_lt_ws_free(r->ws);
+    r->ws = NULL;
+    r->engine = lm;
+    r->engine_state = st;
+    return MR_OK;
+}
+
+void mr_ranker_free(mr_ranker *r) {
+    if (r->engine_state) {
+        llm_state_free(r->engine_state);
+        free(r->engine_state);
+    }
+    mr_lt_ws_free(r->ws);
+    memset(r, 0, sizeof *r);
+}
+
+int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
+                     mr_error *e) {
+    *text = NULL;
+    if (ids) *ids = NULL;
+    const mr_cand_row *row = mr_candidates_get(r->cands, split, user_id);
+    if (!row)
+        return mr_fail(e, MR_ERR_INPUT, "user %d has no %s row in the candidates file", user_id,
+                       split == MR_SPLIT_TEST ? "test" : "val");
+    const int32_t *hist;
+    int n_hist;
+    int rc = mr_prompt_history(r->d, user_id, split, r->po.history, &hist, &n_hist, NULL, e);
+    if (rc) return rc;
+    if ((rc = mr_prompt_text(r->d, r->tok, &r->po, hist, n_hist, row->items, r->n_cand, NULL, text, e))) return rc;
+    if (ids && (rc = mr_prompt_ids(r->tok, *text, r->po.max_tokens, ids, n, e))) {
+        free(*text);
+        *text = NULL;
+    }
+    return rc;
+}
+
+int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int label_idx, double *loss,
+                    mr_error *e) {
+    char *text;
+    int32_t *ids;
+    int64_t n;
+    int rc = mr_ranker_prompt(r, split, user_id, &text, &ids, &n, e);
+    if (rc) return rc;
+    free(text);
+    float *logits = mr_alloc((size_t)r->m->vocab * sizeof(float), e);
+    if (!logits) {
+        free(ids);
+        return e->code;
+    }
+    int last = (int)n - 1;
+    if (r->engine) {
+        int64_t last64 = last;
+        llm_state_reset(r->engine_state);
+        rc = llm_forward(r->engine_state, ids, n, &last64, 1, logits, e);
+    } else {
+        rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
+    }
+    if (!rc)
+        for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
+    if (!rc && loss && label_idx >= 0 && label_idx < r->n_cand) {
+        float mx = logits[0];
+        for (int j = 1; j < r->m->vocab; j++) mx = logits[j] > mx ? logits[j] : mx;
+        double sum = 0;
+        for (int j = 0; j < r->m->vocab; j++) sum += exp((double)(logits[j] - mx));
+        *loss = mx + log(sum) - logits[r->letters[label_idx]];
+    }
+    free(logits);
+    free(ids);
+    return rc;
+}
+
+void mr_rank_eval_free(mr_rank_eval *ev) {
+    mr_metrics_free(&ev->subset);
+    mr_metrics_free(&ev->retr_subset);
+    mr_metrics_free(&ev->retr_other);
+    mr_metrics_free(&ev->overall);
+    mr_metrics_free(&ev->retr_overall);
+}
+
+int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_progress, mr_rank_eval *ev, mr_error *e) {
+    memset(ev, 0, sizeof *ev);
+    int rc;
+    if ((rc = mr_metrics_init(&ev->subset, EVAL_KS, N_EVAL_KS, e)) ||
+        (rc = mr_metrics_init(&ev->retr_subset, EVAL_KS, N_EVAL_KS, e)) ||
+        (rc = mr_metrics_init(&ev->retr_other, EVAL_KS, N_EVAL_KS, e)) ||
+        (rc = mr_metrics_init(&ev->overall, EVAL_KS, N_EVAL_KS, e)) ||
+        (rc = mr_metrics_init(&ev->retr_overall, EVAL_KS, N_EVAL_KS, e)))
+        return rc;
+    const mr_candidates *c = r->cands;
+    int64_t total_subset = 0;
+    for (int64_t i = 0; i < c->n_rows; i++)
+        if (c->rows[i].split == split && mr_cand_row_hit(&c->rows[i], r->n_cand)) total_subset++;
+    if (max_users > 0 && max_users < total_subset) total_subset = max_users;
+    mr_progress prog;
+    if (show_progress) mr_progress_start(&prog, split == MR_SPLIT_TEST ? "ranking test users" : "ranking val users",
+                                         total_subset);
+    const double t0 = mr_now();
+    float scores[26];
+    /* users in id order, so a cap takes the same users every time */
+    for (int32_t u = 1; u <= c->max_user && !rc; u++) {
+        const mr_cand_row *row = mr_candidates_get(c, split, u);
+        if (!row) continue;
+        if (!mr_cand_row_hit(row, r->n_cand)) {
+            if (max_users > 0) continue; /* a capped validation looks at the subset only */
+            mr_metrics_add_ranked(&ev->retr_other, row->items, r->n_cand, &row->label, 1);
+            ev->n_users++;
+            continue;
+        }
+        if (max_users > 0 && ev->n_subset >= max_users) continue;
+        int32_t label_idx = 0;
+        for (int i = 0; i < r->n_cand; i++)
+            if (row->items[i] == row->label) {
+                label_idx = i;
+                break;
+            }
+        double loss = 0;
+        if ((rc = mr_ranker_score(r, split, u, scores, label_idx, &loss, e))) break;
+        ev->letter_loss += loss;
+        if ((rc = mr_metrics_add_scores(&ev->subset, scores, r->n_cand, NULL, 0, &label_idx, 1, e))) break;
+        mr_metrics_add_ranked(&ev->retr_subset, row->items, r->n_cand, &row->label, 1);
+        ev->n_subset++;
+        ev->n_users++;
+        if (show_progress) mr_progress_update(&prog, ev->n_subset, NULL);
+    }
+    if (show_progress) mr_progress_end(&prog);
+    ev->seconds = mr_now() - t0;
+    if (ev->n_subset) ev->letter_loss /= (double)ev->n_subset;
+    if (!rc && ev->n_users == 0)
+        rc = mr_fail(e, MR_ERR_INPUT, "the candidates file has no %s rows", split == MR_SPLIT_TEST ? "test" : "val");
+    if (!rc) rc = mr_metrics_combine(&ev->overall, &ev->subset, &ev->retr_other, e);
+    if (!rc) rc = mr_metrics_combine(&ev->retr_overall, &ev->retr_subset, &ev->retr_other, e);
+    if (rc) mr_rank_eval_free(ev);
+    return rc;
+}
+
+int mr_rank_eval_write_json(const mr_rank_eval *ev, const char *split_name, const char *path, mr_error *e) {
+    json_t *root = json_object(), *sp = json_object();
+    if (!root || !sp) {
+        json_decref(root);
+        json_decref(sp);
+        return mr_fail(e, MR_ERR_INTERNAL, "out of memory");
+    }
+    json_object_set_new(root, split_name, sp);
+    json_object_set_new(sp, "subset", mr_metrics_to_json(&ev->subset));
+    json_object_set_new(sp, "overall", mr_metrics_to_json(&ev->overall));
+    json_object_set_new(sp, "retriever_subset", mr_metrics_to_json(&ev->retr_subset));
+    json_object_set_new(sp, "retriever_overall", mr_metrics_to_json(&ev->retr_overall));
+    json_object_set_new(sp, "users", json_integer(ev->n_users));
+    json_object_set_new(sp, "subset_users", json_integer(ev->n_subset));
+    json_object_set_new(sp, "letter_loss", json_real(ev->letter_loss));
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory");
+    size_t len = strlen(text);
+    text[len] = '\0';
+    char *buf = mr_realloc(text, len + 2, e);
+    if (!buf) {
+        free(text);
+        return e->code;
+    }
+    buf[len] = '\n';
+    buf[len + 1] = '\0';
+    int rc = mr_write_file_atomic(path, buf, len + 1, e);
+    free(buf);
+    return rc;
+}
+
+void mr_rank_eval_print(FILE *out, const mr_rank_eval *ev, const char *split_name) {
+    fprintf(out, "%s: %lld users, %lld with the true item among the candidates (ranked by the LLM)\n\n", split_name,
+            (long long)ev->n_users, (long long)ev->n_subset);
+    fprintf(out, "| metric | ranker (subset) | retriever (subset) | ranker (overall) | retriever (overall) |\n");
+    fprintf(out, "|---|---:|---:|---:|---:|\n");
+    static const char *names[3] = {"Recall", "MRR", "NDCG"};
+    for (int ki = 0; ki < N_EVAL_KS; ki++) {
+        if (EVAL_KS[ki] == 20) continue; /* with 20 candidates @20 only restates the subset's share */
+        for (int kind = 0; kind < 3; kind++) {
+            int k = EVAL_KS[ki];
+            fprintf(out, "| %s@%d | %.4f | %.4f | %.4f | %.4f |\n", names[kind], k,
+                    mr_metrics_get(&ev->subset, (mr_metric_kind)kind, k),
+                    mr_metrics_get(&ev->retr_subset, (mr_metric_kind)kind, k),
+                    mr_metrics_get(&ev->overall, (mr_metric_kind)kind, k),
+                    mr_metrics_get(&ev->retr_overall, (mr_metric_kind)kind, k));
+        }
+    }
+}

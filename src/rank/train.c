@@ -1,0 +1,419 @@
+/* LoRA instruction tuning of the ranker (paper section 3.4, DESIGN 7): prompts with
+ * the true item among 19 random negatives, loss on the label letter and the end
+ * token, AdamW with linear warm-up and decay, gradient accumulation and clipping,
+ * validation NDCG@10 with early stopping; interruptible and resumable. */
+#include "mllm4rec/ranker.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void mr_rank_train_opts_default(mr_rank_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->lora_r = 8;
+    o->lora_alpha = 32.0f;
+    o->lora_dropout = 0.05f;
+    o->targets = (1u << MR_LT_Q) | (1u << MR_LT_V);
+    o->lr = 1e-4;
+    o->warmup = 100;
+    o->micro_batch = 1;
+    o->batch = 16;
+    o->max_steps = 0;
+    o->val_every = 100;
+    o->patience = 20;
+    o->val_users = 0;
+    o->weight_decay = 0.0;
+    o->max_grad_norm = 1.0;
+    o->seed = 42;
+    o->mode = MR_LT_KEEP_ALL;
+}
+
+/* ---- examples ---- */
+
+typedef struct example_ref {
+    int32_t user;
+    int32_t pos; /* index of the answer in the user's sequence (>= 1, < training length) */
+} example_ref;
+
+static int64_t count_examples(const mr_dataset *d) {
+    int64_t n = 0;
+    for (int64_t u = 1; u <= d->n_users; u++) {
+        int32_t len = d->seq_len[u] - 2; /* training part: all but val and test */
+        if (len >= 2) n += len - 1;
+    }
+    return n;
+}
+
+static uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t z = a * 0x9e3779b97f4a7c15ULL + b + 0x632be59bd9b4e019ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The order of examples in an epoch: a seeded shuffle of the list in (user,
+ * position) order, so that any epoch's order can be rebuilt on resuming. */
+static void epoch_order(const mr_dataset *d, example_ref *ex, int64_t n, uint64_t seed, int64_t epoch) {
+    int64_t k = 0;
+    for (int64_t u = 1; u <= d->n_users; u++)
+        for (int32_t p = 1; p < d->seq_len[u] - 2; p++) ex[k++] = (example_ref){(int32_t)u, p};
+    mr_rng rng;
+    mr_rng_seed(&rng, mix(seed, 0x4550u + (uint64_t)epoch));
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)mr_rng_below(&rng, (uint64_t)i + 1);
+        example_ref t = ex[i];
+        ex[i] = ex[j];
+        ex[j] = t;
+    }
+}
+
+static int in_list(const int32_t *a, int n, int32_t x) {
+    for (int i = 0; i < n; i++)
+        if (a[i] == x) return 1;
+    return 0;
+}
+
+/* The candidates of one example: the answer and n_neg distinct random items that
+ * are neither in the prefix nor the answer, shuffled; returns the answer's index.
+ * Seeded by the example's identity, so a resumed run draws the same. */
+static int example_candidates(const mr_dataset *d, const example_ref *x, int n_cand, uint64_t seed, int64_t epoch,
+                              int32_t *cands) {
+    const int32_t *seq = d->seqs[x->user];
+    const int32_t answer = seq[x->pos];
+    mr_rng rng;
+    mr_rng_seed(&rng, mix(mix(seed, (uint64_t)epoch), ((uint64_t)x->user << 32) | (uint32_t)x->pos));
+    cands[0] = answer;
+    int n = 1;
+    /* items available: every item not in the prefix; if there are too few, allow repeats */
+    int64_t tries = 0;
+    while (n < n_cand) {
+        int32_t it = (int32_t)(1 + mr_rng_below(&rng, (uint64_t)d->n_items));
+        tries++;
+        if (it == answer || in_list(seq, x->pos, it)) continue;
+        if (in_list(cands, n, it) && tries < 100000) continue;
+        cands[n++] = it;
+    }
+    for (int i = n_cand - 1; i > 0; i--) {
+        int j = (int)mr_rng_below(&rng, (uint64_t)i + 1);
+        int32_t t = cands[i];
+        cands[i] = cands[j];
+        cands[j] = t;
+    }
+    for (int i = 0; i < n_cand; i++)
+        if (cands[i] == answer) return i;
+    return 0;
+}
+
+/* ---- state file for resuming ---- */
+
+#define STATE_MAGIC 0x4d525254u /* "TRRM" */
+#define STATE_VERSION 1u
+
+typedef struct train_state_header {
+    uint32_t magic, version;
+    int64_t n_params;
+    int64_t step, epoch, epoch_pos;
+    int64_t best_step;
+    int32_t bad_validations, stopped;
+    double best_val, val_before, val_loss_before, best_val_loss, first_loss;
+    uint64_t seed;
+    int32_t r, targets;
+} train_state_header;
+
+static int state_write(const char *path, const train_state_header *h, const mr_lora *l, const float *adam_m,
+                       const float *adam_v, mr_error *e) {
+    mr_atomic_file af;
+    int rc = mr_atomic_open(&af, path, e);
+    if (rc) return rc;
+    size_t n = (size_t)l->n_params;
+    if (fwrite(h, sizeof *h, 1, af.f) != 1 || fwrite(l->buf, sizeof(float), n, af.f) != n ||
+        fwrite(adam_m, sizeof(float), n, af.f) != n || fwrite(adam_v, sizeof(float), n, af.f) != n) {
+        mr_atomic_abort(&af);
+        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
+    }
+    return mr_atomic_commit(&af, e);
+}
+
+static int state_read(const char *path, train_state_header *h, mr_lora *l, float *adam_m, float *adam_v,
+                      const mr_rank_train_opts *o, mr_error *e) {
+    char *data;
+    size_t len;
+    int rc = mr_read_file(path, &data, &len, e);
+    if (rc) return rc;
+    size_t n = (size_t)l->n_params;
+    if (len != sizeof *h + 3 * n * sizeof(float)) {
+        free(data);
+        return mr_fail(e, MR_ERR_INPUT, "%s: %zu bytes, expected %zu (another adapter shape?)", path, len,
+                       sizeof *h + 3 * n * sizeof(float));
+    }
+    memcpy(h, data, sizeof *h);
+    if (h->magic != STATE_MAGIC || h->version != STATE_VERSION || h->n_params != l->n_params || h->r != l->r ||
+        (unsigned)h->targets != l->targets || h->seed != o->seed) {
+        free(data);
+        return mr_fail(e, MR_ERR_INPUT,
+                       "%s: made with other settings (rank, targets or seed differ): start again without --resume", path);
+    }
+    const char *p = data + sizeof *h;
+    memcpy(l->buf, p, n * sizeof(float));
+    memcpy(adam_m, p + n * sizeof(float), n * sizeof(float));
+    memcpy(adam_v, p + 2 * n * sizeof(float), n * sizeof(float));
+    free(data);
+    return MR_OK;
+}
+
+/* ---- optimizer ---- */
+
+static double lr_at(const mr_rank_train_opts *o, int64_t step, int64_t total) {
+    /* the reference's Trainer schedule: linear warm-up from 0, then linear decay to 0 */
+    if (step < o->warmup) return o->lr * (double)step / (double)(o->warmup > 0 ? o->warmup : 1);
+    if (total <= o->warmup) return o->lr;
+    double f = (double)(total - step) / (double)(total - o->warmup);
+    return o->lr * (f > 0 ? f : 0);
+}
+
+/* Clips the gradient norm, then one AdamW step (betas 0.9, 0.999, eps 1e-8). */
+static double adamw_step(mr_lora *l, float *m, float *v, int64_t t, double lr, const mr_rank_train_opts *o) {
+    const int64_t n = l->n_params;
+    float *p = l->buf, *g = l->buf + n;
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
+    const double norm = sqrt(ss);
+    const float clip = (o->max_grad_norm > 0 && norm > o->max_grad_norm) ? (float)(o->max_grad_norm / (norm + 1e-6)) : 1.0f;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    for (int64_t i = 0; i < n; i++) {
+        const float gi = g[i] * clip;
+        m[i] = (float)(b1 * m[i] + (1 - b1) * gi);
+        v[i] = (float)(b2 * v[i] + (1 - b2) * (double)gi * gi);
+        double pi = p[i] * (1.0 - lr * o->weight_decay);
+        pi -= lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + eps);
+        p[i] = (float)pi;
+    }
+    return norm;
+}
+
+/* ---- the loop ---- */
+
+static int validate(mr_ranker *r, const mr_rank_train_opts *o, double *ndcg, double *loss, mr_error *e) {
+    mr_rank_eval ev;
+    int rc = mr_ranker_evaluate(r, MR_SPLIT_VAL, o->val_users, 0, &ev, e);
+    if (rc) return rc;
+    *ndcg = mr_metrics_get(&ev.subset, MR_NDCG, 10);
+    *loss = ev.letter_loss;
+    mr_rank_eval_free(&ev);
+    return MR_OK;
+}
+
+static int save_best(mr_ranker *r, const mr_rank_train_opts *o, const char *adapter_path, mr_error *e) {
+    int rc = mr_lora_write_gguf(r->lora, r->m, adapter_path, e);
+    if (rc || !o->peft) return rc;
+    char *dir = mr_path_join(o->out_dir, "peft", e);
+    if (!dir) return e->code;
+    rc = mr_lora_write_peft(r->lora, r->m, dir, o->base_model_name, e);
+    free(dir);
+    return rc;
+}
+
+int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_result *res, mr_error *e) {
+    memset(res, 0, sizeof *res);
+    mr_lora *l = r->lora;
+    if (!l) return mr_fail(e, MR_ERR_INTERNAL, "ranker training without an adapter");
+    if (o->batch <= 0 || o->val_every <= 0 || o->patience <= 0)
+        return mr_fail(e, MR_ERR_USAGE, "--batch, --val-every and --patience must be positive");
+    const mr_dataset *d = r->d;
+    const int64_t n_ex = count_examples(d);
+    if (n_ex == 0) return mr_fail(e, MR_ERR_INPUT, "the dataset has no training examples (sequences too short)");
+    if (d->n_items < r->n_cand)
+        return mr_fail(e, MR_ERR_INPUT, "%lld items are too few for %d candidates", (long long)d->n_items, r->n_cand);
+    const int64_t steps_per_epoch = (n_ex + o->batch - 1) / o->batch;
+    const int64_t total_steps = o->max_steps > 0 ? o->max_steps : steps_per_epoch;
+    int rc = mr_mkdir_p(o->out_dir, e);
+    if (rc) return rc;
+    char *adapter_path = mr_path_join(o->out_dir, "adapter.gguf", e);
+    char *state_path = mr_path_join(o->out_dir, "train_state.bin", e);
+    char *log_path = mr_path_join(o->out_dir, "train_log.tsv", e);
+    example_ref *ex = mr_alloc((size_t)n_ex * sizeof *ex, e);
+    float *adam_m = mr_calloc((size_t)l->n_params, sizeof(float), e);
+    float *adam_v = mr_calloc((size_t)l->n_params, sizeof(float), e);
+    int mode = o->mode;
+    if (mode < 0) {
+        const double keep = mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_KEEP_ALL);
+        const double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+        mode = ram > 0 && keep > 0.25 * ram ? MR_LT_RECOMPUTE : MR_LT_KEEP_ALL;
+        if (mode == MR_LT_RECOMPUTE)
+            mr_log("kept activations would take %.1f GB: recomputing each layer in the backward instead (%.1f GB)",
+                   keep / 1e9, mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_RECOMPUTE) / 1e9);
+    }
+    mr_lt_ws *ws = mr_lt_ws_new(r->m, l, r->po.max_tokens + 1, mode, e);
+    FILE *logf = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    if (!adapter_path || !state_path || !log_path || !ex || !adam_m || !adam_v || !ws) {
+        rc = e->code ? e->code : MR_ERR_INTERNAL;
+        goto done;
+    }
+    train_state_header h;
+    memset(&h, 0, sizeof h);
+    h.magic = STATE_MAGIC;
+    h.version = STATE_VERSION;
+    h.n_params = l->n_params;
+    h.seed = o->seed;
+    h.r = l->r;
+    h.targets = (int32_t)l->targets;
+    h.best_val = -1;
+    if (o->resume && mr_file_exists(state_path)) {
+        if ((rc = state_read(state_path, &h, l, adam_m, adam_v, o, e))) goto done;
+        mr_log("resuming at step %lld (best validation NDCG@10 %.4f at step %lld)", (long long)h.step, h.best_val,
+               (long long)h.best_step);
+        if (h.stopped) {
+            mr_log("the run had already stopped early");
+            goto finish;
+        }
+    } else {
+        if (o->resume) mr_log("no %s yet: starting a new run", state_path);
+        double ndcg, vloss;
+        if ((rc = validate(r, o, &ndcg, &vloss, e))) goto done;
+        h.val_before = h.best_val = ndcg;
+        h.val_loss_before = h.best_val_loss = vloss;
+        h.best_step = 0;
+        mr_log("step 0: validation NDCG@10 %.4f, letter loss %.4f (before training)", ndcg, vloss);
+        if ((rc = save_best(r, o, adapter_path, e))) goto done;
+    }
+    logf = fopen(log_path, h.step > 0 ? "a" : "w");
+    if (!logf) {
+        rc = mr_fail(e, MR_ERR_INTERNAL, "%s: cannot open for writing", log_path);
+        goto done;
+    }
+    if (h.step == 0) {
+        fprintf(logf, "step\tlr\ttrain_loss\tgrad_norm\tval_ndcg10\tval_letter_loss\tseconds\n");
+        fprintf(logf, "0\t0\t\t\t%.6f\t%.6f\t0\n", h.val_before, h.val_loss_before);
+        fflush(logf);
+    }
+    epoch_order(d, ex, n_ex, o->seed, h.epoch);
+    int32_t cands[26];
+    const int32_t *seq;
+    double loss_acc = 0, norm_acc = 0;
+    int64_t loss_n = 0, tokens = 0, examples = 0;
+    const double t0 = mr_now();
+    mr_progress prog;
+    mr_progress_start(&prog, "ranker training", total_steps);
+    while (h.step < total_steps) {
+        mr_lora_zero_grad(l);
+        double batch_loss = 0;
+        const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
+        for (int b = 0; b < o->batch; b++) {
+            if (o->interrupted && *o->interrupted) break;
+            if (h.epoch_pos >= n_ex) {
+                h.epoch++;
+                h.epoch_pos = 0;
+                epoch_order(d, ex, n_ex, o->seed, h.epoch);
+            }
+            const example_ref *x = &ex[h.epoch_pos++];
+            seq = d->seqs[x->user];
+            const int label = example_candidates(d, x, r->n_cand, o->seed, h.epoch, cands);
+            int start = x->pos - r->po.history;
+            if (start < 0) start = 0;
+            char letter[2] = {(char)('A' + label), 0};
+            if ((rc = mr_prompt_text(d, r->tok, &r->po, seq + start, x->pos - start, cands, r->n_cand, letter, &text, e)))
+                goto stop;
+            int64_t n;
+            if ((rc = mr_prompt_train_ids(r->tok, text, r->po.max_tokens, &ids, &n, e))) goto stop;
+            free(text);
+            text = NULL;
+            int pos[2] = {(int)n - 3, (int)n - 2};
+            int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
+            mr_lt_step st = {.ids = ids, .T = (int)n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
+                             .dropout_seed = mix(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
+            if ((rc = mr_lt_forward_backward(r->m, l, ws, &st, 1.0f / (float)o->batch, e))) goto stop;
+            free(ids);
+            ids = NULL;
+            batch_loss += st.loss;
+            tokens += n;
+            examples++;
+        }
+        if (o->interrupted && *o->interrupted) {
+            /* the half-accumulated batch is dropped: the saved state is the last
+             * step's, so a resumed run repeats exactly what an uninterrupted one does */
+            res->interrupted = 1;
+            h.epoch = batch_epoch;
+            h.epoch_pos = batch_pos;
+            rc = state_write(state_path, &h, l, adam_m, adam_v, e);
+            mr_log("interrupted at step %lld: state saved, continue with --resume", (long long)h.step);
+            break;
+        }
+        const double lr = lr_at(o, h.step, total_steps);
+        const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
+        h.step++;
+        batch_loss /= o->batch;
+        if (h.step == 1) h.first_loss = batch_loss;
+        loss_acc += batch_loss;
+        norm_acc += norm;
+        loss_n++;
+        char extra[96];
+        snprintf(extra, sizeof extra, "loss %.4f", batch_loss);
+        mr_progress_update(&prog, h.step, extra);
+        if (h.step % o->val_every == 0 || h.step == total_steps) {
+            double ndcg, vloss;
+            if ((rc = validate(r, o, &ndcg, &vloss, e))) goto stop;
+            const double train_loss = loss_acc / (double)loss_n;
+            if (res->first_train_loss == 0) res->first_train_loss = train_loss;
+            res->last_train_loss = train_loss;
+            fprintf(logf, "%lld\t%.3g\t%.6f\t%.4f\t%.6f\t%.6f\t%.1f\n", (long long)h.step, lr, train_loss,
+                    norm_acc / (double)loss_n, ndcg, vloss, mr_now() - t0);
+            fflush(logf);
+            mr_log("step %lld: train loss %.4f, validation NDCG@10 %.4f, letter loss %.4f", (long long)h.step,
+                   train_loss, ndcg, vloss);
+            loss_acc = norm_acc = 0;
+            loss_n = 0;
+            if (ndcg > h.best_val) {
+                h.best_val = ndcg;
+                h.best_val_loss = vloss;
+                h.best_step = h.step;
+                h.bad_validations = 0;
+                if ((rc = save_best(r, o, adapter_path, e))) goto stop;
+            } else if (++h.bad_validations >= o->patience) {
+                h.stopped = 1;
+                mr_log("no improvement in %d validations: stopping (best step %lld)", o->patience,
+                       (long long)h.best_step);
+            }
+            if ((rc = state_write(state_path, &h, l, adam_m, adam_v, e))) goto stop;
+            if (h.stopped) break;
+            if (o->stop_after > 0 && h.step >= o->stop_after) break;
+        }
+    }
+stop:
+    mr_progress_end(&prog);
+    if (rc) goto done;
+    res->seconds = mr_now() - t0;
+    res->examples_per_second = res->seconds > 0 ? examples / res->seconds : 0;
+    res->tokens_per_second = res->seconds > 0 ? tokens / res->seconds : 0;
+finish:
+    res->steps = h.step;
+    res->val_ndcg10_before = h.val_before;
+    res->best_val_ndcg10 = h.best_val;
+    res->val_loss_before = h.val_loss_before;
+    res->best_val_loss = h.best_val_loss;
+    res->best_step = h.best_step;
+    res->stopped_early = h.stopped;
+    if (res->first_train_loss == 0) res->first_train_loss = h.first_loss;
+    /* leave the best adapter in r->lora */
+    {
+        mr_lora best;
+        if ((rc = mr_lora_read_gguf(&best, r->m, adapter_path, e))) goto done;
+        memcpy(l->buf, best.buf, (size_t)l->n_params * sizeof(float));
+        mr_lora_free(&best);
+    }
+done:
+    if (logf) fclose(logf);
+    free(text);
+    free(ids);
+    mr_lt_ws_free(ws);
+    free(adam_m);
+    free(adam_v);
+    free(ex);
+    free(adapter_path);
+    free(state_path);
+    free(log_path);
+    return rc;
+}

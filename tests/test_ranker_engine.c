@@ -1,0 +1,238 @@
+/* The training transformer against the inference engine on real GGUF files
+ * (../shared/reference/models): the same logits without an adapter, and with an
+ * adapter written by mllm4rec, loaded by the engine the way llama.cpp loads
+ * `--lora` files, the same logits again (so an adapter trained here means to the
+ * engine, and to llama.cpp, what it meant in training). Also the ranker commands. */
+#include "test.h"
+#include "mllm4rec/llm.h"
+#include "mllm4rec/ranker.h"
+#include "mllm4rec/safetensors.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static double max_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fabs((double)a[i] - b[i]) > m ? fabs((double)a[i] - b[i]) : m;
+    return m;
+}
+
+static void engine_case(const char *rel, double tol) {
+    const char *path = test_shared_path(rel);
+    if (!path) SKIP("../shared/%s absent", rel);
+    mr_error e = {0};
+    llm_model lm;
+    CHECK_OK(llm_load(&lm, path, &e), &e);
+    mr_lt_model m;
+    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
+    const int T = 24, V = m.vocab;
+    int32_t ids[24];
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 37 + 11) % (V - 3) + 3);
+    int pos[2] = {T - 2, T - 1};
+    int64_t pos64[2] = {T - 2, T - 1};
+    float *ours = malloc(2 * (size_t)V * sizeof(float)), *theirs = malloc(2 * (size_t)V * sizeof(float));
+    /* an adapter with non-zero B on every target */
+    mr_lora l;
+    CHECK_OK(mr_lora_init(&l, &m, 4, 8.0f, 0.0f, (1u << MR_LT_N_TARGETS) - 1, 1, &e), &e);
+    mr_rng rng;
+    mr_rng_seed(&rng, 2);
+    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.02 * mr_rng_normal(&rng));
+    mr_lt_ws *ws = mr_lt_ws_new(&m, &l, T, MR_LT_INFERENCE, &e);
+    CHECK_MSG(ws, "%s", e.msg);
+    llm_state st;
+    for (int with = 0; with < 2; with++) {
+        if (with) {
+            const char *ap = test_tmp_path("engine_adapter.gguf");
+            CHECK_OK(mr_lora_write_gguf(&l, &m, ap, &e), &e);
+            CHECK_OK(llm_lora_apply_file(&lm, ap, 1.0f, &e), &e);
+        }
+        CHECK_OK(mr_lt_forward(&m, with ? &l : NULL, ws, ids, NULL, T, pos, 2, ours, &e), &e);
+        CHECK_OK(llm_state_init(&st, &lm, T, T, LLM_STATE_SCORE, &e), &e);
+        CHECK_OK(llm_forward(&st, ids, T, pos64, 2, theirs, &e), &e);
+        llm_state_free(&st);
+        double d = max_diff(ours, theirs, 2 * (int64_t)V);
+        CHECK_MSG(d <= tol, "%s %s adapter: logits differ by %g", rel, with ? "with" : "without", d);
+        printf("  %s, %s adapter: max |logit difference| engine vs training forward %.3g\n", rel,
+               with ? "with" : "without", d);
+    }
+    /* and the adapter moved the logits by far more than that */
+    float *base = malloc(2 * (size_t)V * sizeof(float));
+    CHECK_OK(mr_lt_forward(&m, NULL, ws, ids, NULL, T, pos, 2, base, &e), &e);
+    CHECK(max_diff(base, ours, 2 * (int64_t)V) > 100 * tol);
+    free(base);
+    mr_lt_ws_free(ws);
+    mr_lora_free(&l);
+    free(ours);
+    free(theirs);
+    mr_lt_model_release(&m);
+    llm_free(&lm);
+}
+
+TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
+TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
+TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
+
+/* A GGUF llama (adjacent-pair RoPE) writes PEFT files in Hugging Face row order: the
+ * q/k rows of B are un-permuted, and read back to the same adapter. */
+TEST(peft_from_gguf_llama_uses_hf_order) {
+    const char *path = test_shared_path("reference/models/stories260K.gguf");
+    if (!path) SKIP("stories260K.gguf absent");
+    mr_error e = {0};
+    llm_model lm;
+    CHECK_OK(llm_load(&lm, path, &e), &e);
+    mr_lt_model m;
+    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
+    CHECK(m.rope_mode == MR_ROPE_NORM && !strcmp(m.arch, "llama"));
+    mr_lora l, back;
+    CHECK_OK(mr_lora_init(&l, &m, 2, 4.0f, 0.0f, (1u << MR_LT_Q) | (1u << MR_LT_K) | (1u << MR_LT_V), 1, &e), &e);
+    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)i;
+    const char *dir = test_tmp_path("peft_gguf");
+    CHECK_OK(mr_lora_write_peft(&l, &m, dir, "stories260K", &e), &e);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    st_file f;
+    CHECK_OK(st_open(&f, p, &e), &e);
+    const st_tensor *t = st_find(&f, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+    CHECK(t && t->shape[0] == m.n_head * m.head_dim && t->shape[1] == 2);
+    const float *fb = t->data;
+    const float *B = mr_lora_get(&l, 0, MR_LT_Q)->B;
+    const int half = m.head_dim / 2;
+    /* HF row half (second half, first pair element) = GGUF row 1; HF row 1 = GGUF row 2 */
+    CHECK(fb[half * 2] == B[1 * 2] && fb[1 * 2] == B[2 * 2]);
+    const st_tensor *tv = st_find(&f, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+    CHECK(tv && !memcmp(tv->data, mr_lora_get(&l, 0, MR_LT_V)->B, (size_t)tv->nbytes));
+    st_close(&f);
+    CHECK_OK(mr_lora_read_peft(&back, &m, dir, &e), &e);
+    CHECK(back.n_params == l.n_params && !memcmp(back.buf, l.buf, (size_t)l.n_params * sizeof(float)));
+    mr_lora_free(&back);
+    mr_lora_free(&l);
+    mr_lt_model_release(&m);
+    llm_free(&lm);
+}
+
+/* ---- the commands on a small MovieLens-like dataset with stories260K ---- */
+
+static const char *world(void) {
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ml"));
+    mkdir(dir, 0755);
+    char p[1200];
+    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
+                       " \"counts\": {\"after\": {\"users\": 4, \"items\": 8, \"interactions\": 24}}}\n";
+    snprintf(p, sizeof p, "%s/meta.json", dir);
+    test_write_file(p, meta, strlen(meta));
+    const char *items = "item_id\tsource_id\ttitle\timage\tcaption\n"
+                        "1\t1\tToy Story (1995)\t\ta toy cowboy and a space ranger\n"
+                        "2\t2\tJumanji (1995)\t\t\n"
+                        "3\t3\tHeat (1995)\t\ttwo men with guns\n"
+                        "4\t4\tThe Lion King (1994)\t\ta lion on a rock\n"
+                        "5\t5\tAlien (1979)\t\ta dark ship\n"
+                        "6\t6\tUp (2009)\t\ta house with balloons\n"
+                        "7\t7\tJaws (1975)\t\ta shark\n"
+                        "8\t8\tBig (1988)\t\ta piano\n";
+    snprintf(p, sizeof p, "%s/items.tsv", dir);
+    test_write_file(p, items, strlen(items));
+    const char *seqs = "user_id\tsource_user_id\titems\n"
+                       "1\t1\t1 2 3 4 5 6\n"
+                       "2\t2\t2 3 4 5 6 7\n"
+                       "3\t3\t3 4 5 6 7 8\n"
+                       "4\t4\t8 7 6 5 4 3\n";
+    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
+    test_write_file(p, seqs, strlen(seqs));
+    const char *cands = "split\tuser_id\tlabel\titems\tscores\n"
+                        "val\t1\t5\t5,7,8,1\t4,3,2,1\n"
+                        "test\t1\t6\t7,6,8,1\t4,3,2,1\n"
+                        "val\t2\t6\t1,8,6,2\t4,3,2,1\n"
+                        "test\t2\t7\t7,8,1,2\t4,3,2,1\n"
+                        "val\t3\t7\t7,1,2,3\t4,3,2,1\n"
+                        "test\t3\t8\t1,2,3,4\t4,3,2,1\n"
+                        "val\t4\t4\t1,2,4,8\t4,3,2,1\n"
+                        "test\t4\t3\t3,1,2,8\t4,3,2,1\n";
+    snprintf(p, sizeof p, "%s/cands.tsv", dir);
+    test_write_file(p, cands, strlen(cands));
+    return dir;
+}
+
+TEST(ranker_commands) {
+    const char *model = test_shared_path("reference/models/stories260K.gguf");
+    if (!model) SKIP("stories260K.gguf absent");
+    const char *w = world();
+    static char out[1 << 16];
+    char common[4096];
+    snprintf(common, sizeof common, "--dataset %s --candidates %s/cands.tsv --model %s --num-candidates 4 --threads 1",
+             w, w, model);
+    /* the prompt: exactly the template, no trailing newline after the response line */
+    const char *errp = test_tmp_path("prompt.err");
+    int rc = test_cli(out, sizeof out, "ranker prompt %s --user 3 --split test 2>%s", common, errp);
+    CHECK_MSG(rc == 0, "prompt exited %d", rc);
+    CHECK_MSG(!strncmp(out, "### Instruction:\nYou are going to play a movie enthusiast", 57), "stdout: %.300s", out);
+    size_t n = strlen(out);
+    CHECK(n > 20 && !strcmp(out + n - 16, "\n\n### Response:\n"));
+    CHECK(strstr(out, "Previously browsed: (1) {Heat (1995) : two men with guns \n (2) {The Lion King (1994) : a lion"));
+    CHECK(strstr(out, "(5) {Jaws (1975) : a shark; \n Candidate pool: (A) {Toy Story (1995) : a toy cowboy"));
+    CHECK(strstr(out, "(B) {Jumanji (1995) :  \n (C)"));
+    char *err;
+    size_t elen;
+    mr_error e = {0};
+    CHECK_OK(mr_read_file(errp, &err, &elen, &e), &e);
+    CHECK_MSG(strstr(err, "tokens: ") && strstr(err, "not among the candidates"), "stderr: %s", err);
+    free(err);
+    /* llamarec template and a cut to 64 tokens */
+    rc = test_cli(out, sizeof out, "ranker prompt %s --user 1 --template llamarec 2>/dev/null", common);
+    CHECK(rc == 0 && strstr(out, "Given user history in chronological order") &&
+          strstr(out, "User history: (1) Toy Story (1995) \n (2) Jumanji"));
+    rc = test_cli(out, sizeof out, "ranker prompt %s --user 1 --max-tokens 64 2>%s", common, errp);
+    CHECK(rc == 0 && !strstr(out, "### Instruction") && strstr(out, "### Response:\n"));
+    CHECK_OK(mr_read_file(errp, &err, &elen, &e), &e);
+    CHECK_MSG(strstr(err, "tokens: 64") && strstr(err, "cut from the left"), "stderr: %s", err);
+    free(err);
+    /* errors */
+    CHECK(test_cli(out, sizeof out, "ranker prompt %s --user 9 2>/dev/null", common) == 1);
+    CHECK(test_cli(out, sizeof out, "ranker prompt %s --user x 2>/dev/null", common) == 2);
+    CHECK(test_cli(out, sizeof out, "ranker prompt %s --user 1 --template foo 2>/dev/null", common) == 2);
+    CHECK(test_cli(out, sizeof out, "ranker prompt --user 1 2>/dev/null") == 2);
+    /* a short training run, then evaluation with its adapter */
+    const char *run = test_tmp_path("rank_run");
+    rc = test_cli(out, sizeof out,
+                  "ranker train %s --history 3 --max-title-tokens 6 --max-tokens 256 --out %s --max-steps 4 --batch 2 "
+                  "--val-every 2 --lr 1e-3 --warmup 1 --peft 2>/dev/null",
+                  common, run);
+    CHECK_MSG(rc == 0, "train exited %d", rc);
+    CHECK(strstr(out, "validation NDCG@10"));
+    char p[1200];
+    snprintf(p, sizeof p, "%s/adapter.gguf", run);
+    CHECK(mr_file_exists(p));
+    snprintf(p, sizeof p, "%s/peft/adapter_config.json", run);
+    CHECK(mr_file_exists(p));
+    rc = test_cli(out, sizeof out,
+                  "ranker eval %s --history 3 --max-title-tokens 6 --max-tokens 256 --adapter %s/adapter.gguf 2>/dev/null",
+                  common, run);
+    CHECK_MSG(rc == 0, "eval exited %d", rc);
+    CHECK(strstr(out, "test: 4 users, 3 with the true item") && strstr(out, "| NDCG@10 |"));
+    snprintf(p, sizeof p, "%s/metrics.json", run);
+    char *js;
+    CHECK_OK(mr_read_file(p, &js, &elen, &e), &e);
+    CHECK(strstr(js, "\"test\"") && strstr(js, "\"overall\"") && strstr(js, "\"Recall@10\""));
+    free(js);
+    /* the PEFT folder gives the same table */
+    static char out2[1 << 16];
+    rc = test_cli(out2, sizeof out2,
+                  "ranker eval %s --history 3 --max-title-tokens 6 --max-tokens 256 --adapter %s/peft --out %s/p 2>/dev/null",
+                  common, run, run);
+    CHECK(rc == 0 && !strcmp(out, out2));
+}
+
+int main(void) {
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
+    RUN(engine_agrees_stories260k);
+    RUN(engine_agrees_tiny_llama_q4_0);
+    RUN(engine_agrees_tiny_qwen2);
+    RUN(peft_from_gguf_llama_uses_hf_order);
+    RUN(ranker_commands);
+    return test_summary();
+}
