@@ -7,6 +7,7 @@
  * H real parts followed by H imaginary parts. */
 #include "mllm4rec/retriever.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,19 +257,15 @@ int lru_model_save(const lru_model *m, const char *path, mr_error *e) {
     return rc;
 }
 
-static int meta_int(const char *json, const char *key, double *out) {
-    /* The metadata object holds string values only: "key": "number". */
-    if (!json)
-        return 0;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    const char *p = strstr(json, pat);
-    if (!p)
-        return 0;
-    p = strchr(p + strlen(pat), '"');
-    if (!p)
-        return 0;
-    return sscanf(p + 1, "%lf", out) == 1;
+/* A number stored as a string in the safetensors metadata, or dflt. */
+static double meta_number(const char *metadata_json, const char *key, double dflt) {
+    if (!metadata_json) return dflt;
+    json_t *root = json_loads(metadata_json, 0, NULL);
+    const char *v = json_string_value(json_object_get(root, key));
+    double out = dflt;
+    if (v && mr_parse_double(v, &out)) out = dflt;
+    json_decref(root);
+    return out;
 }
 
 int lru_model_load(lru_model *m, const char *path, mr_error *e) {
@@ -291,9 +288,8 @@ int lru_model_load(lru_model *m, const char *path, mr_error *e) {
             break;
         c.blocks++;
     }
-    double v;
-    c.max_len = meta_int(f.metadata_json, "max_len", &v) ? (int)v : 200;
-    c.dropout = meta_int(f.metadata_json, "dropout", &v) ? (float)v : 0.0f;
+    c.max_len = (int)meta_number(f.metadata_json, "max_len", 200);
+    c.dropout = (float)meta_number(f.metadata_json, "dropout", 0.0);
     if (c.blocks == 0) {
         st_close(&f);
         return mr_fail(e, MR_ERR_INPUT, "%s: no LRU blocks (model.lru_blocks.0.lru_layer.params_log)", path);
