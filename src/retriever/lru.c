@@ -435,18 +435,25 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* Fills scale [N, C] with 0 or 1 / (1 - p). */
+/* Fills scale [N, C] with 0 or 1 / (1 - p). Per element a 32-bit finaliser
+ * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mix64. */
 static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint64_t site) {
     uint64_t k = mix64(key ^ mix64(site));
     float keep_scale = 1.0f / (1.0f - p);
     uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
 #pragma omp parallel for schedule(static) if ((long)N * C > 65536)
     for (int i = 0; i < N; i++) {
-        uint64_t rk = mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL);
+        uint32_t rk = (uint32_t)(mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
         float *s = scale + (size_t)i * C;
+#pragma omp simd
         for (int j = 0; j < C; j++) {
-            uint32_t u = (uint32_t)(mix64(rk + (uint64_t)j) >> 32);
-            s[j] = u < threshold ? 0.0f : keep_scale;
+            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u;
+            x ^= x >> 16;
+            x *= 0x85ebca6bu;
+            x ^= x >> 13;
+            x *= 0xc2b2ae35u;
+            x ^= x >> 16;
+            s[j] = x < threshold ? 0.0f : keep_scale;
         }
     }
 }
