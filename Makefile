@@ -14,6 +14,8 @@ ALLCFLAGS = -std=c11 $(WARN) -fopenmp $(CFLAGS) $(CPPFLAGS)
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lm
 LDFLAGS := -fopenmp
 
+Q := $(if $(V),,@)   # make V=1 shows the full compiler lines
+
 LIB_SRC   := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 CLI_SRC   := $(sort $(wildcard src/cli/*.c))
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
@@ -37,7 +39,8 @@ $(DEPS_STAMP): scripts/install-deps.sh
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC $<";)
+	$(Q)$(CC) $(ALLCFLAGS) -c $< -o $@
 
 $(BUILD)/libmllm4rec.a: $(LIB_OBJ)
 	@rm -f $@

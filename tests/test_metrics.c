@@ -52,18 +52,30 @@ TEST(single_relevant_from_scores_with_masking) {
     mr_metrics_free(&m);
 }
 
-TEST(ties_rank_below_strictly_higher_only) {
+TEST(ties_follow_stable_sort_by_id) {
     mr_error err;
     mr_metrics m;
     const int ks[] = {1, 2};
     CHECK_OK(mr_metrics_init(&m, ks, 2, &err), &err);
     float s[] = {0.f, 1.f, 1.f, 1.f, 2.f};
     int32_t rel = 3;
-    /* item 4 is strictly higher; items 1 and 2 tie with 3 and rank behind it */
+    /* item 4 is strictly higher; items 1 and 2 tie with 3 and have smaller ids: rank 4 */
+    CHECK_OK(mr_metrics_add_item_scores(&m, s, 5, NULL, 0, &rel, 1, &err), &err);
+    CHECK_NEAR(mr_metrics_get(&m, MR_RECALL, 2), 0.0, 1e-12);
+    CHECK_NEAR(mr_metrics_get(&m, MR_MRR, 2), 0.0, 1e-12);
+    /* item 1 ties with 2 and 3 but has the smallest id: rank 2 */
+    mr_metrics_reset(&m);
+    rel = 1;
     CHECK_OK(mr_metrics_add_item_scores(&m, s, 5, NULL, 0, &rel, 1, &err), &err);
     CHECK_NEAR(mr_metrics_get(&m, MR_RECALL, 1), 0.0, 1e-12);
     CHECK_NEAR(mr_metrics_get(&m, MR_RECALL, 2), 1.0, 1e-12);
     CHECK_NEAR(mr_metrics_get(&m, MR_MRR, 2), 0.5, 1e-12);
+    /* constant scores: no relevant item gets rank 1 by luck */
+    float c[] = {0.f, 3.f, 3.f, 3.f, 3.f};
+    mr_metrics_reset(&m);
+    rel = 4;
+    CHECK_OK(mr_metrics_add_item_scores(&m, c, 5, NULL, 0, &rel, 1, &err), &err);
+    CHECK_NEAR(mr_metrics_get(&m, MR_RECALL, 2), 0.0, 1e-12);
     mr_metrics_free(&m);
 }
 
@@ -174,7 +186,7 @@ TEST(json_file_has_literal_keys) {
 
 int main(void) {
     RUN(single_relevant_from_scores_with_masking);
-    RUN(ties_rank_below_strictly_higher_only);
+    RUN(ties_follow_stable_sort_by_id);
     RUN(several_relevant_items);
     RUN(ranked_lists);
     RUN(combine_subset_and_others_user_weighted);

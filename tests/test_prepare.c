@@ -3,6 +3,7 @@
 #include "test.h"
 #include "data/prep_internal.h"
 #include "mllm4rec/dataset.h"
+#include "mllm4rec/prepare.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,20 @@ TEST(malformed_movielens) {
     wfile(p, "userId,movieId,rating,timestamp\n1,1,good,5\n");
     CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 1);
     CHECK(fails_cleanly(out, "ratings.csv:2: expected a numeric rating"));
+    /* a gzip-compressed ratings.csv (found by magic bytes), first whole, then cut */
+    wfile(q, "movieId,title,genres\n1,Toy Story (1995),x\n");
+    static char big[200000];
+    size_t k = (size_t)snprintf(big, sizeof big, "userId,movieId,rating,timestamp\n");
+    for (int i = 0; k < sizeof big - 64; i++) k += (size_t)snprintf(big + k, sizeof big - k, "%d,1,4.0,%d\n", i % 50, i);
+    wgz(p, big, 0);
+    CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 0);
+    CHECK(strstr(out_buf, "| k-core | 50 | 1 |"));
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    CHECK(system(cmd) == 0);
+    wgz(p, big, 1);
+    CHECK(PREP("--format movielens --input %s --out %s 2>&1", d, out) == 1);
+    CHECK(fails_cleanly(out, "ratings.csv: corrupt or truncated gzip"));
     /* ML-100K short row */
     const char *d2 = mkd("bad_ml100");
     snprintf(p, sizeof p, "%s/u.data", d2);
@@ -374,6 +389,10 @@ TEST(malformed_amazon) {
     char cmd[1300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     CHECK(system(cmd) == 0);
+    char nometa[1200];
+    snprintf(nometa, sizeof nometa, "%s/meta_missing.json", d);
+    CHECK(PREP("--format amazon2014 --ratings %s --meta %s --out %s 2>&1", r, nometa, out) == 1);
+    CHECK(fails_cleanly(out, "meta_missing.json: missing (the meta file)"));
     wfile(m, "{'title': 'One'}\n");
     CHECK(PREP("--format amazon2014 --ratings %s --meta %s --out %s 2>&1", r, m, out) == 1);
     CHECK(fails_cleanly(out, "meta_X.json:1: expected the key 'asin'"));
@@ -415,6 +434,16 @@ TEST(malformed_sequences) {
     wfile(sq, "u1 a a\nu2 \xc3\x28\n");
     CHECK(PREP("--format sequences --sequences %s --titles %s --out %s --min-uc 1 --min-sc 1 2>&1", sq, ti, out) == 1);
     CHECK(fails_cleanly(out, "s.txt:2: invalid UTF-8"));
+    char nope[1200];
+    snprintf(nope, sizeof nope, "%s/none.txt", d);
+    CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", nope, ti, out) == 1);
+    CHECK(fails_cleanly(out, "none.txt: missing (the sequences file)"));
+    static char big[200000];
+    size_t k = 0;
+    for (int i = 0; k < sizeof big - 64; i++) k += (size_t)snprintf(big + k, sizeof big - k, "u%d a a a a a\n", i);
+    wgz(sq, big, 1); /* named .txt: gzip is found by its magic bytes */
+    CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", sq, ti, out) == 1);
+    CHECK(fails_cleanly(out, "s.txt: corrupt or truncated gzip"));
     /* everything filtered away is an error, not an empty dataset */
     wfile(sq, "u1 a\n");
     CHECK(PREP("--format sequences --sequences %s --titles %s --out %s 2>&1", sq, ti, out) == 1);
@@ -563,6 +592,26 @@ TEST(csv_and_split) {
     CHECK(split_sep(dat, "::", f, 8) == 3 && !strcmp(f[1], "Title: a"));
 }
 
+/* mr_download_file over file:// (no network needed): digest checked, nothing
+ * written on a mismatch or a failed download. */
+TEST(download_checks_sha256) {
+    const char *src = test_tmp_path("fetch_src.txt");
+    wfile(src, "abc");
+    char url[1200], dst[1200], hex[65];
+    snprintf(url, sizeof url, "file://%s", src);
+    snprintf(dst, sizeof dst, "%s", test_tmp_path("fetch_dst.txt"));
+    mr_error err;
+    const char *abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    CHECK_OK(mr_download_file(url, dst, abc, hex, &err), &err);
+    CHECK(!strcmp(hex, abc) && exists(dst));
+    remove(dst);
+    CHECK(mr_download_file(url, dst, "00", hex, &err) == MR_ERR_INPUT);
+    CHECK(strstr(err.msg, "sha256") && !exists(dst));
+    snprintf(url, sizeof url, "file://%s", test_tmp_path("no_such_file"));
+    CHECK(mr_download_file(url, dst, NULL, hex, &err) == MR_ERR_INPUT);
+    CHECK(strstr(err.msg, "download of") && !exists(dst));
+}
+
 int main(void) {
     RUN(movielens_latest_layout);
     RUN(movielens_100k_layout_latin1);
@@ -580,5 +629,6 @@ int main(void) {
     RUN(python_literal_parser);
     RUN(movielens_title_rule);
     RUN(csv_and_split);
+    RUN(download_checks_sha256);
     return test_summary();
 }

@@ -11,11 +11,11 @@
  *
  * Ranks from scores (ties are resolved deterministically, never by sort order):
  *   pos(r) = 1 + #{unmasked items j with score[j] > score[r]}
- *              + #{relevant items r' with score[r'] == score[r] and id r' < r}
- * i.e. a relevant item ranks below every item with a strictly higher score and above
- * every non-relevant item with an equal score. A relevant item that is masked, or
- * whose score is NaN, is a miss (never ranked). NaN scores of other items are never
- * "higher".
+ *              + #{unmasked items j with score[j] == score[r] and id j < r}
+ * i.e. the order of a stable sort by descending score then ascending id. Equal
+ * scores never favour the relevant item, so a model with constant scores does not
+ * get perfect metrics by luck. A relevant item that is masked, or whose score is
+ * NaN, is a miss (never ranked). NaN scores of other items are never "higher".
  *
  * Usage (retriever, one user at a time):
  *   mr_metrics m; mr_metrics_init(&m, MR_METRICS_DEFAULT_KS, MR_METRICS_N_DEFAULT_KS, &err);
@@ -38,6 +38,8 @@ typedef enum { MR_RECALL = 0, MR_MRR = 1, MR_NDCG = 2 } mr_metric_kind;
 extern const int MR_METRICS_DEFAULT_KS[];
 #define MR_METRICS_N_DEFAULT_KS 5
 
+/* One accumulator is not safe to share between threads (it owns a scratch buffer);
+ * give each thread its own and add them up with mr_metrics_combine. */
 typedef struct mr_metrics {
     int n_ks;
     int ks[MR_METRICS_MAX_KS];          /* ascending, distinct, > 0 */

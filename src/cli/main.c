@@ -22,9 +22,16 @@ CLI_COMMAND(cmd_retriever_train);
 CLI_COMMAND(cmd_retriever_eval);
 CLI_COMMAND(cmd_retriever_candidates);
 /* -- tokenizers -- */
+CLI_COMMAND(cmd_llm_tokenize);
 /* -- llm engine -- */
+CLI_COMMAND(cmd_llm_info);
+CLI_COMMAND(cmd_llm_generate);
+CLI_COMMAND(cmd_llm_perplexity);
+CLI_COMMAND(cmd_llm_logits);
+CLI_COMMAND(cmd_model_random);
 /* -- ranker -- */
 /* -- captions -- */
+CLI_COMMAND(cmd_caption);
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -36,9 +43,16 @@ static const command COMMANDS[] = {
     {"retriever", "eval", cmd_retriever_eval, "val and test metrics of a trained retriever (RUN/metrics.json)"},
     {"retriever", "candidates", cmd_retriever_candidates, "top-k candidates per user for val and test (RUN/candidates.tsv)"},
     /* -- tokenizers -- */
+    {"llm", "tokenize", cmd_llm_tokenize, "print the token ids of a text"},
     /* -- llm engine -- */
+    {"llm", "info", cmd_llm_info, "describe a model (GGUF file or Hugging Face folder)"},
+    {"llm", "generate", cmd_llm_generate, "continue a prompt (greedy or sampled)"},
+    {"llm", "perplexity", cmd_llm_perplexity, "perplexity of a text file (llama.cpp's definition)"},
+    {"llm", "logits", cmd_llm_logits, "top-K or all logits at the last (or every) position"},
+    {"model", "random", cmd_model_random, "write a GGUF model of random weights"},
     /* -- ranker -- */
     /* -- captions -- */
+    {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };

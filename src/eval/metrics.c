@@ -102,14 +102,12 @@ static int add_scores_masked(mr_metrics *m, const float *scores, int64_t n_score
             ranks[i] = 0;
             continue;
         }
-        int64_t higher = 0; /* unmasked items with a strictly higher score */
-        for (int64_t j = 0; j < n_scores; j++) higher += (scores[j] > s) & !flag[j];
-        /* equal-scored relevant items with a smaller id go first */
-        for (int t = 0; t < n_relevant; t++) {
-            int32_t o = relevant[t];
-            if (o < r && scores[o] == s && !flag[o]) higher++;
-        }
-        ranks[i] = higher + 1;
+        /* Items ahead of r in a stable sort by descending score: strictly higher
+         * scores, and equal scores with a smaller id (so constant scores never
+         * rank a relevant item first by luck). */
+        int64_t ahead = 0;
+        for (int64_t j = 0; j < n_scores; j++) ahead += (scores[j] > s || (scores[j] == s && j < r)) & !flag[j];
+        ranks[i] = ahead + 1;
     }
     for (int64_t i = 0; i < n_a; i++)
         if (mask_a[i] >= 0 && mask_a[i] < n_scores) flag[mask_a[i]] = 0;

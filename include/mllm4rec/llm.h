@@ -1,0 +1,215 @@
+/* LLM inference engine for Llama-family (`llama`: Llama 1/2/3, TinyLlama,
+ * SmolLM, Mistral without sliding window) and `qwen2` decoders, loaded from a
+ * GGUF file or a Hugging Face folder (config.json + safetensors).
+ *
+ * The forward is a chain of per-layer functions over plain float buffers
+ * (src/llm/model_forward.c); what a backward pass needs is kept in llm_acts
+ * when asked for, so LoRA training can add backward functions beside them.
+ * Logits are computed only for the positions the caller names. */
+#ifndef MLLM4REC_LLM_H
+#define MLLM4REC_LLM_H
+
+#include <stdint.h>
+
+#include "mllm4rec/base.h"
+#include "mllm4rec/gguf.h"
+#include "mllm4rec/safetensors.h"
+
+typedef enum { LLM_ARCH_LLAMA = 0, LLM_ARCH_QWEN2 = 1 } llm_arch;
+
+typedef struct llm_config {
+    llm_arch arch;
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_ctx_train;      /* declared context length (0 when unknown) */
+    float rms_eps;
+    double rope_base, rope_freq_scale;
+    int rope_dims;        /* rotated dimensions per head */
+    int rope_halves;      /* 1: rotate (x[i], x[i+d/2]) (HF, qwen2); 0: adjacent pairs (GGUF llama) */
+    int tied;             /* output head is the token embedding */
+    int has_qkv_bias;
+} llm_config;
+
+/* A stored matrix: rows = outputs, cols = inputs, row-major, any ggml type. */
+typedef struct llm_matrix {
+    ggml_type type;
+    int64_t rows, cols;
+    const void *data; /* in the file map */
+} llm_matrix;
+
+/* A low-rank adapter on one linear: y += scale · (x Aᵀ) Bᵀ. */
+typedef struct llm_lora {
+    int rank;
+    float scale;
+    float *a; /* [rank][cols] */
+    float *b; /* [rows][rank] */
+} llm_lora;
+
+typedef struct llm_linear {
+    llm_matrix w;
+    float *bias;    /* [rows] or NULL */
+    llm_lora *lora; /* NULL when no adapter */
+} llm_linear;
+
+typedef struct llm_layer {
+    float *attn_norm;                  /* [n_embd] */
+    llm_linear wq, wk, wv, wo;
+    float *ffn_norm;                   /* [n_embd] */
+    llm_linear w_gate, w_up, w_down;
+} llm_layer;
+
+typedef enum { LLM_SRC_GGUF = 0, LLM_SRC_HF = 1 } llm_source;
+
+typedef struct llm_model {
+    llm_config cfg;
+    llm_source source;
+    char *path;
+    char *name;          /* general.name or the folder name */
+    llm_matrix tok_embd; /* [n_vocab][n_embd] */
+    llm_matrix output;   /* [n_vocab][n_embd] (= tok_embd when tied) */
+    float *output_norm;  /* [n_embd] */
+    float *rope_freqs;   /* [rope_dims/2] or NULL */
+    llm_layer *layers;
+    /* special tokens (-1 = none) and whether a prompt gets BOS */
+    int32_t bos_id, eos_id, eot_id;
+    int add_bos;
+    struct tokenizer *tok; /* NULL when the files hold no tokenizer */
+    char tok_missing_why[256];
+    /* owners */
+    gguf_file *gguf;
+    st_set *st;
+    float **owned;
+    int n_owned, cap_owned;
+    llm_lora *loras;
+    int n_loras;
+} llm_model;
+
+/* Loads a GGUF file or a Hugging Face folder; refuses a model that does not
+ * match its file with a message naming the tensor or key. */
+int llm_load(llm_model *m, const char *path, mr_error *e);
+void llm_free(llm_model *m);
+/* Short description of the weight type of the layers ("q4_0", "f32", ...). */
+const char *llm_weight_type(const llm_model *m);
+int64_t llm_n_params(const llm_model *m);
+/* Sets the OpenMP and BLAS thread counts (0 = leave as is). */
+void llm_set_threads(int n);
+
+/* Applies a llama.cpp LoRA adapter GGUF (general.type = adapter,
+ * adapter.type = lora, adapter.lora.alpha; tensors blk.N.<name>.weight.lora_a
+ * [ne = cols, r] and .lora_b [ne = r, rows]) at scale user_scale · alpha / r. */
+int llm_lora_apply_file(llm_model *m, const char *path, float user_scale, mr_error *e);
+
+/* Tokenizes text with the model's tokenizer (add_special: BOS as the model's
+ * settings say). Error when the model has no tokenizer. *ids is malloc'd. */
+int llm_tokenize(const llm_model *m, const char *text, size_t len, int add_special, int32_t **ids, int64_t *n,
+                 mr_error *e);
+/* Appends the text of one token to a buffer; error without a tokenizer. */
+int llm_token_piece(const llm_model *m, int32_t id, char **buf, size_t *len, size_t *cap, mr_error *e);
+int llm_is_eog(const llm_model *m, int32_t id);
+
+/* ---- activations and state ---- */
+
+/* Activations of one forward over T positions. Per-layer pointers all alias
+ * one layer's buffers unless keep_layers, then each layer has its own (what a
+ * backward pass reads). Shapes: d = n_embd, qd = n_head·head_dim,
+ * kvd = n_head_kv·head_dim. */
+typedef struct llm_acts {
+    int64_t T_cap;
+    int keep_layers;
+    float *x;               /* [T][d] residual stream: embeddings in, last layer's output out */
+    float **x_in;           /* [L] -> [T][d] input of layer l */
+    float **xn_attn;        /* [L] -> [T][d] rmsnorm(x_in)·attn_norm */
+    float **rstd_attn;      /* [L] -> [T] */
+    float **q;              /* [L] -> [T][qd] after bias and rope */
+    float **att;            /* [L] -> [T][qd] attention output (input of wo) */
+    float **x_mid;          /* [L] -> [T][d] x_in + wo·att */
+    float **xn_ffn;         /* [L] -> [T][d] */
+    float **rstd_ffn;       /* [L] -> [T] */
+    float **gate, **up;     /* [L] -> [T][n_ff] */
+    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_layers) */
+    float *lora_tmp;        /* [T][max rank] */
+    float *xn_out;          /* [n_out][d] final norm of the positions asked for */
+    float *rope_cs;         /* [T][rope_dims/2][2] */
+} llm_acts;
+
+/* KV cache: k, v [n_layer or 1][n_ctx][kvd]. With one_layer the cache holds
+ * only the current layer (scoring a prompt in one pass, no generation after). */
+typedef struct llm_kv {
+    int64_t n_ctx, n_past;
+    int one_layer;
+    float *k, *v;
+} llm_kv;
+
+enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2 };
+
+typedef struct llm_state {
+    const llm_model *m;
+    llm_kv kv;
+    llm_acts acts;
+    int flags;
+    float *scratch;  /* dequantization tiles and attention scores */
+    int64_t scratch_floats;
+    int n_threads;
+} llm_state;
+
+/* n_ctx: positions the cache holds (LLM_STATE_GENERATE) or the longest single
+ * forward (LLM_STATE_SCORE). max_T: longest single forward call. */
+int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_T, int flags, mr_error *e);
+void llm_state_free(llm_state *s);
+void llm_state_reset(llm_state *s); /* empties the KV cache */
+
+/* Runs T tokens at positions kv.n_past .. n_past+T-1 (appending to the cache)
+ * and writes logits[n_out][n_vocab] for the positions out_pos[i] in 0..T-1. */
+int llm_forward(llm_state *s, const int32_t *tokens, int64_t T, const int64_t *out_pos, int n_out, float *logits,
+                mr_error *e);
+/* The same from input embeddings embd[T][n_embd] (copied into acts.x). */
+int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *out_pos, int n_out, float *logits,
+                     mr_error *e);
+/* Row `id` of the token embedding as floats. */
+void llm_embed_token(const llm_model *m, int32_t id, float *out);
+
+/* ---- generation ---- */
+typedef struct llm_sampler {
+    float temp;   /* 0: greedy (lowest id wins ties) */
+    int top_k;    /* 0: all */
+    float top_p;  /* 1: all */
+    uint64_t seed;
+} llm_sampler;
+
+/* Callback per generated token; return nonzero to stop. */
+typedef int (*llm_token_cb)(int32_t id, void *user);
+/* Feeds the prompt, then samples up to n_predict tokens (stops at an
+ * end-of-generation token, which is not passed on). n_ctx: cache size. */
+int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, int n_predict, const llm_sampler *smp,
+                 int64_t n_ctx, llm_token_cb cb, void *user, mr_error *e);
+/* One sampling step over logits[n_vocab] (rng advanced); work: 2·n_vocab floats. */
+int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_rng *rng, float *work);
+
+/* ---- perplexity (llama.cpp's definition) ---- */
+typedef struct llm_ppl_result {
+    double ppl, mean_nll;
+    int n_chunks;
+    int64_t n_scored;
+} llm_ppl_result;
+/* Chunks of n_ctx tokens; each chunk's first token replaced by BOS when the
+ * model adds BOS; positions n_ctx/2 .. n_ctx-2 each predict the next token.
+ * chunk_cb (may be NULL) gets the running perplexity after each chunk. */
+int llm_perplexity(const llm_model *m, const int32_t *tokens, int64_t n_tokens, int n_ctx,
+                   void (*chunk_cb)(int chunk, double running_ppl, void *user), void *user, llm_ppl_result *out,
+                   mr_error *e);
+
+/* ---- random models (benchmarks and tests) ---- */
+typedef struct llm_random_opts {
+    llm_arch arch;
+    int n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    int tied;
+    ggml_type type;        /* type of the 2-D weights; norms stay F32 */
+    const char *vocab_path; /* GGUF whose tokenizer keys are copied, or NULL */
+    uint64_t seed;
+    double rope_base;
+    float rms_eps;
+} llm_random_opts;
+/* Fills opts with a named shape: "tiny", "smollm2-135m", "llama2-7b". */
+int llm_random_shape(llm_random_opts *o, const char *name, mr_error *e);
+int llm_random_write(const llm_random_opts *o, const char *out_path, mr_error *e);
+
+#endif

@@ -1,0 +1,281 @@
+/* The decoder forward, one function per step over plain buffers:
+ *   embed -> for each layer: attention block, feed-forward block -> final norm -> logits
+ * Activations a backward needs stay in s->acts (one copy per layer when
+ * LLM_STATE_KEEP_ACTS). */
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm/model_internal.h"
+#include "nn/attention.h"
+#include "nn/rmsnorm.h"
+#include "nn/rope.h"
+#include "nn/swiglu.h"
+
+/* Dequantization tiles hold at most this many floats (32 MB). */
+#define LLM_TILE_FLOATS (8 << 20)
+
+static rope_params model_rope(const llm_model *m) {
+    rope_params p = {m->cfg.rope_dims, m->cfg.rope_base, m->cfg.rope_freq_scale, m->rope_freqs, m->cfg.rope_halves};
+    return p;
+}
+
+static int max_lora_rank(const llm_model *m) {
+    int r = 0;
+    for (int i = 0; i < m->n_loras; i++)
+        if (m->loras[i].rank > r) r = m->loras[i].rank;
+    return r;
+}
+
+static void acts_free(llm_acts *a, int n_layer) {
+    int n = a->keep_layers ? n_layer : 1;
+    float ***lists[] = {&a->x_in, &a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->x_mid,
+                        &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up, &a->hidden};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        float **p = *lists[i];
+        if (!p) continue;
+        /* without keep_layers, x_in aliases x and hidden aliases gate: not owned */
+        if (!((p == a->x_in || p == a->hidden) && !a->keep_layers))
+            for (int l = 0; l < n; l++) free(p[l]);
+        free(p);
+        *lists[i] = NULL;
+    }
+    free(a->x);
+    free(a->lora_tmp);
+    free(a->xn_out);
+    free(a->rope_cs);
+    memset(a, 0, sizeof *a);
+}
+
+/* Allocates per-layer lists; without keep every layer points at buffer 0. */
+static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_error *e) {
+    float **p = mr_calloc((size_t)n_layer, sizeof *p, e);
+    if (!p) return MR_ERR_INTERNAL;
+    *out = p;
+    int n = keep ? n_layer : 1;
+    for (int l = 0; l < n; l++) {
+        p[l] = mr_alloc_aligned((size_t)floats * sizeof(float), e);
+        if (!p[l]) return MR_ERR_INTERNAL;
+    }
+    for (int l = n; l < n_layer; l++) p[l] = p[0];
+    return MR_OK;
+}
+
+static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int keep, mr_error *e) {
+    const llm_config *c = &m->cfg;
+    const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, L = c->n_layer;
+    memset(a, 0, sizeof *a);
+    a->T_cap = T;
+    a->keep_layers = keep;
+    int lr = max_lora_rank(m);
+    a->x = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
+    a->xn_out = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
+    a->rope_cs = mr_alloc((size_t)(T * c->rope_dims) * sizeof(float), e);
+    a->lora_tmp = mr_alloc((size_t)(T * (lr > 0 ? lr : 1)) * sizeof(float), e);
+    if (!a->x || !a->xn_out || !a->rope_cs || !a->lora_tmp) return MR_ERR_INTERNAL;
+    if (keep) {
+        if (acts_list(&a->x_in, (int)L, 1, T * d, e)) return MR_ERR_INTERNAL;
+    } else {
+        a->x_in = mr_calloc((size_t)L, sizeof *a->x_in, e);
+        if (!a->x_in) return MR_ERR_INTERNAL;
+        for (int64_t l = 0; l < L; l++) a->x_in[l] = a->x;
+    }
+    if (acts_list(&a->xn_attn, (int)L, keep, T * d, e) || acts_list(&a->rstd_attn, (int)L, keep, T, e) ||
+        acts_list(&a->q, (int)L, keep, T * qd, e) || acts_list(&a->att, (int)L, keep, T * qd, e) ||
+        acts_list(&a->x_mid, (int)L, keep, T * d, e) || acts_list(&a->xn_ffn, (int)L, keep, T * d, e) ||
+        acts_list(&a->rstd_ffn, (int)L, keep, T, e) || acts_list(&a->gate, (int)L, keep, T * c->n_ff, e) ||
+        acts_list(&a->up, (int)L, keep, T * c->n_ff, e))
+        return MR_ERR_INTERNAL;
+    if (keep) return acts_list(&a->hidden, (int)L, 1, T * c->n_ff, e);
+    /* without a backward, silu(gate)·up overwrites gate (one [T][n_ff] buffer less) */
+    a->hidden = mr_calloc((size_t)L, sizeof *a->hidden, e);
+    if (!a->hidden) return MR_ERR_INTERNAL;
+    for (int64_t l = 0; l < L; l++) a->hidden[l] = a->gate[0];
+    return MR_OK;
+}
+
+int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_T, int flags, mr_error *e) {
+    memset(s, 0, sizeof *s);
+    s->m = m;
+    s->flags = flags;
+    const llm_config *c = &m->cfg;
+    if (n_ctx <= 0 || max_T <= 0) return mr_fail(e, MR_ERR_USAGE, "context size must be positive");
+    if (max_T > n_ctx) max_T = n_ctx;
+    s->n_threads = omp_get_max_threads();
+    const int64_t kvd = (int64_t)c->n_head_kv * c->head_dim;
+    s->kv.n_ctx = n_ctx;
+    s->kv.one_layer = (flags & LLM_STATE_SCORE) && !(flags & LLM_STATE_KEEP_ACTS);
+    const int64_t kv_layers = s->kv.one_layer ? 1 : c->n_layer;
+    s->kv.k = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
+    s->kv.v = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
+    if (!s->kv.k || !s->kv.v) goto fail;
+    if (acts_init(&s->acts, m, max_T, (flags & LLM_STATE_KEEP_ACTS) != 0, e)) goto fail;
+    /* scratch: the largest dequantization tile or attention work, whichever is bigger */
+    int64_t need = attention_scratch_floats(n_ctx, s->n_threads);
+    const llm_matrix *mats[] = {&m->output, &m->tok_embd};
+    for (int i = 0; i < 2; i++) {
+        qmat q = llm_qmat(mats[i]);
+        int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
+        if (f > need) need = f;
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        const llm_layer *L = &m->layers[l];
+        const llm_linear *lin[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) {
+            qmat q = llm_qmat(&lin[i]->w);
+            int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
+            if (f > need) need = f;
+        }
+    }
+    s->scratch_floats = need;
+    s->scratch = mr_alloc_aligned((size_t)need * sizeof(float), e);
+    if (!s->scratch) goto fail;
+    return MR_OK;
+fail:
+    llm_state_free(s);
+    return e->code ? e->code : MR_ERR_INTERNAL;
+}
+
+void llm_state_free(llm_state *s) {
+    if (!s || !s->m) return;
+    acts_free(&s->acts, s->m->cfg.n_layer);
+    free(s->kv.k);
+    free(s->kv.v);
+    free(s->scratch);
+    memset(s, 0, sizeof *s);
+}
+
+void llm_state_reset(llm_state *s) { s->kv.n_past = 0; }
+
+void llm_embed_token(const llm_model *m, int32_t id, float *out) {
+    qmat q = llm_qmat(&m->tok_embd);
+    qmat_row(&q, id, out);
+}
+
+/* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(x Aᵀ) Bᵀ */
+static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, const llm_linear *L, float beta) {
+    qmat q = llm_qmat(&L->w);
+    matmul_forward(y, x, T, &q, beta, s->scratch, s->scratch_floats);
+    const int64_t rows = L->w.rows;
+    if (L->bias) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t r = 0; r < rows; r++) y[t * rows + r] += L->bias[r];
+    }
+    if (L->lora) {
+        const llm_lora *a = L->lora;
+        float *tmp = s->acts.lora_tmp; /* [T][rank] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, a->rank, (int)L->w.cols, 1.0f, x, (int)L->w.cols,
+                    a->a, (int)L->w.cols, 0.0f, tmp, a->rank);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)rows, a->rank, a->scale, tmp, a->rank, a->b,
+                    a->rank, 1.0f, y, (int)rows);
+    }
+}
+
+static float *kv_k(llm_state *s, int l) {
+    const int64_t kvd = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
+    return s->kv.k + (s->kv.one_layer ? 0 : (int64_t)l * s->kv.n_ctx * kvd);
+}
+static float *kv_v(llm_state *s, int l) {
+    const int64_t kvd = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
+    return s->kv.v + (s->kv.one_layer ? 0 : (int64_t)l * s->kv.n_ctx * kvd);
+}
+
+/* Attention block of layer l over T positions starting at n_past:
+ *   x_in[T][d] -> xn_attn = rmsnorm(x_in)·attn_norm
+ *   q[T][qd] = rope(xn Wqᵀ + bq); k, v [T][kvd] into the cache rows n_past..
+ *   att[T][qd] = attention(q, k, v); x_mid[T][d] = x_in + att Woᵀ */
+static void attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past) {
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    const llm_layer *L = &m->layers[l];
+    llm_acts *a = &s->acts;
+    const int64_t d = c->n_embd, kvd = (int64_t)c->n_head_kv * c->head_dim;
+    rope_params rp = model_rope(m);
+    rmsnorm_forward(a->xn_attn[l], a->rstd_attn[l], a->x_in[l], L->attn_norm, T, (int)d, c->rms_eps);
+    float *k = kv_k(s, l) + n_past * kvd, *v = kv_v(s, l) + n_past * kvd;
+    linear_forward(s, a->q[l], a->xn_attn[l], T, &L->wq, 0.0f);
+    linear_forward(s, k, a->xn_attn[l], T, &L->wk, 0.0f);
+    linear_forward(s, v, a->xn_attn[l], T, &L->wv, 0.0f);
+    rope_forward(a->q[l], a->rope_cs, &rp, T, c->n_head, c->head_dim);
+    rope_forward(k, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
+    attention_forward(a->att[l], a->q[l], kv_k(s, l), kv_v(s, l), T, n_past, c->n_head, c->n_head_kv, c->head_dim,
+                      s->scratch, s->scratch_floats);
+    memcpy(a->x_mid[l], a->x_in[l], (size_t)(T * d) * sizeof(float));
+    linear_forward(s, a->x_mid[l], a->att[l], T, &L->wo, 1.0f);
+}
+
+/* Feed-forward block of layer l: x_mid[T][d] -> xn_ffn = rmsnorm(x_mid)·ffn_norm,
+ * gate, up [T][n_ff], hidden = silu(gate)·up, x[T][d] = x_mid + hidden W_downᵀ */
+static void ffn_block_forward(llm_state *s, int l, int64_t T) {
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    const llm_layer *L = &m->layers[l];
+    llm_acts *a = &s->acts;
+    const int64_t d = c->n_embd;
+    rmsnorm_forward(a->xn_ffn[l], a->rstd_ffn[l], a->x_mid[l], L->ffn_norm, T, (int)d, c->rms_eps);
+    linear_forward(s, a->gate[l], a->xn_ffn[l], T, &L->w_gate, 0.0f);
+    linear_forward(s, a->up[l], a->xn_ffn[l], T, &L->w_up, 0.0f);
+    swiglu_forward(a->hidden[l], a->gate[l], a->up[l], T * c->n_ff);
+    memcpy(a->x, a->x_mid[l], (size_t)(T * d) * sizeof(float));
+    linear_forward(s, a->x, a->hidden[l], T, &L->w_down, 1.0f);
+}
+
+/* logits[n_out][n_vocab] = rmsnorm(x[out_pos])·output_norm · outputᵀ */
+static void logits_forward(llm_state *s, int64_t T, const int64_t *out_pos, int n_out, float *logits) {
+    const llm_model *m = s->m;
+    const int64_t d = m->cfg.n_embd;
+    llm_acts *a = &s->acts;
+    for (int i = 0; i < n_out; i++) memcpy(a->xn_out + i * d, a->x + out_pos[i] * d, (size_t)d * sizeof(float));
+    rmsnorm_forward(a->xn_out, NULL, a->xn_out, m->output_norm, n_out, (int)d, m->cfg.rms_eps);
+    qmat q = llm_qmat(&m->output);
+    matmul_forward(logits, a->xn_out, n_out, &q, 0.0f, s->scratch, s->scratch_floats);
+    (void)T;
+}
+
+int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *out_pos, int n_out, float *logits,
+                     mr_error *e) {
+    const llm_model *m = s->m;
+    const llm_config *c = &m->cfg;
+    const int64_t d = c->n_embd;
+    if (T <= 0) return mr_fail(e, MR_ERR_USAGE, "forward: no positions");
+    if (T > s->acts.T_cap)
+        return mr_fail(e, MR_ERR_USAGE, "forward: %lld positions in one call, the state holds %lld", (long long)T,
+                       (long long)s->acts.T_cap);
+    const int64_t n_past = s->kv.one_layer ? 0 : s->kv.n_past;
+    if (n_past + T > s->kv.n_ctx)
+        return mr_fail(e, MR_ERR_USAGE, "forward: context of %lld positions is full (%lld + %lld)",
+                       (long long)s->kv.n_ctx, (long long)n_past, (long long)T);
+    for (int i = 0; i < n_out; i++)
+        if (out_pos[i] < 0 || out_pos[i] >= T)
+            return mr_fail(e, MR_ERR_USAGE, "forward: logits asked for position %lld of %lld", (long long)out_pos[i],
+                           (long long)T);
+    if (embd != s->acts.x) memcpy(s->acts.x, embd, (size_t)(T * d) * sizeof(float));
+    rope_params rp = model_rope(m);
+    rope_table(s->acts.rope_cs, &rp, T, n_past);
+    for (int l = 0; l < c->n_layer; l++) {
+        if (s->acts.keep_layers) memcpy(s->acts.x_in[l], s->acts.x, (size_t)(T * d) * sizeof(float));
+        attention_block_forward(s, l, T, n_past);
+        ffn_block_forward(s, l, T);
+    }
+    if (!s->kv.one_layer) s->kv.n_past += T;
+    if (n_out > 0) logits_forward(s, T, out_pos, n_out, logits);
+    return MR_OK;
+}
+
+int llm_forward(llm_state *s, const int32_t *tokens, int64_t T, const int64_t *out_pos, int n_out, float *logits,
+                mr_error *e) {
+    const llm_model *m = s->m;
+    const int64_t d = m->cfg.n_embd;
+    if (T > s->acts.T_cap)
+        return mr_fail(e, MR_ERR_USAGE, "forward: %lld tokens in one call, the state holds %lld", (long long)T,
+                       (long long)s->acts.T_cap);
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->cfg.n_vocab)
+            return mr_fail(e, MR_ERR_INPUT, "token id %d at position %lld is outside the vocabulary (0..%d)",
+                           (int)tokens[t], (long long)t, m->cfg.n_vocab - 1);
+    qmat q = llm_qmat(&m->tok_embd);
+#pragma omp parallel for schedule(static) if (T > 64)
+    for (int64_t t = 0; t < T; t++) qmat_row(&q, tokens[t], s->acts.x + t * d);
+    return llm_forward_embd(s, s->acts.x, T, out_pos, n_out, logits, e);
+}

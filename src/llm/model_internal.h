@@ -1,0 +1,45 @@
+/* Shared by the model loaders (GGUF, Hugging Face) and the forward. */
+#ifndef MLLM4REC_LLM_MODEL_INTERNAL_H
+#define MLLM4REC_LLM_MODEL_INTERNAL_H
+
+#include "mllm4rec/llm.h"
+#include "nn/matmul.h"
+
+/* A tensor as found in either file format: ne[0] is the row length. */
+typedef struct llm_tensor_ref {
+    const char *name;
+    ggml_type type;
+    int n_dims;
+    int64_t ne[4];
+    const void *data;
+} llm_tensor_ref;
+
+/* Looks a tensor up in the model's file(s); 0 when found, -1 when absent,
+ * MR_ERR_INPUT (error set) when present in a type we cannot use. */
+int llm_find_tensor(const llm_model *m, const char *name, llm_tensor_ref *out, mr_error *e);
+/* A [rows][cols] matrix (ne = {cols, rows}); optional: absent gives data NULL. */
+int llm_get_matrix(llm_model *m, const char *name, int64_t rows, int64_t cols, int optional, llm_matrix *out,
+                   mr_error *e);
+/* A vector of n floats, copied (converted) into memory the model owns. */
+int llm_get_vector(llm_model *m, const char *name, int64_t n, int optional, float **out, mr_error *e);
+/* Registers memory for llm_free. */
+int llm_own(llm_model *m, float *p, mr_error *e);
+/* Checks the configuration (positive sizes, heads dividing evenly). */
+int llm_check_config(const llm_config *c, const char *where, mr_error *e);
+/* Loads the layer tensors under names built by name_of(layer, role). */
+int llm_load_layers(llm_model *m, const char *(*name_of)(int layer, const char *role, char *buf, size_t n),
+                    mr_error *e);
+
+int llm_load_gguf(llm_model *m, const char *path, mr_error *e);
+int llm_load_hf(llm_model *m, const char *dir, mr_error *e);
+/* Tokenizer hookup (model_tokenizer.c): from the GGUF's tokenizer.* keys or
+ * the folder's tokenizer.json; leaves m->tok NULL with a reason otherwise. */
+int llm_load_tokenizer(llm_model *m, mr_error *e);
+void llm_tokenizer_free_hook(llm_model *m);
+
+static inline qmat llm_qmat(const llm_matrix *w) {
+    qmat q = {w->type, w->rows, w->cols, w->data};
+    return q;
+}
+
+#endif

@@ -1,0 +1,105 @@
+#include "nn/attention.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+/* e^x for 8 floats (Cephes' expf: range reduction by ln 2, degree-6
+ * polynomial), within 2 ulp of expf for the x <= 0 that softmax feeds it. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+/* row[0..n) = softmax(row[0..n)) in place. */
+static void softmax_row(float *row, int64_t n) {
+    float mx = -INFINITY;
+    int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    if (n >= 8) {
+        __m256 vm = _mm256_loadu_ps(row);
+        for (j = 8; j + 8 <= n; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(row + j));
+        float tmp[8];
+        _mm256_storeu_ps(tmp, vm);
+        for (int i = 0; i < 8; i++) mx = tmp[i] > mx ? tmp[i] : mx;
+    } else {
+        j = 0;
+    }
+#endif
+    for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0;
+    j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 vsum = _mm256_setzero_ps(), vmx = _mm256_set1_ps(mx);
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), vmx));
+        _mm256_storeu_ps(row + j, v);
+        vsum = _mm256_add_ps(vsum, v);
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, vsum);
+    for (int i = 0; i < 8; i++) sum += tmp[i];
+#endif
+    for (; j < n; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (j = 0; j < n; j++) row[j] *= inv;
+}
+
+int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
+    return (int64_t)n_threads * ATTENTION_QBLOCK * n_keys;
+}
+
+void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
+                       int n_head_kv, int hd, float *scratch, int64_t scratch_floats) {
+    const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
+    const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, n_keys_max = pos0 + T;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int nth = (int)(scratch_floats / (ATTENTION_QBLOCK * n_keys_max));
+    if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
+    /* small problems (generation steps, short prompts) stay on one thread */
+    if ((double)n_head * T * n_keys_max * hd < (double)(1 << 20)) nth = 1;
+    if (nth < 1) nth = 1;
+    /* Work items are (head, query block); the big blocks (late queries) first. */
+#pragma omp parallel num_threads(nth)
+    {
+        float *S = scratch + (int64_t)omp_get_thread_num() * ATTENTION_QBLOCK * n_keys_max;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < (int64_t)n_head * n_blocks; item++) {
+            const int64_t b = n_blocks - 1 - item / n_head;
+            const int h = (int)(item % n_head), g = h / group;
+            const int64_t t0 = b * ATTENTION_QBLOCK, nq = T - t0 < ATTENTION_QBLOCK ? T - t0 : ATTENTION_QBLOCK;
+            const int64_t nk = pos0 + t0 + nq; /* keys visible to the last query of the block */
+            /* S[nq][nk] = scale · Q_h Kᵀ_g */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, q + t0 * q_stride + h * hd,
+                        q_stride, k + g * hd, kv_stride, 0.0f, S, (int)nk);
+            for (int64_t i = 0; i < nq; i++) {
+                float *row = S + i * nk;
+                const int64_t n_vis = pos0 + t0 + i + 1;
+                softmax_row(row, n_vis);
+                for (int64_t j = n_vis; j < nk; j++) row[j] = 0.0f;
+            }
+            /* out_h[nq][hd] = S V_g */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, 1.0f, S, (int)nk,
+                        v + g * hd, kv_stride, 0.0f, out + t0 * q_stride + h * hd, q_stride);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+/* Causal multi-head attention with grouped-query heads, batched per head and
+ * block of queries with BLAS. */
+#ifndef MLLM4REC_NN_ATTENTION_H
+#define MLLM4REC_NN_ATTENTION_H
+
+#include <stdint.h>
+
+/* Rows of queries per block: each block attends only to the keys it can see. */
+#define ATTENTION_QBLOCK 64
+
+/* Scratch floats attention_forward needs for n_keys keys with n_threads threads. */
+int64_t attention_scratch_floats(int64_t n_keys, int n_threads);
+
+/* T new queries at positions pos0 .. pos0+T-1 attend to keys 0 .. pos0+T-1:
+ *   q[T][n_head*hd] (already rotated), k[pos0+T][n_head_kv*hd] and
+ *   v[pos0+T][n_head_kv*hd] (rows in position order, k rotated),
+ *   out[T][n_head*hd] = softmax(q kᵀ / sqrt(hd) + causal mask) v per head,
+ * query head h reading kv head h / (n_head / n_head_kv). */
+void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
+                       int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
+
+#endif

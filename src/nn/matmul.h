@@ -1,0 +1,35 @@
+/* Products with stored (possibly quantized) weight matrices. A matrix is
+ * dequantized tile by tile into a float scratch buffer and multiplied with one
+ * BLAS sgemm per tile (DESIGN section 4); F32 matrices go to BLAS directly. */
+#ifndef MLLM4REC_NN_MATMUL_H
+#define MLLM4REC_NN_MATMUL_H
+
+#include <stdint.h>
+
+#include "mllm4rec/gguf.h"
+
+/* A rows x cols row-major matrix in a ggml type: row r holds the weights of
+ * output r (PyTorch's [out][in] layout, ggml's ne = {cols, rows}). */
+typedef struct qmat {
+    ggml_type type;
+    int64_t rows, cols;
+    const void *data;
+} qmat;
+
+/* Floats of scratch that matmul_forward wants for W (0 for F32): one tile of
+ * at most `tile_floats` floats, and at least one row per thread. */
+int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads);
+
+/* y[T][rows] = x[T][cols] · Wᵀ  (y = x Wᵀ; beta 0 overwrites y, 1 adds to it).
+ * scratch: matmul_scratch_floats(W, ...) floats. */
+void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
+                    int64_t scratch_floats);
+
+/* dx[T][cols] += dy[T][rows] · W  (the input gradient of matmul_forward). */
+void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float *scratch,
+                           int64_t scratch_floats);
+
+/* Row r of W as floats (embedding lookup). */
+void qmat_row(const qmat *W, int64_t r, float *out);
+
+#endif
