@@ -293,7 +293,24 @@ TEST(errors_are_reported) {
     CHECK(lru_model_load(&m, p, &e) == MR_ERR_INPUT);
 }
 
+TEST(defaults_follow_the_dataset_role) {
+    mr_dataset d;
+    memset(&d, 0, sizeof d);
+    lru_train_options o;
+    d.format = "movielens";
+    d.name = "ml-latest-small";
+    lru_train_defaults(&o, &d);
+    CHECK(o.model.max_len == 200 && o.batch == 16);
+    d.format = "amazon2014";
+    d.name = "amazon2014-beauty";
+    lru_train_defaults(&o, &d);
+    CHECK(o.model.max_len == 50 && o.batch == 64);
+    CHECK(o.model.hidden == 64 && o.model.blocks == 2 && o.model.dropout == 0.2f && o.lr == 1e-3 &&
+          o.weight_decay == 0.01 && o.clip == 5.0 && o.val_every == 500 && o.patience == 20);
+}
+
 int main(void) {
+    RUN(defaults_follow_the_dataset_role);
     RUN(train_writes_run_files_and_learns);
     RUN(candidates_match_padded_full_forward);
     RUN(same_seed_same_numbers_and_eval_candidates_recompute);

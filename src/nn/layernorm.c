@@ -12,9 +12,11 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         const float *x = inp + (size_t)i * C;
         float *o = out + (size_t)i * C;
         float m = 0.0f;
+#pragma omp simd reduction(+ : m)
         for (int c = 0; c < C; c++) m += x[c];
         m /= (float)C;
         float v = 0.0f;
+#pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) {
             float d = x[c] - m;
             v += d * d;
@@ -36,6 +38,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             float m = mean[i], s = rstd[i];
             /* dxhat = g * w; dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) */
             float sum_d = 0.0f, sum_dx = 0.0f;
+#pragma omp simd reduction(+ : sum_d, sum_dx)
             for (int c = 0; c < C; c++) {
                 float xhat = (x[c] - m) * s, dxhat = g[c] * weight[c];
                 sum_d += dxhat;

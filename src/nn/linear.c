@@ -2,6 +2,7 @@
 #include "nn/linear.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 void linear_forward_ex(float *out, int ld_out, const float *inp, int ld_inp, const float *weight,
@@ -26,18 +27,19 @@ void linear_forward_ex(float *out, int ld_out, const float *inp, int ld_inp, con
 }
 
 void column_sums_add(float *dbias, const float *m, int ld, int N, int n) {
-    /* Each column is summed by one thread in row order: the same numbers for any
-     * thread count. Columns are taken in blocks of 16 to keep rows in cache. */
-    int nblocks = (n + 15) / 16;
-#pragma omp parallel for schedule(static) if ((long)N * n > 65536)
-    for (int blk = 0; blk < nblocks; blk++) {
-        int j0 = blk * 16, j1 = j0 + 16 < n ? j0 + 16 : n;
-        float acc[16] = {0};
+    /* Each thread owns a range of columns and adds the rows to it in row order, so
+     * every column's sum is the same for any thread count. */
+#pragma omp parallel if ((long)N * n > 65536)
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        int j0 = (int)((long)n * tid / nth), j1 = (int)((long)n * (tid + 1) / nth);
+        float *out = dbias + j0;
+        int len = j1 - j0;
         for (int i = 0; i < N; i++) {
-            const float *r = m + (size_t)i * ld;
-            for (int j = j0; j < j1; j++) acc[j - j0] += r[j];
+            const float *r = m + (size_t)i * ld + j0;
+#pragma omp simd
+            for (int j = 0; j < len; j++) out[j] += r[j];
         }
-        for (int j = j0; j < j1; j++) dbias[j] += acc[j - j0];
     }
 }
 

@@ -19,4 +19,7 @@ double xent_forward_backward(float *dlogits, float *row_loss, const float *logit
 double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, const int *labels, int N, int V,
                  int ignore_index, float grad_scale);
 
+/* The exp used inside (relative error below 1e-7 on [-87, 88]; vectorizes). */
+float xent_exp(float x);
+
 #endif

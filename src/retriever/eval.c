@@ -142,7 +142,6 @@ int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path,
     json_decref(root);
     if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory writing %s", path);
     size_t len = strlen(text);
-    text[len] = 0;
     char *buf = mr_alloc(len + 2, e);
     if (!buf) {
         free(text);

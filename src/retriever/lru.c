@@ -7,6 +7,7 @@
  * H real parts followed by H imaginary parts. */
 #include "mllm4rec/retriever.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,8 @@
 /* ------------------------------------------------------------------ layout */
 
 int lru_config_check(const lru_config *c, mr_error *e) {
-    if (c->n_items < 1) return mr_fail(e, MR_ERR_INPUT, "LRURec: n_items must be at least 1 (got %d)", c->n_items);
+    if (c->n_items < 1)
+        return mr_fail(e, MR_ERR_INPUT, "LRURec: n_items must be at least 1 (got %d)", c->n_items);
     if (c->hidden < 1 || c->hidden > 4096)
         return mr_fail(e, MR_ERR_USAGE, "LRURec: hidden must be in 1..4096 (got %d)", c->hidden);
     if (c->blocks < 1 || c->blocks > LRU_MAX_BLOCKS)
@@ -62,8 +64,8 @@ static void build_layout(lru_model *m) {
     add_tensor(m, "embedding.layer_norm.bias", 1, D, 0);
     add_tensor(m, "model.bias", 1, V, 0);
     for (int b = 0; b < c->blocks; b++) {
-#define T(suffix, nd, d0, d1)                                              \
-    snprintf(n, sizeof n, "model.lru_blocks.%d.%s", b, suffix);            \
+#define T(suffix, nd, d0, d1)                                                                                          \
+    snprintf(n, sizeof n, "model.lru_blocks.%d.%s", b, suffix);                                                        \
     add_tensor(m, n, nd, d0, d1)
         T("lru_layer.params_log", 2, 3, H);
         T("lru_layer.in_proj.weight.real", 2, H, D);
@@ -90,7 +92,8 @@ static void build_layout(lru_model *m) {
 
 void lru_view_of(const lru_model *m, float *base, lru_view *v) {
     memset(v, 0, sizeof *v);
-    if (!base) return;
+    if (!base)
+        return;
     const lru_tensor_info *t = m->tensors;
     v->tok_emb = base + t[0].offset;
     v->emb_ln_w = base + t[1].offset;
@@ -120,10 +123,12 @@ void lru_view_of(const lru_model *m, float *base, lru_view *v) {
 int lru_model_create(lru_model *m, const lru_config *c, mr_error *e) {
     memset(m, 0, sizeof *m);
     int rc = lru_config_check(c, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     m->cfg = *c;
     m->tensors = mr_calloc((size_t)(4 + TENSORS_PER_BLOCK * c->blocks), sizeof *m->tensors, e);
-    if (!m->tensors) return MR_ERR_INTERNAL;
+    if (!m->tensors)
+        return MR_ERR_INTERNAL;
     build_layout(m);
     m->params = mr_alloc_aligned(m->n_params * sizeof(float), e);
     if (!m->params) {
@@ -136,9 +141,11 @@ int lru_model_create(lru_model *m, const lru_config *c, mr_error *e) {
 }
 
 int lru_model_alloc_grads(lru_model *m, mr_error *e) {
-    if (m->grads) return MR_OK;
+    if (m->grads)
+        return MR_OK;
     m->grads = mr_alloc_aligned(m->n_params * sizeof(float), e);
-    if (!m->grads) return MR_ERR_INTERNAL;
+    if (!m->grads)
+        return MR_ERR_INTERNAL;
     memset(m->grads, 0, m->n_params * sizeof(float));
     lru_view_of(m, m->grads, &m->g);
     return MR_OK;
@@ -153,7 +160,8 @@ void lru_model_free(lru_model *m) {
 
 const lru_tensor_info *lru_find_tensor(const lru_model *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+        if (!strcmp(m->tensors[i].name, name))
+            return &m->tensors[i];
     return NULL;
 }
 
@@ -164,7 +172,8 @@ const lru_tensor_info *lru_find_tensor(const lru_model *m, const char *name) {
 static float trunc_normal(mr_rng *r, double std, double bound) {
     for (;;) {
         double x = mr_rng_normal(r) * std;
-        if (x >= -bound && x <= bound) return (float)x;
+        if (x >= -bound && x <= bound)
+            return (float)x;
     }
 }
 
@@ -189,9 +198,11 @@ void lru_model_init(lru_model *m, uint64_t seed) {
             }
         } else if (strstr(t->name, "layer_norm")) {
             float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->numel; j++) p[j] = v;
+            for (size_t j = 0; j < t->numel; j++)
+                p[j] = v;
         } else {
-            for (size_t j = 0; j < t->numel; j++) p[j] = trunc_normal(&r, 0.02, 0.04);
+            for (size_t j = 0; j < t->numel; j++)
+                p[j] = trunc_normal(&r, 0.02, 0.04);
         }
     }
 }
@@ -204,9 +215,10 @@ int lru_read_tensors(const lru_model *m, const st_file *f, const char *prefix, f
         const lru_tensor_info *t = &m->tensors[i];
         snprintf(name, sizeof name, "%s%s", prefix ? prefix : "", t->name);
         const st_tensor *s = st_find(f, name);
-        if (!s) return mr_fail(e, MR_ERR_INPUT, "%s: tensor %s is missing", f->path, name);
-        int shape_ok = s->n_dims == t->n_dims && s->shape[0] == t->shape[0] &&
-                       (t->n_dims < 2 || s->shape[1] == t->shape[1]);
+        if (!s)
+            return mr_fail(e, MR_ERR_INPUT, "%s: tensor %s is missing", f->path, name);
+        int shape_ok =
+            s->n_dims == t->n_dims && s->shape[0] == t->shape[0] && (t->n_dims < 2 || s->shape[1] == t->shape[1]);
         if (!shape_ok)
             return mr_fail(e, MR_ERR_INPUT, "%s: tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", f->path,
                            name, (long long)s->shape[0], s->n_dims > 1 ? "," : "",
@@ -223,7 +235,8 @@ int lru_read_tensors(const lru_model *m, const st_file *f, const char *prefix, f
 
 int lru_model_save(const lru_model *m, const char *path, mr_error *e) {
     st_writer *w = st_writer_new(e);
-    if (!w) return MR_ERR_INTERNAL;
+    if (!w)
+        return MR_ERR_INTERNAL;
     int rc = MR_OK;
     for (int i = 0; i < m->n_tensors && !rc; i++) {
         const lru_tensor_info *t = &m->tensors[i];
@@ -231,31 +244,35 @@ int lru_model_save(const lru_model *m, const char *path, mr_error *e) {
     }
     char buf[64];
     snprintf(buf, sizeof buf, "%d", m->cfg.max_len);
-    if (!rc) rc = st_writer_set_metadata(w, "max_len", buf, e);
+    if (!rc)
+        rc = st_writer_set_metadata(w, "max_len", buf, e);
     snprintf(buf, sizeof buf, "%.9g", (double)m->cfg.dropout);
-    if (!rc) rc = st_writer_set_metadata(w, "dropout", buf, e);
-    if (!rc) rc = st_writer_set_metadata(w, "model", "LRURec", e);
-    if (!rc) rc = st_writer_write(w, path, e);
+    if (!rc)
+        rc = st_writer_set_metadata(w, "dropout", buf, e);
+    if (!rc)
+        rc = st_writer_set_metadata(w, "model", "LRURec", e);
+    if (!rc)
+        rc = st_writer_write(w, path, e);
     st_writer_free(w);
     return rc;
 }
 
-static int meta_int(const char *json, const char *key, double *out) {
-    /* The metadata object holds string values only: "key": "number". */
-    if (!json) return 0;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\"", key);
-    const char *p = strstr(json, pat);
-    if (!p) return 0;
-    p = strchr(p + strlen(pat), '"');
-    if (!p) return 0;
-    return sscanf(p + 1, "%lf", out) == 1;
+/* A number stored as a string in the safetensors metadata, or dflt. */
+static double meta_number(const char *metadata_json, const char *key, double dflt) {
+    if (!metadata_json) return dflt;
+    json_t *root = json_loads(metadata_json, 0, NULL);
+    const char *v = json_string_value(json_object_get(root, key));
+    double out = dflt;
+    if (v && mr_parse_double(v, &out)) out = dflt;
+    json_decref(root);
+    return out;
 }
 
 int lru_model_load(lru_model *m, const char *path, mr_error *e) {
     st_file f;
     int rc = st_open(&f, path, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     lru_config c = {0};
     const st_tensor *emb = st_find(&f, "embedding.token.weight");
     if (!emb || emb->n_dims != 2) {
@@ -267,67 +284,69 @@ int lru_model_load(lru_model *m, const char *path, mr_error *e) {
     char name[96];
     while (c.blocks < LRU_MAX_BLOCKS) {
         snprintf(name, sizeof name, "model.lru_blocks.%d.lru_layer.params_log", c.blocks);
-        if (!st_find(&f, name)) break;
+        if (!st_find(&f, name))
+            break;
         c.blocks++;
     }
-    double v;
-    c.max_len = meta_int(f.metadata_json, "max_len", &v) ? (int)v : 200;
-    c.dropout = meta_int(f.metadata_json, "dropout", &v) ? (float)v : 0.0f;
+    c.max_len = (int)meta_number(f.metadata_json, "max_len", 200);
+    c.dropout = (float)meta_number(f.metadata_json, "dropout", 0.0);
     if (c.blocks == 0) {
         st_close(&f);
         return mr_fail(e, MR_ERR_INPUT, "%s: no LRU blocks (model.lru_blocks.0.lru_layer.params_log)", path);
     }
     rc = lru_model_create(m, &c, e);
-    if (!rc) rc = lru_read_tensors(m, &f, "", m->params, e);
+    if (!rc)
+        rc = lru_read_tensors(m, &f, "", m->params, e);
     st_close(&f);
-    if (rc) lru_model_free(m);
+    if (rc)
+        lru_model_free(m);
     return rc;
 }
 
 /* ------------------------------------------------------------------ activations */
 
 typedef struct block_acts {
-    float *p;        /* [N, 2H] in_proj output (before gamma) */
-    float *h;        /* [N, 2H] recurrence output */
-    float *drop1;    /* [N, D] dropout scale on the LRU output (NULL without dropout) */
-    float *z1;       /* [N, D] dropout(Re(out_proj h)) + x: LayerNorm input */
+    float *p;                   /* [N, 2H] in_proj output (before gamma) */
+    float *h;                   /* [N, 2H] recurrence output */
+    float *drop1;               /* [N, D] dropout scale on the LRU output (NULL without dropout) */
+    float *z1;                  /* [N, D] dropout(Re(out_proj h)) + x: LayerNorm input */
     float *ln1_mean, *ln1_rstd; /* [N] */
-    float *x1;       /* [N, D] LRU layer output */
-    float *a;        /* [N, F] w_1 output (GELU input) */
-    float *gd;       /* [N, F] dropout(GELU(a)) */
-    float *drop2;    /* [N, F] */
-    float *drop3;    /* [N, D] */
-    float *z2;       /* [N, D] dropout(w_2 gd) + x1 */
+    float *x1;                  /* [N, D] LRU layer output */
+    float *a;                   /* [N, F] w_1 output (GELU input) */
+    float *gd;                  /* [N, F] dropout(GELU(a)) */
+    float *drop2;               /* [N, F] */
+    float *drop3;               /* [N, D] */
+    float *z2;                  /* [N, D] dropout(w_2 gd) + x1 */
     float *ln2_mean, *ln2_rstd;
-    float *x2;       /* [N, D] block output */
+    float *x2; /* [N, D] block output */
 } block_acts;
 
 struct lru_acts {
     int max_rows, max_seqs, max_score_rows, D, H, F, V, blocks;
-    int n_rows; /* rows of the last forward */
-    float *drop0;            /* [N, D] embedding dropout scale */
-    float *z0;               /* [N, D] dropout(E[x]) */
+    int n_rows;   /* rows of the last forward */
+    float *drop0; /* [N, D] embedding dropout scale */
+    float *z0;    /* [N, D] dropout(E[x]) */
     float *ln0_mean, *ln0_rstd;
-    float *x0;               /* [N, D] embedding output */
+    float *x0; /* [N, D] embedding output */
     block_acts blk[LRU_MAX_BLOCKS];
     /* backward scratch */
-    float *dx, *dx2, *dz;    /* [N, D] */
-    float *dF;               /* [N, F] */
-    float *dh, *dp;          /* [N, 2H] */
-    float *dlambda;          /* [max_seqs, 2H] per-sequence partial sums */
-    float *lambda;           /* [2H] */
-    int score_chunk;         /* rows scored at a time in training */
-    float *logits;           /* [score_chunk, V] */
-    float *row_loss;         /* [score_chunk] */
-    int *labels;             /* [max_rows] */
+    float *dx, *dx2, *dz; /* [N, D] */
+    float *dF;            /* [N, F] */
+    float *dh, *dp;       /* [N, 2H] */
+    float *dlambda;       /* [max_seqs, 2H] per-sequence partial sums */
+    float *lambda;        /* [2H] */
+    int score_chunk;      /* rows scored at a time in training */
+    float *logits;        /* [score_chunk, V] */
+    float *row_loss;      /* [score_chunk] */
+    int *labels;          /* [max_rows] */
     float *mem;
 };
 
-int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_seqs, int max_score_rows,
-                    mr_error *e) {
+int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_seqs, int max_score_rows, mr_error *e) {
     *out = NULL;
     lru_acts *a = mr_calloc(1, sizeof *a, e);
-    if (!a) return MR_ERR_INTERNAL;
+    if (!a)
+        return MR_ERR_INTERNAL;
     size_t N = (size_t)max_rows, S = (size_t)max_seqs;
     size_t R = (size_t)(max_score_rows < SCORE_CHUNK ? max_score_rows : SCORE_CHUNK);
     a->score_chunk = (int)(R ? R : 1);
@@ -342,8 +361,8 @@ int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_se
     a->blocks = m->cfg.blocks;
     /* One allocation, carved into 16-float aligned pieces. */
     size_t per_block = 2 * N * 2 * H + 6 * N * D + 4 * N + 3 * N * F;
-    size_t total = 3 * N * D + 2 * N + m->cfg.blocks * per_block + 3 * N * D + N * F + 2 * N * 2 * H +
-                   S * 2 * H + 2 * H + R * V + R + N;
+    size_t total = 3 * N * D + 2 * N + m->cfg.blocks * per_block + 3 * N * D + N * F + 2 * N * 2 * H + S * 2 * H +
+                   2 * H + R * V + R + N;
     size_t pieces = 64 + 16 * (size_t)m->cfg.blocks;
     a->mem = mr_alloc_aligned((total + pieces * 16) * sizeof(float), e);
     if (!a->mem) {
@@ -392,7 +411,8 @@ int lru_acts_create(lru_acts **out, const lru_model *m, int max_rows, int max_se
 }
 
 void lru_acts_free(lru_acts *a) {
-    if (!a) return;
+    if (!a)
+        return;
     free(a->mem);
     free(a);
 }
@@ -415,18 +435,25 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* Fills scale [N, C] with 0 or 1 / (1 - p). */
+/* Fills scale [N, C] with 0 or 1 / (1 - p). Per element a 32-bit finaliser
+ * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mix64. */
 static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint64_t site) {
     uint64_t k = mix64(key ^ mix64(site));
     float keep_scale = 1.0f / (1.0f - p);
     uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
 #pragma omp parallel for schedule(static) if ((long)N * C > 65536)
     for (int i = 0; i < N; i++) {
-        uint64_t rk = mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL);
+        uint32_t rk = (uint32_t)(mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
         float *s = scale + (size_t)i * C;
+#pragma omp simd
         for (int j = 0; j < C; j++) {
-            uint32_t u = (uint32_t)(mix64(rk + (uint64_t)j) >> 32);
-            s[j] = u < threshold ? 0.0f : keep_scale;
+            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u;
+            x ^= x >> 16;
+            x *= 0x85ebca6bu;
+            x ^= x >> 13;
+            x *= 0xc2b2ae35u;
+            x ^= x >> 16;
+            s[j] = x < threshold ? 0.0f : keep_scale;
         }
     }
 }
@@ -441,7 +468,13 @@ static void embedding_forward(const lru_model *m, lru_acts *a, const lru_batch *
         const float *e = m->p.tok_emb + (size_t)b->tokens[i] * D;
         float *z = a->z0 + (size_t)i * D;
         const float *s = a->drop0 + (size_t)i * D;
-        for (int c = 0; c < D; c++) z[c] = use_drop ? e[c] * s[c] : e[c];
+        if (use_drop) {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                z[c] = e[c] * s[c];
+        } else {
+            memcpy(z, e, sizeof(float) * (size_t)D);
+        }
     }
     layernorm_forward(a->x0, a->ln0_mean, a->ln0_rstd, a->z0, m->p.emb_ln_w, m->p.emb_ln_b, N, D, LN_EPS);
 }
@@ -471,6 +504,7 @@ static void lru_scan_forward(float *h, const float *u, const float *lambda, cons
             float *ht = h + (size_t)t * H2;
             if (t > r0 && b->tokens[t - 1] > 0) {
                 const float *hp = h + (size_t)(t - 1) * H2;
+#pragma omp simd
                 for (int k = 0; k < H; k++) {
                     float lr = lambda[k], li = lambda[H + k], pr = hp[k], pi = hp[H + k];
                     ht[k] = ut[k] + (lr * pr - li * pi);
@@ -485,8 +519,7 @@ static void lru_scan_forward(float *h, const float *u, const float *lambda, cons
 
 /* lru_scan_backward: given dh [N, 2H] (dL/dRe + i dL/dIm of h), overwrites it with
  * dL/du and writes per-sequence dL/dlambda partials dlam [n_seqs, 2H]. */
-static void lru_scan_backward(float *dh, float *dlam, const float *h, const float *lambda, const lru_batch *b,
-                              int H) {
+static void lru_scan_backward(float *dh, float *dlam, const float *h, const float *lambda, const lru_batch *b, int H) {
     int H2 = 2 * H;
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < b->n_seqs; s++) {
@@ -499,6 +532,7 @@ static void lru_scan_backward(float *dh, float *dlam, const float *h, const floa
             if (t > r0 && b->tokens[t - 1] > 0) {
                 const float *hp = h + (size_t)(t - 1) * H2;
                 float *gp = dh + (size_t)(t - 1) * H2;
+#pragma omp simd
                 for (int k = 0; k < H; k++) {
                     float lr = lambda[k], li = lambda[H + k], ar = gt[k], ai = gt[H + k];
                     float pr = hp[k], pi = hp[H + k];
@@ -523,11 +557,13 @@ static void lru_block_mix(const lru_model *m, lru_acts *a, int bi, const float *
     const float *gamma_log = w->params_log + 2 * H;
     float *u = a->dp;
     float gamma[4096 * 2];
-    for (int j = 0; j < H; j++) gamma[j] = expf(gamma_log[j]);
+    for (int j = 0; j < H; j++)
+        gamma[j] = expf(gamma_log[j]);
 #pragma omp parallel for schedule(static) if (N > 256)
     for (int i = 0; i < N; i++) {
         const float *pi = k->p + (size_t)i * H2;
         float *ui = u + (size_t)i * H2;
+#pragma omp simd
         for (int j = 0; j < H; j++) {
             ui[j] = pi[j] * gamma[j];
             ui[H + j] = pi[H + j] * gamma[j];
@@ -540,8 +576,8 @@ static void lru_block_mix(const lru_model *m, lru_acts *a, int bi, const float *
 /* Second half, position-wise: from h [N, 2H] (row stride 2H) and the block input
  * x [N, D], the LRU output x1 = LN(drop(Re(out_proj h)) + x) and the block output
  * x2 = LN(drop(w_2 drop(gelu(w_1 x1))) + x1), into k's buffers. */
-static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float *h, const float *x, int N,
-                           int use_drop, uint64_t key) {
+static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float *h, const float *x, int N, int use_drop,
+                           uint64_t key) {
     const lru_block_view *w = &m->p.blk[bi];
     block_acts *k = &a->blk[bi];
     int D = a->D, H = a->H, F = a->F, H2 = 2 * H;
@@ -550,12 +586,21 @@ static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float 
     float *y = k->z1;
     linear_forward_ex(y, D, h, H2, w->out_w_re, w->out_b_re, N, H, D, 1.0f, 0);
     linear_forward_ex(y, D, h + H, H2, w->out_w_im, NULL, N, H, D, -1.0f, 1);
-    if (use_drop) dropout_mask(k->drop1, N, D, p_drop, key, (uint64_t)bi * 16 + 1);
+    if (use_drop)
+        dropout_mask(k->drop1, N, D, p_drop, key, (uint64_t)bi * 16 + 1);
 #pragma omp parallel for schedule(static) if (N > 1024)
     for (int i = 0; i < N; i++) {
         float *z = y + (size_t)i * D;
         const float *xi = x + (size_t)i * D, *s = k->drop1 + (size_t)i * D;
-        for (int c = 0; c < D; c++) z[c] = (use_drop ? z[c] * s[c] : z[c]) + xi[c];
+        if (use_drop) {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                z[c] = z[c] * s[c] + xi[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                z[c] += xi[c];
+        }
     }
     layernorm_forward(k->x1, k->ln1_mean, k->ln1_rstd, k->z1, w->ln1_w, w->ln1_b, N, D, LN_EPS);
     /* feed-forward: a = x1 w_1^T + b_1; gd = drop(gelu(a)); z2 = drop(gd w_2^T + b_2) + x1 */
@@ -564,16 +609,26 @@ static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float 
     if (use_drop) {
         dropout_mask(k->drop2, N, F, p_drop, key, (uint64_t)bi * 16 + 2);
         size_t nf = (size_t)N * F;
-#pragma omp parallel for schedule(static) if (nf > 65536)
-        for (size_t i = 0; i < nf; i++) k->gd[i] *= k->drop2[i];
+#pragma omp parallel for simd schedule(static) if (nf > 65536)
+        for (size_t i = 0; i < nf; i++)
+            k->gd[i] *= k->drop2[i];
     }
     linear_forward(k->z2, k->gd, w->w2, w->b2, N, F, D);
-    if (use_drop) dropout_mask(k->drop3, N, D, p_drop, key, (uint64_t)bi * 16 + 3);
+    if (use_drop)
+        dropout_mask(k->drop3, N, D, p_drop, key, (uint64_t)bi * 16 + 3);
 #pragma omp parallel for schedule(static) if (N > 1024)
     for (int i = 0; i < N; i++) {
         float *z = k->z2 + (size_t)i * D;
         const float *xi = k->x1 + (size_t)i * D, *s = k->drop3 + (size_t)i * D;
-        for (int c = 0; c < D; c++) z[c] = (use_drop ? z[c] * s[c] : z[c]) + xi[c];
+        if (use_drop) {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                z[c] = z[c] * s[c] + xi[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                z[c] += xi[c];
+        }
     }
     layernorm_forward(k->x2, k->ln2_mean, k->ln2_rstd, k->z2, w->ln2_w, w->ln2_b, N, D, LN_EPS);
 }
@@ -591,13 +646,16 @@ static void lru_block_backward(lru_model *m, lru_acts *a, int bi, const float *x
     layernorm_backward(a->dz, g->ln2_w, g->ln2_b, a->dx, k->z2, k->ln2_mean, k->ln2_rstd, w->ln2_w, N, D);
     memcpy(a->dx2, a->dz, ND * sizeof(float)); /* dL/dx1 from the residual */
     if (use_drop)
-        for (size_t i = 0; i < ND; i++) a->dz[i] *= k->drop3[i];
+#pragma omp simd
+        for (size_t i = 0; i < ND; i++)
+            a->dz[i] *= k->drop3[i];
     /* w_2: dgd [N, F] = dz . w2; dw2 += dz^T gd; db2 += sum dz */
     memset(a->dF, 0, NF * sizeof(float));
     linear_backward(a->dF, g->w2, g->b2, a->dz, k->gd, w->w2, N, F, D);
     if (use_drop) {
-#pragma omp parallel for schedule(static) if (NF > 65536)
-        for (size_t i = 0; i < NF; i++) a->dF[i] *= k->drop2[i];
+#pragma omp parallel for simd schedule(static) if (NF > 65536)
+        for (size_t i = 0; i < NF; i++)
+            a->dF[i] *= k->drop2[i];
     }
     /* GELU backward in place: da = dgelu * gelu'(a). gelu_backward accumulates, so go through dh as scratch. */
     float *da = a->dh; /* [N, 2H] = [N, 4D] = [N, F] floats: same size */
@@ -610,7 +668,9 @@ static void lru_block_backward(lru_model *m, lru_acts *a, int bi, const float *x
     layernorm_backward(a->dz, g->ln1_w, g->ln1_b, a->dx2, k->z1, k->ln1_mean, k->ln1_rstd, w->ln1_w, N, D);
     memcpy(a->dx, a->dz, ND * sizeof(float)); /* dL/dx from the residual */
     if (use_drop)
-        for (size_t i = 0; i < ND; i++) a->dz[i] *= k->drop1[i];
+#pragma omp simd
+        for (size_t i = 0; i < ND; i++)
+            a->dz[i] *= k->drop1[i];
     /* out_proj: y = h_re Wr^T - h_im Wi^T + br. dh_re = dz Wr, dh_im = -dz Wi. */
     memset(a->dh, 0, (size_t)N * H2 * sizeof(float));
     linear_backward_ex(a->dh, H2, g->out_w_re, g->out_b_re, a->dz, D, k->h, H2, w->out_w_re, N, H, D, 1.0f);
@@ -637,21 +697,26 @@ static void lru_block_backward(lru_model *m, lru_acts *a, int bi, const float *x
     }
     /* u = p * gamma: dgamma = sum Re(conj(p) du) ; dp = gamma du (into a->dp) */
     float gamma[4096 * 2];
-    for (int j = 0; j < H; j++) gamma[j] = expf(pl[2 * H + j]);
-    /* channels in blocks of 16, each summed over rows in order by one thread */
+    for (int j = 0; j < H; j++)
+        gamma[j] = expf(pl[2 * H + j]);
+        /* channels in blocks of 16, each summed over rows in order by one thread */
 #pragma omp parallel for schedule(static)
     for (int j0 = 0; j0 < H; j0 += 16) {
         int j1 = j0 + 16 < H ? j0 + 16 : H;
         float acc[16] = {0};
         for (int i = 0; i < N; i++) {
             const float *pi = k->p + (size_t)i * H2, *gi = a->dh + (size_t)i * H2;
-            for (int j = j0; j < j1; j++) acc[j - j0] += pi[j] * gi[j] + pi[H + j] * gi[H + j];
+#pragma omp simd
+            for (int j = j0; j < j1; j++)
+                acc[j - j0] += pi[j] * gi[j] + pi[H + j] * gi[H + j];
         }
-        for (int j = j0; j < j1; j++) gpl[2 * H + j] += acc[j - j0] * gamma[j];
+        for (int j = j0; j < j1; j++)
+            gpl[2 * H + j] += acc[j - j0] * gamma[j];
     }
 #pragma omp parallel for schedule(static) if (N > 256)
     for (int i = 0; i < N; i++) {
         float *gi = a->dh + (size_t)i * H2;
+#pragma omp simd
         for (int j = 0; j < H; j++) {
             gi[j] *= gamma[j];
             gi[H + j] *= gamma[j];
@@ -664,7 +729,8 @@ static void lru_block_backward(lru_model *m, lru_acts *a, int bi, const float *x
 void lru_forward(const lru_model *m, lru_acts *a, const lru_batch *b, int train, uint64_t dropout_key) {
     int use_drop = train && m->cfg.dropout > 0.0f;
     a->n_rows = b->n_rows;
-    if (use_drop) dropout_mask(a->drop0, b->n_rows, a->D, m->cfg.dropout, dropout_key, 0);
+    if (use_drop)
+        dropout_mask(a->drop0, b->n_rows, a->D, m->cfg.dropout, dropout_key, 0);
     embedding_forward(m, a, b, use_drop);
     const float *x = a->x0;
     for (int bi = 0; bi < m->cfg.blocks; bi++) {
@@ -721,7 +787,8 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
         int n = N - r0 < a->score_chunk ? N - r0 : a->score_chunk;
         const float *xc = x + (size_t)r0 * D;
         linear_forward(a->logits, xc, m->p.tok_emb, m->p.out_bias, n, D, V);
-        if (scores_out) memcpy(scores_out + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float));
+        if (scores_out)
+            memcpy(scores_out + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float));
         total += xent_rows(a->logits, a->row_loss, a->logits, V, a->labels + r0, n, V, 0, inv);
         linear_backward(a->dx + (size_t)r0 * D, m->g.tok_emb, m->g.out_bias, a->logits, xc, m->p.tok_emb, n, D, V);
     }
@@ -732,8 +799,8 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
     }
     /* embedding: z0 = E[tok] * drop0; x0 = LN(z0) */
     memset(a->dz, 0, (size_t)N * D * sizeof(float));
-    layernorm_backward(a->dz, m->g.emb_ln_w, m->g.emb_ln_b, a->dx, a->z0, a->ln0_mean, a->ln0_rstd, m->p.emb_ln_w,
-                       N, D);
+    layernorm_backward(a->dz, m->g.emb_ln_w, m->g.emb_ln_b, a->dx, a->z0, a->ln0_mean, a->ln0_rstd, m->p.emb_ln_w, N,
+                       D);
     /* scatter-add into the table: threads split the columns, rows go in order */
     int nth = D >= 32 ? 2 : 1;
 #pragma omp parallel for schedule(static) num_threads(nth) if (N > 256)
@@ -742,7 +809,15 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
         for (int i = 0; i < N; i++) {
             float *ge = m->g.tok_emb + (size_t)b->tokens[i] * D;
             const float *gz = a->dz + (size_t)i * D, *s = a->drop0 + (size_t)i * D;
-            for (int c = c0; c < c1; c++) ge[c] += use_drop ? gz[c] * s[c] : gz[c];
+            if (use_drop) {
+#pragma omp simd
+                for (int c = c0; c < c1; c++)
+                    ge[c] += gz[c] * s[c];
+            } else {
+#pragma omp simd
+                for (int c = c0; c < c1; c++)
+                    ge[c] += gz[c];
+            }
         }
     }
     return loss;

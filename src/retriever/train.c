@@ -519,8 +519,8 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         }
         char extra[128];
         double its = (s->iter - iter0) / fmax(1e-9, mr_now() - t0);
-        snprintf(extra, sizeof extra, "epoch %d loss %.4f %.2f it/s best R@10 %.4f", s->epoch + 1, loss, its,
-                 s->best);
+        snprintf(extra, sizeof extra, "epoch %.2f loss %.4f %.2f it/s best val R@10 %.4f",
+                 s->epoch + (double)s->pos / (double)t.n_batches, loss, its, s->best < 0 ? 0.0 : s->best);
         mr_progress_update(&prog, (int64_t)s->epoch * t.n_batches + s->pos, extra);
         if (test_signal_iter > 0 && s->iter == test_signal_iter) raise(test_signal);
         if (lru_stop_requested) {
