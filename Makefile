@@ -44,18 +44,21 @@ $(BUILD)/obj/%.o: %.c $(HEADERS) | $(DEPS_STAMP)
 
 $(BUILD)/libmllm4rec.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/mllm4rec: $(CLI_OBJ) $(BUILD)/libmllm4rec.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libmllm4rec.a $(LDLIBS)
+	@$(if $(V),,echo "  LD $@";)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libmllm4rec.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/testlib.c $(HEADERS) $(BUILD)/libmllm4rec.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< tests/testlib.c $(BUILD)/libmllm4rec.a $(LDLIBS)
+	@$(if $(V),,echo "  LD $@";)
+	$(Q)$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< tests/testlib.c $(BUILD)/libmllm4rec.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(HEADERS) $(BUILD)/libmllm4rec.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmllm4rec.a $(LDLIBS)
+	@$(if $(V),,echo "  LD $@";)
+	$(Q)$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmllm4rec.a $(LDLIBS)
 
 test-plain: $(BUILD)/mllm4rec $(TEST_BIN)
 	@bash tests/run.sh $(BUILD) plain
@@ -94,7 +97,7 @@ build/fuzz/obj/%.o: %.c $(HEADERS) | $(DEPS_STAMP)
 	$(Q)clang $(FUZZ_CFLAGS) -c $< -o $@
 build/fuzz/libmllm4rec-fuzz.a: $(FUZZ_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h build/fuzz/libmllm4rec-fuzz.a
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -o $@ $< build/fuzz/libmllm4rec-fuzz.a $(LDLIBS)
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)

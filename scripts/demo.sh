@@ -76,7 +76,56 @@ stage_prepare() {
 
 # ---- later stages: define stage_NAME here and append NAME to DEMO_STAGES ----
 
-DEMO_STAGES=(data prepare)
+RETRIEVER_RUN="$DEMO/retriever"   # stage_retriever
+RANKER_RUN="$DEMO/ranker"         # stage_ranker
+# A short retriever schedule keeps the demo within minutes; the full schedule
+# (early stopping, up to 500 epochs) is `retriever train` without --max-epochs.
+RETRIEVER_EPOCHS=${MLLM4REC_DEMO_RETRIEVER_EPOCHS:-10}
+
+stage_retriever() {
+  step "retriever: LRURec on $DATASET ($RETRIEVER_EPOCHS epochs; the full schedule drops --max-epochs)"
+  rm -rf "$RETRIEVER_RUN"
+  "$BIN" retriever train --dataset "$DATASET" --out "$RETRIEVER_RUN" --max-epochs "$RETRIEVER_EPOCHS"
+  echo "metrics of the best model (per user; also in $RETRIEVER_RUN/metrics.json):"
+  "$BIN" retriever eval --dataset "$DATASET" --run "$RETRIEVER_RUN" > /dev/null
+}
+
+stage_captions() {
+  step "captions"
+  local model=${MLLM4REC_BLIP2:-}
+  local posters="$SHARED/data/ml100k-posters"
+  if [ -z "$model" ]; then
+    echo "no captioning model: set MLLM4REC_BLIP2 to a Hugging Face BLIP-2 folder (e.g. Salesforce/blip2-opt-2.7b)"
+    echo "to caption the posters; the ranker below reads titles with empty captions."
+    return 0
+  fi
+  [ -f "$posters/map_ml-latest-small.tsv" ] || { echo "no posters at $posters: captions skipped"; return 0; }
+  "$BIN" caption --dataset "$DATASET" --images "$posters/jpg" --map "$posters/map_ml-latest-small.tsv" --model "$model"
+}
+
+stage_ranker() {
+  step "ranker: LoRA tuning and ranking of the retriever's top 20"
+  local model=${MLLM4REC_LLM:-$SHARED/reference/models/stories260K.gguf}
+  if [ ! -e "$model" ]; then
+    echo "no LLM found: set MLLM4REC_LLM to a Llama-family GGUF file or Hugging Face folder"
+    echo "(for example a Q4_0 Llama-2-7B GGUF); the ranker stage is skipped."
+    return 0
+  fi
+  # stories260K was trained on 512-token contexts with a 512-token vocabulary: a
+  # short history and short titles keep its prompts within that. Real models use
+  # the defaults (history 20, 32 tokens per title, 1536-token prompts).
+  local small=(--history 5 --max-title-tokens 8 --max-tokens 512)
+  local train=(--max-steps 120 --batch 4 --val-every 20 --lr 1e-3 --warmup 10)
+  if [ -n "${MLLM4REC_LLM:-}" ]; then small=(); train=(--max-steps "${MLLM4REC_DEMO_RANKER_STEPS:-200}"); fi
+  echo "model: $model"
+  rm -rf "$RANKER_RUN"
+  "$BIN" ranker train --dataset "$DATASET" --candidates "$RETRIEVER_RUN/candidates.tsv" --model "$model" \
+    --out "$RANKER_RUN" "${small[@]}" "${train[@]}"
+  "$BIN" ranker eval --dataset "$DATASET" --candidates "$RETRIEVER_RUN/candidates.tsv" --model "$model" \
+    --adapter "$RANKER_RUN/adapter.gguf" --split test "${small[@]}"
+}
+
+DEMO_STAGES=(data prepare retriever captions ranker)
 
 [ -x "$BIN" ] || die "$BIN is missing (run make first)"
 for s in "${DEMO_STAGES[@]}"; do "stage_$s"; done
