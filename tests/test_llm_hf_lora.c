@@ -158,8 +158,10 @@ TEST(hf_sharded_half_precision) {
     CHECK(d <= 1e-5);
 }
 
-/* Writes the PEFT-style lora.safetensors of reference/hf/llama as a llama.cpp
- * adapter GGUF (A [r][in] is ne {in, r}; B [out][r] is ne {r, out}). */
+/* Writes the PEFT-style lora.safetensors of reference/hf/llama as llama.cpp's
+ * converter does (A [r][in] is ne {in, r}; B [out][r] is ne {r, out}; the q and k
+ * rows of B permuted into adjacent RoPE pairs, row j*hd/2+i -> 2i+j per head), so
+ * applying it to the Hugging Face folder checks that the engine undoes that order. */
 TEST(hf_llama_lora_adapter_matches_transformers) {
     const char *dir = test_shared_path("reference/hf/llama");
     if (!dir) SKIP("reference/hf/llama not present");
@@ -168,6 +170,11 @@ TEST(hf_llama_lora_adapter_matches_transformers) {
     st_file lora;
     snprintf(path, sizeof path, "%s/lora.safetensors", dir);
     CHECK_OK(st_open(&lora, path, &e), &e);
+    int rc;
+    llm_model cfg_model;
+    CHECK_OK(llm_load(&cfg_model, dir, &e), &e);
+    const int n_head = cfg_model.cfg.n_head, hd = cfg_model.cfg.head_dim;
+    llm_free(&cfg_model);
     gguf_writer *w = gguf_writer_new(&e);
     CHECK(w != NULL);
     CHECK_OK(gguf_writer_set_str(w, "general.type", "adapter", &e), &e);
@@ -187,7 +194,21 @@ TEST(hf_llama_lora_adapter_matches_transformers) {
             uint64_t nea[2] = {(uint64_t)A->shape[1], (uint64_t)A->shape[0]};
             uint64_t neb[2] = {(uint64_t)B->shape[1], (uint64_t)B->shape[0]};
             CHECK_OK(gguf_writer_add_tensor(w, ga, GGML_TYPE_F32, 2, nea, A->data, &e), &e);
-            CHECK_OK(gguf_writer_add_tensor(w, gb, GGML_TYPE_F32, 2, neb, B->data, &e), &e);
+            const int r = (int)B->shape[1];
+            float *bp = malloc((size_t)B->shape[0] * r * sizeof *bp);
+            CHECK(bp != NULL);
+            memcpy(bp, B->data, (size_t)B->shape[0] * r * sizeof *bp);
+            if (p == 0) { /* q_proj: llama.cpp's pair order */
+                const float *src = B->data;
+                for (int h = 0; h < n_head; h++)
+                    for (int i = 0; i < hd / 2; i++)
+                        for (int j = 0; j < 2; j++)
+                            memcpy(bp + ((size_t)h * hd + 2 * i + j) * r, src + ((size_t)h * hd + j * (hd / 2) + i) * r,
+                                   (size_t)r * sizeof *bp);
+            }
+            rc = gguf_writer_add_tensor(w, gb, GGML_TYPE_F32, 2, neb, bp, &e);
+            free(bp);
+            CHECK_OK(rc, &e);
         }
     }
     const char *adapter = test_tmp_path("hf_lora.gguf");
@@ -197,7 +218,7 @@ TEST(hf_llama_lora_adapter_matches_transformers) {
 
     llm_model m;
     CHECK_OK(llm_load(&m, dir, &e), &e);
-    int rc = llm_lora_apply_file(&m, adapter, 1.0f, &e);
+    rc = llm_lora_apply_file(&m, adapter, 1.0f, &e);
     if (rc) llm_free(&m);
     CHECK_OK(rc, &e);
     st_file ref;

@@ -10,6 +10,22 @@
 #include "llm/model_internal.h"
 #include "nn/quant.h"
 
+/* B's rows, [n_heads * hd][r]: head h's row 2i+j (llama.cpp's adjacent pairs) becomes
+ * row j*hd/2+i (rotate halves), for i < hd/2, j in {0, 1}. */
+static int lora_b_pairs_to_halves(float *b, int n_heads, int hd, int r, mr_error *e) {
+    float *tmp = mr_alloc((size_t)hd * (size_t)r * sizeof *tmp, e);
+    if (!tmp) return MR_ERR_INTERNAL;
+    for (int h = 0; h < n_heads; h++) {
+        float *head = b + (size_t)h * hd * r;
+        for (int i = 0; i < hd / 2; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(tmp + (size_t)(j * (hd / 2) + i) * r, head + (size_t)(2 * i + j) * r, (size_t)r * sizeof *tmp);
+        memcpy(head, tmp, (size_t)hd * r * sizeof *tmp);
+    }
+    free(tmp);
+    return MR_OK;
+}
+
 static llm_linear *target_linear(llm_model *m, const char *base, int *layer) {
     static const char *ROLES[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int l, n = 0;
@@ -145,6 +161,16 @@ int llm_lora_apply_file(llm_model *m, const char *path, float user_scale, mr_err
         if (!(lo->a = tensor_floats(ta, path, e)) || !(lo->b = tensor_floats(tb, path, e))) {
             rc = e->code ? e->code : MR_ERR_INTERNAL;
             goto done;
+        }
+        /* llama.cpp's converter permuted the q and k rows of `llama` models into
+         * adjacent RoPE pairs, and its adapters carry B in that order. A Hugging Face
+         * folder keeps the rotate-halves order, so B's rows go back to it here. */
+        if (m->cfg.arch == LLM_ARCH_LLAMA && m->cfg.rope_halves && (lin == &m->layers[layer].wq || lin == &m->layers[layer].wk)) {
+            int n_heads = lin == &m->layers[layer].wq ? m->cfg.n_head : m->cfg.n_head_kv;
+            if (lora_b_pairs_to_halves(lo->b, n_heads, m->cfg.head_dim, lo->rank, e)) {
+                rc = MR_ERR_INTERNAL;
+                goto done;
+            }
         }
         targets[k++] = lin;
     }
