@@ -35,27 +35,21 @@ static inline void wr_f16(uint8_t *p, float f) {
     memcpy(p, &h, 2);
 }
 
+/* The types this file can dequantize; their block sizes come from the GGUF module. */
 int quant_block(ggml_type t, int *be, int *bb) {
-    int e = 0, b = 0;
+    uint64_t e = 0, b = 0;
     switch (t) {
-    case GGML_TYPE_F32: e = 1; b = 4; break;
-    case GGML_TYPE_F16: e = 1; b = 2; break;
-    case GGML_TYPE_BF16: e = 1; b = 2; break;
-    case GGML_TYPE_Q8_0: e = QK; b = 34; break;
-    case GGML_TYPE_Q4_0: e = QK; b = 18; break;
-    case GGML_TYPE_Q4_1: e = QK; b = 20; break;
-    case GGML_TYPE_Q5_0: e = QK; b = 22; break;
-    case GGML_TYPE_Q5_1: e = QK; b = 24; break;
-    case GGML_TYPE_Q4_K: e = QK_K; b = 144; break;
-    case GGML_TYPE_Q5_K: e = QK_K; b = 176; break;
-    case GGML_TYPE_Q6_K: e = QK_K; b = 210; break;
+    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K:
+        ggml_type_block(t, &e, &b);
+        break;
     default: break;
     }
-    if (be) *be = e;
-    if (bb) *bb = b;
-    return e;
+    if (be) *be = (int)e;
+    if (bb) *bb = (int)b;
+    return (int)e;
 }
-
 int quant_supported(ggml_type t) { return quant_block(t, NULL, NULL) != 0; }
 
 size_t quant_row_bytes(ggml_type t, int64_t n) {
@@ -64,22 +58,7 @@ size_t quant_row_bytes(ggml_type t, int64_t n) {
     return (size_t)(n / be) * (size_t)bb;
 }
 
-const char *quant_type_name(ggml_type t) {
-    switch (t) {
-    case GGML_TYPE_F32: return "f32";
-    case GGML_TYPE_F16: return "f16";
-    case GGML_TYPE_BF16: return "bf16";
-    case GGML_TYPE_Q8_0: return "q8_0";
-    case GGML_TYPE_Q4_0: return "q4_0";
-    case GGML_TYPE_Q4_1: return "q4_1";
-    case GGML_TYPE_Q5_0: return "q5_0";
-    case GGML_TYPE_Q5_1: return "q5_1";
-    case GGML_TYPE_Q4_K: return "q4_k";
-    case GGML_TYPE_Q5_K: return "q5_k";
-    case GGML_TYPE_Q6_K: return "q6_k";
-    default: return "unknown";
-    }
-}
+const char *quant_type_name(ggml_type t) { return quant_supported(t) ? ggml_type_name(t) : "unknown"; }
 
 /* ---------------- dequantization ---------------- */
 
