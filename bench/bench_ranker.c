@@ -95,19 +95,22 @@ static int measure(const char *path, int T, int mode, int do_engine, int do_scor
     return 0;
 }
 
-/* Runs one measurement in a child process and returns its peak RSS in GB, so
- * scoring and training do not share a high-water mark. */
+/* Runs one measurement in a fresh process (this program again, told by the
+ * environment what to measure) and returns its peak RSS in GB, so scoring and
+ * training do not share a high-water mark. A plain fork would inherit the
+ * parent's OpenMP state, and libgomp hangs in a forked child that already ran
+ * parallel regions in its parent. */
 static double child_peak_gb(const char *path, int T, int mode, int do_score, figures *f) {
     int fd[2];
     if (pipe(fd)) return -1;
+    char spec[1024];
+    snprintf(spec, sizeof spec, "%d %d %d %d %s", fd[1], T, mode, do_score, path);
     pid_t pid = fork();
     if (pid == 0) {
-        mr_error e = {0};
-        figures g;
-        int rc = measure(path, T, mode, 0, do_score, &g, &e);
-        if (rc) fprintf(stderr, "%s\n", e.msg);
-        if (write(fd[1], &g, sizeof g) != (ssize_t)sizeof g) rc = 1;
-        _exit(rc);
+        close(fd[0]);
+        setenv("MLLM4REC_BENCH_CHILD", spec, 1);
+        execl("/proc/self/exe", "bench_ranker", (char *)NULL);
+        _exit(127);
     }
     close(fd[1]);
     int status = 0;
@@ -118,6 +121,19 @@ static double child_peak_gb(const char *path, int T, int mode, int do_score, fig
     return ru.ru_maxrss / (1024.0 * 1024.0);
 }
 
+/* The child side of child_peak_gb: measures and writes the figures to the pipe. */
+static int run_child(const char *spec) {
+    int wfd, T, mode, do_score, off = 0;
+    if (sscanf(spec, "%d %d %d %d %n", &wfd, &T, &mode, &do_score, &off) != 4 || !off) return 2;
+    mr_error e = {0};
+    figures g;
+    memset(&g, 0, sizeof g);
+    int rc = measure(spec + off, T, mode, 0, do_score, &g, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    if (write(wfd, &g, sizeof g) != (ssize_t)sizeof g) rc = 1;
+    return rc ? 1 : 0;
+}
+
 int main(void) {
     const char *th = getenv("MLLM4REC_BENCH_THREADS"), *tk = getenv("MLLM4REC_BENCH_TOKENS"),
                *ty = getenv("MLLM4REC_BENCH_TYPE");
@@ -125,6 +141,8 @@ int main(void) {
     const char *type = ty ? ty : "f32";
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
+    const char *child = getenv("MLLM4REC_BENCH_CHILD");
+    if (child) return run_child(child);
     char path[512];
     mr_error e = {0};
     if (ensure_model("smollm2-135m", type, path, sizeof path)) return 1;
