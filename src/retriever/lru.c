@@ -573,6 +573,26 @@ static void lru_block_mix(const lru_model *m, lru_acts *a, int bi, const float *
     lru_scan_forward(k->h, u, a->lambda, b, H);
 }
 
+/* z = drop(z) + residual over [N, D]: mask holds the scaled keep mask (0 or
+ * 1/(1-p)) and is read only when use_drop. */
+static void dropout_add_residual(float *z, const float *residual, const float *mask, int N, int D, int use_drop) {
+#pragma omp parallel for schedule(static) if (N > 1024)
+    for (int i = 0; i < N; i++) {
+        float *zi = z + (size_t)i * D;
+        const float *ri = residual + (size_t)i * D;
+        if (use_drop) {
+            const float *si = mask + (size_t)i * D;
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                zi[c] = zi[c] * si[c] + ri[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < D; c++)
+                zi[c] += ri[c];
+        }
+    }
+}
+
 /* Second half, position-wise: from h [N, 2H] (row stride 2H) and the block input
  * x [N, D], the LRU output x1 = LN(drop(Re(out_proj h)) + x) and the block output
  * x2 = LN(drop(w_2 drop(gelu(w_1 x1))) + x1), into k's buffers. */
@@ -588,20 +608,7 @@ static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float 
     linear_forward_ex(y, D, h + H, H2, w->out_w_im, NULL, N, H, D, -1.0f, 1);
     if (use_drop)
         dropout_mask(k->drop1, N, D, p_drop, key, (uint64_t)bi * 16 + 1);
-#pragma omp parallel for schedule(static) if (N > 1024)
-    for (int i = 0; i < N; i++) {
-        float *z = y + (size_t)i * D;
-        const float *xi = x + (size_t)i * D, *s = k->drop1 + (size_t)i * D;
-        if (use_drop) {
-#pragma omp simd
-            for (int c = 0; c < D; c++)
-                z[c] = z[c] * s[c] + xi[c];
-        } else {
-#pragma omp simd
-            for (int c = 0; c < D; c++)
-                z[c] += xi[c];
-        }
-    }
+    dropout_add_residual(y, x, k->drop1, N, D, use_drop);
     layernorm_forward(k->x1, k->ln1_mean, k->ln1_rstd, k->z1, w->ln1_w, w->ln1_b, N, D, LN_EPS);
     /* feed-forward: a = x1 w_1^T + b_1; gd = drop(gelu(a)); z2 = drop(gd w_2^T + b_2) + x1 */
     linear_forward(k->a, k->x1, w->w1, w->b1, N, D, F);
@@ -616,20 +623,7 @@ static void lru_block_post(const lru_model *m, lru_acts *a, int bi, const float 
     linear_forward(k->z2, k->gd, w->w2, w->b2, N, F, D);
     if (use_drop)
         dropout_mask(k->drop3, N, D, p_drop, key, (uint64_t)bi * 16 + 3);
-#pragma omp parallel for schedule(static) if (N > 1024)
-    for (int i = 0; i < N; i++) {
-        float *z = k->z2 + (size_t)i * D;
-        const float *xi = k->x1 + (size_t)i * D, *s = k->drop3 + (size_t)i * D;
-        if (use_drop) {
-#pragma omp simd
-            for (int c = 0; c < D; c++)
-                z[c] = z[c] * s[c] + xi[c];
-        } else {
-#pragma omp simd
-            for (int c = 0; c < D; c++)
-                z[c] += xi[c];
-        }
-    }
+    dropout_add_residual(k->z2, k->x1, k->drop3, N, D, use_drop);
     layernorm_forward(k->x2, k->ln2_mean, k->ln2_rstd, k->z2, w->ln2_w, w->ln2_b, N, D, LN_EPS);
 }
 
