@@ -22,8 +22,11 @@ label 0 ignored, AdamW lr 1e-3 / eps 1e-9 / weight decay 0.01 off "bias" and
 "layer_norm", gradient norm clipped to 5, shuffled batches of 16 (MovieLens) or 64)
 on an mllm4rec dataset, and after every epoch writes one JSON line with the training
 loss and val and test metrics computed as ours are (per user, whole history and
-padding masked, ties to the lower item id). Use it to compare learning curves on the
-same data; it does not select or save a model.
+padding masked, ties to the lower item id). It stops as `retriever train` does on a
+dataset whose epoch is shorter than --val-every (after --patience validations without
+a strictly better val Recall@10) and ends with a "final" line holding the best epoch's
+val and test metrics. Use it to compare learning curves and results on the same data;
+it saves no model.
 
 Exit status 2 on bad input.
 """
@@ -283,6 +286,7 @@ def train(a):
     ce = torch.nn.CrossEntropyLoss(ignore_index=0)
     t0 = time.time()
     iteration = 0
+    best, bad = None, 0
     with open(a.out, "w", encoding="utf-8") as log:
         for epoch in range(1, a.epochs + 1):
             model.train()
@@ -305,6 +309,18 @@ def train(a):
             log.flush()
             print("epoch %d: train loss %.4f, val Recall@10 %.4f, test Recall@10 %.4f (%.0f s)"
                   % (epoch, total / n, val["Recall@10"], test["Recall@10"], time.time() - t0), flush=True)
+            # early stopping as ours with one validation per epoch: strictly better replaces the best
+            if best is None or val["Recall@10"] > best["val"]["Recall@10"]:
+                best, bad = line, 0
+            else:
+                bad += 1
+                if a.patience and bad >= a.patience:
+                    break
+        log.write(json.dumps({"final": True, "best_epoch": best["epoch"], "epochs": epoch, "val": best["val"],
+                              "test": best["test"]}) + "\n")
+    print("best epoch %d of %d: val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f"
+          % (best["epoch"], epoch, best["val"]["Recall@10"], best["test"]["Recall@10"], best["test"]["NDCG@10"],
+             best["test"]["MRR@10"]))
 
 
 def main():
@@ -320,7 +336,8 @@ def main():
     t.add_argument("--dataset", required=True, help="a prepared dataset")
     t.add_argument("--out", required=True, help="JSON-lines log to write")
     t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, default=500)
+    t.add_argument("--patience", type=int, default=20, help="epochs without a better val Recall@10 (0: never stop)")
     t.add_argument("--max-len", type=int, default=0, help="default 200 (MovieLens) or 50")
     t.add_argument("--batch", type=int, default=0, help="default 16 (MovieLens) or 64")
     t.add_argument("--threads", type=int, default=1)

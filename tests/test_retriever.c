@@ -120,8 +120,11 @@ TEST(train_writes_run_files_and_learns) {
     printf("  test Recall@10 %.3f\n", r10);
     CHECK(r10 > 0.5);
     json_decref(m);
-    /* the learning curve: one line per validation, then the final line */
+    /* the learning curve: the untrained model at iteration 0 (as the reference), one
+     * line per validation, then the final line */
     char *log = log_without_seconds(run_path(run, "train.jsonl"));
+    const char *first = "{\"iter\":0,\"epoch\":0.0,\"train_loss\":null,";
+    CHECK(log && !strncmp(log, first, strlen(first)));
     CHECK(log && strstr(log, "\"val\":{\"Recall@1\"") && strstr(log, "\"final\":true"));
     free(log);
 }

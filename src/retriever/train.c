@@ -347,7 +347,8 @@ static int validate(trainer *t, mr_error *e) {
         json_t *line = json_object();
         json_object_set_new(line, "iter", json_integer(s->iter));
         json_object_set_new(line, "epoch", json_real(s->epoch + (double)s->pos / (double)t->n_batches));
-        json_object_set_new(line, "train_loss", json_real(s->loss_n ? s->loss_sum / s->loss_n : 0.0));
+        /* null before the first iteration: no training loss yet */
+        json_object_set_new(line, "train_loss", s->loss_n ? json_real(s->loss_sum / s->loss_n) : json_null());
         json_t *vm = mr_metrics_to_json(&val);
         json_object_set_new(line, "val", vm ? vm : json_null());
         json_object_set_new(line, "best_recall10", json_real(s->best));
@@ -355,9 +356,11 @@ static int validate(trainer *t, mr_error *e) {
         json_object_set_new(line, "bad", json_integer(s->bad));
         json_object_set_new(line, "seconds", json_real(s->elapsed));
         rc = append_log(t, line, e);
-        mr_log("iteration %ld (epoch %.2f): train loss %.4f, val Recall@10 %.4f NDCG@10 %.4f%s", s->iter,
-               s->epoch + (double)s->pos / (double)t->n_batches, s->loss_n ? s->loss_sum / s->loss_n : 0.0, r10,
-               mr_metrics_get(&val, MR_NDCG, 10), improved ? " (best)" : "");
+        char loss_text[48] = "untrained";
+        if (s->loss_n) snprintf(loss_text, sizeof loss_text, "train loss %.4f", s->loss_sum / s->loss_n);
+        mr_log("iteration %ld (epoch %.2f): %s, val Recall@10 %.4f NDCG@10 %.4f%s", s->iter,
+               s->epoch + (double)s->pos / (double)t->n_batches, loss_text, r10, mr_metrics_get(&val, MR_NDCG, 10),
+               improved ? " (best)" : "");
         s->loss_sum = 0;
         s->loss_n = 0;
     }
@@ -428,6 +431,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     rc = lru_acts_create(&acts, &t.m, B * L, B, B * L, e);
     if (rc) goto done;
 
+    int fresh = 0;
     if (o->resume && mr_file_exists(t.ckpt_path)) {
         rc = load_checkpoint(&t, e);
         if (rc) goto done;
@@ -451,9 +455,17 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
             goto done;
         }
         fclose(f);
+        fresh = 1;
     }
     mr_log("LRURec: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
            c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
+    /* as the reference: a validation before the first iteration, so the learning curve
+     * starts from the untrained model */
+    if (fresh && o->max_epochs > 0) {
+        rc = validate(&t, e);
+        if (!rc) rc = save_checkpoint(&t, e);
+        if (rc) goto done;
+    }
 
     adamw_config ac = {.lr = (float)o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-9f,
                        .weight_decay = (float)o->weight_decay};
