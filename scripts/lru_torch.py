@@ -37,7 +37,6 @@ import struct
 import sys
 import time
 
-DTYPES = {"F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
 
 
 def fail(msg, code=2):
@@ -65,10 +64,10 @@ def read_safetensors(path, np):
     data = blob[8 + n:]
     tensors = {}
     for name, info in header.items():
-        if info.get("dtype") not in DTYPES:
+        if info.get("dtype") != "F32":
             fail("%s: tensor %s has dtype %s, expected F32" % (path, name, info.get("dtype")))
         begin, end = info["data_offsets"]
-        arr = np.frombuffer(data[begin:end], dtype=DTYPES[info["dtype"]])
+        arr = np.frombuffer(data[begin:end], dtype="<f4")
         tensors[name] = arr.reshape(info["shape"]).copy()
     return tensors, meta
 

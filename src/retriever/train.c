@@ -431,7 +431,6 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     rc = lru_acts_create(&acts, &t.m, B * L, B, B * L, e);
     if (rc) goto done;
 
-    int fresh = 0;
     if (o->resume && mr_file_exists(t.ckpt_path)) {
         rc = load_checkpoint(&t, e);
         if (rc) goto done;
@@ -455,13 +454,12 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
             goto done;
         }
         fclose(f);
-        fresh = 1;
     }
     mr_log("LRURec: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
            c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
     /* as the reference: a validation before the first iteration, so the learning curve
-     * starts from the untrained model */
-    if (fresh && o->max_epochs > 0) {
+     * starts from the untrained model (best < 0: nothing validated yet, so not a resume) */
+    if (t.s.best < 0 && o->max_epochs > 0) {
         rc = validate(&t, e);
         if (!rc) rc = save_checkpoint(&t, e);
         if (rc) goto done;
