@@ -1,0 +1,73 @@
+/* Integer products of quantized weights with 8-bit activations, in llama.cpp's
+ * arithmetic (DESIGN section 4): the activations of a product are quantized once
+ * per call, per row, into blocks with one scale each, and every (weight block,
+ * activation block) pair is an exact integer dot product that is converted to
+ * fp32 once, times the two scales.
+ *
+ *   weight type                 activation blocks
+ *   Q8_0, Q4_0, Q5_0            Q8_0: f16 d; i8 qs[32]                     (34 bytes)
+ *   Q4_1, Q5_1                  Q8_1: f16 d; f16 s = d * sum(qs); i8 qs[32] (36 bytes)
+ *   Q4_K, Q5_K, Q6_K            Q8_K: f32 d; i8 qs[256]; i16 bsums[16]     (292 bytes)
+ *
+ * The activation formats are ggml's block_q8_0 / block_q8_1 / block_q8_K byte for
+ * byte, quantized as ggml's quantize_row_q8_*_ref does, so that our products and
+ * llama.cpp's see the same integers.
+ *
+ * Layers: qdot.c owns the activation formats, the 32-element weight types and the
+ * dispatch; qdot_k.c owns the K types. matmul.c decides when these run. */
+#ifndef MLLM4REC_NN_QDOT_H
+#define MLLM4REC_NN_QDOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mllm4rec/gguf.h"
+
+typedef struct {
+    uint16_t d; /* f16 */
+    int8_t qs[32];
+} blk_q8_0;
+
+typedef struct {
+    uint16_t d; /* f16 */
+    uint16_t s; /* f16: d * sum(qs) */
+    int8_t qs[32];
+} blk_q8_1;
+
+typedef struct {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16]; /* sums of qs in groups of 16 */
+} blk_q8_K;
+
+/* GGML_TYPE_Q8_0, GGML_TYPE_Q8_1 or GGML_TYPE_Q8_K: the activation blocks that
+ * weights of type w multiply with; GGML_TYPE_F32 when w has no integer product. */
+ggml_type qdot_act_type(ggml_type w);
+
+/* Bytes of one activation row of `cols` values for weights of type w. */
+size_t qdot_act_row_bytes(ggml_type w, int64_t cols);
+
+/* xq = the row x[cols] quantized for weights of type w (qdot_act_row_bytes bytes). */
+void qdot_quantize_row(ggml_type w, const float *x, void *xq, int64_t cols);
+
+/* One tile of the product y = x Wᵀ in integer arithmetic:
+ *   y[t * ldy + r] = dot(W row r, x row t) + beta * y[t * ldy + r]
+ * for r < n_rows, t < n_act (beta 0: y is only written).
+ *   w:  n_rows weight rows of `cols` values, w_row_bytes apart;
+ *   xq: n_act activation rows from qdot_quantize_row, xq_row_bytes apart.
+ * Runs on the calling thread; the caller tiles and spreads tiles over threads. */
+typedef void (*qdot_tile_fn)(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows,
+                             const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta);
+
+/* The tile kernel for weights of type w, or NULL when w has none. */
+qdot_tile_fn qdot_tile_kernel(ggml_type w);
+
+/* The K-type kernels (qdot_k.c), reached through qdot_tile_kernel. */
+void qdot_tile_q4_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
+                    size_t xq_row_bytes, int n_act, int64_t cols, float beta);
+void qdot_tile_q5_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
+                    size_t xq_row_bytes, int n_act, int64_t cols, float beta);
+void qdot_tile_q6_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
+                    size_t xq_row_bytes, int n_act, int64_t cols, float beta);
+
+#endif
