@@ -62,6 +62,10 @@ typedef void (*qdot_tile_fn)(float *y, int64_t ldy, const uint8_t *w, size_t w_r
 /* The tile kernel for weights of type w, or NULL when w has none. */
 qdot_tile_fn qdot_tile_kernel(ggml_type w);
 
+/* The K types' activation blocks (qdot_k.c), reached through qdot_quantize_row:
+ * y[cols / 256] = x[cols] quantized as ggml's quantize_row_q8_K_ref. */
+void qdot_quantize_row_q8_K(const float *x, blk_q8_K *y, int64_t cols);
+
 /* The K-type kernels (qdot_k.c), reached through qdot_tile_kernel. */
 void qdot_tile_q4_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
                     size_t xq_row_bytes, int n_act, int64_t cols, float beta);
