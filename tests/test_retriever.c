@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "mllm4rec/retriever.h"
+#include "mllm4rec/safetensors.h"
 #include "test.h"
 
 #define N_USERS 40
@@ -252,6 +253,25 @@ static void interrupted_run_matches(const char *name, int at, int sig, int want_
     CHECK_MSG(rc == want_rc, "interrupted run exited %d, expected %d", rc, want_rc);
     CHECK(!mr_file_exists(run_path(r, "metrics.json")));
     CHECK(mr_file_exists(run_path(r, "checkpoint.safetensors")));
+    /* the checkpoint holds an order of the training windows: each exactly once */
+    {
+        st_file f;
+        mr_error e = {0};
+        CHECK_OK(st_open(&f, run_path(r, "checkpoint.safetensors"), &e), &e);
+        const st_tensor *order = st_find(&f, "epoch_order");
+        int ok = order && order->dtype == ST_I32 && st_numel(order) > 0;
+        int64_t n = ok ? st_numel(order) : 0;
+        char *seen = calloc((size_t)n + 1, 1);
+        for (int64_t i = 0; ok && i < n; i++) {
+            int32_t w;
+            memcpy(&w, (const char *)order->data + 4 * i, 4);
+            ok = w >= 0 && w < n && !seen[w];
+            if (ok) seen[w] = 1;
+        }
+        free(seen);
+        st_close(&f);
+        CHECK_MSG(ok, "checkpoint epoch_order is not a permutation of the windows");
+    }
     /* a resume must use the same flags */
     CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --hidden 8 --resume 2>/dev/null",
                    dataset_dir, r, TRAIN_FLAGS) == 1);
@@ -275,6 +295,12 @@ TEST(kill_9_and_resume_from_last_checkpoint_gives_same_numbers) {
     interrupted_run_matches("run_kill", 17, 9, 128 + 9);
 }
 
+TEST(kill_9_in_the_first_epoch_and_resume_gives_same_numbers) {
+    /* iteration 3 comes before the first validation (7): only the checkpoint written
+     * after the validation of the untrained model exists */
+    interrupted_run_matches("run_kill_early", 3, 9, 128 + 9);
+}
+
 TEST(errors_are_reported) {
     make_dataset();
     char out[8192];
@@ -288,6 +314,10 @@ TEST(errors_are_reported) {
     CHECK(test_cli(out, sizeof out, "retriever candidates --dataset %s --run %s -k 0 2>/dev/null", dataset_dir,
                    test_tmp_path("nope")) == 2);
     CHECK(test_cli(out, sizeof out, "retriever train --help") == 0 && strstr(out, "--resume"));
+    /* --max-epochs 0 would write an untrained model: a usage error */
+    CHECK(test_cli(out, sizeof out, "retriever train --dataset %s --out %s --max-epochs 0 2>/dev/null", dataset_dir,
+                   test_tmp_path("zero_epochs")) == 2);
+    CHECK(!mr_file_exists(run_path(test_tmp_path("zero_epochs"), "retriever.safetensors")));
     /* a model that does not fit the dataset */
     const char *p = test_tmp_path("notmodel.safetensors");
     test_write_file(p, "garbage", 7);
@@ -319,6 +349,7 @@ int main(void) {
     RUN(same_seed_same_numbers_and_eval_candidates_recompute);
     RUN(sigterm_saves_checkpoint_and_resume_gives_same_numbers);
     RUN(kill_9_and_resume_from_last_checkpoint_gives_same_numbers);
+    RUN(kill_9_in_the_first_epoch_and_resume_gives_same_numbers);
     RUN(errors_are_reported);
     return test_summary();
 }

@@ -46,7 +46,7 @@ CLI_COMMAND(cmd_retriever_train) {
     if ((rc = check_range(cmd, "--hidden", hidden, 1, 4096)) || (rc = check_range(cmd, "--blocks", blocks, 1, 16)) ||
         (rc = check_range(cmd, "--val-every", val_every, 1, 1000000000)) ||
         (rc = check_range(cmd, "--patience", patience, 1, 1000000)) ||
-        (rc = check_range(cmd, "--max-epochs", max_epochs, 0, 1000000)) ||
+        (rc = check_range(cmd, "--max-epochs", max_epochs, 1, 1000000)) ||
         (rc = check_range(cmd, "--threads", threads, 1, 1024)))
         return rc;
     if (flags[2].seen && (rc = check_range(cmd, "--max-len", max_len, 1, 100000))) return rc;

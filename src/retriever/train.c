@@ -120,7 +120,11 @@ typedef struct trainer {
 
 static int64_t batches_per_epoch(const trainer *t) { return (t->n_windows + t->o->batch - 1) / t->o->batch; }
 
-static void shuffle_epoch(trainer *t) {
+/* Draws the window order of the epoch that starts now. It is drawn when the epoch
+ * starts (before the validation and checkpoint that may precede its first batch), so a
+ * checkpoint always holds the order its epoch uses: never an order still to be drawn. */
+static void start_epoch(trainer *t) {
+    t->s.val_in_epoch = 0;
     for (int64_t i = 0; i < t->n_windows; i++) t->perm[i] = (int32_t)i;
     for (int64_t i = t->n_windows - 1; i > 0; i--) {
         int64_t j = (int64_t)mr_rng_below(&t->rng, (uint64_t)i + 1);
@@ -154,7 +158,7 @@ static int save_checkpoint(trainer *t, mr_error *e) {
     const lru_train_options *o = t->o;
     const train_state *s = &t->s;
     int bad = rc;
-    bad |= set_meta(w, "format", "mllm4rec-lru-checkpoint-1");
+    bad |= set_meta(w, "format", "mllm4rec-lru-checkpoint-2");
     bad |= set_meta(w, "n_items", "%d", t->m.cfg.n_items);
     bad |= set_meta(w, "hidden", "%d", o->model.hidden);
     bad |= set_meta(w, "blocks", "%d", o->model.blocks);
@@ -205,10 +209,15 @@ static int load_checkpoint(trainer *t, mr_error *e) {
     if (rc) return rc;
     meta mt = {f.metadata_json ? json_loads(f.metadata_json, 0, NULL) : NULL};
     const char *fmt;
-    if (!mt.obj || !meta_get(&mt, "format", &fmt) || strcmp(fmt, "mllm4rec-lru-checkpoint-1")) {
+    if (!mt.obj || !meta_get(&mt, "format", &fmt) ||
+        (strcmp(fmt, "mllm4rec-lru-checkpoint-1") && strcmp(fmt, "mllm4rec-lru-checkpoint-2"))) {
         rc = mr_fail(e, MR_ERR_INPUT, "%s: not an mllm4rec LRURec checkpoint", t->ckpt_path);
         goto done;
     }
+    /* Version 1 drew an epoch's order at its first batch, so a checkpoint taken at the
+     * start of an epoch (pos 0) holds no order yet (uninitialised memory before the first
+     * epoch): its order is drawn below from the saved generator, as version 1 would. */
+    int v1 = !strcmp(fmt, "mllm4rec-lru-checkpoint-1");
     /* the run must continue with the parameters it started with */
     struct {
         const char *key;
@@ -250,11 +259,6 @@ static int load_checkpoint(trainer *t, mr_error *e) {
         goto done;
     }
     memcpy(t->perm, order->data, (size_t)t->n_windows * sizeof(int32_t));
-    for (int64_t i = 0; i < t->n_windows; i++)
-        if (t->perm[i] < 0 || t->perm[i] >= t->n_windows) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: epoch_order holds an out-of-range window", t->ckpt_path);
-            goto done;
-        }
     const char *v;
     train_state *s = &t->s;
 #define GETL(k, dst)                                                                                       \
@@ -297,7 +301,25 @@ static int load_checkpoint(trainer *t, mr_error *e) {
         }
         t->rng.s[i] = strtoull(v, NULL, 10);
     }
-    if (s->pos < 0 || s->pos > t->n_batches) rc = mr_fail(e, MR_ERR_INPUT, "%s: bad position", t->ckpt_path);
+    if (s->pos < 0 || s->pos > t->n_batches) {
+        rc = mr_fail(e, MR_ERR_INPUT, "%s: bad position", t->ckpt_path);
+        goto done;
+    }
+    if (v1 && s->pos == 0) start_epoch(t);
+    /* the order must be a permutation of the windows: each exactly once */
+    uint8_t *seen = mr_calloc((size_t)t->n_windows, 1, e);
+    if (!seen) {
+        rc = MR_ERR_INTERNAL;
+        goto done;
+    }
+    for (int64_t i = 0; i < t->n_windows && !rc; i++) {
+        int32_t w = t->perm[i];
+        if (w < 0 || w >= t->n_windows || seen[w])
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: epoch_order is not an order of the %lld training windows (entry %lld)",
+                         t->ckpt_path, (long long)t->n_windows, (long long)i);
+        else seen[w] = 1;
+    }
+    free(seen);
 done:
     json_decref(mt.obj);
     st_close(&f);
@@ -382,7 +404,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     if (o->batch < 1) return mr_fail(e, MR_ERR_USAGE, "--batch must be at least 1");
     if (o->val_every < 1) return mr_fail(e, MR_ERR_USAGE, "--val-every must be at least 1");
     if (o->patience < 1) return mr_fail(e, MR_ERR_USAGE, "--patience must be at least 1");
-    if (o->max_epochs < 0) return mr_fail(e, MR_ERR_USAGE, "--max-epochs must be >= 0");
+    if (o->max_epochs < 1) return mr_fail(e, MR_ERR_USAGE, "--max-epochs must be at least 1 (0 would train nothing)");
     if (!(o->lr > 0)) return mr_fail(e, MR_ERR_USAGE, "--lr must be positive");
     if (d->n_items < 1 || d->n_items > 100000000) return mr_fail(e, MR_ERR_INPUT, "%s: no items", d->dir);
     set_threads(o->threads);
@@ -419,7 +441,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         goto done;
     }
     t.n_batches = batches_per_epoch(&t);
-    t.perm = mr_alloc((size_t)t.n_windows * sizeof(int32_t), e);
+    t.perm = mr_calloc((size_t)t.n_windows, sizeof(int32_t), e);
     int L = c.max_len, B = o->batch;
     tokens = mr_alloc((size_t)B * L * sizeof(int32_t), e);
     labels = mr_alloc((size_t)B * L * sizeof(int32_t), e);
@@ -448,6 +470,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         memcpy(t.best_params, t.m.params, np * sizeof(float));
         t.s.best = -1.0;
         t.s.best_iter = -1;
+        start_epoch(&t);
         FILE *f = fopen(t.log_path, "w");
         if (!f) {
             rc = mr_fail(e, MR_ERR_INPUT, "cannot write %s", t.log_path);
@@ -459,7 +482,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
            c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
     /* as the reference: a validation before the first iteration, so the learning curve
      * starts from the untrained model (best < 0: nothing validated yet, so not a resume) */
-    if (t.s.best < 0 && o->max_epochs > 0) {
+    if (t.s.best < 0) {
         rc = validate(&t, e);
         if (!rc) rc = save_checkpoint(&t, e);
         if (rc) goto done;
@@ -487,10 +510,6 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     long iter0 = t.s.iter;
     while (!t.s.stopped && t.s.epoch < o->max_epochs) {
         train_state *s = &t.s;
-        if (s->pos == 0) {
-            shuffle_epoch(&t);
-            s->val_in_epoch = 0;
-        }
         /* one batch */
         int64_t first = s->pos * B, last = first + B < t.n_windows ? first + B : t.n_windows;
         int ns = 0, nr = 0;
@@ -520,6 +539,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         if (end_of_epoch) {
             s->epoch++;
             s->pos = 0;
+            start_epoch(&t);
         }
         if (do_val) {
             s->val_in_epoch = !end_of_epoch;
@@ -544,10 +564,6 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     sigaction(SIGTERM, &old_term, NULL);
     if (rc || *interrupted) goto done;
     if (t.s.stopped) mr_log("early stopping after %d validations without improvement", t.s.bad);
-    if (t.s.best < 0) {
-        /* no validation ran (max-epochs 0): keep the current model */
-        memcpy(t.best_params, t.m.params, np * sizeof(float));
-    }
     rc = save_checkpoint(&t, e);
     if (rc) goto done;
     /* the best model: weights, metrics, candidates */
