@@ -163,11 +163,18 @@ TEST(dataset_captions_resume_and_import) {
     /* --map: source ids of ml-latest-small to the poster files */
     char ds2[1024];
     snprintf(ds2, sizeof ds2, "%s", test_tmp_path("ds2"));
-    const char *mapped[4] = {"1", "10", "2", "999999"}; /* 999999 is not in the map: missing */
-    write_dataset(ds2, mapped, 4);
+    /* 999999 is not in the map: missing. 33 is not in the map either, but the folder has
+     * 33.jpg (ML-100K's movie 33, another film): with a map it must stay without an image */
+    const char *mapped[5] = {"1", "10", "2", "999999", "33"};
+    snprintf(p, sizeof p, "%s/33.jpg", posters);
+    CHECK(mr_file_exists(p));
+    write_dataset(ds2, mapped, 5);
     CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --map %s --model %s --max-new-tokens 4 2>/dev/null",
                    ds2, posters, map, model) == 0);
-    CHECK_MSG(strstr(out, "4 items: 3 captioned now, 0 from captions.tsv, 1 missing images, 0 failed") != NULL, "%s", out);
+    CHECK_MSG(strstr(out, "5 items: 3 captioned now, 0 from captions.tsv, 2 missing images, 0 failed") != NULL, "%s", out);
+    CHECK_OK(mr_dataset_load(&d, ds2, &e), &e);
+    CHECK_MSG(d.items[5].caption[0] == 0, "unmapped item 33 got the caption '%s'", d.items[5].caption);
+    mr_dataset_free(&d);
 
     /* import: rows for known items replace captions; unknown ones are counted */
     snprintf(p, sizeof p, "%s/import.tsv", test_tmpdir());
@@ -180,7 +187,7 @@ TEST(dataset_captions_resume_and_import) {
     CHECK(d.items[2].caption[0] != 0); /* captioned before, kept */
     mr_dataset_free(&d);
     snprintf(p, sizeof p, "%s/captions.tsv", ds2);
-    CHECK(count_lines(p) == 1 + 4);
+    CHECK(count_lines(p) == 1 + 4); /* 3 images processed + the imported 999999 */
     /* a bad header is an input error */
     snprintf(p, sizeof p, "%s/bad.tsv", test_tmpdir());
     test_write_file(p, "id\tcaption\n1\tx\n", 15);

@@ -372,8 +372,13 @@ static FILE *open_cache_for_append(const char *path, mr_error *e) {
 /* A source id used as a file name must stay inside the images folder. */
 static int safe_name(const char *s) { return *s && *s != '.' && !strchr(s, '/') && !strchr(s, '\\'); }
 
-static char *find_image(const char *dir, const char *sid, const char *mapped, mr_error *e) {
-    if (mapped) {
+/* With a map (use_map), the map is the only source of images: an item it does not list
+ * (mapped NULL) has none. Falling back to SOURCE_ID.jpg there would attach another
+ * item's image when the folder's files are numbered by other ids (ML-100K posters and
+ * ml-latest-small ids). Without a map, images are named by source id. */
+static char *find_image(const char *dir, const char *sid, int use_map, const char *mapped, mr_error *e) {
+    if (use_map) {
+        if (!mapped) return NULL;
         char *p = mr_path_join(dir, mapped, e);
         if (p && !mr_file_exists(p)) {
             free(p);
@@ -438,7 +443,7 @@ int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *ima
     for (int64_t i = 1; i <= d.n_items && !rc; i++) {
         if (done[i]) continue;
         const char *sid = d.items[i].source_id;
-        char *path = find_image(images_dir, sid, map_path ? files[i] : NULL, e);
+        char *path = find_image(images_dir, sid, map_path != NULL, files[i], e);
         char *text = NULL;
         if (!path) {
             st->missing++;
