@@ -196,8 +196,63 @@ TEST(dataset_captions_resume_and_import) {
     free(first_cache);
 }
 
+/* ml-latest-small with the ML-100K posters through the map: exactly the items the map
+ * lists and whose file exists get a caption (the map's own count, computed here), no
+ * other item; a caption of an unlisted item would be another movie's poster. */
+TEST(map_on_ml_latest_small_captions_exactly_the_mapped_posters) {
+    const char *vocab = test_shared_path("reference/tokenizer/ggml-vocab-gpt-2.gguf");
+    const char *posters = test_shared_path("data/ml100k-posters/jpg");
+    const char *map = test_shared_path("data/ml100k-posters/map_ml-latest-small.tsv");
+    const char *raw = test_shared_path("data/ml-latest-small");
+    if (!vocab || !posters || !map || !raw) SKIP("the GPT-2 vocabulary, posters or ml-latest-small are not in ../shared");
+    char model[1024], ds[1024];
+    snprintf(model, sizeof model, "%s", test_tmp_path("model_mls"));
+    snprintf(ds, sizeof ds, "%s", test_tmp_path("mls"));
+    CHECK(test_cli(out, sizeof out, "model random --arch blip2 --out %s --vocab %s --seed 2 2>/dev/null", model, vocab) == 0);
+    CHECK(test_cli(out, sizeof out, "prepare --format movielens --input %s --out %s 2>/dev/null", raw, ds) == 0);
+    mr_dataset d;
+    mr_error e;
+    CHECK_OK(mr_dataset_load(&d, ds, &e), &e);
+    /* the map: source id -> file; an item is expected to have a poster when listed and present */
+    char *text;
+    size_t len;
+    CHECK_OK(mr_read_file(map, &text, &len, &e), &e);
+    char *want = calloc((size_t)d.n_items + 1, 1);
+    int64_t n_want = 0;
+    for (char *line = strchr(text, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char sid[64], file[256], p[2048];
+        if (sscanf(line + 1, "%63[^\t]\t%255[^\n]", sid, file) != 2) continue;
+        snprintf(p, sizeof p, "%s/%s", posters, file);
+        for (int64_t i = 1; i <= d.n_items; i++)
+            if (!strcmp(d.items[i].source_id, sid) && !want[i] && mr_file_exists(p)) {
+                want[i] = 1;
+                n_want++;
+            }
+    }
+    free(text);
+    mr_dataset_free(&d);
+    CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --map %s --model %s --max-new-tokens 1 2>/dev/null",
+                   ds, posters, map, model) == 0);
+    long long items = 0, captioned = 0;
+    const char *at = strstr(out, " items: ");
+    CHECK_MSG(at && sscanf(out, "caption: %lld items: %lld captioned now", &items, &captioned) == 2, "%s", out);
+    printf("  %lld items, %lld captioned, %lld listed in the map with a poster\n", items, captioned, (long long)n_want);
+    CHECK(captioned == n_want);
+    CHECK_OK(mr_dataset_load(&d, ds, &e), &e);
+    int64_t with_caption = 0, wrong = 0;
+    for (int64_t i = 1; i <= d.n_items; i++) {
+        with_caption += d.items[i].caption[0] != 0;
+        wrong += d.items[i].caption[0] != 0 && !want[i];
+    }
+    mr_dataset_free(&d);
+    free(want);
+    CHECK_MSG(wrong == 0, "%lld items outside the map have a caption", (long long)wrong);
+    CHECK(with_caption <= n_want);
+}
+
 int main(void) {
     RUN(single_image_ids_match_transformers);
     RUN(dataset_captions_resume_and_import);
+    RUN(map_on_ml_latest_small_captions_exactly_the_mapped_posters);
     return test_summary();
 }
