@@ -292,6 +292,22 @@ TEST(malformed_interactions) {
     free(text);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     CHECK(system(cmd) == 0);
+    /* a NUL byte inside a field: refused with file:line, also with --skip-bad-lines (it
+     * cut the field short: "12607\0" "59144" was read as 12607) */
+    {
+        static const char nul[] = "user_id\titem_id\ttimestamp\nu\t1\t5\nu\t1\t12607\0" "59144\n";
+        test_write_file(in, nul, sizeof nul - 1);
+        CHECK(PREP("--format interactions --interactions %s --titles %s --out %s 2>&1", in, ti, out) == 1);
+        CHECK(fails_cleanly(out, "i.tsv:3: NUL byte at column 10"));
+        CHECK(PREP("--skip-bad-lines --format interactions --interactions %s --titles %s --out %s 2>&1", in, ti, out) == 1);
+        CHECK(fails_cleanly(out, "i.tsv:3: NUL byte"));
+        static const char nul_title[] = "item_id\ttitle\n1\tOne\0Two\n";
+        wfile(in, "user_id\titem_id\ttimestamp\nu\t1\t5\n");
+        test_write_file(ti, nul_title, sizeof nul_title - 1);
+        CHECK(PREP("--format interactions --interactions %s --titles %s --out %s 2>&1", in, ti, out) == 1);
+        CHECK(fails_cleanly(out, "t.tsv:2: NUL byte at column 6"));
+        wfile(ti, "item_id\ttitle\n1\tOne\n");
+    }
     /* invalid UTF-8 */
     wfile(in, "user_id\titem_id\ttimestamp\nu\t1\t5\nu\xff\t1\t6\n");
     CHECK(PREP("--format interactions --interactions %s --titles %s --out %s 2>&1", in, ti, out) == 1);

@@ -19,7 +19,7 @@ typedef struct mr_lines {
 int mr_lines_open(mr_lines *L, const char *path, mr_error *e);
 /* Returns 1 and the next line (without "\n" or "\r\n"; NUL-terminated, valid
  * until the next call), 0 at the end, -1 on error (e set: truncated gzip, read
- * error). */
+ * error, a NUL byte in the line: "path:line: NUL byte at column N"). */
 int mr_lines_next(mr_lines *L, char **line, size_t *len, mr_error *e);
 void mr_lines_close(mr_lines *L);
 

@@ -53,6 +53,16 @@ static int fill(mr_lines *L, mr_error *e) {
     return n;
 }
 
+/* A text line holds no NUL byte: one would cut the line short for every string
+ * function after this, silently (a timestamp "12607\0" "59144" read as 12607). */
+static int refuse_nul(mr_lines *L, const char *line, size_t n, mr_error *e) {
+    const char *z = memchr(line, 0, n);
+    if (!z) return 1;
+    mr_fail(e, MR_ERR_INPUT, "%s:%lld: NUL byte at column %lld (not a text file, or a damaged one)", L->path,
+            (long long)L->lineno, (long long)(z - line) + 1);
+    return -1;
+}
+
 int mr_lines_next(mr_lines *L, char **line, size_t *len, mr_error *e) {
     size_t scan = L->start;
     for (;;) {
@@ -66,7 +76,7 @@ int mr_lines_next(mr_lines *L, char **line, size_t *len, mr_error *e) {
             *len = n;
             L->start = at + 1;
             L->lineno++;
-            return 1;
+            return refuse_nul(L, *line, n, e);
         }
         if (L->eof) {
             if (L->end == L->start) return 0;
@@ -77,7 +87,7 @@ int mr_lines_next(mr_lines *L, char **line, size_t *len, mr_error *e) {
             *len = n;
             L->start = L->end;
             L->lineno++;
-            return 1;
+            return refuse_nul(L, *line, n, e);
         }
         size_t consumed = L->start;
         scan = L->end;
