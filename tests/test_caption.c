@@ -176,6 +176,18 @@ TEST(dataset_captions_resume_and_import) {
     CHECK_MSG(d.items[5].caption[0] == 0, "unmapped item 33 got the caption '%s'", d.items[5].caption);
     mr_dataset_free(&d);
 
+    /* one writer per dataset: while another process holds its lock, caption refuses */
+    {
+        int fd;
+        CHECK_OK(mr_folder_lock(ds2, &fd, &e), &e);
+        char err[4096];
+        CHECK(test_cli(err, sizeof err, "caption --dataset %s --images %s --map %s --model %s 2>&1", ds2, posters, map,
+                       model) == 1);
+        CHECK_MSG(strstr(err, "in use by another process"), "%s", err);
+        CHECK(test_cli(err, sizeof err, "caption --dataset %s --import %s/nothing.tsv 2>&1", ds2, test_tmpdir()) == 1);
+        CHECK_MSG(strstr(err, "in use by another process"), "%s", err);
+        mr_folder_unlock(fd);
+    }
     /* import: rows for known items replace captions; unknown ones are counted */
     snprintf(p, sizeof p, "%s/import.tsv", test_tmpdir());
     const char *imp = "source_id\tcaption\n1\ta red poster\n999999\ta blue one\nnot-an-item\tx\n";

@@ -525,6 +525,17 @@ TEST(output_folder_safety) {
     CHECK(test_cli(out_buf, sizeof out_buf, "prepare --force %s 2>&1", cmd) == 1);
     CHECK(strstr(out_buf, "without meta.json"));
     CHECK(exists(p));
+    /* one writer: while another process holds OUT's lock, prepare refuses before reading */
+    snprintf(cmd, sizeof cmd, args, in, ti, out);
+    int fd;
+    CHECK_OK(mr_folder_lock(out, &fd, &err), &err);
+    CHECK(test_cli(out_buf, sizeof out_buf, "prepare --force %s 2>&1", cmd) == 1);
+    CHECK_MSG(strstr(out_buf, "in use by another process"), "%s", out_buf);
+    CHECK_OK(mr_dataset_load(&ds, out, &err), &err); /* the old folder, untouched */
+    CHECK(ds.n_items == 2);
+    mr_dataset_free(&ds);
+    mr_folder_unlock(fd);
+    CHECK(test_cli(out_buf, sizeof out_buf, "prepare --force %s 2>&1", cmd) == 0);
 }
 
 /* ---- parsers ---- */

@@ -301,6 +301,98 @@ TEST(kill_9_in_the_first_epoch_and_resume_gives_same_numbers) {
     interrupted_run_matches("run_kill_early", 3, 9, 128 + 9);
 }
 
+/* A file's bytes as a string of hex digits, so that binary files compare with strcmp. */
+static char *slurp(const char *path) {
+    char *x = NULL;
+    size_t n;
+    mr_error e;
+    if (mr_read_file(path, &x, &n, &e)) return NULL;
+    char *h = malloc(2 * n + 1);
+    for (size_t i = 0; h && i < n; i++) snprintf(h + 2 * i, 3, "%02x", (unsigned char)x[i]);
+    if (h) h[2 * n] = 0;
+    free(x);
+    return h;
+}
+
+TEST(rerun_over_a_run_needs_resume_or_force) {
+    make_dataset();
+    const char *r = test_tmp_path("run_fin");
+    char err[4096];
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --max-epochs 2 2>/dev/null", dataset_dir,
+                   r, TRAIN_FLAGS) == 0);
+    const char *names[4] = {"retriever.safetensors", "metrics.json", "candidates.tsv", "checkpoint.safetensors"};
+    char *before[4];
+    for (int i = 0; i < 4; i++) CHECK((before[i] = slurp(run_path(r, names[i]))) != NULL);
+    /* without --resume or --force: refused, and the run is untouched */
+    CHECK(test_cli(err, sizeof err, "retriever train --dataset %s --out %s %s --seed 5 --max-epochs 2 2>&1", dataset_dir,
+                   r, TRAIN_FLAGS) == 1);
+    CHECK_MSG(strstr(err, "already holds a run") && strstr(err, "--force"), "%s", err);
+    for (int i = 0; i < 4; i++) {
+        char *now = slurp(run_path(r, names[i]));
+        CHECK_MSG(now && !strcmp(now, before[i]), "%s changed", names[i]);
+        free(now);
+    }
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --max-epochs 2 --resume --force 2>/dev/null",
+                   dataset_dir, r, TRAIN_FLAGS) == 2);
+    /* --resume of a finished run gives the same files */
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --max-epochs 2 --resume 2>/dev/null",
+                   dataset_dir, r, TRAIN_FLAGS) == 0);
+    for (int i = 0; i < 3; i++) {
+        char *now = slurp(run_path(r, names[i]));
+        CHECK_MSG(now && !strcmp(now, before[i]), "%s changed by --resume", names[i]);
+        free(now);
+    }
+    /* --force starts over: another seed, another model */
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 5 --max-epochs 2 --force 2>/dev/null",
+                   dataset_dir, r, TRAIN_FLAGS) == 0);
+    char *now = slurp(run_path(r, names[0]));
+    CHECK(now && strcmp(now, before[0]));
+    free(now);
+    for (int i = 0; i < 4; i++) free(before[i]);
+    /* --resume on a folder without a checkpoint starts afresh */
+    const char *fresh = test_tmp_path("run_fresh");
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --max-epochs 1 --resume 2>/dev/null",
+                   dataset_dir, fresh, TRAIN_FLAGS) == 0);
+    CHECK(mr_file_exists(run_path(fresh, "metrics.json")));
+}
+
+TEST(one_writer_per_run_folder) {
+    make_dataset();
+    const char *r = test_tmp_path("run_locked");
+    mr_error e = {0};
+    int fd;
+    /* this process holds the folder: every command that writes it refuses, and nothing is written */
+    CHECK_OK(mr_folder_lock(r, &fd, &e), &e);
+    char err[4096];
+    CHECK(test_cli(err, sizeof err, "retriever train --dataset %s --out %s %s 2>&1", dataset_dir, r, TRAIN_FLAGS) == 1);
+    CHECK_MSG(strstr(err, "in use by another process"), "%s", err);
+    CHECK(!mr_is_dir(r));
+    CHECK(test_cli(err, sizeof err, "retriever eval --dataset %s --run %s 2>&1", dataset_dir, r) == 1);
+    CHECK_MSG(strstr(err, "in use by another process"), "%s", err);
+    CHECK(test_cli(err, sizeof err, "retriever candidates --dataset %s --run %s 2>&1", dataset_dir, r) == 1);
+    CHECK_MSG(strstr(err, "in use by another process"), "%s", err);
+    /* a second lock in this process (another open file) is refused too */
+    int fd2;
+    CHECK(mr_folder_lock(r, &fd2, &e) == MR_ERR_INPUT);
+    /* the lock, not the leftover lock file, says whether a writer is alive */
+    mr_folder_unlock(fd);
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --max-epochs 1 2>/dev/null", dataset_dir, r,
+                   TRAIN_FLAGS) == 0);
+    /* two runs started together: exactly one writes the folder */
+    const char *r2 = test_tmp_path("run_twice");
+    const char *bin = getenv("MLLM4REC_BIN");
+    if (!bin || !*bin) bin = "build/mllm4rec";
+    CHECK(test_cli(err, sizeof err,
+                   "retriever train --help >/dev/null; B=%s; "
+                   "$B retriever train --dataset %s --out %s %s --max-epochs 3 >/dev/null 2>&1 & p1=$!; "
+                   "$B retriever train --dataset %s --out %s %s --max-epochs 3 >/dev/null 2>&1 & p2=$!; "
+                   "wait $p1; a=$?; wait $p2; b=$?; echo $a $b",
+                   bin, dataset_dir, r2, TRAIN_FLAGS, dataset_dir, r2, TRAIN_FLAGS) == 0);
+    int a = -1, b = -1;
+    CHECK(sscanf(err, "%d %d", &a, &b) == 2);
+    CHECK_MSG((a == 0 && b == 1) || (a == 1 && b == 0), "exit codes %d and %d", a, b);
+}
+
 TEST(errors_are_reported) {
     make_dataset();
     char out[8192];
@@ -350,6 +442,8 @@ int main(void) {
     RUN(sigterm_saves_checkpoint_and_resume_gives_same_numbers);
     RUN(kill_9_and_resume_from_last_checkpoint_gives_same_numbers);
     RUN(kill_9_in_the_first_epoch_and_resume_gives_same_numbers);
+    RUN(rerun_over_a_run_needs_resume_or_force);
+    RUN(one_writer_per_run_folder);
     RUN(errors_are_reported);
     return test_summary();
 }

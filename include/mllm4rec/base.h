@@ -64,6 +64,17 @@ int mr_atomic_commit(mr_atomic_file *af, mr_error *e);
 void mr_atomic_abort(mr_atomic_file *af);
 int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e);
 
+/* ---- folder locks ----
+ * One writer per folder: an exclusive flock(2) on the lock file ".NAME.lock" beside the
+ * folder NAME (beside, not inside, so that a folder replaced as a whole, as prepare
+ * does, keeps one lock). Whether a writer is alive is decided by the lock alone: the
+ * kernel drops it when the process ends, however it ends, so a leftover lock file
+ * never blocks. The folder itself is not created (its parent is). *fd receives the
+ * lock's descriptor: the lock holds until it is closed or the process exits. Another
+ * holder gives MR_ERR_INPUT naming the folder. */
+int mr_folder_lock(const char *dir, int *fd, mr_error *e);
+void mr_folder_unlock(int fd);
+
 /* ---- sha256 ---- */
 typedef struct mr_sha256 {
     uint32_t state[8];

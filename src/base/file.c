@@ -2,8 +2,11 @@
 #include "mllm4rec/base.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,4 +154,73 @@ int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_erro
         return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
     }
     return mr_atomic_commit(&af, e);
+}
+
+/* Splits a folder path into its parent and last name, trailing slashes ignored:
+ * "runs/r1/" -> "runs", "r1"; "r1" -> ".", "r1"; "/r1" -> "/", "r1". */
+static void split_parent(const char *path, char *parent, size_t psz, char *name, size_t nsz) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    char *slash = strrchr(buf, '/');
+    if (!slash) {
+        snprintf(parent, psz, ".");
+        snprintf(name, nsz, "%s", buf);
+    } else {
+        snprintf(name, nsz, "%s", slash + 1);
+        if (slash == buf) snprintf(parent, psz, "/");
+        else {
+            *slash = 0;
+            snprintf(parent, psz, "%s", buf);
+        }
+    }
+}
+
+int mr_folder_lock(const char *dir, int *fd, mr_error *e) {
+    *fd = -1;
+    if (!dir || !dir[0] || strlen(dir) >= PATH_MAX - 64) return mr_fail(e, MR_ERR_USAGE, "bad folder path '%s'", dir ? dir : "");
+    char parent[PATH_MAX], name[PATH_MAX], real[PATH_MAX];
+    split_parent(dir, parent, sizeof parent, name, sizeof name);
+    if (!strcmp(name, ".") || !strcmp(name, "..") || !name[0]) {
+        /* "." or "a/..": lock the folder it names, by its real name */
+        if (!realpath(dir, real)) return mr_fail(e, MR_ERR_INPUT, "%s: %s", dir, strerror(errno));
+        split_parent(real, parent, sizeof parent, name, sizeof name);
+        if (!name[0]) return mr_fail(e, MR_ERR_USAGE, "%s: the root folder cannot be an output folder", dir);
+    }
+    int rc = mr_mkdir_p(parent, e);
+    if (rc) return rc;
+    /* the real parent, so that two spellings of one folder share one lock */
+    if (!realpath(parent, real)) return mr_fail(e, MR_ERR_INPUT, "%s: %s", parent, strerror(errno));
+    char lock_path[PATH_MAX + 16];
+    if ((size_t)snprintf(lock_path, sizeof lock_path, "%s/.%s.lock", strcmp(real, "/") ? real : "", name) >=
+        sizeof lock_path)
+        return mr_fail(e, MR_ERR_USAGE, "%s: path too long", dir);
+    int f = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot create the lock file: %s", lock_path, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char pid[48] = "";
+        ssize_t got = pread(f, pid, 24, 0);
+        pid[got > 0 ? got : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(f);
+        if (err == EWOULDBLOCK)
+            return mr_fail(e, MR_ERR_INPUT,
+                           "%s is in use by another process%s%s (it holds the lock %s): wait until it ends", dir,
+                           pid[0] ? " (pid " : "", pid[0] ? strcat(pid, ")") : "", lock_path);
+        return mr_fail(e, MR_ERR_INPUT, "%s: cannot lock: %s", lock_path, strerror(err));
+    }
+    /* the holder's pid, for the message above; liveness is the lock's alone */
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(f, 0) != 0 || pwrite(f, pid, (size_t)n, 0) != n) {
+        /* informational only: a full disk must not stop the run here */
+    }
+    *fd = f;
+    return MR_OK;
+}
+
+void mr_folder_unlock(int fd) {
+    if (fd >= 0) close(fd); /* closing the descriptor drops the flock */
 }

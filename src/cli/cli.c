@@ -1,8 +1,11 @@
 /* Flag parsing and error reporting for all commands. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void print_flags(FILE *out, const cli_flag *flags, int n) {
     for (int i = 0; i < n; i++) {
@@ -78,4 +81,31 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "\n(see mllm4rec %s --help)\n", cmd);
     va_end(ap);
     return MR_ERR_USAGE;
+}
+
+int cli_claim_folder(const char *cmd, const char *dir, const char *const *run_files, int resume, int force) {
+    if (resume && force) return cli_usage_error(cmd, "--resume and --force exclude each other");
+    mr_error e = {0};
+    int fd;
+    int rc = mr_folder_lock(dir, &fd, &e);
+    if (rc) return cli_report(cmd, &e);
+    /* fd stays open: the lock lasts until the process exits */
+    for (int i = 0; run_files && run_files[i]; i++) {
+        char *p = mr_path_join(dir, run_files[i], &e);
+        if (!p) return cli_report(cmd, &e);
+        int exists = mr_file_exists(p);
+        if (exists && force && unlink(p) != 0) {
+            mr_fail(&e, MR_ERR_INPUT, "%s: cannot remove: %s", p, strerror(errno));
+            free(p);
+            return cli_report(cmd, &e);
+        }
+        free(p);
+        if (exists && !resume && !force) {
+            mr_fail(&e, MR_ERR_INPUT,
+                    "%s already holds a run (%s): continue it with --resume, or start over with --force", dir,
+                    run_files[i]);
+            return cli_report(cmd, &e);
+        }
+    }
+    return 0;
 }

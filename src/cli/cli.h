@@ -25,6 +25,14 @@ int cli_report(const char *cmd, const mr_error *e);
 /* Usage error helper: prints message + usage hint and returns MR_ERR_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) MR_PRINTF(2, 3);
 
+/* Claims the folder a command writes, before the command reads any input: takes the
+ * folder's lock for the rest of the process (mllm4rec/base.h mr_folder_lock). For a
+ * training command, run_files (NULL-terminated, may be NULL) name the files of a run:
+ * when the folder holds one of them, the command needs --resume (continue it) or
+ * --force (start over: the listed files are removed first, so that the folder never
+ * pairs old results with a new model). Returns 0 or the exit code, after printing. */
+int cli_claim_folder(const char *cmd, const char *dir, const char *const *run_files, int resume, int force);
+
 /* Commands: int cmd_x(int argc, char **argv) where argv[0] is the command name
  * (argv[0] = "prepare", or "train" for "retriever train"). */
 #define CLI_COMMAND(fn) int fn(int argc, char **argv)

@@ -84,6 +84,7 @@ int cmd_caption(int argc, char **argv) {
         if (!dataset) return cli_usage_error(cmd, "--import needs --dataset");
         if (model || images || image || map || prompt || prompt_ids_s || print_ids || max_new)
             return cli_usage_error(cmd, "--import takes only --dataset");
+        if ((rc = cli_claim_folder(cmd, dataset, NULL, 0, 0))) return rc;
         if ((rc = mr_caption_import(dataset, import, &st, &e))) return cli_report(cmd, &e);
         printf("caption import: %lld items, %lld captions imported, %lld rows naming no item, %lld kept from "
                "captions.tsv\n",
@@ -133,6 +134,7 @@ int cmd_caption(int argc, char **argv) {
         free(pids);
         return cli_usage_error(cmd, "--print-ids and --prompt-ids go with --image");
     }
+    if ((rc = cli_claim_folder(cmd, dataset, NULL, 0, 0))) return rc;
     mr_captioner c;
     if ((rc = mr_captioner_open(&c, model, prompt, NULL, 0, (int)max_new, 1, &e))) return cli_report(cmd, &e);
     rc = mr_caption_dataset(&c, dataset, images, map, &st, &e);

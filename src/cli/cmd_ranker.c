@@ -290,7 +290,7 @@ CLI_COMMAND(cmd_ranker_train) {
             patience = o.patience, val_users = 0;
     double alpha = o.lora_alpha, dropout = o.lora_dropout, lr = o.lr, wd = o.weight_decay, clip = o.max_grad_norm;
     uint64_t seed = o.seed;
-    int resume = 0, peft = 0, recompute = 0;
+    int resume = 0, peft = 0, recompute = 0, force = 0;
     cli_flag flags[] = {COMMON_FLAGS(co),
                         {"--out", FLAG_STR, &out, "run folder R: adapter.gguf, train_log.tsv, train_state.bin (required)", 0},
                         {"--lora-r", FLAG_INT, &lora_r, "LoRA rank (8)", 0},
@@ -313,13 +313,16 @@ CLI_COMMAND(cmd_ranker_train) {
                                                                "(less memory, slower; chosen by itself when kept "
                                                                "activations would exceed a quarter of the memory)", 0},
                         {"--peft", FLAG_BOOL, &peft, "also write R/peft (PEFT adapter folder)", 0},
-                        {"--resume", FLAG_BOOL, &resume, "continue from R/train_state.bin", 0}};
+                        {"--resume", FLAG_BOOL, &resume, "continue from R/train_state.bin", 0},
+                        {"--force", FLAG_BOOL, &force, "start over in an R that holds a run", 0}};
     const char *usage = "usage: mllm4rec ranker train --dataset D --candidates RUN/candidates.tsv --model M --out R "
                         "[options]";
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]), usage);
     if (rc) return rc < 0 ? 0 : rc;
     if ((rc = common_check(cmd, &co, 1))) return rc;
     if (!out) return cli_usage_error(cmd, "--out is required");
+    static const char *const run_files[] = {"metrics.json", "adapter.gguf", "train_state.bin", NULL};
+    if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     if (lora_r < 1 || lora_r > 4096) return cli_usage_error(cmd, "--lora-r must be in 1..4096");
     if (!(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--lora-dropout must be in [0, 1)");
     if (!(lr > 0) || !(wd >= 0) || !(clip >= 0)) return cli_usage_error(cmd, "--lr > 0, --weight-decay >= 0, --max-grad-norm >= 0");

@@ -21,7 +21,7 @@ CLI_COMMAND(cmd_retriever_train) {
             threads = 2;
     uint64_t seed = 42;
     double dropout = 0.2, lr = 1e-3, wd = 0.01;
-    int resume = 0;
+    int resume = 0, force = 0;
     cli_flag flags[] = {
         {"--dataset", FLAG_STR, &dataset, "prepared dataset folder (required)", 0},
         {"--out", FLAG_STR, &out, "run folder (required)", 0},
@@ -37,7 +37,8 @@ CLI_COMMAND(cmd_retriever_train) {
         {"--max-epochs", FLAG_INT, &max_epochs, "at most N epochs (500)", 0},
         {"--seed", FLAG_U64, &seed, "random seed (42)", 0},
         {"--threads", FLAG_INT, &threads, "threads (2)", 0},
-        {"--resume", FLAG_BOOL, &resume, "continue from OUT/checkpoint.safetensors", 0},
+        {"--resume", FLAG_BOOL, &resume, "continue from OUT/checkpoint.safetensors (starts afresh when there is none)", 0},
+        {"--force", FLAG_BOOL, &force, "start over in an OUT that holds a run (its run files are removed first)", 0},
     };
     const char *usage = "usage: mllm4rec retriever train --dataset DIR --out RUN [options]";
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]), usage);
@@ -54,6 +55,9 @@ CLI_COMMAND(cmd_retriever_train) {
     if (!(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--dropout must be in [0, 1)");
     if (!(lr > 0)) return cli_usage_error(cmd, "--lr must be positive");
     if (!(wd >= 0)) return cli_usage_error(cmd, "--weight-decay must be >= 0");
+    static const char *const run_files[] = {"metrics.json", "candidates.tsv", "retriever.safetensors",
+                                            "checkpoint.safetensors", NULL};
+    if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     mr_error e = {0};
     mr_dataset d;
     rc = mr_dataset_load(&d, dataset, &e);
@@ -89,9 +93,11 @@ CLI_COMMAND(cmd_retriever_train) {
 static int load_run(const char *cmd, const char *dataset, const char *run, int64_t threads, mr_dataset *d,
                     lru_model *m, mr_error *e) {
     if (threads < 1 || threads > 1024) return cli_usage_error(cmd, "--threads must be in 1..1024");
+    int rc = cli_claim_folder(cmd, run, NULL, 0, 0); /* eval and candidates rewrite files in RUN */
+    if (rc) return rc;
     omp_set_num_threads((int)threads);
     openblas_set_num_threads((int)threads);
-    int rc = mr_dataset_load(d, dataset, e);
+    rc = mr_dataset_load(d, dataset, e);
     if (rc) return cli_report(cmd, e);
     char *path = mr_path_join(run, "retriever.safetensors", e);
     rc = path ? lru_model_load(m, path, e) : MR_ERR_INTERNAL;
