@@ -50,10 +50,19 @@ $(BUILD)/mllm4rec: $(CLI_OBJ) $(BUILD)/libmllm4rec.a
 	@$(if $(V),,echo "  LD $@";)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libmllm4rec.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testlib.c $(HEADERS) $(BUILD)/libmllm4rec.a
+# The test programs get src/base/file.c built with MR_IO_FAULTS (src/base/io_faults.h:
+# the test itself makes the N-th write, fsync or rename fail). Linked ahead of the
+# library, it defines every symbol of the library's file.o, which is then not pulled in;
+# the library and the CLI never hold the hook.
+$(BUILD)/testobj/file_faults.o: src/base/file.c $(HEADERS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC $< (MR_IO_FAULTS)";)
+	$(Q)$(CC) $(ALLCFLAGS) -DMR_IO_FAULTS -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/testlib.c $(HEADERS) $(BUILD)/libmllm4rec.a $(BUILD)/testobj/file_faults.o
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  LD $@";)
-	$(Q)$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< tests/testlib.c $(BUILD)/libmllm4rec.a $(LDLIBS)
+	$(Q)$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< tests/testlib.c $(BUILD)/testobj/file_faults.o $(BUILD)/libmllm4rec.a $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(HEADERS) $(BUILD)/libmllm4rec.a
 	@mkdir -p $(dir $@)

@@ -53,15 +53,27 @@ char *mr_path_join(const char *dir, const char *name, mr_error *e);
 const char *mr_path_basename(const char *path, char *buf, size_t bufsz);
 
 /* Atomic file writing: data goes to "<path>.tmp.<pid>" in the same folder, then
- * fflush + fsync + rename on commit. Abort (or a failed commit) removes the temp. */
+ * fflush + fsync + rename on commit. Abort (or a failed commit) removes the temp, so
+ * the old file at path (if any) stays whole. A failed write (full disk, quota, I/O
+ * error) is MR_ERR_INPUT (the environment, not a bug) with the path and strerror:
+ * writers write to af.f freely and learn of a failure at commit, or stop early
+ * (ferror(af.f)) and return mr_atomic_fail. */
+typedef struct mr_atomic_io mr_atomic_io; /* the stream's file descriptor and first errno */
 typedef struct mr_atomic_file {
     FILE *f;
     char *tmp_path;
     char *final_path;
+    mr_atomic_io *io;
 } mr_atomic_file;
 int mr_atomic_open(mr_atomic_file *af, const char *path, mr_error *e);
 int mr_atomic_commit(mr_atomic_file *af, mr_error *e);
 void mr_atomic_abort(mr_atomic_file *af);
+/* Appends len bytes to path (created when absent) in one write(2) loop; a failed write
+ * cuts the file back to its old size, so a log never ends in half a line. *size_out
+ * (may be NULL) receives the new size. Errors as above: MR_ERR_INPUT, path, strerror. */
+int mr_append_file(const char *path, const void *data, size_t len, long *size_out, mr_error *e);
+/* Aborts after a failed write and sets "PATH: cannot write: <strerror>"; returns MR_ERR_INPUT. */
+int mr_atomic_fail(mr_atomic_file *af, mr_error *e);
 int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e);
 
 /* ---- folder locks ----

@@ -99,60 +99,198 @@ const char *mr_path_basename(const char *path, char *buf, size_t bufsz) {
     return buf;
 }
 
+/* ---- test-only I/O faults (built with -DMR_IO_FAULTS into the test programs) ---- */
+#ifdef MR_IO_FAULTS
+#include "base/io_faults.h"
+static struct {
+    int kind;         /* MR_IO_WRITE, MR_IO_FSYNC, MR_IO_RENAME; 0: none */
+    long at, calls[4];
+    int err;
+    size_t buffer;    /* stdio buffer of atomic files (0: the default) */
+} faults;
+
+void mr_io_fault_set(int kind, long nth, int err) {
+    faults.kind = kind;
+    faults.at = nth;
+    faults.err = err;
+    memset(faults.calls, 0, sizeof faults.calls);
+}
+
+long mr_io_fault_calls(int kind) { return kind >= 1 && kind <= 3 ? faults.calls[kind] : 0; }
+
+void mr_io_fault_buffer(size_t bytes) { faults.buffer = bytes; }
+
+/* 1 when this call of `kind` is the one to fail (errno set). */
+static int fault_now(int kind) {
+    faults.calls[kind]++;
+    if (faults.kind == kind && faults.calls[kind] == faults.at) {
+        errno = faults.err;
+        return 1;
+    }
+    return 0;
+}
+#define FAULT(kind) fault_now(kind)
+#else
+#define FAULT(kind) 0
+#endif
+
+/* The atomic file's stream writes through write(2) on our own descriptor (a stdio
+ * cookie stream), so that the first failure's errno is kept for the message (stdio
+ * may call write again or clobber errno before the writer looks) and so that the
+ * tests can make the N-th write fail. */
+struct mr_atomic_io {
+    int fd;
+    int err; /* errno of the first failed write, fsync or rename; 0 when none */
+#ifdef MR_IO_FAULTS
+    char *buf; /* the small stdio buffer of mr_io_fault_buffer */
+#endif
+};
+
+static void io_free(mr_atomic_io *io) {
+#ifdef MR_IO_FAULTS
+    if (io) free(io->buf);
+#endif
+    free(io);
+}
+
+static ssize_t io_write(void *cookie, const char *buf, size_t n) {
+    mr_atomic_io *io = cookie;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = FAULT(1) ? -1 : write(io->fd, buf + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (!io->err) io->err = w < 0 ? errno : ENOSPC;
+            return 0; /* stdio's signal of a failed write (sets the stream's error flag) */
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)n;
+}
+
+static int io_close(void *cookie) {
+    mr_atomic_io *io = cookie;
+    int r = io->fd >= 0 ? close(io->fd) : 0;
+    if (r != 0 && !io->err) io->err = errno;
+    io->fd = -1;
+    return r;
+}
+
 int mr_atomic_open(mr_atomic_file *af, const char *path, mr_error *e) {
     memset(af, 0, sizeof *af);
     size_t n = strlen(path) + 32;
     af->tmp_path = mr_alloc(n, e);
     af->final_path = mr_strdup(path, e);
-    if (!af->tmp_path || !af->final_path) {
+    af->io = mr_calloc(1, sizeof *af->io, e);
+    if (!af->tmp_path || !af->final_path || !af->io) {
         mr_atomic_abort(af);
         return MR_ERR_INTERNAL;
     }
+    af->io->fd = -1;
     snprintf(af->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
-    af->f = fopen(af->tmp_path, "wb");
-    if (!af->f) {
+    af->io->fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (af->io->fd < 0) {
         int err = errno;
         mr_atomic_abort(af);
         return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(err));
     }
+    cookie_io_functions_t fns = {.read = NULL, .write = io_write, .seek = NULL, .close = io_close};
+    af->f = fopencookie(af->io, "w", fns);
+    if (!af->f) {
+        close(af->io->fd);
+        af->io->fd = -1;
+        mr_atomic_abort(af);
+        return mr_fail(e, MR_ERR_INTERNAL, "%s: cannot open a stream", path);
+    }
+#ifdef MR_IO_FAULTS
+    if (faults.buffer && (af->io->buf = malloc(faults.buffer))) setvbuf(af->f, af->io->buf, _IOFBF, faults.buffer);
+#endif
     return MR_OK;
 }
 
+int mr_atomic_fail(mr_atomic_file *af, mr_error *e) {
+    int err = af->io && af->io->err ? af->io->err : EIO;
+    mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", af->final_path ? af->final_path : "(file)", strerror(err));
+    mr_atomic_abort(af);
+    return MR_ERR_INPUT;
+}
+
 int mr_atomic_commit(mr_atomic_file *af, mr_error *e) {
-    int ok = af->f != NULL;
-    if (ok && fflush(af->f) != 0) ok = 0;
-    if (ok && fsync(fileno(af->f)) != 0) ok = 0;
-    if (af->f && fclose(af->f) != 0) ok = 0;
-    af->f = NULL;
-    if (ok && rename(af->tmp_path, af->final_path) != 0) ok = 0;
-    if (!ok) {
-        int err = errno;
-        mr_fail(e, MR_ERR_INTERNAL, "%s: write failed: %s", af->final_path, strerror(err));
-        mr_atomic_abort(af);
-        return MR_ERR_INTERNAL;
+    if (!af->f || !af->io) return mr_atomic_fail(af, e);
+    int ok = !ferror(af->f) && fflush(af->f) == 0 && !af->io->err;
+    if (ok && (FAULT(2) || fsync(af->io->fd) != 0)) {
+        if (!af->io->err) af->io->err = errno;
+        ok = 0;
     }
+    int closed = fclose(af->f); /* closes the descriptor too */
+    af->f = NULL;
+    if (closed != 0) ok = 0;
+    if (ok && (FAULT(3) || rename(af->tmp_path, af->final_path) != 0)) {
+        if (!af->io->err) af->io->err = errno;
+        ok = 0;
+    }
+    if (!ok) return mr_atomic_fail(af, e);
+    io_free(af->io);
     free(af->tmp_path);
     free(af->final_path);
-    af->tmp_path = af->final_path = NULL;
+    memset(af, 0, sizeof *af);
     return MR_OK;
 }
 
 void mr_atomic_abort(mr_atomic_file *af) {
     if (af->f) fclose(af->f);
+    else if (af->io && af->io->fd >= 0) close(af->io->fd);
     if (af->tmp_path) unlink(af->tmp_path);
+    io_free(af->io);
     free(af->tmp_path);
     free(af->final_path);
     memset(af, 0, sizeof *af);
+}
+
+int mr_append_file(const char *path, const void *data, size_t len, long *size_out, mr_error *e) {
+    int created = 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+        created = fd >= 0;
+    }
+    if (fd < 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return mr_fail(e, MR_ERR_INPUT, "%s: %s", path, strerror(err));
+    }
+    const char *p = data;
+    size_t done = 0;
+    int err = 0;
+    while (done < len) {
+        ssize_t w = FAULT(1) ? -1 : write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : ENOSPC;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (err) {
+        if (created) unlink(path);
+        else if (ftruncate(fd, st.st_size) != 0) {
+            /* the half line stays; a resume cuts the log back to its checkpointed size */
+        }
+        close(fd);
+        return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(err));
+    }
+    if (close(fd) != 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    if (size_out) *size_out = (long)(st.st_size + (off_t)len);
+    return MR_OK;
 }
 
 int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e) {
     mr_atomic_file af;
     int rc = mr_atomic_open(&af, path, e);
     if (rc) return rc;
-    if (len && fwrite(data, 1, len, af.f) != len) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+    if (len && fwrite(data, 1, len, af.f) != len) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }
 

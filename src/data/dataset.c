@@ -349,9 +349,6 @@ int mr_dataset_write_items_file(const char *path, const mr_item *items, int64_t 
         put_field(af.f, it->caption ? it->caption : "");
         fputc('\n', af.f);
     }
-    if (ferror(af.f)) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+    if (ferror(af.f)) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }

@@ -374,10 +374,7 @@ static int write_sequences(const char *path, const prep_raw *r, const filtered *
             fprintf(af.f, k == f->user_off[u] ? "%d" : " %d", f->seq_item[k]);
         fputc('\n', af.f);
     }
-    if (ferror(af.f)) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+    if (ferror(af.f)) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }
 
@@ -415,10 +412,7 @@ static int write_recbole(const char *dir, const char *name, const prep_raw *r, c
             fprintf(af.f, "\t%lld\n", (long long)f->seq_ts[k]);
         }
     }
-    if (ferror(af.f)) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s.inter: write failed", name);
-    }
+    if (ferror(af.f)) return mr_atomic_fail(&af, e);
     if ((rc = mr_atomic_commit(&af, e))) return rc;
     snprintf(fname, sizeof fname, "%s.item", name);
     path = mr_path_join(dir, fname, e);
@@ -434,10 +428,7 @@ static int write_recbole(const char *dir, const char *name, const prep_raw *r, c
         put_clean(af.f, r->titles[raw]);
         fputc('\n', af.f);
     }
-    if (ferror(af.f)) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s.item: write failed", name);
-    }
+    if (ferror(af.f)) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }
 

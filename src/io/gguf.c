@@ -640,9 +640,6 @@ int gguf_writer_write(gguf_writer *w, const char *path, mr_error *e) {
         uint64_t tp = (w->alignment - w->t[i].nbytes % w->alignment) % w->alignment;
         bad |= put_bytes(f, zeros, tp);
     }
-    if (bad) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+    if (bad) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }

@@ -398,9 +398,6 @@ int st_writer_write(st_writer *w, const char *path, mr_error *e) {
     free(text);
     for (size_t i = 0; i < w->n && !bad; i++)
         if (w->t[i].nbytes) bad = fwrite(w->t[i].data, 1, w->t[i].nbytes, af.f) != w->t[i].nbytes;
-    if (bad) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+    if (bad) return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }

@@ -128,10 +128,8 @@ static int state_write(const char *path, const train_state_header *h, const mr_l
     if (rc) return rc;
     size_t n = (size_t)l->n_params;
     if (fwrite(h, sizeof *h, 1, af.f) != 1 || fwrite(l->buf, sizeof(float), n, af.f) != n ||
-        fwrite(adam_m, sizeof(float), n, af.f) != n || fwrite(adam_v, sizeof(float), n, af.f) != n) {
-        mr_atomic_abort(&af);
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
-    }
+        fwrite(adam_m, sizeof(float), n, af.f) != n || fwrite(adam_v, sizeof(float), n, af.f) != n)
+        return mr_atomic_fail(&af, e);
     return mr_atomic_commit(&af, e);
 }
 

@@ -190,7 +190,7 @@ static int write_candidate_row(void *ctx, int64_t user, int32_t target, const fl
     for (int i = 0; i < n; i++) fprintf(c->f, i ? ",%d" : "%d", (int)c->ids[i]);
     fputc('\t', c->f);
     for (int i = 0; i < n; i++) fprintf(c->f, i ? ",%.9g" : "%.9g", (double)c->vals[i]);
-    if (fputc('\n', c->f) == EOF) return mr_fail(e, MR_ERR_INTERNAL, "write failed");
+    if (fputc('\n', c->f) == EOF) return mr_fail(e, MR_ERR_INPUT, "write failed"); /* the caller names the file */
     return MR_OK;
 }
 
@@ -208,6 +208,7 @@ int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *pa
     if (!rc) rc = lru_score_users(m, d, 1, write_candidate_row, &c, e);
     free(c.ids);
     free(c.vals);
+    if (rc && ferror(af.f)) return mr_atomic_fail(&af, e); /* names the file and the cause */
     if (rc) {
         mr_atomic_abort(&af);
         return rc;

@@ -4,6 +4,7 @@
  * clipped, validation on Recall@10 with early stopping and the best model kept.
  * Resumable: the checkpoint holds everything the rest of the run depends on. */
 #include <cblas.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <math.h>
@@ -332,18 +333,13 @@ static int append_log(trainer *t, json_t *line, mr_error *e) {
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
     json_decref(line);
     if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory writing %s", t->log_path);
-    FILE *f = fopen(t->log_path, "a");
-    if (!f) {
-        free(text);
-        return mr_fail(e, MR_ERR_INTERNAL, "cannot append to %s", t->log_path);
-    }
-    fprintf(f, "%s\n", text);
+    size_t n = strlen(text);
+    text[n] = '\n'; /* json_dumps' terminator becomes the line end; the length says where it stops */
+    long size;
+    int rc = mr_append_file(t->log_path, text, n + 1, &size, e);
     free(text);
-    long size = ftell(f);
-    int bad = fclose(f);
-    if (bad || size < 0) return mr_fail(e, MR_ERR_INTERNAL, "cannot write %s", t->log_path);
-    t->s.log_bytes = size;
-    return MR_OK;
+    if (!rc) t->s.log_bytes = size;
+    return rc;
 }
 
 /* ---- validation ---- */
@@ -458,7 +454,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         if (rc) goto done;
         /* forget log lines written after the checkpoint: the run repeats them */
         if (truncate(t.log_path, t.s.log_bytes) != 0 && t.s.log_bytes > 0) {
-            rc = mr_fail(e, MR_ERR_INTERNAL, "cannot truncate %s", t.log_path);
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot cut back to the checkpoint: %s", t.log_path, strerror(errno));
             goto done;
         }
         mr_log("resuming %s at iteration %ld (epoch %d), best val Recall@10 %.4f", run_dir, t.s.iter, t.s.epoch + 1,
@@ -473,7 +469,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         start_epoch(&t);
         FILE *f = fopen(t.log_path, "w");
         if (!f) {
-            rc = mr_fail(e, MR_ERR_INPUT, "cannot write %s", t.log_path);
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", t.log_path, strerror(errno));
             goto done;
         }
         fclose(f);

@@ -345,7 +345,7 @@ static int map_row(void *vctx, char *key, char *value, int64_t lineno, mr_error 
 /* Writes one cache row; tabs and line breaks already made spaces. */
 static int append_row(FILE *f, const char *sid, const char *caption, const char *path, mr_error *e) {
     if (fprintf(f, "%s\t%s\n", sid, caption) < 0 || fflush(f) != 0)
-        return mr_fail(e, MR_ERR_INTERNAL, "%s: write failed: %s", path, strerror(errno));
+        return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
     return MR_OK;
 }
 
@@ -363,7 +363,7 @@ static FILE *open_cache_for_append(const char *path, mr_error *e) {
     }
     if (fresh && (fputs("source_id\tcaption\n", f) < 0 || fflush(f) != 0)) {
         fclose(f);
-        mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", path);
+        mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
         return NULL;
     }
     return f;
@@ -478,7 +478,7 @@ int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *ima
     mr_progress_end(&pr);
     if (!rc) rc = mr_dataset_write_items(&d, e);
 out:
-    if (cf && fclose(cf) != 0 && !rc) rc = mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", cache_path);
+    if (cf && fclose(cf) != 0 && !rc) rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", cache_path, strerror(errno));
     if (files)
         for (int64_t i = 0; i <= d.n_items; i++) free(files[i]);
     free(files);
@@ -555,12 +555,7 @@ int mr_caption_import(const char *dataset_dir, const char *tsv_path, mr_caption_
     fputs("source_id\tcaption\n", af.f);
     for (int64_t i = 1; i <= d.n_items; i++)
         if (have[i]) fprintf(af.f, "%s\t%s\n", d.items[i].source_id, d.items[i].caption);
-    if (ferror(af.f)) {
-        mr_atomic_abort(&af);
-        rc = mr_fail(e, MR_ERR_INTERNAL, "%s: write failed", cache_path);
-    } else {
-        rc = mr_atomic_commit(&af, e);
-    }
+    rc = ferror(af.f) ? mr_atomic_fail(&af, e) : mr_atomic_commit(&af, e);
 out:
     free(have);
     free(ix.order);

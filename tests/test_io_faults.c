@@ -1,0 +1,428 @@
+/* Failing writes, fsyncs and renames (src/base/io_faults.h, compiled only into the test
+ * programs) at every step of every writer: the call fails with MR_ERR_INPUT naming the
+ * file and the cause, and each file it writes is afterwards either its old complete
+ * version (or absent when there was none) or its new complete version, never a
+ * partial one; no temporary file is left behind. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/io_faults.h"
+#include "mllm4rec/caption.h"
+#include "mllm4rec/gguf.h"
+#include "mllm4rec/prepare.h"
+#include "mllm4rec/retriever.h"
+#include "mllm4rec/safetensors.h"
+#include "test.h"
+
+/* A writer writes its files into dir; version 0 and 1 write different contents. */
+typedef struct writer {
+    const char *name;
+    int (*run)(const char *dir, int version, mr_error *e);
+    const char *files[6]; /* relative to dir */
+    void (*setup)(const char *dir); /* inputs the writer needs, made before the old version (may be NULL) */
+} writer;
+
+/* ---- the writers ---- */
+
+static int w_atomic_bytes(const char *dir, int version, mr_error *e) {
+    char path[1024], buf[3000];
+    snprintf(path, sizeof path, "%s/blob.bin", dir);
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (char)(i * 7 + version * 13);
+    return mr_write_file_atomic(path, buf, sizeof buf - (size_t)version * 100, e);
+}
+
+static int w_safetensors(const char *dir, int version, mr_error *e) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/t.safetensors", dir);
+    float a[300], b[50];
+    for (int i = 0; i < 300; i++) a[i] = (float)(i + version);
+    for (int i = 0; i < 50; i++) b[i] = (float)(-i - version);
+    int64_t sa[2] = {30, 10}, sb[1] = {50};
+    st_writer *w = st_writer_new(e);
+    if (!w) return MR_ERR_INTERNAL;
+    int rc = st_writer_add(w, "a", ST_F32, 2, sa, a, e);
+    if (!rc) rc = st_writer_add(w, "b", ST_F32, 1, sb, b, e);
+    if (!rc) rc = st_writer_write(w, path, e);
+    st_writer_free(w);
+    return rc;
+}
+
+static int w_gguf(const char *dir, int version, mr_error *e) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    float a[256];
+    for (int i = 0; i < 256; i++) a[i] = (float)(i * (version + 1));
+    uint64_t ne[2] = {16, 16};
+    gguf_writer *w = gguf_writer_new(e);
+    if (!w) return MR_ERR_INTERNAL;
+    int rc = gguf_writer_set_str(w, "general.name", version ? "new" : "old", e);
+    if (!rc) rc = gguf_writer_add_tensor(w, "x", GGML_TYPE_F32, 2, ne, a, e);
+    if (!rc) rc = gguf_writer_write(w, path, e);
+    gguf_writer_free(w);
+    return rc;
+}
+
+static int w_items(const char *dir, int version, mr_error *e) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/items.tsv", dir);
+    mr_item items[41];
+    char sid[41][16], title[41][64];
+    memset(items, 0, sizeof items);
+    for (int i = 1; i <= 40; i++) {
+        snprintf(sid[i], sizeof sid[i], "s%d", i);
+        snprintf(title[i], sizeof title[i], "Item number %d, version %d", i, version);
+        items[i].source_id = sid[i];
+        items[i].title = title[i];
+    }
+    return mr_dataset_write_items_file(path, items, 40, e);
+}
+
+static int w_append(const char *dir, int version, mr_error *e) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    if (version == 0) return mr_write_file_atomic(path, "{\"old\": 1}\n", 11, e);
+    char line[600];
+    memset(line, 'x', sizeof line);
+    memcpy(line, "{\"new\": \"", 9);
+    memcpy(line + sizeof line - 3, "\"}\n", 3);
+    return mr_append_file(path, line, sizeof line, NULL, e);
+}
+
+/* A small dataset (users walking the item ids) for the retriever's writers. */
+static char ds_dir[512];
+static void make_dataset(void) {
+    if (ds_dir[0]) return;
+    snprintf(ds_dir, sizeof ds_dir, "%s", test_tmp_path("ds"));
+    mkdir(ds_dir, 0755);
+    char p[700], buf[20000];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    for (int i = 1; i <= 30; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\ts%d\tItem %d\t\t\n", i, i, i);
+    snprintf(p, sizeof p, "%s/items.tsv", ds_dir);
+    test_write_file(p, buf, n);
+    n = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n");
+    for (int u = 1; u <= 12; u++) {
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\tu%d\t", u, u);
+        for (int j = 0; j < 8; j++) n += (size_t)snprintf(buf + n, sizeof buf - n, j ? " %d" : "%d", (u + j) % 30 + 1);
+        buf[n++] = '\n';
+    }
+    snprintf(p, sizeof p, "%s/sequences.tsv", ds_dir);
+    test_write_file(p, buf, n);
+    n = (size_t)snprintf(buf, sizeof buf,
+                         "{\"format_version\": 1, \"format\": \"sequences\", \"name\": \"walk\", \"counts\": "
+                         "{\"after\": {\"users\": 12, \"items\": 30, \"interactions\": 96}}}\n");
+    snprintf(p, sizeof p, "%s/meta.json", ds_dir);
+    test_write_file(p, buf, n);
+}
+
+static int w_retriever_files(const char *dir, int version, mr_error *e) {
+    make_dataset();
+    mr_dataset d;
+    int rc = mr_dataset_load(&d, ds_dir, e);
+    if (rc) return rc;
+    lru_config c = {.n_items = (int)d.n_items, .hidden = 8, .blocks = 1, .max_len = 8, .dropout = 0.1f};
+    lru_model m;
+    memset(&m, 0, sizeof m);
+    rc = lru_model_create(&m, &c, e);
+    if (rc) {
+        mr_dataset_free(&d);
+        return rc;
+    }
+    lru_model_init(&m, 5 + (uint64_t)version);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/retriever.safetensors", dir);
+    rc = lru_model_save(&m, p, e);
+    mr_metrics val, test;
+    snprintf(p, sizeof p, "%s/metrics.json", dir);
+    if (!rc) rc = lru_write_metrics(&m, &d, p, &val, &test, e);
+    if (!rc) {
+        mr_metrics_free(&val);
+        mr_metrics_free(&test);
+    }
+    snprintf(p, sizeof p, "%s/candidates.tsv", dir);
+    if (!rc) rc = lru_write_candidates(&m, &d, p, 5, e);
+    lru_model_free(&m);
+    mr_dataset_free(&d);
+    return rc;
+}
+
+/* prepare replaces a whole dataset folder: dir/out */
+static int w_prepare(const char *dir, int version, mr_error *e) {
+    char in[1024], ti[1024], out[1024], buf[8000];
+    snprintf(in, sizeof in, "%s/in.tsv", dir);
+    snprintf(ti, sizeof ti, "%s/titles.tsv", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    size_t n = (size_t)snprintf(buf, sizeof buf, "user_id\titem_id\ttimestamp\n");
+    for (int u = 0; u < 10; u++)
+        for (int j = 0; j < 6 + version; j++) n += (size_t)snprintf(buf + n, sizeof buf - n, "u%d\t%d\t%d\n", u, (u + j) % 9, j);
+    test_write_file(in, buf, n);
+    n = (size_t)snprintf(buf, sizeof buf, "item_id\ttitle\n");
+    for (int i = 0; i < 9; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\tTitle %d v%d\n", i, i, version);
+    test_write_file(ti, buf, n);
+    mr_prepare_opts o;
+    mr_prepare_opts_init(&o);
+    o.format = "interactions";
+    o.interactions = in;
+    o.titles = ti;
+    o.out = out;
+    o.name = "fault";
+    o.min_uc = o.min_sc = 1;
+    o.force = 1;
+    o.recbole = 1;
+    mr_prepare_stats st;
+    return mr_prepare(&o, &st, e);
+}
+
+/* caption --import rewrites items.tsv and captions.tsv of a dataset: dir/cds */
+static void caption_dataset(const char *dir) {
+    char ds[1024], p[1100], buf[4000];
+    snprintf(ds, sizeof ds, "%s/cds", dir);
+    mkdir(ds, 0755);
+    snprintf(p, sizeof p, "%s/meta.json", ds);
+    {
+        const char *meta = "{\"format_version\": 1, \"format\": \"sequences\", \"name\": \"c\", \"counts\": "
+                           "{\"after\": {\"users\": 1, \"items\": 20, \"interactions\": 20}}}\n";
+        test_write_file(p, meta, strlen(meta));
+        size_t n = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+        for (int i = 1; i <= 20; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\ts%d\tT%d\t\t\n", i, i, i);
+        snprintf(p, sizeof p, "%s/items.tsv", ds);
+        test_write_file(p, buf, n);
+        n = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n1\tu\t");
+        for (int i = 1; i <= 20; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, i > 1 ? " %d" : "%d", i);
+        buf[n++] = '\n';
+        snprintf(p, sizeof p, "%s/sequences.tsv", ds);
+        test_write_file(p, buf, n);
+    }
+}
+
+static int w_caption_import(const char *dir, int version, mr_error *e) {
+    char ds[1024], buf[4000];
+    snprintf(ds, sizeof ds, "%s/cds", dir);
+    size_t n = (size_t)snprintf(buf, sizeof buf, "source_id\tcaption\n");
+    for (int i = 1; i <= 20; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, "s%d\ta poster, version %d\n", i, version);
+    char tsv[1100];
+    snprintf(tsv, sizeof tsv, "%s/import.tsv", dir);
+    test_write_file(tsv, buf, n);
+    mr_caption_stats st;
+    return mr_caption_import(ds, tsv, &st, e);
+}
+
+static const writer writers[] = {
+    {"mr_write_file_atomic", w_atomic_bytes, {"blob.bin"}, NULL},
+    {"safetensors", w_safetensors, {"t.safetensors"}, NULL},
+    {"gguf", w_gguf, {"m.gguf"}, NULL},
+    {"items.tsv", w_items, {"items.tsv"}, NULL},
+    {"append (train.jsonl)", w_append, {"log.jsonl"}, NULL},
+    {"retriever model, metrics, candidates", w_retriever_files,
+     {"retriever.safetensors", "metrics.json", "candidates.tsv"}, NULL},
+    {"prepare", w_prepare,
+     {"out/items.tsv", "out/sequences.tsv", "out/meta.json", "out/fault.inter", "out/fault.item"}, NULL},
+    {"caption --import", w_caption_import, {"cds/items.tsv", "cds/captions.tsv"}, caption_dataset},
+};
+
+/* ---- the harness ---- */
+
+static char *read_or_null(const char *path, size_t *len) {
+    char *x = NULL;
+    mr_error e;
+    if (!mr_file_exists(path) || mr_read_file(path, &x, len, &e)) return NULL;
+    return x;
+}
+
+/* A name that a writer uses for work in progress: "<name>.tmp.<pid>" (files and prepare's folders). */
+static int tmp_left(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *de;
+    int found = 0;
+    while ((de = readdir(d)))
+        if (strstr(de->d_name, ".tmp.") || strstr(de->d_name, ".old.")) found = 1;
+        else if (de->d_type == DT_DIR && strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            char sub[2048];
+            snprintf(sub, sizeof sub, "%s/%s", dir, de->d_name);
+            found |= tmp_left(sub);
+        }
+    closedir(d);
+    return found;
+}
+
+typedef struct snapshot {
+    char *data[6];
+    size_t len[6];
+} snapshot;
+
+static void snap(const writer *w, const char *dir, snapshot *s) {
+    for (int i = 0; i < 6; i++) {
+        s->data[i] = NULL;
+        s->len[i] = 0;
+        if (!w->files[i]) continue;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", dir, w->files[i]);
+        s->data[i] = read_or_null(p, &s->len[i]);
+    }
+}
+
+static void snap_free(snapshot *s) {
+    for (int i = 0; i < 6; i++) free(s->data[i]);
+}
+
+static int same(const char *a, size_t na, const char *b, size_t nb) {
+    if (!a || !b) return !a && !b;
+    return na == nb && !memcmp(a, b, na);
+}
+
+static const char *kind_name(int k) { return k == MR_IO_WRITE ? "write" : k == MR_IO_FSYNC ? "fsync" : "rename"; }
+
+static int fresh_dir(char *out, size_t n, const char *name, int k) {
+    snprintf(out, n, "%s/%s-%d", test_tmpdir(), name, k);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", out, out);
+    return system(cmd);
+}
+
+static int dirs_made;
+
+/* Runs writer w with the n-th call of `kind` failing, over an old version (with_old) or
+ * over nothing; returns 1 when every file is old-or-new and nothing else is left. */
+static int one_fault(const writer *w, int kind, long n, int with_old, const snapshot *newv) {
+    char dir[1024];
+    mr_error e = {0};
+    if (fresh_dir(dir, sizeof dir, "f", dirs_made++)) return 0;
+    if (w->setup) w->setup(dir);
+    if (with_old && w->run(dir, 0, &e)) {
+        printf("  %s: old version failed: %s\n", w->name, e.msg);
+        return 0;
+    }
+    snapshot oldv;
+    snap(w, dir, &oldv);
+    mr_io_fault_set(kind, n, ENOSPC);
+    int rc = w->run(dir, 1, &e);
+    mr_io_fault_set(0, 0, 0);
+    int ok = 1;
+    if (rc != MR_ERR_INPUT || !strstr(e.msg, "No space left on device") || !strstr(e.msg, dir)) {
+        printf("  %s, %s %ld: returned %d: %s\n", w->name, kind_name(kind), n, rc, e.msg);
+        ok = 0;
+    }
+    snapshot now;
+    snap(w, dir, &now);
+    for (int i = 0; i < 6 && ok; i++) {
+        if (!w->files[i]) continue;
+        if (!same(now.data[i], now.len[i], oldv.data[i], oldv.len[i]) &&
+            !same(now.data[i], now.len[i], newv->data[i], newv->len[i])) {
+            printf("  %s, %s %ld%s: %s is neither the old nor the new file (%zu bytes)\n", w->name, kind_name(kind), n,
+                   with_old ? "" : " (no old file)", w->files[i], now.len[i]);
+            ok = 0;
+        }
+    }
+    if (ok && tmp_left(dir)) {
+        printf("  %s, %s %ld: a temporary file was left in %s\n", w->name, kind_name(kind), n, dir);
+        ok = 0;
+    }
+    snap_free(&oldv);
+    snap_free(&now);
+    return ok;
+}
+
+static void check_writer(const writer *w) {
+    /* small stdio buffers: a writer makes many write calls, each a step that can fail */
+    mr_io_fault_buffer(64);
+    char dir[1024];
+    mr_error e = {0};
+    CHECK(fresh_dir(dir, sizeof dir, "ref", dirs_made++) == 0);
+    if (w->setup) w->setup(dir);
+    CHECK_OK(w->run(dir, 0, &e), &e);
+    mr_io_fault_set(0, 0, 0);
+    CHECK_OK(w->run(dir, 1, &e), &e);
+    long calls[4] = {0, mr_io_fault_calls(MR_IO_WRITE), mr_io_fault_calls(MR_IO_FSYNC), mr_io_fault_calls(MR_IO_RENAME)};
+    snapshot newv;
+    snap(w, dir, &newv);
+    for (int i = 0; i < 6; i++) CHECK_MSG(!w->files[i] || newv.data[i], "%s did not write %s", w->name, w->files[i]);
+    /* every step when there are few; otherwise the first and last 20 and a stride between */
+    long tried = 0;
+    int ok = 1;
+    for (int kind = MR_IO_WRITE; kind <= MR_IO_RENAME && ok; kind++) {
+        long stride = calls[kind] > 60 ? calls[kind] / 20 : 1;
+        for (long n = 1; n <= calls[kind] && ok; n++) {
+            if (n > 20 && n <= calls[kind] - 20 && n % stride) continue;
+            ok = one_fault(w, kind, n, 1, &newv) && one_fault(w, kind, n, 0, &newv);
+            tried++;
+        }
+    }
+    printf("  %-38s %4ld writes, %ld fsyncs, %ld renames; %ld failure points, each over an old version and over "
+           "none\n", w->name, calls[1], calls[2], calls[3], tried);
+    snap_free(&newv);
+    mr_io_fault_buffer(0);
+    CHECK(ok);
+}
+
+TEST(every_writer_leaves_old_or_new_files_on_a_failed_write) {
+    for (size_t i = 0; i < sizeof writers / sizeof writers[0]; i++) {
+        check_writer(&writers[i]);
+        if (test_failed_now()) return;
+    }
+}
+
+/* A full disk in the middle of a training run: the error names the file (exit 1 in the
+ * CLI), and a --resume once space is back gives the files of an uninterrupted run. */
+TEST(retriever_training_survives_a_failed_write_and_resumes) {
+    make_dataset();
+    mr_dataset d;
+    mr_error e = {0};
+    CHECK_OK(mr_dataset_load(&d, ds_dir, &e), &e);
+    lru_train_options o;
+    lru_train_defaults(&o, &d);
+    o.model.hidden = 8;
+    o.model.blocks = 1;
+    o.model.max_len = 8;
+    o.batch = 4;
+    o.max_epochs = 3;
+    o.val_every = 2;
+    o.threads = 1;
+    char ref[1024];
+    CHECK(fresh_dir(ref, sizeof ref, "train_ref", 0) == 0);
+    int interrupted;
+    mr_io_fault_set(0, 0, 0);
+    CHECK_OK(lru_train(&d, &o, ref, &interrupted, &e), &e);
+    long writes = mr_io_fault_calls(MR_IO_WRITE), renames = mr_io_fault_calls(MR_IO_RENAME);
+    const char *files[3] = {"retriever.safetensors", "metrics.json", "candidates.tsv"};
+    int points = 0;
+    for (int kind = MR_IO_WRITE; kind <= MR_IO_RENAME; kind += 2) {
+        long total = kind == MR_IO_WRITE ? writes : renames;
+        for (int k = 1; k <= 6; k++) {
+            long n = total * k / 7 + 1;
+            char run[1024];
+            CHECK(fresh_dir(run, sizeof run, "train_fault", points++) == 0);
+            mr_io_fault_set(kind, n, ENOSPC);
+            o.resume = 0;
+            int rc = lru_train(&d, &o, run, &interrupted, &e);
+            mr_io_fault_set(0, 0, 0);
+            CHECK_MSG(rc == MR_ERR_INPUT && strstr(e.msg, "No space left on device"), "%s %ld: %d %s", kind_name(kind),
+                      n, rc, e.msg);
+            CHECK(!tmp_left(run));
+            o.resume = 1;
+            CHECK_OK(lru_train(&d, &o, run, &interrupted, &e), &e);
+            for (int f = 0; f < 3; f++) {
+                char a[1100], b[1100];
+                snprintf(a, sizeof a, "%s/%s", ref, files[f]);
+                snprintf(b, sizeof b, "%s/%s", run, files[f]);
+                size_t na, nb;
+                char *x = read_or_null(a, &na), *y = read_or_null(b, &nb);
+                int eq = x && y && same(x, na, y, nb);
+                free(x);
+                free(y);
+                CHECK_MSG(eq, "%s %ld: %s differs from the uninterrupted run's", kind_name(kind), n, files[f]);
+            }
+        }
+    }
+    printf("  %d failure points (of %ld writes, %ld renames), each resumed to the uninterrupted run's files\n", points,
+           writes, renames);
+    mr_dataset_free(&d);
+}
+
+int main(void) {
+    RUN(every_writer_leaves_old_or_new_files_on_a_failed_write);
+    RUN(retriever_training_survives_a_failed_write_and_resumes);
+    return test_summary();
+}
