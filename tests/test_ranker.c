@@ -136,6 +136,9 @@ TEST(candidates_errors_name_line_and_column) {
         {CAND_HEADER "val\t1\t2\t1 2\n", ":2: expected 5 tab-separated columns, found 4"},
         {CAND_HEADER "val\t1\t2\t1 2\t1 1\textra\n", ":2: expected 5 tab-separated columns"},
         {CAND_HEADER "val\t1\t2\t1 2\t1 1\nval\t1\t2\t1 2\t1 1\n", "user 1 appears twice in split val"},
+        /* one item listed several times: the subset scored NDCG@10 = 1.0 */
+        {CAND_HEADER "val\t1\t2\t1 2 3\t3 2 1\ntest\t1\t2\t2 5 2\t3 2 1\n", ":3: column items: item 2 is listed more than once"},
+        {CAND_HEADER "val\t1\t7\t7,7,7,7\t4,3,2,1\n", ":2: column items: item 7 is listed more than once"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char name[32];

@@ -25,6 +25,11 @@ static int split_list(char *s, char **tok, int cap) {
     return n;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static int parse_i32(const char *s, int32_t *out) {
     int64_t v;
     if (mr_parse_i64(s, &v) || v < 0 || v > INT32_MAX) return -1;
@@ -62,7 +67,10 @@ int mr_candidates_load(mr_candidates *c, const char *path, mr_error *e) {
     }
     int64_t cap_rows = 0;
     char **tok = malloc((MAX_K + 1) * sizeof *tok);
-    if (!tok) {
+    int32_t *sorted = malloc(MAX_K * sizeof *sorted);
+    if (!tok || !sorted) {
+        free(tok);
+        free(sorted);
         rc = mr_fail(e, MR_ERR_INTERNAL, "out of memory");
         goto fail;
     }
@@ -138,6 +146,15 @@ int mr_candidates_load(mr_candidates *c, const char *path, mr_error *e) {
                 rc = mr_fail(e, MR_ERR_INPUT, "%s:%lld: column items: '%s' (item %d) is not a positive integer", path,
                              (long long)ln, tok[i], i + 1);
         if (rc) break;
+        /* a list names each item once: a repeated item would be scored and counted twice
+         * (the subset's NDCG@10 reached 1.0 on a row of one item repeated) */
+        for (int i = 0; i < c->k && !rc; i++) sorted[i] = items[i];
+        qsort(sorted, (size_t)c->k, sizeof *sorted, cmp_i32);
+        for (int i = 1; i < c->k && !rc; i++)
+            if (sorted[i] == sorted[i - 1])
+                rc = mr_fail(e, MR_ERR_INPUT, "%s:%lld: column items: item %d is listed more than once", path,
+                             (long long)ln, (int)sorted[i]);
+        if (rc) break;
         int n_scores = split_list(col[4], tok, MAX_K);
         if (n_scores != c->k) {
             rc = mr_fail(e, MR_ERR_INPUT, "%s:%lld: column scores: %d values for %d items", path, (long long)ln,
@@ -160,6 +177,7 @@ int mr_candidates_load(mr_candidates *c, const char *path, mr_error *e) {
         if (user > c->max_user) c->max_user = user;
     }
     free(tok);
+    free(sorted);
     if (!rc && got < 0) rc = e->code;
     if (!rc && c->n_rows == 0) rc = mr_fail(e, MR_ERR_INPUT, "%s: no rows after the header", path);
     if (rc) goto fail;
