@@ -75,8 +75,25 @@ TEST(gguf_writer_round_trip_and_truncation) {
     for (size_t cut = 0; cut < full; cut += (cut < 200 ? 1 : 37)) {
         test_write_file(tp, bytes, cut);
         CHECK_MSG(gguf_open(&g, tp, &e) == MR_ERR_INPUT, "truncation at %zu accepted", cut);
+        /* a cut file is called truncated (its counts are the real ones, not implausible) */
+        CHECK_MSG(cut < 24 || strstr(e.msg, "truncated"), "cut at %zu: %s", cut, e.msg);
     }
     CHECK(strstr(e.msg, "trunc.gguf") != NULL);
+    /* a flipped byte in the length of a string inside the tokens array: the message says
+     * where (it said "offset 0" for every position) */
+    {
+        size_t at = 0;
+        for (size_t i = 0; i + 10 <= n && !at; i++)
+            if (!memcmp(bytes + i, "\x02\0\0\0\0\0\0\0bc", 10)) at = i;
+        CHECK(at > 24);
+        bytes[at + 5] = 0x40;
+        test_write_file(tp, bytes, n);
+        CHECK(gguf_open(&g, tp, &e) == MR_ERR_INPUT);
+        char want[64];
+        snprintf(want, sizeof want, "at offset %zu runs past the end", at);
+        CHECK_MSG(strstr(e.msg, want) && strstr(e.msg, "tokenizer.ggml.tokens"), "%s (wanted '%s')", e.msg, want);
+        bytes[at + 5] = 0;
+    }
     bytes[0] = 'X';
     test_write_file(tp, bytes, n);
     CHECK(gguf_open(&g, tp, &e) == MR_ERR_INPUT && strstr(e.msg, "magic"));

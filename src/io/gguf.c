@@ -70,7 +70,7 @@ static uint64_t scalar_size(gguf_type t) {
 /* ---- reader ---- */
 
 typedef struct cursor {
-    const uint8_t *p, *end;
+    const uint8_t *start, *p, *end;
     const char *path;
     mr_error *e;
     int failed;
@@ -79,8 +79,11 @@ typedef struct cursor {
 static int need(cursor *c, uint64_t n, const char *what) {
     if (c->failed) return 0;
     if ((uint64_t)(c->end - c->p) < n) {
-        mr_fail(c->e, MR_ERR_INPUT, "%s: truncated GGUF file while reading %s (offset %zu)", c->path, what,
-                (size_t)(c->p - (c->end - (c->end - c->p))));
+        mr_fail(c->e, MR_ERR_INPUT,
+                "%s: reading %s at offset %zu: %llu bytes needed, %zu left in the file of %zu bytes (truncated or "
+                "damaged GGUF file)",
+                c->path, what, (size_t)(c->p - c->start), (unsigned long long)n, (size_t)(c->end - c->p),
+                (size_t)(c->end - c->start));
         c->failed = 1;
         return 0;
     }
@@ -107,7 +110,17 @@ static uint64_t rd_u64(cursor *c, const char *what) {
 
 static gguf_string rd_str(cursor *c, const char *what) {
     gguf_string s = {0, ""};
+    const uint8_t *at = c->p;
     uint64_t n = rd_u64(c, what);
+    if (!c->failed && n > (uint64_t)(c->end - c->p)) {
+        /* a damaged length (a flipped byte) reads as a huge one: say so, with where it is */
+        mr_fail(c->e, MR_ERR_INPUT,
+                "%s: %s: a string of %llu bytes at offset %zu runs past the end of the file (%zu bytes): damaged or "
+                "truncated GGUF file",
+                c->path, what, (unsigned long long)n, (size_t)(at - c->start), (size_t)(c->end - c->start));
+        c->failed = 1;
+        return s;
+    }
     if (need(c, n, what)) {
         s.len = n;
         s.data = (const char *)c->p;
@@ -147,7 +160,7 @@ static void read_scalar(cursor *c, gguf_type t, gguf_kv *kv) {
 }
 
 static int parse(gguf_file *g, mr_error *e) {
-    cursor c = {g->map, g->map + g->map_size, g->path, e, 0};
+    cursor c = {g->map, g->map, g->map + g->map_size, g->path, e, 0};
     uint32_t magic = rd_u32(&c, "magic");
     if (c.failed) return MR_ERR_INPUT;
     if (magic != GGUF_MAGIC) return mr_fail(e, MR_ERR_INPUT, "%s: not a GGUF file (bad magic)", g->path);
@@ -159,8 +172,10 @@ static int parse(gguf_file *g, mr_error *e) {
     if (c.failed) return MR_ERR_INPUT;
     /* Each kv and tensor takes at least 12 bytes: bounds the counts before allocating. */
     if (g->n_kv > g->map_size / 12 || g->n_tensors > g->map_size / 12)
-        return mr_fail(e, MR_ERR_INPUT, "%s: implausible counts (%llu tensors, %llu keys): corrupt header", g->path,
-                       (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv);
+        return mr_fail(e, MR_ERR_INPUT,
+                       "%s: the header declares %llu tensors and %llu keys, more than its %zu bytes can hold: "
+                       "truncated or damaged GGUF file",
+                       g->path, (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv, (size_t)g->map_size);
     g->kv = mr_calloc(g->n_kv, sizeof *g->kv, e);
     g->tensors = mr_calloc(g->n_tensors, sizeof *g->tensors, e);
     if (!g->kv || !g->tensors) return MR_ERR_INTERNAL;
@@ -180,7 +195,10 @@ static int parse(gguf_file *g, mr_error *e) {
             if (c.failed) return MR_ERR_INPUT;
             if (kv->array_type == GGUF_TYPE_STRING) {
                 if (kv->array_len > (uint64_t)(c.end - c.p) / 8)
-                    return mr_fail(e, MR_ERR_INPUT, "%s: array '%s' longer than the file", g->path, kv->key);
+                    return mr_fail(e, MR_ERR_INPUT,
+                                   "%s: array '%s' at offset %zu declares %llu strings, more than the rest of the file "
+                                   "can hold: truncated or damaged GGUF file",
+                                   g->path, kv->key, (size_t)(c.p - c.start), (unsigned long long)kv->array_len);
                 kv->array_strings = mr_calloc(kv->array_len, sizeof(gguf_string), e);
                 if (!kv->array_strings) return MR_ERR_INTERNAL;
                 for (uint64_t k = 0; k < kv->array_len && !c.failed; k++) kv->array_strings[k] = rd_str(&c, kv->key);
@@ -190,7 +208,10 @@ static int parse(gguf_file *g, mr_error *e) {
                     return mr_fail(e, MR_ERR_INPUT, "%s: key '%s': unsupported array element type %u", g->path,
                                    kv->key, kv->array_type);
                 if (kv->array_len > (uint64_t)(c.end - c.p) / es)
-                    return mr_fail(e, MR_ERR_INPUT, "%s: truncated GGUF file in array '%s'", g->path, kv->key);
+                    return mr_fail(e, MR_ERR_INPUT,
+                                   "%s: array '%s' at offset %zu declares %llu values, more than the rest of the file "
+                                   "can hold: truncated or damaged GGUF file",
+                                   g->path, kv->key, (size_t)(c.p - c.start), (unsigned long long)kv->array_len);
                 kv->array_data = c.p;
                 c.p += kv->array_len * es;
             }
