@@ -77,6 +77,9 @@ TEST(atomic_write_replaces_whole_file) {
     free(data);
     CHECK(mr_read_file(test_tmp_path("missing"), &data, &n, &e) == MR_ERR_INPUT);
     CHECK(strstr(e.msg, "missing") != NULL);
+    /* a folder: said so (it was only "read error"; `caption --image DIR`) */
+    CHECK(mr_read_file(test_tmpdir(), &data, &n, &e) == MR_ERR_INPUT);
+    CHECK_MSG(strstr(e.msg, "is a folder, not a file") && strstr(e.msg, test_tmpdir()), "%s", e.msg);
 }
 
 static int read_all_lines(const char *path, char out[][64], int max, mr_error *e) {

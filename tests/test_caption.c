@@ -107,6 +107,12 @@ TEST(dataset_captions_resume_and_import) {
         test_write_file(p, d, n);
         free(d);
     }
+    /* a folder given as --image: said so, exit 1 */
+    {
+        char err[4096];
+        CHECK(test_cli(err, sizeof err, "caption --model %s --image %s 2>&1", model, imgs) == 1);
+        CHECK_MSG(strstr(err, "is a folder, not a file"), "%s", err);
+    }
     write_dataset(ds, sids, 8);
     snprintf(cache, sizeof cache, "%s/captions.tsv", ds);
     snprintf(items, sizeof items, "%s/items.tsv", ds);

@@ -15,6 +15,11 @@ int mr_read_file(const char *path, char **data, size_t *len, mr_error *e) {
     if (len) *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return mr_fail(e, MR_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return mr_fail(e, MR_ERR_INPUT, "%s: is a folder, not a file", path);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = mr_alloc(cap + 1, e);
     if (!buf) {
@@ -32,15 +37,16 @@ int mr_read_file(const char *path, char **data, size_t *len, mr_error *e) {
             }
             buf = nb;
         }
+        errno = 0;
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), err = errno;
     fclose(f);
     if (bad) {
         free(buf);
-        return mr_fail(e, MR_ERR_INPUT, "%s: read error", path);
+        return mr_fail(e, MR_ERR_INPUT, "%s: read error: %s", path, err ? strerror(err) : "unknown cause");
     }
     buf[n] = 0;
     *data = buf;
