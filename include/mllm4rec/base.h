@@ -137,6 +137,12 @@ uint16_t mr_f32_to_bf16(float f);
 float mr_f16_to_f32_soft(uint16_t h);
 uint16_t mr_f32_to_f16_soft(float f);
 
+/* ---- weights ---- */
+/* MR_OK when every value is finite, else MR_ERR_INPUT naming the file, the tensor and
+ * the element: NaN or Inf in loaded weights would turn every score into NaN and every
+ * metric into 0 without a word. */
+int mr_check_finite(const float *x, size_t n, const char *file, const char *tensor, mr_error *e);
+
 /* ---- text ---- */
 int mr_utf8_valid(const char *s, size_t len);
 /* Parses a whole string as an integer / float; 0 on success. */

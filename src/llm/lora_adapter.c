@@ -51,6 +51,10 @@ static float *tensor_floats(const gguf_tensor *t, const char *path, mr_error *e)
     size_t rb = quant_row_bytes(t->type, (int64_t)t->ne[0]);
     for (uint64_t r = 0; r < t->ne[1]; r++)
         dequantize_row(t->type, (const uint8_t *)t->data + r * rb, v + r * t->ne[0], (int64_t)t->ne[0]);
+    if (mr_check_finite(v, (size_t)n, path, t->name, e)) {
+        free(v);
+        return NULL;
+    }
     return v;
 }
 

@@ -163,6 +163,8 @@ int mr_lora_read_gguf(mr_lora *l, const mr_lt_model *m, const char *path, mr_err
                     rc = mr_fail(e, MR_ERR_INPUT, "%s: %s has shape [%llu, %llu], expected f32 [%llu, %llu]", path, name,
                                  (unsigned long long)tn->ne[0], (unsigned long long)tn->ne[1],
                                  (unsigned long long)want0, (unsigned long long)want1);
+                } else if ((rc = mr_check_finite(tn->data, (size_t)(want0 * want1), path, name, e))) {
+                    break;
                 } else if (!ab) {
                     memcpy(lm->A, tn->data, (size_t)r * lm->in * sizeof(float));
                 } else if (needs_permute(m, t, 1)) {
@@ -301,6 +303,7 @@ int mr_lora_read_peft(mr_lora *l, const mr_lt_model *m, const char *dir, mr_erro
                 break;
             }
             if ((rc = st_read_f32(ta, lm->A, (int64_t)r * lm->in, e))) break;
+            if ((rc = mr_check_finite(lm->A, (size_t)r * lm->in, st_path, name, e))) break;
             snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_B.weight", layer, PEFT_NAMES[t]);
             const st_tensor *tb = st_find(&f, name);
             if (!tb) {
@@ -308,6 +311,7 @@ int mr_lora_read_peft(mr_lora *l, const mr_lt_model *m, const char *dir, mr_erro
                 break;
             }
             if ((rc = st_read_f32(tb, lm->dB, (int64_t)lm->out * r, e))) break; /* dB as scratch */
+            if ((rc = mr_check_finite(lm->dB, (size_t)lm->out * r, st_path, name, e))) break;
             if (needs_permute(m, t, 0))
                 permute_rows(lm->dB, lm->B, t == MR_LT_Q ? m->n_head : m->n_kv_head, m->head_dim, r, 1);
             else

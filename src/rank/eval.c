@@ -105,6 +105,11 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int
     } else {
         rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
     }
+    /* NaN or Inf in a base model's weights is not looked for at load (multi-GB matrices
+     * stay mapped and unconverted, and the load must stay cheap): it reaches the logits,
+     * which are checked here before any score is used. Adapters are checked at load. */
+    if (!rc && mr_check_finite(logits, (size_t)r->m->vocab, "the model's output", "logits", e))
+        rc = mr_fail(e, MR_ERR_INPUT, "user %d: the model gave NaN or Inf logits: NaN or Inf in its weights", user_id);
     if (!rc)
         for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
     if (!rc && loss && label_idx >= 0 && label_idx < r->n_cand) {

@@ -229,6 +229,7 @@ int lru_read_tensors(const lru_model *m, const st_file *f, const char *prefix, f
             mr_error_prefix(e, "%s: ", f->path);
             return rc;
         }
+        if ((rc = mr_check_finite(dst + t->offset, t->numel, f->path, name, e))) return rc;
     }
     return MR_OK;
 }

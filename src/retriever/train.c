@@ -251,6 +251,7 @@ static int load_checkpoint(trainer *t, mr_error *e) {
         const st_tensor *x = st_find(&f, names[i]);
         if (!x) rc = mr_fail(e, MR_ERR_INPUT, "%s: tensor %s is missing", t->ckpt_path, names[i]);
         else rc = st_read_f32(x, dst[i], np, e);
+        if (!rc) rc = mr_check_finite(dst[i], (size_t)np, t->ckpt_path, names[i], e);
     }
     if (rc) goto done;
     const st_tensor *order = st_find(&f, "epoch_order");
