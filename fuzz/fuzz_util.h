@@ -56,9 +56,8 @@ static inline void fuzz_rm_tree(const char *path) {
             struct dirent *de;
             while ((de = readdir(d))) {
                 if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-                char sub[1024];
-                snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-                fuzz_rm_tree(sub);
+                char sub[1400];
+                if ((size_t)snprintf(sub, sizeof sub, "%.1000s/%.255s", path, de->d_name) < sizeof sub) fuzz_rm_tree(sub);
             }
             closedir(d);
         }
