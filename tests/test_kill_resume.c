@@ -27,6 +27,8 @@ static const char *bin(void) {
  * and the wall time. */
 static int run_bin(char *const *args, double kill_after, double *seconds) {
     double t0 = mr_now();
+    fflush(stdout); /* the child's freopen would write our buffered lines a second time */
+    fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {

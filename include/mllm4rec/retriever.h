@@ -157,7 +157,8 @@ int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user
 /* Recall / MRR / NDCG at k = 1, 5, 10, 20, 50 for a split, metrics initialised here. */
 int lru_evaluate(const lru_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e);
 /* Writes RUN/metrics.json: {"val": {...}, "test": {...}} with the metric keys,
- * "users" and "top20_share" (users whose true item is in the top 20). */
+ * "users" and "top20_share" (users whose true item is in the top 20). val and test
+ * are filled on success (the caller frees them); a failure leaves nothing to free. */
 int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
                       mr_metrics *test, mr_error *e);
 /* Writes candidates.tsv: header `split	user_id	label	items	scores`, one row per

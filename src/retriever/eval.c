@@ -130,28 +130,37 @@ int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path,
     }
     json_t *root = json_object();
     json_t *v = metrics_section(val), *t = metrics_section(test);
+    char *text = NULL, *buf = NULL;
     if (!root || !v || !t) {
         json_decref(root);
         json_decref(v);
         json_decref(t);
-        return mr_fail(e, MR_ERR_INTERNAL, "out of memory building %s", path);
+        rc = mr_fail(e, MR_ERR_INTERNAL, "out of memory building %s", path);
+        goto fail;
     }
     json_object_set_new(root, "val", v);
     json_object_set_new(root, "test", t);
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(root);
-    if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory writing %s", path);
+    if (!text) {
+        rc = mr_fail(e, MR_ERR_INTERNAL, "out of memory writing %s", path);
+        goto fail;
+    }
     size_t len = strlen(text);
-    char *buf = mr_alloc(len + 2, e);
-    if (!buf) {
-        free(text);
-        return MR_ERR_INTERNAL;
+    if (!(buf = mr_alloc(len + 2, e))) {
+        rc = MR_ERR_INTERNAL;
+        goto fail;
     }
     memcpy(buf, text, len);
     buf[len] = '\n';
-    free(text);
     rc = mr_write_file_atomic(path, buf, len + 1, e);
+fail:
+    free(text);
     free(buf);
+    if (rc) { /* val and test are the caller's only on success */
+        mr_metrics_free(val);
+        mr_metrics_free(test);
+    }
     return rc;
 }
 
