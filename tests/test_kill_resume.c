@@ -1,8 +1,8 @@
 /* kill -9 at random moments, then --resume, on real data: ml-latest-small with a short
  * LRURec schedule, then the ranker (stories260K) on its candidates. Ten runs of each are
  * killed once, at a moment drawn by a seeded generator from the measured length T of an
- * uninterrupted run (five in its first half: the start, the validation of the untrained
- * model and the first epoch or steps; five in the second), so a kill can land anywhere:
+ * uninterrupted run (five in its first 40%: the start, the validation of the untrained
+ * model and the first epoch or steps; five in the rest), so a kill can land anywhere:
  * during the start, a validation, a checkpoint write or the final files. Each is then
  * resumed with --resume to its end, and its result files must be byte-identical to the
  * uninterrupted run's. */
@@ -97,8 +97,9 @@ static void describe_checkpoint(const char *dir, char *out, size_t n) {
 
 /* Ten runs of `args_fmt` (a format with one %s, the run folder, and --resume), each
  * killed once at a seeded random moment drawn from the uninterrupted run's length T
- * (five in [0, T/2], which holds the start and the first epoch or steps, five in
- * [T/2, T]), then resumed to its end; each run's files must equal the reference's. */
+ * (five in [0, 0.4 T], which holds the start and most of the first epoch or steps,
+ * five in [0.4 T, T]), then resumed to its end; each run's files must equal the
+ * reference's. */
 static int kill_and_resume(const char *args_fmt, const char *name, const char *ref, const char *const *files,
                            double T, uint64_t seed, int retriever) {
     mr_rng rng;
@@ -106,7 +107,7 @@ static int kill_and_resume(const char *args_fmt, const char *name, const char *r
     int hits = 0, n = test_under_sanitizer() ? 2 : 10; /* the sanitizer build: one kill per half (slow runs) */
     for (int k = 0; k < n; k++) {
         int first_half = k < n / 2;
-        double at = T * (first_half ? 0.5 * mr_rng_uniform(&rng) : 0.5 + 0.5 * mr_rng_uniform(&rng));
+        double at = T * (first_half ? 0.4 * mr_rng_uniform(&rng) : 0.4 + 0.6 * mr_rng_uniform(&rng));
         char dir[700], args[4096], what[128] = "";
         snprintf(dir, sizeof dir, "%s-%d", test_tmp_path(name), k);
         snprintf(args, sizeof args, args_fmt, dir);
@@ -145,8 +146,8 @@ TEST(retriever_and_ranker_resume_after_kill_9_at_ten_moments) {
     snprintf(args, sizeof args, "prepare --format movielens --input %s --out %s", raw, ds);
     CHECK(run_bin(split_args(args), 0, NULL) == 0);
 
-    /* the retriever: 2 epochs of 27 iterations, a validation every 10 */
-    const char *rflags = "--max-epochs 2 --val-every 10 --hidden 16 --blocks 1 --max-len 50 --batch 64 --threads 1";
+    /* the retriever: 2 epochs of 14 iterations, a validation every 5 */
+    const char *rflags = "--max-epochs 2 --val-every 5 --hidden 16 --blocks 1 --max-len 50 --batch 128 --threads 1";
     double T;
     snprintf(args, sizeof args, "retriever train --dataset %s --out %s %s", ds, ref, rflags);
     CHECK(run_bin(split_args(args), 0, &T) == 0);
@@ -157,9 +158,9 @@ TEST(retriever_and_ranker_resume_after_kill_9_at_ten_moments) {
     CHECK_MSG(hits >= 0, "a killed and resumed retriever run failed or differs");
     printf("  retriever: %d kills hit the running process; every resumed run equals the uninterrupted one\n", hits);
 
-    /* the ranker on the reference run's candidates: 12 steps, a validation every 3 */
-    const char *kflags = "--history 3 --max-title-tokens 6 --max-tokens 256 --max-steps 12 --batch 2 --val-every 3 "
-                         "--val-users 8 --lr 1e-3 --warmup 2 --threads 1";
+    /* the ranker on the reference run's candidates: 8 steps, a validation every 2 */
+    const char *kflags = "--history 3 --max-title-tokens 6 --max-tokens 256 --max-steps 8 --batch 2 --val-every 2 "
+                         "--val-users 4 --lr 1e-3 --warmup 2 --threads 1";
     snprintf(args, sizeof args, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s", ds,
              ref, model, rref, kflags);
     CHECK(run_bin(split_args(args), 0, &T) == 0);
