@@ -167,6 +167,29 @@ TEST(retriever_and_ranker_resume_after_kill_9_at_ten_moments) {
     snprintf(fmt, sizeof fmt, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %%s %s --resume",
              ds, ref, model, kflags);
     static const char *const rfiles[] = {"adapter.gguf", NULL};
+    /* a finished ranker run is not trained over without --resume or --force, and one
+     * process at a time writes it */
+    {
+        char before[800], out[800];
+        snprintf(before, sizeof before, "%s/adapter.gguf", rref);
+        size_t n0;
+        char *a0 = slurp(before, &n0);
+        snprintf(args, sizeof args, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s --seed 9",
+                 ds, ref, model, rref, kflags);
+        CHECK(run_bin(split_args(args), 0, NULL) == 1);
+        snprintf(out, sizeof out, "%s/adapter_copy.gguf", test_tmpdir());
+        CHECK(a0 != NULL);
+        test_write_file(out, a0, n0);
+        free(a0);
+        CHECK_MSG(same_file(before, out), "ranker train without --resume changed a finished run");
+        int fd;
+        mr_error e = {0};
+        CHECK_OK(mr_folder_lock(rref, &fd, &e), &e);
+        snprintf(args, sizeof args, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s --resume",
+                 ds, ref, model, rref, kflags);
+        CHECK(run_bin(split_args(args), 0, NULL) == 1);
+        mr_folder_unlock(fd);
+    }
     hits = kill_and_resume(fmt, "rank_killed", rref, rfiles, T, 8, 0);
     CHECK_MSG(hits >= 0, "a killed and resumed ranker run failed or differs");
     printf("  ranker: %d kills hit the running process; every resumed adapter.gguf equals the uninterrupted one\n", hits);

@@ -36,6 +36,9 @@ typedef struct mr_prepare_opts {
 
 /* Fills the defaults (min_uc = min_sc = 5, min_rating = 0, everything else off). */
 void mr_prepare_opts_init(mr_prepare_opts *o);
+/* The flag checks mr_prepare starts with (MR_ERR_USAGE), without touching any file:
+ * the CLI runs them before it takes the output folder's lock. */
+int mr_prepare_check_opts(const mr_prepare_opts *o, mr_error *e);
 
 typedef struct mr_prepare_counts {
     int64_t users, items, interactions;

@@ -40,8 +40,9 @@ CLI_COMMAND(cmd_prepare) {
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]), USAGE);
     if (rc < 0) return 0;
     if (rc) return rc;
-    if (o.out && (rc = cli_claim_folder("prepare", o.out, NULL, 0, 0))) return rc;
     mr_error err = {0};
+    if (mr_prepare_check_opts(&o, &err)) return cli_usage_error("prepare", "%s", err.msg);
+    if ((rc = cli_claim_folder("prepare", o.out, NULL, 0, 0))) return rc;
     mr_prepare_stats st;
     rc = mr_prepare(&o, &st, &err);
     if (rc == MR_ERR_USAGE) return cli_usage_error("prepare", "%s", err.msg);

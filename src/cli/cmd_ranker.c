@@ -321,8 +321,6 @@ CLI_COMMAND(cmd_ranker_train) {
     if (rc) return rc < 0 ? 0 : rc;
     if ((rc = common_check(cmd, &co, 1))) return rc;
     if (!out) return cli_usage_error(cmd, "--out is required");
-    static const char *const run_files[] = {"metrics.json", "adapter.gguf", "train_state.bin", NULL};
-    if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     if (lora_r < 1 || lora_r > 4096) return cli_usage_error(cmd, "--lora-r must be in 1..4096");
     if (!(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--lora-dropout must be in [0, 1)");
     if (!(lr > 0) || !(wd >= 0) || !(clip >= 0)) return cli_usage_error(cmd, "--lr > 0, --weight-decay >= 0, --max-grad-norm >= 0");
@@ -330,6 +328,8 @@ CLI_COMMAND(cmd_ranker_train) {
         return cli_usage_error(cmd, "--warmup >= 0; --micro-batch, --batch, --val-every, --patience >= 1; --max-steps, --val-users >= 0");
     mr_error e = {0};
     if ((rc = mr_lora_parse_targets(targets, &o.targets, &e))) return cli_usage_error(cmd, "%s", e.msg);
+    static const char *const run_files[] = {"metrics.json", "adapter.gguf", "train_state.bin", NULL};
+    if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     o.lora_r = (int)lora_r;
     o.lora_alpha = (float)alpha;
     o.lora_dropout = (float)dropout;

@@ -568,6 +568,8 @@ static int write_output(const mr_prepare_opts *o, const prep_raw *r, const filte
     return rc;
 }
 
+int mr_prepare_check_opts(const mr_prepare_opts *o, mr_error *e) { return check_opts(o, e); }
+
 int mr_prepare(const mr_prepare_opts *o, mr_prepare_stats *st, mr_error *e) {
     double t0 = mr_now();
     memset(st, 0, sizeof *st);
