@@ -38,19 +38,12 @@ int llm_lora_parse_targets(const char *s, unsigned *mask, mr_error *e) {
     return MR_OK;
 }
 
-static llm_linear *layer_linear(llm_layer *L, int t) {
-    llm_linear *lin[LLM_LORA_N_TARGETS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return lin[t];
-}
-
-static const llm_linear *target_linear(const llm_model *m, int layer, int t) {
-    return layer_linear(&m->layers[layer], t);
-}
+static llm_linear *target_linear(const llm_model *m, int layer, int t) { return llm_layer_linear(&m->layers[layer], t); }
 
 /* Allocates an adapter of rank r on the (layer, target) pairs where present[] is
- * set; A, B and gradients zero. */
+ * set (present NULL: `targets` in every layer); A, B and gradients zero. */
 static int adapter_alloc(llm_adapter *ad, const llm_model *m, int r, float alpha, float dropout,
-                         const unsigned char *present, mr_error *e) {
+                         const unsigned char *present, unsigned targets, mr_error *e) {
     memset(ad, 0, sizeof *ad);
     const int L = m->cfg.n_layer;
     ad->r = r;
@@ -60,8 +53,9 @@ static int adapter_alloc(llm_adapter *ad, const llm_model *m, int r, float alpha
     ad->mats = mr_calloc((size_t)L * LLM_LORA_N_TARGETS, sizeof *ad->mats, e);
     if (!ad->mats) return MR_ERR_INTERNAL;
     int64_t total = 0;
+#define PRESENT(i) (present ? present[i] : (targets >> ((i) % LLM_LORA_N_TARGETS)) & 1)
     for (int i = 0; i < L * LLM_LORA_N_TARGETS; i++)
-        if (present[i]) {
+        if (PRESENT(i)) {
             const llm_linear *lin = target_linear(m, i / LLM_LORA_N_TARGETS, i % LLM_LORA_N_TARGETS);
             total += (int64_t)r * (lin->w.cols + lin->w.rows);
         }
@@ -73,7 +67,7 @@ static int adapter_alloc(llm_adapter *ad, const llm_model *m, int r, float alpha
     }
     float *p = ad->buf, *g = ad->buf + total;
     for (int i = 0; i < L * LLM_LORA_N_TARGETS; i++) {
-        if (!present[i]) continue;
+        if (!PRESENT(i)) continue;
         const llm_linear *lin = target_linear(m, i / LLM_LORA_N_TARGETS, i % LLM_LORA_N_TARGETS);
         llm_lora *lo = &ad->mats[i];
         lo->rank = r;
@@ -88,6 +82,7 @@ static int adapter_alloc(llm_adapter *ad, const llm_model *m, int r, float alpha
         lo->db = g, g += (size_t)lo->out * r;
         ad->targets |= 1u << (i % LLM_LORA_N_TARGETS);
     }
+#undef PRESENT
     return MR_OK;
 }
 
@@ -99,11 +94,7 @@ int llm_adapter_init(llm_adapter *ad, const llm_model *m, int r, float alpha, fl
     if (!targets || targets >= (1u << LLM_LORA_N_TARGETS))
         return mr_fail(e, MR_ERR_USAGE, "LoRA targets: none or unknown");
     const int L = m->cfg.n_layer;
-    unsigned char *present = mr_calloc((size_t)L * LLM_LORA_N_TARGETS, 1, e);
-    if (!present) return MR_ERR_INTERNAL;
-    for (int i = 0; i < L * LLM_LORA_N_TARGETS; i++) present[i] = (targets >> (i % LLM_LORA_N_TARGETS)) & 1;
-    int rc = adapter_alloc(ad, m, r, alpha, dropout, present, e);
-    free(present);
+    int rc = adapter_alloc(ad, m, r, alpha, dropout, NULL, targets, e);
     if (rc) return rc;
     mr_rng rng;
     mr_rng_seed(&rng, seed);
@@ -152,7 +143,7 @@ int llm_adapter_attach(llm_model *m, llm_adapter *ad, float user_scale, mr_error
         llm_lora *lo = &ad->mats[i];
         if (!lo->a) continue;
         lo->scale = user_scale * ad->alpha / (float)lo->rank;
-        layer_linear(&m->layers[i / LLM_LORA_N_TARGETS], i % LLM_LORA_N_TARGETS)->lora = lo;
+        target_linear(m, i / LLM_LORA_N_TARGETS, i % LLM_LORA_N_TARGETS)->lora = lo;
     }
     return MR_OK;
 }
@@ -160,7 +151,7 @@ int llm_adapter_attach(llm_model *m, llm_adapter *ad, float user_scale, mr_error
 void llm_adapter_detach(llm_model *m, const llm_adapter *ad) {
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
-            llm_linear *lin = layer_linear(&m->layers[l], t);
+            llm_linear *lin = target_linear(m, l, t);
             if (lin->lora && lin->lora >= ad->mats && lin->lora < ad->mats + ad->n_layer * LLM_LORA_N_TARGETS)
                 lin->lora = NULL;
         }
@@ -188,15 +179,24 @@ static int needs_permute(const llm_model *m, int target, int file_is_gguf) {
 
 static int qk_heads(const llm_model *m, int target) { return target == LLM_LORA_Q ? m->cfg.n_head : m->cfg.n_head_kv; }
 
-/* "<prefix>N.<name><suffix>" -> layer N and the target whose name it is. */
+/* lo->db holds B as a file stores it: into lo->b in m's row order, db zeroed. */
+static void b_from_file(const llm_model *m, int t, llm_lora *lo, int file_is_gguf) {
+    if (needs_permute(m, t, file_is_gguf))
+        llm_lora_permute_qk(lo->b, lo->db, qk_heads(m, t), m->cfg.head_dim, lo->rank, !file_is_gguf);
+    else
+        memcpy(lo->b, lo->db, (size_t)lo->out * lo->rank * sizeof(float));
+    memset(lo->db, 0, (size_t)lo->out * lo->rank * sizeof(float));
+}
+
+/* "<prefix>N.<name><suffix>" -> layer N (< n_layer) and the target whose name it is. */
 static int parse_blk_name(const char *name, const char *const *names, const char *prefix, const char *suffix,
-                          int *layer, int *target) {
+                          int n_layer, int *layer, int *target) {
     size_t pl = strlen(prefix), sl = strlen(suffix), nl = strlen(name);
     if (nl <= pl + sl || strncmp(name, prefix, pl) || strcmp(name + nl - sl, suffix)) return 0;
     const char *p = name + pl;
     char *end;
     long v = strtol(p, &end, 10);
-    if (end == p || *end != '.' || v < 0 || v > 100000) return 0;
+    if (end == p || *end != '.' || v < 0 || v >= n_layer) return 0;
     const char *mid = end + 1;
     size_t ml = (size_t)(name + nl - sl - mid);
     for (int t = 0; t < LLM_LORA_N_TARGETS; t++)
@@ -251,6 +251,18 @@ done:
     return rc;
 }
 
+/* A string key that must be `want` (optional: may be absent). */
+static int expect_str(const gguf_file *g, const char *key, const char *want, int optional, const char *path,
+                      mr_error *e) {
+    if (optional && !gguf_find(g, key)) return MR_OK;
+    char *s = NULL;
+    int rc = gguf_get_str(g, key, &s, e);
+    if (rc) mr_error_prefix(e, "%s: not a LoRA adapter: ", path);
+    else if (strcmp(s, want)) rc = mr_fail(e, MR_ERR_INPUT, "%s: %s is '%s', expected '%s'", path, key, s, want);
+    free(s);
+    return rc;
+}
+
 /* A 2-D tensor of any type the engine reads, as floats into out. */
 static int tensor_floats(const gguf_tensor *t, float *out, const char *path, mr_error *e) {
     if (!quant_supported(t->type))
@@ -267,33 +279,10 @@ int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path,
     gguf_file g;
     int rc = gguf_open(&g, path, e);
     if (rc) return rc;
-    char *s = NULL;
     unsigned char *present = NULL;
-    if ((rc = gguf_get_str(&g, "general.type", &s, e))) {
-        mr_error_prefix(e, "%s: not a LoRA adapter: ", path);
+    if ((rc = expect_str(&g, "general.type", "adapter", 0, path, e)) || (rc = expect_str(&g, "adapter.type", "lora", 1, path, e)) ||
+        (rc = expect_str(&g, "general.architecture", arch_name(m), 0, path, e)))
         goto done;
-    }
-    if (strcmp(s, "adapter")) {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: general.type is '%s', expected 'adapter'", path, s);
-        goto done;
-    }
-    free(s);
-    s = NULL;
-    if (gguf_find(&g, "adapter.type")) {
-        if ((rc = gguf_get_str(&g, "adapter.type", &s, e))) goto done;
-        if (strcmp(s, "lora")) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: adapter.type is '%s', expected 'lora'", path, s);
-            goto done;
-        }
-        free(s);
-        s = NULL;
-    }
-    if ((rc = gguf_get_str(&g, "general.architecture", &s, e))) goto done;
-    if (strcmp(s, arch_name(m))) {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: general.architecture '%s' does not match the model's '%s'", path, s,
-                     arch_name(m));
-        goto done;
-    }
     double alpha = 0;
     if (gguf_find(&g, "adapter.lora.alpha") && (rc = gguf_get_f64(&g, "adapter.lora.alpha", &alpha, e))) goto done;
     const int L = m->cfg.n_layer;
@@ -305,11 +294,11 @@ int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path,
     for (uint64_t i = 0; i < g.n_tensors; i++) {
         const gguf_tensor *ta = &g.tensors[i];
         int layer, t;
-        if (parse_blk_name(ta->name, GGUF_NAMES, "blk.", ".weight.lora_b", &layer, &t)) continue;
-        if (!parse_blk_name(ta->name, GGUF_NAMES, "blk.", ".weight.lora_a", &layer, &t)) {
+        if (parse_blk_name(ta->name, GGUF_NAMES, "blk.", ".weight.lora_b", L, &layer, &t)) continue;
+        if (!parse_blk_name(ta->name, GGUF_NAMES, "blk.", ".weight.lora_a", L, &layer, &t)) {
             rc = mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' is not a .lora_a or .lora_b of an attention or "
-                                          "feed-forward weight",
-                         path, ta->name);
+                                          "feed-forward weight of this %d-layer model",
+                         path, ta->name, L);
             goto done;
         }
         char bname[128];
@@ -317,10 +306,6 @@ int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path,
         const gguf_tensor *tb = gguf_find_tensor(&g, bname);
         if (!tb) {
             rc = mr_fail(e, MR_ERR_INPUT, "%s: tensor '%s' has no matching '%s'", path, ta->name, bname);
-            goto done;
-        }
-        if (layer >= L) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: '%s' names layer %d of a %d-layer model", path, ta->name, layer, L);
             goto done;
         }
         const llm_linear *lin = target_linear(m, layer, t);
@@ -342,7 +327,7 @@ int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path,
         goto done;
     }
     /* no alpha: llama.cpp scales by the user scale alone, i.e. alpha = r */
-    if ((rc = adapter_alloc(ad, m, r, alpha != 0 ? (float)alpha : (float)r, 0.0f, present, e))) goto done;
+    if ((rc = adapter_alloc(ad, m, r, alpha != 0 ? (float)alpha : (float)r, 0.0f, present, 0, e))) goto done;
     for (int i = 0; i < L * LLM_LORA_N_TARGETS && !rc; i++) {
         llm_lora *lo = &ad->mats[i];
         const int layer = i / LLM_LORA_N_TARGETS, t = i % LLM_LORA_N_TARGETS;
@@ -351,42 +336,29 @@ int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path,
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", layer, GGUF_NAMES[t]);
         if ((rc = tensor_floats(gguf_find_tensor(&g, name), lo->a, path, e))) break;
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", layer, GGUF_NAMES[t]);
-        /* B through the gradient buffer when its rows must be reordered */
-        const int perm = needs_permute(m, t, 1);
-        if ((rc = tensor_floats(gguf_find_tensor(&g, name), perm ? lo->db : lo->b, path, e))) break;
-        if (perm) {
-            llm_lora_permute_qk(lo->b, lo->db, qk_heads(m, t), m->cfg.head_dim, r, 0);
-            memset(lo->db, 0, (size_t)lo->out * r * sizeof(float));
-        }
+        if ((rc = tensor_floats(gguf_find_tensor(&g, name), lo->db, path, e))) break;
+        b_from_file(m, t, lo, 1);
     }
 done:
     free(present);
-    free(s);
     gguf_close(&g);
     if (rc) llm_adapter_free(ad);
     return rc;
 }
 
 int llm_lora_apply_file(llm_model *m, const char *path, float user_scale, mr_error *e) {
-    llm_adapter *ad = mr_calloc(1, sizeof *ad, e);
-    if (!ad) return MR_ERR_INTERNAL;
     llm_adapter **list = mr_realloc(m->adapters, (size_t)(m->n_adapters + 1) * sizeof *list, e);
-    if (!list) {
-        free(ad);
-        return MR_ERR_INTERNAL;
-    }
+    if (!list) return MR_ERR_INTERNAL;
     m->adapters = list;
-    int rc = llm_adapter_read_gguf(ad, m, path, e);
+    llm_adapter *ad = mr_calloc(1, sizeof *ad, e);
+    int rc = !ad ? MR_ERR_INTERNAL : llm_adapter_read_gguf(ad, m, path, e);
     if (!rc && (rc = llm_adapter_attach(m, ad, user_scale, e))) {
         mr_error_prefix(e, "%s: ", path);
         llm_adapter_free(ad);
     }
-    if (rc) {
-        free(ad);
-        return rc;
-    }
-    m->adapters[m->n_adapters++] = ad;
-    return MR_OK;
+    if (rc) free(ad);
+    else m->adapters[m->n_adapters++] = ad;
+    return rc;
 }
 
 /* ------------------------------------------------------------------ PEFT */
@@ -494,15 +466,11 @@ int llm_adapter_read_peft(llm_adapter *ad, const llm_model *m, const char *dir, 
     for (int i = 0; i < f.n_tensors; i++) {
         int layer, t;
         const char *nm = f.tensors[i].name;
-        if (parse_blk_name(nm, PEFT_NAMES, "base_model.model.model.layers.", ".lora_A.weight", &layer, &t)) {
-            if (layer >= L) {
-                rc = mr_fail(e, MR_ERR_INPUT, "%s: '%s' names layer %d of a %d-layer model", st_path, nm, layer, L);
-                goto done;
-            }
+        if (parse_blk_name(nm, PEFT_NAMES, "base_model.model.model.layers.", ".lora_A.weight", L, &layer, &t)) {
             present[layer * LLM_LORA_N_TARGETS + t] = 1;
             any = 1;
-        } else if (!parse_blk_name(nm, PEFT_NAMES, "base_model.model.model.layers.", ".lora_B.weight", &layer, &t)) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: unexpected tensor '%s'", st_path, nm);
+        } else if (!parse_blk_name(nm, PEFT_NAMES, "base_model.model.model.layers.", ".lora_B.weight", L, &layer, &t)) {
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: unexpected tensor '%s' (a layer of this %d-layer model?)", st_path, nm, L);
             goto done;
         }
     }
@@ -510,7 +478,7 @@ int llm_adapter_read_peft(llm_adapter *ad, const llm_model *m, const char *dir, 
         rc = mr_fail(e, MR_ERR_INPUT, "%s: no lora_A tensors", st_path);
         goto done;
     }
-    if ((rc = adapter_alloc(ad, m, r, (float)json_number_value(ja), 0.0f, present, e))) goto done;
+    if ((rc = adapter_alloc(ad, m, r, (float)json_number_value(ja), 0.0f, present, 0, e))) goto done;
     for (int i = 0; i < L * LLM_LORA_N_TARGETS && !rc; i++) {
         llm_lora *lo = &ad->mats[i];
         const int layer = i / LLM_LORA_N_TARGETS, t = i % LLM_LORA_N_TARGETS;
@@ -525,12 +493,8 @@ int llm_adapter_read_peft(llm_adapter *ad, const llm_model *m, const char *dir, 
             rc = mr_fail(e, MR_ERR_INPUT, "%s: %s missing", st_path, name);
             break;
         }
-        if ((rc = st_read_f32(tb, lo->db, (int64_t)lo->out * r, e))) break; /* dB as scratch */
-        if (needs_permute(m, t, 0))
-            llm_lora_permute_qk(lo->b, lo->db, qk_heads(m, t), m->cfg.head_dim, r, 1);
-        else
-            memcpy(lo->b, lo->db, (size_t)lo->out * r * sizeof(float));
-        memset(lo->db, 0, (size_t)lo->out * r * sizeof(float));
+        if ((rc = st_read_f32(tb, lo->db, (int64_t)lo->out * r, e))) break;
+        b_from_file(m, t, lo, 0);
     }
 done:
     if (have_st) st_close(&f);

@@ -5,7 +5,6 @@
  *   -> d input embeddings.
  * Frozen weights give only input gradients (matmul_backward_input); the
  * attached adapters get A, B gradients (lora_backward). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +14,7 @@
 #include "nn/rmsnorm.h"
 #include "nn/rope.h"
 #include "nn/swiglu.h"
+#include "nn/xent.h"
 
 struct llm_grads {
     float *dres;          /* [T][d] gradient of the residual stream */
@@ -154,21 +154,9 @@ int llm_train_step_run(llm_state *s, llm_train_step *st, float gs, mr_error *e) 
         return rc;
     }
     /* cross-entropy, mean over the terms; d logits into lg in place */
-    double loss = 0;
-    for (int i = 0; i < st->n_loss; i++) {
-        float *lg = g->lg + i * V;
-        const int32_t tgt = st->loss_target[i];
-        if (st->logits) memcpy(st->logits + i * V, lg, (size_t)V * sizeof(float));
-        float mx = lg[0];
-        for (int64_t j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
-        double sum = 0;
-        for (int64_t j = 0; j < V; j++) sum += exp((double)(lg[j] - mx));
-        const double lse = mx + log(sum);
-        loss += lse - lg[tgt];
-        for (int64_t j = 0; j < V; j++) lg[j] = (float)(exp((double)lg[j] - lse) / st->n_loss);
-        lg[tgt] -= 1.0f / (float)st->n_loss;
-    }
-    st->loss = (float)(loss / st->n_loss);
+    if (st->logits) memcpy(st->logits, g->lg, (size_t)(st->n_loss * V) * sizeof(float));
+    float row_loss[LLM_MAX_LOSS_POS];
+    st->loss = (float)xent_forward_backward(g->lg, row_loss, g->lg, 0, st->loss_target, st->n_loss, (int)V, -1, NULL);
     /* output head (frozen) and final norm, into the residual gradient at the positions */
     qmat out = llm_qmat(&m->output);
     memset(g->dxn_out, 0, (size_t)(st->n_loss * d) * sizeof(float));

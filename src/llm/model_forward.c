@@ -26,12 +26,11 @@ static rope_params model_rope(const llm_model *m) {
 /* The largest rank of the adapters attached to m's linears (0 without). */
 static int max_lora_rank(const llm_model *m) {
     int r = 0;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const llm_layer *L = &m->layers[l];
-        const llm_linear *lin[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++)
-            if (lin[i]->lora && lin[i]->lora->rank > r) r = lin[i]->lora->rank;
-    }
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
+            const llm_lora *lo = llm_layer_linear(&m->layers[l], t)->lora;
+            if (lo && lo->rank > r) r = lo->rank;
+        }
     return r;
 }
 
@@ -139,15 +138,12 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
         int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
         if (f > need) need = f;
     }
-    for (int l = 0; l < c->n_layer; l++) {
-        const llm_layer *L = &m->layers[l];
-        const llm_linear *lin[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) {
-            qmat q = llm_qmat(&lin[i]->w);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
+            qmat q = llm_qmat(&llm_layer_linear(&m->layers[l], t)->w);
             int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
             if (f > need) need = f;
         }
-    }
     s->scratch_floats = need;
     s->scratch = mr_alloc_aligned((size_t)need * sizeof(float), e);
     if (!s->scratch) goto fail;

@@ -48,6 +48,12 @@ void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t s
 int llm_grads_init(llm_state *s, int64_t max_T, mr_error *e);
 void llm_grads_free(llm_state *s);
 
+/* Linear t (LLM_LORA_Q .. LLM_LORA_DOWN) of a layer. */
+static inline llm_linear *llm_layer_linear(const llm_layer *L, int t) {
+    const llm_linear *lin[LLM_LORA_N_TARGETS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return (llm_linear *)lin[t];
+}
+
 static inline qmat llm_qmat(const llm_matrix *w) {
     qmat q = {w->type, w->rows, w->cols, w->data};
     return q;
