@@ -335,6 +335,12 @@ static void finite_difference_case(int rope_halves, int qwen_bias, float dropout
     CHECK_OK(llm_train_step_run(&ws2, &st2, 1.0f, &e), &e);
     CHECK_NEAR(st2.loss, st.loss, 1e-6);
     CHECK(max_diff(l.buf + l.n_params, grad, l.n_params) <= 1e-5 * max_abs(grad, l.n_params));
+    /* without d_emb the backward stops at layer 0's adapters: the same gradients */
+    llm_adapter_zero_grad(&l);
+    llm_train_step st3 = st;
+    st3.d_emb = NULL;
+    CHECK_OK(llm_train_step_run(ws, &st3, 1.0f, &e), &e);
+    CHECK(max_diff(l.buf + l.n_params, grad, l.n_params) <= 1e-6 * max_abs(grad, l.n_params));
     llm_state_free(&ws2);
     free(dir);
     free(grad);

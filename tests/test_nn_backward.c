@@ -129,7 +129,8 @@ TEST(attention_backward_grouped_heads_two_blocks) {
     fill(k, T * KVD, &r, 1);
     fill(v, T * KVD, &r, 1);
     fill(probe, T * QD, &r, 1);
-    attention_backward(dq, dk, dv, probe, q, k, v, T, H, HKV, HD, bscratch, bf);
+    attention_forward(out, q, k, v, T, 0, H, HKV, HD, scratch, sf);
+    attention_backward(dq, dk, dv, probe, out, q, k, v, T, H, HKV, HD, bscratch, bf);
     att_ctx c = {q, k, v, out, probe, scratch, sf, T, H, HKV, HD};
     double eq = fd_check(att_loss, &c, q, dq, (int64_t)T * QD, 7, 1e-2f);
     double ek = fd_check(att_loss, &c, k, dk, (int64_t)T * KVD, 5, 1e-2f);

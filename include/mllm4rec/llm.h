@@ -4,8 +4,9 @@
  *
  * The forward is a chain of per-layer functions over plain float buffers
  * (src/llm/model_forward.c); what a backward pass needs is kept in llm_acts
- * when asked for, so LoRA training can add backward functions beside them.
- * Logits are computed only for the positions the caller names. */
+ * when asked for, and LoRA training is that forward plus the backward of
+ * src/llm/model_backward.c over the src/nn kernels: there is no other
+ * transformer. Logits are computed only for the positions the caller names. */
 #ifndef MLLM4REC_LLM_H
 #define MLLM4REC_LLM_H
 

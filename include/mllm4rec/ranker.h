@@ -148,9 +148,10 @@ void mr_ranker_free(mr_ranker *r);
  * release with llm_free(m), then llm_adapter_free(ad) when it does. */
 int mr_ranker_load_model(llm_model *m, llm_adapter *ad, int *have_adapter, const char *model_path,
                          const char *adapter_path, mr_error *e);
-/* Letter scores of one prompt: scores[i] = logit of the token of letter i at the
- * last of the n ids (one forward, the last position only). The service's
- * reranking entry point. */
+/* Letter scores of one prompt (ids from mr_prompt_ids): scores[n_cand] = the
+ * logit of the token of letter i at the last of the n ids (one forward, the last
+ * position only); logits: scratch of n_vocab floats, left holding that row. The
+ * service's reranking entry point (after mr_ranker_load_model and mr_ranker_init). */
 int mr_ranker_score_ids(mr_ranker *r, const int32_t *ids, int64_t n, float *scores, float *logits, mr_error *e);
 /* The prompt of a user (text before any token cut, and the ids the model sees). */
 int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,

@@ -17,16 +17,15 @@
 #include "nn/xent.h"
 
 struct llm_grads {
-    float *dres;          /* [T][d] gradient of the residual stream */
-    float *dxn;           /* [T][d] gradient of a norm's output */
+    float *dres, *dxn;    /* [T][d] gradients of the residual stream and of a norm's output */
     float *datt, *dq;     /* [T][qd] */
     float *dk, *dv;       /* [T][kvd] */
     float *dgate, *dup;   /* [T][n_ff] (dgate first holds d hidden) */
     float *lora_dx;       /* [T][widest] adapter input gradient before the dropout mask */
-    float *lg;            /* [LLM_MAX_LOSS_POS][n_vocab] logits, then their gradient */
-    float *dxn_out;       /* [LLM_MAX_LOSS_POS][d] */
+    float *lg, *dxn_out;  /* [LLM_MAX_LOSS_POS][n_vocab] logits then their gradient; [..][d] */
     float *att_scratch;
     int64_t att_scratch_floats;
+    float *block;         /* owns every buffer above */
 };
 
 double llm_train_state_bytes(const llm_model *m, int64_t T, int flags) {
@@ -35,7 +34,7 @@ double llm_train_state_bytes(const llm_model *m, int64_t T, int flags) {
                  ff = c->n_ff, L = c->n_layer;
     const double per_layer = T * (4 * d + 2 * qd + 3 * ff + 2); /* xn_attn, x_mid, xn_ffn, q, att, gate, up, hidden */
     const double layers = (flags & LLM_STATE_KEEP_ACTS) ? L : 1;
-    const double kept = T * d * L + 2 * T * kvd * L;           /* x_in and the k, v cache */
+    const double kept = T * d * L + 2 * T * kvd * layers;      /* x_in and the k, v cache */
     const double grads = T * (2 * d + 2 * qd + 2 * kvd + 3 * ff) + 2.0 * 2 * 64 * T;
     return 4.0 * (layers * per_layer + kept + grads);
 }
@@ -54,27 +53,27 @@ int llm_grads_init(llm_state *s, int64_t T, mr_error *e) {
     const int64_t sizes[] = {T * d, T * d, T * qd, T * qd, T * kvd, T * kvd, T * c->n_ff, T * c->n_ff, T * widest,
                              (int64_t)LLM_MAX_LOSS_POS * c->n_vocab, (int64_t)LLM_MAX_LOSS_POS * d,
                              g->att_scratch_floats};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (!(*bufs[i] = mr_alloc_aligned((size_t)sizes[i] * sizeof(float), e))) return MR_ERR_INTERNAL;
+    const size_t n_bufs = sizeof bufs / sizeof bufs[0];
+    int64_t total = 0; /* each buffer 64-byte aligned in one block */
+    for (size_t i = 0; i < n_bufs; i++) total += (sizes[i] + 15) / 16 * 16;
+    if (!(g->block = mr_alloc_aligned((size_t)total * sizeof(float), e))) return MR_ERR_INTERNAL;
+    for (size_t i = 0, off = 0; i < n_bufs; off += (size_t)((sizes[i] + 15) / 16 * 16), i++) *bufs[i] = g->block + off;
     return MR_OK;
 }
 
 void llm_grads_free(llm_state *s) {
-    struct llm_grads *g = s->g;
-    if (!g) return;
-    float *bufs[] = {g->dres, g->dxn, g->datt, g->dq, g->dk, g->dv, g->dgate, g->dup, g->lora_dx,
-                     g->lg, g->dxn_out, g->att_scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    free(g);
+    if (s->g) free(s->g->block);
+    free(s->g);
     s->g = NULL;
 }
 
 /* dx[T][cols] += dy[T][rows] · W, plus the adapter's part (through its dropout
- * mask); the adapter's dA, dB += gs · their gradients. x: the forward's input. */
+ * mask); the adapter's dA, dB += gs · their gradients. x: the forward's input.
+ * dx NULL: only the adapter's gradients. */
 static void linear_backward(llm_state *s, float *dx, const float *dy, const float *x, int64_t T, const llm_linear *L,
                             float gs) {
     qmat q = llm_qmat(&L->w);
-    matmul_backward_input(dx, dy, T, &q, s->scratch, s->scratch_floats);
+    if (dx) matmul_backward_input(dx, dy, T, &q, s->scratch, s->scratch_floats);
     const llm_lora *lo = L->lora;
     if (!lo || !lo->da) return;
     const int drop = s->train && lo->dropout > 0.0f;
@@ -84,14 +83,13 @@ static void linear_backward(llm_state *s, float *dx, const float *dy, const floa
                       lo->scale, gs);
         return;
     }
-    float *xd = s->acts.lora_x, *gx = s->g->lora_dx;
-    llm_lora_dropout(xd, x, n, lo->dropout, s->dropout_seed, lo->id);
-    memset(gx, 0, (size_t)n * sizeof(float));
+    /* through the mask: A's gradient sees drop(x); dx gets drop(d drop(x)) */
+    float *xd = s->acts.lora_x, *gx = dx ? s->g->lora_dx : NULL;
+    llm_lora_dropout(xd, x, n, lo->dropout, s->dropout_seed, lo->id, 0);
+    if (gx) memset(gx, 0, (size_t)n * sizeof(float));
     lora_backward(gx, lo->da, lo->db, s->acts.lora_tmp, dy, xd, lo->a, lo->b, T, lo->in, lo->out, lo->rank, lo->scale,
                   gs);
-    llm_lora_dropout(gx, gx, n, lo->dropout, s->dropout_seed, lo->id);
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dx[i] += gx[i];
+    if (gx) llm_lora_dropout(dx, gx, n, lo->dropout, s->dropout_seed, lo->id, 1);
 }
 
 /* Feed-forward block of layer l: g->dres holds d x_out on entry, d x_mid on return. */
@@ -110,26 +108,29 @@ static void ffn_block_backward(llm_state *s, int l, int64_t T, float gs) {
     rmsnorm_backward(g->dres, g->dxn, a->x_mid[l], L->ffn_norm, a->rstd_ffn[l], T, (int)d);
 }
 
-/* Attention block of layer l: g->dres holds d x_mid on entry, d x_in on return. */
-static void attention_block_backward(llm_state *s, int l, int64_t T, float gs) {
+/* Attention block of layer l: g->dres holds d x_mid on entry, d x_in on return
+ * (unless need_dx is 0: then only the adapters' gradients are formed). */
+static void attention_block_backward(llm_state *s, int l, int64_t T, float gs, int need_dx) {
     const llm_config *c = &s->m->cfg;
     const llm_layer *L = &s->m->layers[l];
     llm_acts *a = &s->acts;
     struct llm_grads *g = s->g;
     const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
-    const float *k = s->kv.k + (int64_t)l * s->kv.n_ctx * kvd, *v = s->kv.v + (int64_t)l * s->kv.n_ctx * kvd;
+    const int64_t kv_off = (s->kv.one_layer ? 0 : (int64_t)l) * s->kv.n_ctx * kvd;
+    const float *k = s->kv.k + kv_off, *v = s->kv.v + kv_off;
     rope_params rp = {c->rope_dims, c->rope_base, c->rope_freq_scale, s->m->rope_freqs, c->rope_halves};
     memset(g->datt, 0, (size_t)(T * qd) * sizeof(float));
     linear_backward(s, g->datt, g->dres, a->att[l], T, &L->wo, gs);
-    attention_backward(g->dq, g->dk, g->dv, g->datt, a->q[l], k, v, T, c->n_head, c->n_head_kv, c->head_dim,
+    attention_backward(g->dq, g->dk, g->dv, g->datt, a->att[l], a->q[l], k, v, T, c->n_head, c->n_head_kv, c->head_dim,
                        g->att_scratch, g->att_scratch_floats);
     rope_backward(g->dq, a->rope_cs, &rp, T, c->n_head, c->head_dim);
     rope_backward(g->dk, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
-    memset(g->dxn, 0, (size_t)(T * d) * sizeof(float));
-    linear_backward(s, g->dxn, g->dq, a->xn_attn[l], T, &L->wq, gs);
-    linear_backward(s, g->dxn, g->dk, a->xn_attn[l], T, &L->wk, gs);
-    linear_backward(s, g->dxn, g->dv, a->xn_attn[l], T, &L->wv, gs);
-    rmsnorm_backward(g->dres, g->dxn, a->x_in[l], L->attn_norm, a->rstd_attn[l], T, (int)d);
+    float *dxn = need_dx ? g->dxn : NULL;
+    if (dxn) memset(dxn, 0, (size_t)(T * d) * sizeof(float));
+    linear_backward(s, dxn, g->dq, a->xn_attn[l], T, &L->wq, gs);
+    linear_backward(s, dxn, g->dk, a->xn_attn[l], T, &L->wk, gs);
+    linear_backward(s, dxn, g->dv, a->xn_attn[l], T, &L->wv, gs);
+    if (dxn) rmsnorm_backward(g->dres, dxn, a->x_in[l], L->attn_norm, a->rstd_attn[l], T, (int)d);
 }
 
 int llm_train_step_run(llm_state *s, llm_train_step *st, float gs, mr_error *e) {
@@ -173,7 +174,8 @@ int llm_train_step_run(llm_state *s, llm_train_step *st, float gs, mr_error *e) 
             llm_ffn_block_forward(s, l, T);
         }
         ffn_block_backward(s, l, T, gs);
-        attention_block_backward(s, l, T, gs);
+        /* nothing below layer 0's input is trained: its gradient only for d_emb */
+        attention_block_backward(s, l, T, gs, l > 0 || st->d_emb);
     }
     if (st->d_emb) memcpy(st->d_emb, g->dres, (size_t)(T * d) * sizeof(float));
     s->train = 0;

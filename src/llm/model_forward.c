@@ -124,7 +124,9 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
     s->n_threads = omp_get_max_threads();
     const int64_t kvd = (int64_t)c->n_head_kv * c->head_dim;
     s->kv.n_ctx = n_ctx;
-    s->kv.one_layer = (flags & LLM_STATE_SCORE) && !(flags & (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE));
+    /* one layer's cache when nothing generates after the pass: scoring, and training
+     * with recomputation (the backward recomputes a layer's k and v with it) */
+    s->kv.one_layer = (flags & (LLM_STATE_SCORE | LLM_STATE_RECOMPUTE)) && !(flags & LLM_STATE_KEEP_ACTS);
     const int64_t kv_layers = s->kv.one_layer ? 1 : c->n_layer;
     s->kv.k = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
     s->kv.v = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
@@ -180,12 +182,13 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id) {
+void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
     const uint64_t key = mix64(seed ^ ((uint64_t)(id + 1) << 40));
     const uint64_t thresh = (uint64_t)((double)p * 18446744073709551616.0);
     const float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) out[i] = mix64(key + (uint64_t)i) < thresh ? 0.0f : x[i] * keep_scale;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (add ? out[i] : 0.0f) + (mix64(key + (uint64_t)i) < thresh ? 0.0f : x[i] * keep_scale);
 }
 
 /* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
@@ -200,7 +203,7 @@ static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, co
     if (L->lora) {
         const llm_lora *lo = L->lora;
         if (s->train && lo->dropout > 0.0f && s->acts.lora_x) {
-            llm_lora_dropout(s->acts.lora_x, x, T * lo->in, lo->dropout, s->dropout_seed, lo->id);
+            llm_lora_dropout(s->acts.lora_x, x, T * lo->in, lo->dropout, s->dropout_seed, lo->id, 0);
             x = s->acts.lora_x;
         }
         lora_forward(y, s->acts.lora_tmp, x, lo->a, lo->b, T, lo->in, lo->out, lo->rank, lo->scale);

@@ -108,8 +108,8 @@ int64_t attention_backward_scratch_floats(int64_t T, int n_head_kv, int hd, int 
     return (int64_t)n_threads * (2 * ATTENTION_QBLOCK * T + 2 * T * n_head_kv * hd);
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                        const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
+                        const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
                         int64_t scratch_floats) {
     const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
     const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, kv_n = T * kv_stride;
@@ -147,13 +147,14 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         1.0f, dv_t + g * hd, kv_stride);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, 1.0f, dO, q_stride, v + g * hd,
                         kv_stride, 0.0f, dP, (int)nk);
-            /* dS = P ⊙ (dP − Σ_j P dP) */
+            /* dS = P ⊙ (dP − Σ_j P dP), where Σ_j P_ij dP_ij = dO_i · O_i (hd terms, not nk) */
             for (int64_t i = 0; i < nq; i++) {
-                const float *p = P + i * nk;
+                const float *p = P + i * nk, *o = out + (t0 + i) * q_stride + h * hd, *g = dO + i * q_stride;
                 float *d = dP + i * nk;
                 double dot = 0;
-                for (int64_t j = 0; j < nk; j++) dot += (double)p[j] * d[j];
-                for (int64_t j = 0; j < nk; j++) d[j] = p[j] * (d[j] - (float)dot);
+                for (int c = 0; c < hd; c++) dot += (double)g[c] * o[c];
+                const float D = (float)dot;
+                for (int64_t j = 0; j < nk; j++) d[j] = p[j] * (d[j] - D);
             }
             /* dQ_h[t0:t0+nq] = scale dS K_g ; dK_g[0:nk] += scale dSᵀ Q_h */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, scale, dP, (int)nk, k + g * hd,
