@@ -1,8 +1,8 @@
-/* The training transformer against the inference engine on real GGUF files
- * (../shared/reference/models): the same logits without an adapter, and with an
- * adapter written by mllm4rec, loaded by the engine the way llama.cpp loads
- * `--lora` files, the same logits again (so an adapter trained here means to the
- * engine, and to llama.cpp, what it meant in training). Also the ranker commands. */
+/* Adapters on real GGUF files (../shared/reference/models): an adapter written by
+ * mllm4rec and applied the way llama.cpp applies `--lora` files gives the logits
+ * of the same adapter attached in training (so an adapter trained here means to
+ * the engine, and to llama.cpp, what it meant in training). Also the ranker
+ * commands. */
 #include "test.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
@@ -25,56 +25,51 @@ static void engine_case(const char *rel, double tol) {
     const char *path = test_shared_path(rel);
     if (!path) SKIP("../shared/%s absent", rel);
     mr_error e = {0};
-    llm_model lm;
+    llm_model lm, lf; /* lm: the adapter attached in memory (as in training); lf: applied from its file */
     CHECK_OK(llm_load(&lm, path, &e), &e);
-    mr_lt_model m;
-    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
-    const int T = 24, V = m.vocab;
+    CHECK_OK(llm_load(&lf, path, &e), &e);
+    const int T = 24, V = lm.cfg.n_vocab;
     int32_t ids[24];
     for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 37 + 11) % (V - 3) + 3);
-    int pos[2] = {T - 2, T - 1};
     int64_t pos64[2] = {T - 2, T - 1};
     float *ours = malloc(2 * (size_t)V * sizeof(float)), *theirs = malloc(2 * (size_t)V * sizeof(float));
+    float *base = malloc(2 * (size_t)V * sizeof(float));
     /* an adapter with non-zero B on every target */
-    mr_lora l;
-    CHECK_OK(mr_lora_init(&l, &m, 4, 8.0f, 0.0f, (1u << MR_LT_N_TARGETS) - 1, 1, &e), &e);
+    llm_adapter l;
+    CHECK_OK(llm_adapter_init(&l, &lm, 4, 8.0f, 0.0f, (1u << LLM_LORA_N_TARGETS) - 1, 1, &e), &e);
     mr_rng rng;
     mr_rng_seed(&rng, 2);
     for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.02 * mr_rng_normal(&rng));
-    mr_lt_ws *ws = mr_lt_ws_new(&m, &l, T, MR_LT_INFERENCE, &e);
-    CHECK_MSG(ws, "%s", e.msg);
     llm_state st;
-    for (int with = 0; with < 2; with++) {
-        if (with) {
-            const char *ap = test_tmp_path("engine_adapter.gguf");
-            CHECK_OK(mr_lora_write_gguf(&l, &m, ap, &e), &e);
-            CHECK_OK(llm_lora_apply_file(&lm, ap, 1.0f, &e), &e);
-        }
-        CHECK_OK(mr_lt_forward(&m, with ? &l : NULL, ws, ids, NULL, T, pos, 2, ours, &e), &e);
-        CHECK_OK(llm_state_init(&st, &lm, T, T, LLM_STATE_SCORE, &e), &e);
-        CHECK_OK(llm_forward(&st, ids, T, pos64, 2, theirs, &e), &e);
-        llm_state_free(&st);
-        double d = max_diff(ours, theirs, 2 * (int64_t)V);
-        CHECK_MSG(d <= tol, "%s %s adapter: logits differ by %g", rel, with ? "with" : "without", d);
-        printf("  %s, %s adapter: max |logit difference| engine vs training forward %.3g\n", rel,
-               with ? "with" : "without", d);
-    }
+    CHECK_OK(llm_state_init(&st, &lm, T, T, LLM_STATE_SCORE, &e), &e);
+    CHECK_OK(llm_forward(&st, ids, T, pos64, 2, base, &e), &e);
+    llm_state_free(&st);
+    CHECK_OK(llm_adapter_attach(&lm, &l, 1.0f, &e), &e);
+    const char *ap = test_tmp_path("engine_adapter.gguf");
+    CHECK_OK(llm_adapter_write_gguf(&l, &lm, ap, &e), &e);
+    CHECK_OK(llm_lora_apply_file(&lf, ap, 1.0f, &e), &e);
+    CHECK_OK(llm_state_init(&st, &lm, T, T, LLM_STATE_KEEP_ACTS, &e), &e); /* the training state's forward */
+    CHECK_OK(llm_forward(&st, ids, T, pos64, 2, ours, &e), &e);
+    llm_state_free(&st);
+    CHECK_OK(llm_state_init(&st, &lf, T, T, LLM_STATE_SCORE, &e), &e);
+    CHECK_OK(llm_forward(&st, ids, T, pos64, 2, theirs, &e), &e);
+    llm_state_free(&st);
+    double d = max_diff(ours, theirs, 2 * (int64_t)V);
+    printf("  %s: max |logit difference| adapter in training vs read from its GGUF file %.3g\n", rel, d);
+    CHECK_MSG(d <= tol, "%s: logits differ by %g", rel, d);
     /* and the adapter moved the logits by far more than that */
-    float *base = malloc(2 * (size_t)V * sizeof(float));
-    CHECK_OK(mr_lt_forward(&m, NULL, ws, ids, NULL, T, pos, 2, base, &e), &e);
     CHECK(max_diff(base, ours, 2 * (int64_t)V) > 100 * tol);
     free(base);
-    mr_lt_ws_free(ws);
-    mr_lora_free(&l);
     free(ours);
     free(theirs);
-    mr_lt_model_release(&m);
     llm_free(&lm);
+    llm_free(&lf);
+    llm_adapter_free(&l);
 }
 
-TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
-TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
-TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
+TEST(adapter_file_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
+TEST(adapter_file_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
+TEST(adapter_file_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
 
 /* A GGUF llama (adjacent-pair RoPE) writes PEFT files in Hugging Face row order: the
  * q/k rows of B are un-permuted, and read back to the same adapter. */
@@ -84,33 +79,31 @@ TEST(peft_from_gguf_llama_uses_hf_order) {
     mr_error e = {0};
     llm_model lm;
     CHECK_OK(llm_load(&lm, path, &e), &e);
-    mr_lt_model m;
-    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
-    CHECK(m.rope_mode == MR_ROPE_NORM && !strcmp(m.arch, "llama"));
-    mr_lora l, back;
-    CHECK_OK(mr_lora_init(&l, &m, 2, 4.0f, 0.0f, (1u << MR_LT_Q) | (1u << MR_LT_K) | (1u << MR_LT_V), 1, &e), &e);
+    CHECK(!lm.cfg.rope_halves && lm.cfg.arch == LLM_ARCH_LLAMA);
+    llm_adapter l, back;
+    CHECK_OK(llm_adapter_init(&l, &lm, 2, 4.0f, 0.0f, (1u << LLM_LORA_Q) | (1u << LLM_LORA_K) | (1u << LLM_LORA_V), 1, &e),
+             &e);
     for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)i;
     const char *dir = test_tmp_path("peft_gguf");
-    CHECK_OK(mr_lora_write_peft(&l, &m, dir, "stories260K", &e), &e);
+    CHECK_OK(llm_adapter_write_peft(&l, &lm, dir, "stories260K", &e), &e);
     char p[1200];
     snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
     st_file f;
     CHECK_OK(st_open(&f, p, &e), &e);
     const st_tensor *t = st_find(&f, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
-    CHECK(t && t->shape[0] == m.n_head * m.head_dim && t->shape[1] == 2);
+    CHECK(t && t->shape[0] == lm.cfg.n_head * lm.cfg.head_dim && t->shape[1] == 2);
     const float *fb = t->data;
-    const float *B = mr_lora_get(&l, 0, MR_LT_Q)->B;
-    const int half = m.head_dim / 2;
+    const float *B = llm_adapter_get(&l, 0, LLM_LORA_Q)->b;
+    const int half = lm.cfg.head_dim / 2;
     /* HF row half (second half, first pair element) = GGUF row 1; HF row 1 = GGUF row 2 */
     CHECK(fb[half * 2] == B[1 * 2] && fb[1 * 2] == B[2 * 2]);
     const st_tensor *tv = st_find(&f, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
-    CHECK(tv && !memcmp(tv->data, mr_lora_get(&l, 0, MR_LT_V)->B, (size_t)tv->nbytes));
+    CHECK(tv && !memcmp(tv->data, llm_adapter_get(&l, 0, LLM_LORA_V)->b, (size_t)tv->nbytes));
     st_close(&f);
-    CHECK_OK(mr_lora_read_peft(&back, &m, dir, &e), &e);
+    CHECK_OK(llm_adapter_read_peft(&back, &lm, dir, &e), &e);
     CHECK(back.n_params == l.n_params && !memcmp(back.buf, l.buf, (size_t)l.n_params * sizeof(float)));
-    mr_lora_free(&back);
-    mr_lora_free(&l);
-    mr_lt_model_release(&m);
+    llm_adapter_free(&back);
+    llm_adapter_free(&l);
     llm_free(&lm);
 }
 
@@ -229,9 +222,9 @@ TEST(ranker_commands) {
 int main(void) {
     omp_set_num_threads(1);
     openblas_set_num_threads(1);
-    RUN(engine_agrees_stories260k);
-    RUN(engine_agrees_tiny_llama_q4_0);
-    RUN(engine_agrees_tiny_qwen2);
+    RUN(adapter_file_agrees_stories260k);
+    RUN(adapter_file_agrees_tiny_llama_q4_0);
+    RUN(adapter_file_agrees_tiny_qwen2);
     RUN(peft_from_gguf_llama_uses_hf_order);
     RUN(ranker_commands);
     return test_summary();

@@ -99,22 +99,26 @@ TEST(evaluation_counts_and_adapter_round_trips) {
     const char *hf = test_shared_path("reference/hf/llama");
     if (!hf) SKIP("../shared/reference/hf/llama absent");
     mr_error e = {0};
-    mr_lt_owned mo;
-    CHECK_OK(mr_lt_load_hf(&mo, hf, &e), &e);
+    /* mb: the base model; mw: with the adapter l; mr: with l read back from its file */
+    llm_model mb, mw, mr;
+    CHECK_OK(llm_load(&mb, hf, &e), &e);
+    CHECK_OK(llm_load(&mw, hf, &e), &e);
+    CHECK_OK(llm_load(&mr, hf, &e), &e);
     mr_dataset d;
     mr_candidates c;
     CHECK_MSG(make_world(&d, &c, &e), "%s", e.msg);
     mr_prompt_opts po;
     opts(&po);
     /* an adapter with non-zero B on every target, so it changes the scores */
-    mr_lora l;
-    CHECK_OK(mr_lora_init(&l, &mo.m, 4, 16.0f, 0.0f, (1u << MR_LT_N_TARGETS) - 1, 5, &e), &e);
+    llm_adapter l;
+    CHECK_OK(llm_adapter_init(&l, &mw, 4, 16.0f, 0.0f, (1u << LLM_LORA_N_TARGETS) - 1, 5, &e), &e);
     mr_rng rng;
     mr_rng_seed(&rng, 3);
     for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.05 * mr_rng_normal(&rng));
+    CHECK_OK(llm_adapter_attach(&mw, &l, 1.0f, &e), &e);
     mr_ranker base, with;
-    CHECK_OK(mr_ranker_init(&base, &d, &c, &BYTE_TOK, &po, 4, &mo.m, NULL, &e), &e);
-    CHECK_OK(mr_ranker_init(&with, &d, &c, &BYTE_TOK, &po, 4, &mo.m, &l, &e), &e);
+    CHECK_OK(mr_ranker_init(&base, &d, &c, &BYTE_TOK, &po, 4, &mb, NULL, &e), &e);
+    CHECK_OK(mr_ranker_init(&with, &d, &c, &BYTE_TOK, &po, 4, &mw, &l, &e), &e);
     float s0[4], s1[4], s2[4];
     CHECK_OK(mr_ranker_score(&base, MR_SPLIT_TEST, 2, s0, -1, NULL, &e), &e);
     CHECK_OK(mr_ranker_score(&with, MR_SPLIT_TEST, 2, s1, -1, NULL, &e), &e);
@@ -127,20 +131,21 @@ TEST(evaluation_counts_and_adapter_round_trips) {
         CHECK_OK(mr_ranker_prompt(&with, MR_SPLIT_TEST, 2, &text, &ids, &n, &e), &e);
         CHECK(strstr(text, "(A) {t") && n <= po.max_tokens && ids[0] == 1);
         float *lg = malloc(256 * sizeof(float));
-        mr_lt_ws *ws = mr_lt_ws_new(&mo.m, &l, (int)n, MR_LT_KEEP_ALL, &e);
-        int last = (int)n - 1;
-        CHECK_OK(mr_lt_forward(&mo.m, &l, ws, ids, NULL, (int)n, &last, 1, lg, &e), &e);
+        llm_state ws;
+        CHECK_OK(llm_state_init(&ws, &mw, n, n, LLM_STATE_KEEP_ACTS, &e), &e);
+        int64_t last = n - 1;
+        CHECK_OK(llm_forward(&ws, ids, n, &last, 1, lg, &e), &e);
         for (int i = 0; i < 4; i++) CHECK_NEAR(lg['A' + i + 3], s1[i], 1e-5);
         free(lg);
-        mr_lt_ws_free(ws);
+        llm_state_free(&ws);
         free(text);
         free(ids);
     }
     /* GGUF adapter: written with llama.cpp's q/k order, read back identical */
     const char *gp = test_tmp_path("a.gguf");
-    CHECK_OK(mr_lora_write_gguf(&l, &mo.m, gp, &e), &e);
-    mr_lora lg;
-    CHECK_OK(mr_lora_read_gguf(&lg, &mo.m, gp, &e), &e);
+    CHECK_OK(llm_adapter_write_gguf(&l, &mw, gp, &e), &e);
+    llm_adapter lg;
+    CHECK_OK(llm_adapter_read_gguf(&lg, &mr, gp, &e), &e);
     CHECK(lg.r == 4 && lg.alpha == 16.0f && lg.targets == l.targets && lg.n_params == l.n_params);
     CHECK(!memcmp(lg.buf, l.buf, (size_t)l.n_params * sizeof(float)));
     /* the file's q B rows are in adjacent-pair order: row 1 of head 0 is HF row hd/2 */
@@ -150,11 +155,11 @@ TEST(evaluation_counts_and_adapter_round_trips) {
         const gguf_tensor *tb = gguf_find_tensor(&g, "blk.1.attn_q.weight.lora_b");
         CHECK(tb && tb->ne[0] == 4 && tb->ne[1] == 64);
         const float *fb = tb->data;
-        const mr_lora_mat *q = mr_lora_get(&l, 1, MR_LT_Q);
-        CHECK(!memcmp(fb + 1 * 4, q->B + 8 * 4, 4 * sizeof(float)));
-        CHECK(!memcmp(fb + 2 * 4, q->B + 1 * 4, 4 * sizeof(float)));
+        const llm_lora *q = llm_adapter_get(&l, 1, LLM_LORA_Q);
+        CHECK(!memcmp(fb + 1 * 4, q->b + 8 * 4, 4 * sizeof(float)));
+        CHECK(!memcmp(fb + 2 * 4, q->b + 1 * 4, 4 * sizeof(float)));
         const gguf_tensor *tv = gguf_find_tensor(&g, "blk.0.attn_v.weight.lora_b");
-        CHECK(tv && !memcmp(tv->data, mr_lora_get(&l, 0, MR_LT_V)->B, 32 * 4 * sizeof(float)));
+        CHECK(tv && !memcmp(tv->data, llm_adapter_get(&l, 0, LLM_LORA_V)->b, 32 * 4 * sizeof(float)));
         const gguf_tensor *ta = gguf_find_tensor(&g, "blk.0.ffn_down.weight.lora_a");
         CHECK(ta && ta->ne[0] == 172 && ta->ne[1] == 4);
         char *s;
@@ -168,9 +173,9 @@ TEST(evaluation_counts_and_adapter_round_trips) {
     }
     /* PEFT folder: Hugging Face names and shapes, read back identical */
     const char *pp = test_tmp_path("peft");
-    CHECK_OK(mr_lora_write_peft(&l, &mo.m, pp, "tiny-llama", &e), &e);
-    mr_lora lp;
-    CHECK_OK(mr_lora_read_peft(&lp, &mo.m, pp, &e), &e);
+    CHECK_OK(llm_adapter_write_peft(&l, &mw, pp, "tiny-llama", &e), &e);
+    llm_adapter lp;
+    CHECK_OK(llm_adapter_read_peft(&lp, &mw, pp, &e), &e);
     CHECK(!memcmp(lp.buf, l.buf, (size_t)l.n_params * sizeof(float)) && lp.alpha == 16.0f);
     {
         char sp[1200];
@@ -179,13 +184,14 @@ TEST(evaluation_counts_and_adapter_round_trips) {
         CHECK_OK(st_open(&f, sp, &e), &e);
         const st_tensor *t = st_find(&f, "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight");
         CHECK(t && t->n_dims == 2 && t->shape[0] == 64 && t->shape[1] == 4);
-        CHECK(!memcmp(t->data, mr_lora_get(&l, 1, MR_LT_Q)->B, 64 * 4 * sizeof(float)));
+        CHECK(!memcmp(t->data, llm_adapter_get(&l, 1, LLM_LORA_Q)->b, 64 * 4 * sizeof(float)));
         t = st_find(&f, "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
         CHECK(t && t->shape[0] == 4 && t->shape[1] == 172);
         st_close(&f);
     }
     mr_ranker back;
-    CHECK_OK(mr_ranker_init(&back, &d, &c, &BYTE_TOK, &po, 4, &mo.m, &lg, &e), &e);
+    CHECK_OK(llm_adapter_attach(&mr, &lg, 1.0f, &e), &e);
+    CHECK_OK(mr_ranker_init(&back, &d, &c, &BYTE_TOK, &po, 4, &mr, NULL, &e), &e);
     CHECK_OK(mr_ranker_score(&back, MR_SPLIT_TEST, 2, s2, -1, NULL, &e), &e);
     CHECK(!memcmp(s1, s2, sizeof s1));
     /* evaluation: 6 test users, user 6 missed by the retriever */
@@ -213,16 +219,18 @@ TEST(evaluation_counts_and_adapter_round_trips) {
     mr_ranker_free(&back);
     mr_ranker_free(&base);
     mr_ranker_free(&with);
-    mr_lora_free(&lg);
-    mr_lora_free(&lp);
-    mr_lora_free(&l);
+    llm_free(&mb);
+    llm_free(&mw);
+    llm_free(&mr);
+    llm_adapter_free(&lg);
+    llm_adapter_free(&lp);
+    llm_adapter_free(&l);
     mr_candidates_free(&c);
     mr_dataset_free(&d);
-    mr_lt_owned_free(&mo);
 }
 
-static int train_run(const mr_lt_model *m, mr_dataset *d, mr_candidates *c, const char *out, int64_t steps, int resume,
-                     int64_t stop_after, mr_lora *l, mr_rank_train_result *res, mr_error *e) {
+static int train_run(llm_model *m, mr_dataset *d, mr_candidates *c, const char *out, int64_t steps, int resume,
+                     int64_t stop_after, llm_adapter *l, mr_rank_train_result *res, mr_error *e) {
     mr_prompt_opts po;
     opts(&po);
     mr_rank_train_opts o;
@@ -237,12 +245,13 @@ static int train_run(const mr_lt_model *m, mr_dataset *d, mr_candidates *c, cons
     o.resume = resume;
     o.stop_after = stop_after;
     o.seed = 9;
-    int rc = mr_lora_init(l, m, o.lora_r, o.lora_alpha, o.lora_dropout, o.targets, o.seed, e);
+    int rc = llm_adapter_init(l, m, o.lora_r, o.lora_alpha, o.lora_dropout, o.targets, o.seed, e);
     if (rc) return rc;
+    if ((rc = llm_adapter_attach(m, l, 1.0f, e))) return rc;
     mr_ranker r;
-    if ((rc = mr_ranker_init(&r, d, c, &BYTE_TOK, &po, 4, m, l, e))) return rc;
-    rc = mr_ranker_train(&r, &o, res, e);
+    if (!(rc = mr_ranker_init(&r, d, c, &BYTE_TOK, &po, 4, m, l, e))) rc = mr_ranker_train(&r, &o, res, e);
     mr_ranker_free(&r);
+    llm_adapter_detach(m, l);
     return rc;
 }
 
@@ -250,16 +259,16 @@ TEST(training_lowers_loss_and_resumes_exactly) {
     const char *hf = test_shared_path("reference/hf/llama");
     if (!hf) SKIP("../shared/reference/hf/llama absent");
     mr_error e = {0};
-    mr_lt_owned mo;
-    CHECK_OK(mr_lt_load_hf(&mo, hf, &e), &e);
+    llm_model m;
+    CHECK_OK(llm_load(&m, hf, &e), &e);
     mr_dataset d;
     mr_candidates c;
     CHECK_MSG(make_world(&d, &c, &e), "%s", e.msg);
     const int64_t steps = test_under_sanitizer() ? 8 : 16;
-    mr_lora a, b;
+    llm_adapter a, b;
     mr_rank_train_result ra, rb;
     const char *out_a = test_tmp_path("run_a"), *out_b = test_tmp_path("run_b");
-    CHECK_OK(train_run(&mo.m, &d, &c, out_a, steps, 0, 0, &a, &ra, &e), &e);
+    CHECK_OK(train_run(&m, &d, &c, out_a, steps, 0, 0, &a, &ra, &e), &e);
     CHECK(ra.steps == steps);
     CHECK_MSG(ra.last_train_loss < ra.first_train_loss, "train loss %.4f -> %.4f", ra.first_train_loss,
               ra.last_train_loss);
@@ -269,23 +278,23 @@ TEST(training_lowers_loss_and_resumes_exactly) {
     snprintf(path, sizeof path, "%s/train_log.tsv", out_a);
     CHECK(mr_file_exists(path));
     /* interrupted after 8 steps (the state is written at each validation), resumed */
-    CHECK_OK(train_run(&mo.m, &d, &c, out_b, steps, 0, 8, &b, &rb, &e), &e);
+    CHECK_OK(train_run(&m, &d, &c, out_b, steps, 0, 8, &b, &rb, &e), &e);
     CHECK(rb.steps == 8);
-    mr_lora_free(&b);
+    llm_adapter_free(&b);
     if (steps > 8) {
-        CHECK_OK(train_run(&mo.m, &d, &c, out_b, steps, 1, 0, &b, &rb, &e), &e);
+        CHECK_OK(train_run(&m, &d, &c, out_b, steps, 1, 0, &b, &rb, &e), &e);
         CHECK(rb.steps == steps);
         CHECK_NEAR(rb.best_val_ndcg10, ra.best_val_ndcg10, 0);
         CHECK(rb.best_step == ra.best_step);
         CHECK_MSG(rb.last_train_loss == ra.last_train_loss, "resumed %.9g, uninterrupted %.9g", rb.last_train_loss,
                   ra.last_train_loss);
         CHECK(!memcmp(a.buf, b.buf, (size_t)a.n_params * sizeof(float)));
-        mr_lora_free(&b);
+        llm_adapter_free(&b);
     }
-    mr_lora_free(&a);
+    llm_adapter_free(&a);
     mr_candidates_free(&c);
     mr_dataset_free(&d);
-    mr_lt_owned_free(&mo);
+    llm_free(&m);
 }
 
 int main(void) {

@@ -4,8 +4,9 @@
  *
  * The forward is a chain of per-layer functions over plain float buffers
  * (src/llm/model_forward.c); what a backward pass needs is kept in llm_acts
- * when asked for, so LoRA training can add backward functions beside them.
- * Logits are computed only for the positions the caller names. */
+ * when asked for, and LoRA training is that forward plus the backward of
+ * src/llm/model_backward.c over the src/nn kernels: there is no other
+ * transformer. Logits are computed only for the positions the caller names. */
 #ifndef MLLM4REC_LLM_H
 #define MLLM4REC_LLM_H
 
@@ -36,12 +37,19 @@ typedef struct llm_matrix {
     const void *data; /* in the file map */
 } llm_matrix;
 
-/* A low-rank adapter on one linear: y += scale · (x Aᵀ) Bᵀ. */
+/* The LoRA targets: the seven linears of a decoder layer. */
+enum { LLM_LORA_Q = 0, LLM_LORA_K, LLM_LORA_V, LLM_LORA_O, LLM_LORA_GATE, LLM_LORA_UP, LLM_LORA_DOWN,
+       LLM_LORA_N_TARGETS };
+
+/* A low-rank adapter on one linear: y += scale · (drop(x) Aᵀ) Bᵀ, applied in
+ * every forward (trained or not; dropout only in training forwards). */
 typedef struct llm_lora {
-    int rank;
-    float scale;
-    float *a; /* [rank][cols] */
-    float *b; /* [rows][rank] */
+    int rank, in, out;
+    float scale;    /* alpha / rank (times the user scale when applied from a file) */
+    float dropout;  /* on the adapter's input in training forwards */
+    int id;         /* layer · LLM_LORA_N_TARGETS + target: keys the dropout mask */
+    float *a, *b;   /* [rank][in], [out][rank]; a NULL: not adapted */
+    float *da, *db; /* gradients, same shapes (NULL for an adapter read to apply) */
 } llm_lora;
 
 typedef struct llm_linear {
@@ -79,8 +87,8 @@ typedef struct llm_model {
     st_set *st;
     float **owned;
     int n_owned, cap_owned;
-    llm_lora *loras;
-    int n_loras;
+    struct llm_adapter **adapters; /* applied from files (llm_lora_apply_file), owned */
+    int n_adapters;
 } llm_model;
 
 /* Loads a GGUF file or a Hugging Face folder; refuses a model that does not
@@ -92,11 +100,6 @@ const char *llm_weight_type(const llm_model *m);
 int64_t llm_n_params(const llm_model *m);
 /* Sets the OpenMP and BLAS thread counts (0 = leave as is). */
 void llm_set_threads(int n);
-
-/* Applies a llama.cpp LoRA adapter GGUF (general.type = adapter,
- * adapter.type = lora, adapter.lora.alpha; tensors blk.N.<name>.weight.lora_a
- * [ne = cols, r] and .lora_b [ne = r, rows]) at scale user_scale · alpha / r. */
-int llm_lora_apply_file(llm_model *m, const char *path, float user_scale, mr_error *e);
 
 /* Tokenizes text with the model's tokenizer (add_special: BOS as the model's
  * settings say). Error when the model has no tokenizer. *ids is malloc'd. */
@@ -115,6 +118,8 @@ int llm_is_eog(const llm_model *m, int32_t id);
 typedef struct llm_acts {
     int64_t T_cap;
     int keep_layers;
+    int keep_in;            /* x_in per layer (keep_layers or recompute) */
+    int own_hidden;         /* hidden apart from gate (a backward reads gate) */
     float *x;               /* [T][d] residual stream: embeddings in, last layer's output out */
     float **x_in;           /* [L] -> [T][d] input of layer l */
     float **xn_attn;        /* [L] -> [T][d] rmsnorm(x_in)·attn_norm */
@@ -126,8 +131,11 @@ typedef struct llm_acts {
     float **rstd_ffn;       /* [L] -> [T] */
     float **gate, **up;     /* [L] -> [T][n_ff] */
     float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_layers) */
-    float *lora_tmp;        /* [T][max rank] */
+    float *lora_tmp;        /* [T][lora_cap] */
+    int lora_cap;           /* largest adapter rank the state holds */
+    float *lora_x;          /* [T][max(d, qd, n_ff)] dropped adapter input (training states) */
     float *xn_out;          /* [n_out][d] final norm of the positions asked for */
+    float *rstd_out;        /* [n_out] */
     float *rope_cs;         /* [T][rope_dims/2][2] */
 } llm_acts;
 
@@ -139,13 +147,21 @@ typedef struct llm_kv {
     float *k, *v;
 } llm_kv;
 
-enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2 };
+/* LLM_STATE_KEEP_ACTS keeps every layer's activations for llm_train_step;
+ * LLM_STATE_RECOMPUTE keeps only each layer's input and recomputes a layer in
+ * the backward (n_layer·T·d floats instead of every activation). */
+enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2, LLM_STATE_RECOMPUTE = 4 };
+
+struct llm_grads;
 
 typedef struct llm_state {
     const llm_model *m;
     llm_kv kv;
     llm_acts acts;
+    struct llm_grads *g; /* backward buffers (training states) */
     int flags;
+    int train;            /* dropout on the adapters' inputs in this forward */
+    uint64_t dropout_seed;
     float *scratch;  /* dequantization tiles and attention scores */
     int64_t scratch_floats;
     int n_threads;
@@ -166,6 +182,80 @@ int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *
                      mr_error *e);
 /* Row `id` of the token embedding as floats. */
 void llm_embed_token(const llm_model *m, int32_t id, float *out);
+
+/* ---- LoRA: one adapter type, its files, training ---- */
+
+/* "q", "k", "v", "o", "gate", "up", "down" */
+const char *llm_lora_target_name(int target);
+/* "q,v" -> bit mask of LLM_LORA_* */
+int llm_lora_parse_targets(const char *s, unsigned *mask, mr_error *e);
+
+/* An adapter for every layer of a model (one owner of A, B and their gradients). */
+typedef struct llm_adapter {
+    int r;
+    float alpha, dropout;
+    unsigned targets;  /* union over layers of the adapted LLM_LORA_* */
+    int n_layer;
+    llm_lora *mats;    /* [n_layer][LLM_LORA_N_TARGETS]; a == NULL where not adapted */
+    float *buf;        /* A, B of all, then dA, dB of all */
+    int64_t n_params;
+} llm_adapter;
+
+/* Every layer adapted at `targets`: A drawn as PEFT does (kaiming-uniform,
+ * a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), B zero; gradients zero. */
+int llm_adapter_init(llm_adapter *ad, const llm_model *m, int r, float alpha, float dropout, unsigned targets,
+                     uint64_t seed, mr_error *e);
+void llm_adapter_free(llm_adapter *ad);
+llm_lora *llm_adapter_get(llm_adapter *ad, int layer, int target); /* NULL when not adapted */
+void llm_adapter_zero_grad(llm_adapter *ad);
+/* Applies the adapter in m's forwards at scale user_scale · alpha / r (the
+ * adapter's matrices are used in place, so training updates show at once);
+ * refuses a weight that already has one, naming it. */
+int llm_adapter_attach(llm_model *m, llm_adapter *ad, float user_scale, mr_error *e);
+void llm_adapter_detach(llm_model *m, const llm_adapter *ad);
+
+/* llama.cpp's converter orders the rows of each llama q/k head in adjacent RoPE
+ * pairs (row 2i+j) where Hugging Face keeps halves (row j·hd/2+i). Permutes the
+ * rows (of `width` floats) of n_heads heads: to_pairs 1 halves -> pairs, 0 back. */
+void llm_lora_permute_qk(float *dst, const float *src, int n_heads, int hd, int width, int to_pairs);
+
+/* llama.cpp's GGUF LoRA adapter: general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha (absent: scale 1), tensors blk.N.<weight>.weight.lora_a
+ * (ne {in, r}) and .lora_b (ne {r, out}) of any type the engine reads, for any
+ * subset of layers and targets. q/k B rows are in llama.cpp's pair order in the
+ * file and in m's order in memory. The writer adds mllm4rec.* keys. */
+int llm_adapter_read_gguf(llm_adapter *ad, const llm_model *m, const char *path, mr_error *e);
+int llm_adapter_write_gguf(const llm_adapter *ad, const llm_model *m, const char *path, mr_error *e);
+/* PEFT folder: adapter_config.json + adapter_model.safetensors (names
+ * base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight [r, in] and
+ * lora_B.weight [out, r]) in Hugging Face row order. */
+int llm_adapter_read_peft(llm_adapter *ad, const llm_model *m, const char *dir, mr_error *e);
+int llm_adapter_write_peft(const llm_adapter *ad, const llm_model *m, const char *dir, const char *base_model,
+                           mr_error *e);
+/* Reads a GGUF adapter and attaches it; the model owns it from then on. */
+int llm_lora_apply_file(llm_model *m, const char *path, float user_scale, mr_error *e);
+
+/* One training step on the engine: the forward keeps its activations (state
+ * made with LLM_STATE_KEEP_ACTS or LLM_STATE_RECOMPUTE, n_ctx >= T), then the
+ * backward (src/nn kernels) forms gradients only for the attached adapters'
+ * A, B (added, times grad_scale) and, when asked, the input embeddings. */
+typedef struct llm_train_step {
+    const int32_t *ids;  /* T token ids, or */
+    const float *emb;    /* [T][n_embd] input embeddings */
+    int64_t T;
+    const int64_t *loss_pos;     /* cross-entropy terms: position p predicts target (mean over terms) */
+    const int32_t *loss_target;
+    int n_loss;                  /* 1..LLM_MAX_LOSS_POS */
+    int train;                   /* dropout on the adapters' inputs, seeded per step */
+    uint64_t dropout_seed;
+    float loss;                  /* out */
+    float *logits;               /* optional out [n_loss][n_vocab] */
+    float *d_emb;                /* optional out [T][n_embd] */
+} llm_train_step;
+#define LLM_MAX_LOSS_POS 64
+int llm_train_step_run(llm_state *s, llm_train_step *st, float grad_scale, mr_error *e);
+/* Bytes a training state of these flags would hold for max_T positions. */
+double llm_train_state_bytes(const llm_model *m, int64_t max_T, int flags);
 
 /* ---- generation ---- */
 typedef struct llm_sampler {

@@ -5,9 +5,9 @@
  * Layers of this module:
  *   candidates  candidates.tsv of the retriever (read, checked against a dataset)
  *   prompts     the alpaca-short prompt of MLLM4Rec (or LlamaRec's), as text and ids
- *   lora_train  a Llama-family transformer over frozen (possibly quantized) weights
- *               with fp32 LoRA adapters: forward that keeps activations, backward
- *               that forms gradients for the adapters (and the input embeddings) only
+ *   ranking     the engine's forward (mllm4rec/llm.h) with an attached LoRA adapter:
+ *               letter logits at the last position; training through the engine's
+ *               backward (llm_train_step_run)
  */
 #ifndef MLLM4REC_RANKER_H
 #define MLLM4REC_RANKER_H
@@ -15,6 +15,7 @@
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/gguf.h"
+#include "mllm4rec/llm.h"
 #include "mllm4rec/metrics.h"
 
 /* ------------------------------------------------------------------ candidates */
@@ -119,146 +120,6 @@ int mr_prompt_train_ids(const mr_rank_tok *tok, const char *text_with_letter, in
  * "### Response:\n" (n letters, at most 26). */
 int mr_verbalizer_tokens(const mr_rank_tok *tok, int n, int32_t *out, mr_error *e);
 
-/* ------------------------------------------------------------------ LoRA training model */
-
-/* A frozen weight matrix in ggml layout: `rows` rows of `cols` elements
- * (rows = out features, cols = in features; y = x W^T). */
-typedef struct mr_lt_weight {
-    ggml_type type;
-    int64_t rows, cols;
-    const void *data;
-} mr_lt_weight;
-
-enum { MR_LT_Q = 0, MR_LT_K, MR_LT_V, MR_LT_O, MR_LT_GATE, MR_LT_UP, MR_LT_DOWN, MR_LT_N_TARGETS };
-/* "q", "k", "v", "o", "gate", "up", "down" */
-const char *mr_lora_target_name(int target);
-/* "q,v" -> bit mask of targets */
-int mr_lora_parse_targets(const char *s, unsigned *mask, mr_error *e);
-
-typedef enum { MR_ROPE_NORM = 0 /* adjacent pairs (GGUF llama) */, MR_ROPE_NEOX = 1 /* halves (HF, qwen2) */ } mr_rope_mode;
-
-typedef struct mr_lt_layer {
-    const float *attn_norm, *ffn_norm; /* [dim] */
-    const float *bq, *bk, *bv;         /* qwen2 biases or NULL */
-    mr_lt_weight w[MR_LT_N_TARGETS];   /* q [dim,dim] k,v [kv_dim,dim] o [dim,dim] gate,up [ffn,dim] down [dim,ffn] */
-} mr_lt_layer;
-
-typedef struct mr_lt_model {
-    const char *arch; /* "llama" or "qwen2" (names the adapter files' architecture) */
-    int n_layer, dim, n_head, n_kv_head, head_dim, ffn, vocab;
-    float norm_eps, rope_theta, rope_scale; /* rope_scale: linear position scaling factor (1) */
-    mr_rope_mode rope_mode;
-    const float *rope_factors; /* [head_dim/2] frequency divisors (Llama 3's rope_freqs) or NULL */
-    mr_lt_weight tok_embd; /* [vocab, dim] */
-    mr_lt_weight output;   /* [vocab, dim] (the embedding when tied) */
-    const float *out_norm; /* [dim] */
-    mr_lt_layer *layers;
-} mr_lt_model;
-
-/* Checks shapes and types; the matrix types this module can read. */
-int mr_lt_model_check(const mr_lt_model *m, mr_error *e);
-/* Rows r0..r1-1 of a weight as fp32 into out ((r1 - r0) x cols). */
-int mr_lt_weight_rows(const mr_lt_weight *w, int64_t r0, int64_t r1, float *out, mr_error *e);
-
-/* A training view of an engine model (weights stay in the engine's file maps;
- * m->layers is allocated: release with mr_lt_model_release). */
-struct llm_model;
-int mr_lt_model_from_llm(mr_lt_model *m, const struct llm_model *src, mr_error *e);
-void mr_lt_model_release(mr_lt_model *m);
-
-/* Loads a Hugging Face Llama folder or .safetensors (fp32/fp16/bf16) into a training
- * model that owns fp32 copies (for tests and small models). */
-typedef struct mr_lt_owned {
-    mr_lt_model m;
-    float *buf;
-} mr_lt_owned;
-int mr_lt_load_hf(mr_lt_owned *o, const char *dir, mr_error *e);
-void mr_lt_owned_free(mr_lt_owned *o);
-
-/* One LoRA pair: y += scale * (drop(x) A^T) B^T. */
-typedef struct mr_lora_mat {
-    int in, out;
-    float *A, *B;   /* [r, in], [out, r] */
-    float *dA, *dB; /* gradients, same shapes */
-} mr_lora_mat;
-
-typedef struct mr_lora {
-    int r;
-    float alpha, dropout;
-    unsigned targets; /* bit mask of MR_LT_* */
-    int n_layer;
-    mr_lora_mat *mats; /* n_layer * MR_LT_N_TARGETS; in = out = 0 when not a target */
-    float *buf;        /* owns A, B, dA, dB of all */
-    int64_t n_params;
-} mr_lora;
-
-/* A zero, B zero, then A drawn as PEFT's default (kaiming-uniform, a = sqrt(5):
- * U(-1/sqrt(in), 1/sqrt(in))), B zero. */
-int mr_lora_init(mr_lora *l, const mr_lt_model *m, int r, float alpha, float dropout, unsigned targets, uint64_t seed,
-                 mr_error *e);
-void mr_lora_free(mr_lora *l);
-mr_lora_mat *mr_lora_get(mr_lora *l, int layer, int target);
-void mr_lora_zero_grad(mr_lora *l);
-
-/* Training workspace: activations of a forward that the backward needs. mode:
- *   MR_LT_KEEP_ALL   every layer's activations kept (fastest backward);
- *   MR_LT_RECOMPUTE  only each layer's input kept, the layer recomputed in the
- *                    backward (n_layer x T x dim instead of all activations);
- *   MR_LT_INFERENCE  forward only (scoring), no backward buffers. */
-enum { MR_LT_KEEP_ALL = 0, MR_LT_RECOMPUTE = 1, MR_LT_INFERENCE = 2 };
-typedef struct mr_lt_ws mr_lt_ws;
-mr_lt_ws *mr_lt_ws_new(const mr_lt_model *m, const mr_lora *l, int max_T, int mode, mr_error *e);
-void mr_lt_ws_free(mr_lt_ws *w);
-/* Approximate bytes a workspace of this mode would hold (to choose a mode). */
-double mr_lt_ws_estimate(const mr_lt_model *m, const mr_lora *l, int max_T, int mode);
-/* Bytes held by the workspace (for reports). */
-size_t mr_lt_ws_bytes(const mr_lt_ws *w);
-
-typedef struct mr_lt_step {
-    /* input: token ids, or embeddings [T, dim] when emb is not NULL */
-    const int32_t *ids;
-    const float *emb;
-    int T;
-    /* cross-entropy terms: position p predicts target (mean over terms) */
-    const int *loss_pos;
-    const int32_t *loss_target;
-    int n_loss;
-    /* dropout on the LoRA input, seeded per step (0 = off, as in evaluation) */
-    int train;
-    uint64_t dropout_seed;
-    /* outputs */
-    float loss;
-    float *logits;    /* optional [n_loss, vocab]: logits at the loss positions */
-    float *d_emb;     /* optional [T, dim]: d loss / d input embeddings */
-} mr_lt_step;
-
-/* Forward + backward: fills step->loss (and logits) and ADDS d loss / d A, d B into
- * the adapters' gradients (scaled by grad_scale, e.g. 1 / accumulation steps). */
-int mr_lt_forward_backward(const mr_lt_model *m, mr_lora *l, mr_lt_ws *w, mr_lt_step *step, float grad_scale,
-                           mr_error *e);
-/* Forward only, logits at the given positions ([n_pos, vocab]); l may be NULL. */
-int mr_lt_forward(const mr_lt_model *m, const mr_lora *l, mr_lt_ws *w, const int32_t *ids, const float *emb, int T,
-                  const int *pos, int n_pos, float *logits, mr_error *e);
-
-/* ------------------------------------------------------------------ adapter files */
-
-/* llama.cpp's GGUF LoRA adapter: general.type "adapter", adapter.type "lora",
- * adapter.lora.alpha, tensors blk.N.{attn_q,attn_k,attn_v,attn_output,ffn_gate,
- * ffn_up,ffn_down}.weight.lora_a (ne [in, r], data = A) and .lora_b (ne [r, out],
- * data = B), f32. GGUF llama files rotate adjacent pairs (the converter permuted q
- * and k); when the training model rotates halves (a Hugging Face llama), the q/k B
- * rows are permuted to llama.cpp's order on writing and back on reading. Extra
- * keys mllm4rec.* record the training settings (ignored by llama.cpp). */
-int mr_lora_write_gguf(const mr_lora *l, const mr_lt_model *m, const char *path, mr_error *e);
-/* Loads an adapter for model m (shapes checked); dropout 0. */
-int mr_lora_read_gguf(mr_lora *l, const mr_lt_model *m, const char *path, mr_error *e);
-/* PEFT folder: adapter_config.json + adapter_model.safetensors with names
- * base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ([r, in]) and
- * lora_B.weight ([out, r]), in Hugging Face order (q/k rows un-permuted for a GGUF
- * llama base). */
-int mr_lora_write_peft(const mr_lora *l, const mr_lt_model *m, const char *dir, const char *base_model, mr_error *e);
-int mr_lora_read_peft(mr_lora *l, const mr_lt_model *m, const char *dir, mr_error *e);
-
 /* ------------------------------------------------------------------ ranking */
 
 /* Everything one-pass verbalizer scoring needs. */
@@ -269,20 +130,29 @@ typedef struct mr_ranker {
     mr_prompt_opts po;      /* po.system must be set */
     int n_cand;             /* candidates ranked per user (20), at most cands->k and 26 */
     int32_t letters[26];    /* verbalizer token of each letter */
-    const mr_lt_model *m;
-    mr_lora *lora;          /* NULL: the base model (training updates it in place) */
-    mr_lt_ws *ws;           /* owned; sized for po.max_tokens */
-    struct llm_model *engine; /* when set (mr_ranker_use_engine), scoring runs the engine's forward */
-    struct llm_state *engine_state;
+    llm_model *m;           /* with the adapter attached (scoring applies it) */
+    llm_adapter *lora;      /* the adapter being trained, or NULL */
+    llm_state *state;       /* owned: scoring state sized for po.max_tokens */
 } mr_ranker;
 
+/* m: the model with whatever adapter is attached (llm_adapter_attach or
+ * llm_lora_apply_file); lora: the attached adapter that training updates (NULL
+ * for evaluation only). */
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
-                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e);
+                   const mr_prompt_opts *po, int n_cand, llm_model *m, llm_adapter *lora, mr_error *e);
 void mr_ranker_free(mr_ranker *r);
-/* Scores with the inference engine's forward over lm (with whatever adapters were
- * applied to it, e.g. by llm_lora_apply_file) instead of the training forward; r->lora
- * is then ignored. lm must be the model r->m views. */
-int mr_ranker_use_engine(mr_ranker *r, struct llm_model *lm, mr_error *e);
+
+/* Loads a model (GGUF or Hugging Face folder) and, when adapter_path is set, its
+ * adapter (a GGUF file or a PEFT folder) into *ad, attached: the one way the
+ * CLI and services get a ranking model. *have_adapter says whether ad holds one;
+ * release with llm_free(m), then llm_adapter_free(ad) when it does. */
+int mr_ranker_load_model(llm_model *m, llm_adapter *ad, int *have_adapter, const char *model_path,
+                         const char *adapter_path, mr_error *e);
+/* Letter scores of one prompt (ids from mr_prompt_ids): scores[n_cand] = the
+ * logit of the token of letter i at the last of the n ids (one forward, the last
+ * position only); logits: scratch of n_vocab floats, left holding that row. The
+ * service's reranking entry point (after mr_ranker_load_model and mr_ranker_init). */
+int mr_ranker_score_ids(mr_ranker *r, const int32_t *ids, int64_t n, float *scores, float *logits, mr_error *e);
 /* The prompt of a user (text before any token cut, and the ids the model sees). */
 int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
                      mr_error *e);
@@ -323,8 +193,7 @@ typedef struct mr_rank_train_opts {
     unsigned targets;      /* q, v */
     double lr;             /* 1e-4, linear warm-up then linear decay to 0 at max_steps */
     int warmup;            /* 100 */
-    int micro_batch;       /* examples per forward group (memory only; sequential here) */
-    int batch;             /* examples per optimizer step */
+    int batch;             /* examples per optimizer step (their gradients accumulated) */
     int64_t max_steps;     /* optimizer steps (0: one epoch) */
     int val_every;         /* steps between validations */
     int patience;          /* validations without improvement before stopping */
@@ -332,8 +201,8 @@ typedef struct mr_rank_train_opts {
     double weight_decay;   /* 0 (the reference's Trainer default) */
     double max_grad_norm;  /* 1.0 */
     uint64_t seed;
-    int mode;              /* MR_LT_KEEP_ALL, MR_LT_RECOMPUTE, or -1: keep all unless the kept
-                              activations would take over a quarter of the machine's memory */
+    int mode;              /* LLM_STATE_KEEP_ACTS, LLM_STATE_RECOMPUTE, or -1: keep all unless the
+                              kept activations would take over a quarter of the machine's memory */
     const char *out_dir;   /* adapter.gguf, train_state.bin, train_log.tsv */
     int resume;
     int64_t stop_after;    /* > 0: stop (resumably) after this many steps, as an interruption would */
@@ -352,12 +221,14 @@ typedef struct mr_rank_train_result {
     int stopped_early;
     int interrupted;        /* stopped by o->interrupted; resume with o->resume */
     double seconds, examples_per_second, tokens_per_second;
+    double train_seconds;          /* in forward, backward and optimiser steps (validation excluded) */
+    double train_tokens_per_second; /* training prompt tokens / train_seconds */
 } mr_rank_train_result;
 
 /* LoRA instruction tuning (DESIGN 7): examples are every prefix of every training
  * sequence (history = its last po.history items) with 19 seeded random negatives
  * not in the prefix plus the true item, shuffled; loss on the label letter and
- * the end token. r->lora must be the adapter being trained (mr_lora_init). The
+ * the end token. r->lora must be the adapter being trained (llm_adapter_init, attached). The
  * best adapter by validation NDCG@10 is written to out_dir/adapter.gguf. */
 int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_result *res, mr_error *e);
 

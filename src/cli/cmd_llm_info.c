@@ -27,7 +27,10 @@ CLI_COMMAND(cmd_llm_info) {
     printf("tied_output: %s\nqkv_bias: %s\n", c->tied ? "yes" : "no", c->has_qkv_bias ? "yes" : "no");
     printf("bos_id: %d\neos_id: %d\nadd_bos: %s\n", m.bos_id, m.eos_id, m.add_bos ? "yes" : "no");
     printf("tokenizer: %s\n", m.tok ? "yes" : m.tok_missing_why);
-    printf("lora_weights: %d\n", m.n_loras);
+    int n_lora = 0;
+    for (int i = 0; i < m.n_adapters; i++)
+        for (int j = 0; j < m.adapters[i]->n_layer * LLM_LORA_N_TARGETS; j++) n_lora += m.adapters[i]->mats[j].a != NULL;
+    printf("lora_weights: %d\n", n_lora);
     llm_free(&m);
     return 0;
 }

@@ -57,9 +57,12 @@ CLI_COMMAND(cmd_llm_logits) {
     }
     for (int i = 0; i < n_out; i++) pos[i] = all ? i : T - 1;
     if ((rc = llm_state_init(&s, &m, T, T, LLM_STATE_SCORE, &e))) goto done;
+    const double t0 = mr_now();
     rc = llm_forward(&s, input, T, pos, n_out, logits, &e);
+    const double secs = mr_now() - t0;
     llm_state_free(&s);
     if (rc) goto done;
+    fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tokens/s)\n", (long long)T, secs, secs > 0 ? T / secs : 0.0);
     for (int i = 0; i < n_out; i++) {
         const float *lg = logits + (int64_t)i * nv;
         printf("%lld", (long long)pos[i]);

@@ -178,18 +178,6 @@ CLI_COMMAND(cmd_ranker_prompt) {
     return rc ? cli_report(cmd, &e) : 0;
 }
 
-/* Loads the model and its training view. */
-static int load_model(const char *path, llm_model *lm, mr_lt_model *m, mr_error *e) {
-    int rc = llm_load(lm, path, e);
-    if (rc) return rc;
-    if ((rc = mr_lt_model_from_llm(m, lm, e))) llm_free(lm);
-    return rc;
-}
-
-static int load_adapter(const char *path, const mr_lt_model *m, mr_lora *l, mr_error *e) {
-    return mr_is_dir(path) ? mr_lora_read_peft(l, m, path, e) : mr_lora_read_gguf(l, m, path, e);
-}
-
 static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return strdup(".");
@@ -222,30 +210,15 @@ CLI_COMMAND(cmd_ranker_eval) {
     mr_error e = {0};
     setup s;
     llm_model lm;
-    mr_lt_model m;
-    mr_lora l;
+    llm_adapter l;
     int have_model = 0, have_lora = 0;
     mr_ranker r;
     memset(&r, 0, sizeof r);
     char *out_dir = out ? strdup(out) : adapter ? dir_of(adapter) : NULL;
     if ((rc = setup_load(&s, &co, &e))) goto done;
-    if ((rc = load_model(co.model, &lm, &m, &e))) goto done;
+    if ((rc = mr_ranker_load_model(&lm, &l, &have_lora, co.model, adapter, &e))) goto done;
     have_model = 1;
-    /* a GGUF adapter (or none) runs on the engine, applied as llama.cpp applies
-     * `--lora`; a PEFT folder on the training forward */
-    /* (for a Hugging Face llama folder the GGUF adapter's q/k rows are in llama.cpp's
-     * order, which the engine does not undo: read it here, which does) */
-    const int hf_llama = lm.source == LLM_SRC_HF && lm.cfg.arch == LLM_ARCH_LLAMA;
-    const int peft_dir = adapter && (mr_is_dir(adapter) || hf_llama);
-    if (adapter && peft_dir) {
-        if ((rc = load_adapter(adapter, &m, &l, &e))) goto done;
-        have_lora = 1;
-    } else if (adapter && (rc = llm_lora_apply_file(&lm, adapter, 1.0f, &e))) {
-        goto done;
-    }
-    if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &m, have_lora ? &l : NULL, &e)))
-        goto done;
-    if (!peft_dir && (rc = mr_ranker_use_engine(&r, &lm, &e))) goto done;
+    if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &lm, NULL, &e))) goto done;
     const int split = strcmp(co.split, "val") ? MR_SPLIT_TEST : MR_SPLIT_VAL;
     mr_rank_eval ev;
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;
@@ -263,11 +236,8 @@ CLI_COMMAND(cmd_ranker_eval) {
     mr_rank_eval_free(&ev);
 done:
     mr_ranker_free(&r);
-    if (have_lora) mr_lora_free(&l);
-    if (have_model) {
-        mr_lt_model_release(&m);
-        llm_free(&lm);
-    }
+    if (have_model) llm_free(&lm);
+    if (have_lora) llm_adapter_free(&l);
     setup_free(&s);
     free(out_dir);
     return rc ? cli_report(cmd, &e) : 0;
@@ -286,7 +256,7 @@ CLI_COMMAND(cmd_ranker_train) {
     const char *out = NULL, *targets = "q,v";
     mr_rank_train_opts o;
     mr_rank_train_opts_default(&o);
-    int64_t lora_r = o.lora_r, warmup = o.warmup, micro = 16, batch = o.batch, max_steps = 0, val_every = o.val_every,
+    int64_t lora_r = o.lora_r, warmup = o.warmup, batch = o.batch, max_steps = 0, val_every = o.val_every,
             patience = o.patience, val_users = 0;
     double alpha = o.lora_alpha, dropout = o.lora_dropout, lr = o.lr, wd = o.weight_decay, clip = o.max_grad_norm;
     uint64_t seed = o.seed;
@@ -301,9 +271,7 @@ CLI_COMMAND(cmd_ranker_train) {
                         {"--weight-decay", FLAG_DOUBLE, &wd, "AdamW weight decay (0)", 0},
                         {"--max-grad-norm", FLAG_DOUBLE, &clip, "gradient norm clip (1)", 0},
                         {"--warmup", FLAG_INT, &warmup, "warm-up steps (100)", 0},
-                        {"--micro-batch", FLAG_INT, &micro, "examples per forward group (accepted for the reference's "
-                                                            "settings; examples run one at a time)", 0},
-                        {"--batch", FLAG_INT, &batch, "examples per optimizer step (16)", 0},
+                        {"--batch", FLAG_INT, &batch, "examples per optimizer step, their gradients accumulated (16)", 0},
                         {"--max-steps", FLAG_INT, &max_steps, "optimizer steps (0: one epoch)", 0},
                         {"--val-every", FLAG_INT, &val_every, "validate every N steps (100)", 0},
                         {"--val-users", FLAG_INT, &val_users, "validation users per check (0: all)", 0},
@@ -324,10 +292,10 @@ CLI_COMMAND(cmd_ranker_train) {
     if (lora_r < 1 || lora_r > 4096) return cli_usage_error(cmd, "--lora-r must be in 1..4096");
     if (!(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--lora-dropout must be in [0, 1)");
     if (!(lr > 0) || !(wd >= 0) || !(clip >= 0)) return cli_usage_error(cmd, "--lr > 0, --weight-decay >= 0, --max-grad-norm >= 0");
-    if (warmup < 0 || micro < 1 || batch < 1 || max_steps < 0 || val_every < 1 || patience < 1 || val_users < 0)
-        return cli_usage_error(cmd, "--warmup >= 0; --micro-batch, --batch, --val-every, --patience >= 1; --max-steps, --val-users >= 0");
+    if (warmup < 0 || batch < 1 || max_steps < 0 || val_every < 1 || patience < 1 || val_users < 0)
+        return cli_usage_error(cmd, "--warmup >= 0; --batch, --val-every, --patience >= 1; --max-steps, --val-users >= 0");
     mr_error e = {0};
-    if ((rc = mr_lora_parse_targets(targets, &o.targets, &e))) return cli_usage_error(cmd, "%s", e.msg);
+    if ((rc = llm_lora_parse_targets(targets, &o.targets, &e))) return cli_usage_error(cmd, "%s", e.msg);
     static const char *const run_files[] = {"metrics.json", "adapter.gguf", "train_state.bin", NULL};
     if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     o.lora_r = (int)lora_r;
@@ -337,14 +305,13 @@ CLI_COMMAND(cmd_ranker_train) {
     o.weight_decay = wd;
     o.max_grad_norm = clip;
     o.warmup = (int)warmup;
-    o.micro_batch = (int)micro;
     o.batch = (int)batch;
     o.max_steps = max_steps;
     o.val_every = (int)val_every;
     o.val_users = val_users;
     o.patience = (int)patience;
     o.seed = seed;
-    o.mode = recompute ? MR_LT_RECOMPUTE : -1;
+    o.mode = recompute ? LLM_STATE_RECOMPUTE : -1;
     o.out_dir = out;
     o.resume = resume;
     o.peft = peft;
@@ -352,20 +319,20 @@ CLI_COMMAND(cmd_ranker_train) {
     o.interrupted = &g_interrupted;
     setup s;
     llm_model lm;
-    mr_lt_model m;
-    mr_lora l;
+    llm_adapter l;
     int have_model = 0, have_lora = 0;
     mr_ranker r;
     memset(&r, 0, sizeof r);
     if ((rc = setup_load(&s, &co, &e))) goto done;
-    if ((rc = load_model(co.model, &lm, &m, &e))) goto done;
+    if ((rc = llm_load(&lm, co.model, &e))) goto done;
     have_model = 1;
     if (lm.cfg.n_ctx_train > 0 && co.max_tokens > lm.cfg.n_ctx_train)
         mr_log("warning: prompts of up to %lld tokens exceed the model's declared context of %d; going on",
                (long long)co.max_tokens, lm.cfg.n_ctx_train);
-    if ((rc = mr_lora_init(&l, &m, o.lora_r, o.lora_alpha, o.lora_dropout, o.targets, o.seed, &e))) goto done;
+    if ((rc = llm_adapter_init(&l, &lm, o.lora_r, o.lora_alpha, o.lora_dropout, o.targets, o.seed, &e))) goto done;
     have_lora = 1;
-    if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &m, &l, &e))) goto done;
+    if ((rc = llm_adapter_attach(&lm, &l, 1.0f, &e))) goto done;
+    if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &lm, &l, &e))) goto done;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     mr_rank_train_result res;
@@ -381,15 +348,12 @@ CLI_COMMAND(cmd_ranker_train) {
     printf("| train loss (first / last interval) | %.4f / %.4f |\n", res.first_train_loss, res.last_train_loss);
     printf("| validation NDCG@10 (before / best) | %.4f / %.4f |\n", res.val_ndcg10_before, res.best_val_ndcg10);
     printf("| validation letter loss (before / at best) | %.4f / %.4f |\n", res.val_loss_before, res.best_val_loss);
-    printf("| training tokens/s | %.1f |\n", res.tokens_per_second);
+    printf("| training tokens/s | %.1f |\n", res.train_tokens_per_second);
     fprintf(stderr, "best adapter: %s/adapter.gguf%s\n", out, res.stopped_early ? " (stopped early)" : "");
 done:
     mr_ranker_free(&r);
-    if (have_lora) mr_lora_free(&l);
-    if (have_model) {
-        mr_lt_model_release(&m);
-        llm_free(&lm);
-    }
+    if (have_model) llm_free(&lm);
+    if (have_lora) llm_adapter_free(&l);
     setup_free(&s);
     if (rc == -1) return MR_ERR_INPUT; /* interrupted, as the retriever reports it */
     return rc ? cli_report(cmd, &e) : 0;

@@ -374,11 +374,11 @@ void llm_free(llm_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
-    for (int i = 0; i < m->n_loras; i++) {
-        free(m->loras[i].a);
-        free(m->loras[i].b);
+    for (int i = 0; i < m->n_adapters; i++) {
+        llm_adapter_free(m->adapters[i]);
+        free(m->adapters[i]);
     }
-    free(m->loras);
+    free(m->adapters);
     free(m->layers);
     if (m->gguf) {
         gguf_close(m->gguf);

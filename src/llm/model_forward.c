@@ -9,6 +9,8 @@
 
 #include "llm/model_internal.h"
 #include "nn/attention.h"
+#include "nn/embedding.h"
+#include "nn/lora.h"
 #include "nn/rmsnorm.h"
 #include "nn/rope.h"
 #include "nn/swiglu.h"
@@ -21,29 +23,38 @@ static rope_params model_rope(const llm_model *m) {
     return p;
 }
 
+/* The largest rank of the adapters attached to m's linears (0 without). */
 static int max_lora_rank(const llm_model *m) {
     int r = 0;
-    for (int i = 0; i < m->n_loras; i++)
-        if (m->loras[i].rank > r) r = m->loras[i].rank;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
+            const llm_lora *lo = llm_layer_linear(&m->layers[l], t)->lora;
+            if (lo && lo->rank > r) r = lo->rank;
+        }
     return r;
 }
 
 static void acts_free(llm_acts *a, int n_layer) {
-    int n = a->keep_layers ? n_layer : 1;
-    float ***lists[] = {&a->x_in, &a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->x_mid,
-                        &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up, &a->hidden};
+    const int n = a->keep_layers ? n_layer : 1;
+    float ***lists[] = {&a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->x_mid, &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         float **p = *lists[i];
         if (!p) continue;
-        /* without keep_layers, x_in aliases x and hidden aliases gate: not owned */
-        if (!((p == a->x_in || p == a->hidden) && !a->keep_layers))
-            for (int l = 0; l < n; l++) free(p[l]);
+        for (int l = 0; l < n; l++) free(p[l]);
         free(p);
-        *lists[i] = NULL;
     }
+    /* without keep_in, x_in aliases x; without own_hidden, hidden aliases gate */
+    if (a->x_in && a->keep_in)
+        for (int l = 0; l < n_layer; l++) free(a->x_in[l]);
+    if (a->hidden && a->own_hidden)
+        for (int l = 0; l < n; l++) free(a->hidden[l]);
+    free(a->x_in);
+    free(a->hidden);
     free(a->x);
     free(a->lora_tmp);
+    free(a->lora_x);
     free(a->xn_out);
+    free(a->rstd_out);
     free(a->rope_cs);
     memset(a, 0, sizeof *a);
 }
@@ -62,19 +73,27 @@ static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_err
     return MR_OK;
 }
 
-static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int keep, mr_error *e) {
+static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_error *e) {
     const llm_config *c = &m->cfg;
     const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, L = c->n_layer;
+    const int keep = (flags & LLM_STATE_KEEP_ACTS) != 0, train = (flags & (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)) != 0;
     memset(a, 0, sizeof *a);
     a->T_cap = T;
     a->keep_layers = keep;
+    a->keep_in = train;
+    a->own_hidden = train;
     int lr = max_lora_rank(m);
+    a->lora_cap = lr > 0 ? lr : 1;
+    int64_t widest = d > qd ? d : qd;
+    if (c->n_ff > widest) widest = c->n_ff;
     a->x = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
     a->xn_out = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
+    a->rstd_out = mr_alloc((size_t)T * sizeof(float), e);
     a->rope_cs = mr_alloc((size_t)(T * c->rope_dims) * sizeof(float), e);
-    a->lora_tmp = mr_alloc((size_t)(T * (lr > 0 ? lr : 1)) * sizeof(float), e);
-    if (!a->x || !a->xn_out || !a->rope_cs || !a->lora_tmp) return MR_ERR_INTERNAL;
-    if (keep) {
+    a->lora_tmp = mr_alloc((size_t)(T * a->lora_cap) * sizeof(float), e);
+    if (!a->x || !a->xn_out || !a->rstd_out || !a->rope_cs || !a->lora_tmp) return MR_ERR_INTERNAL;
+    if (train && !(a->lora_x = mr_alloc_aligned((size_t)(T * widest) * sizeof(float), e))) return MR_ERR_INTERNAL;
+    if (train) {
         if (acts_list(&a->x_in, (int)L, 1, T * d, e)) return MR_ERR_INTERNAL;
     } else {
         a->x_in = mr_calloc((size_t)L, sizeof *a->x_in, e);
@@ -87,7 +106,7 @@ static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int keep, mr_er
         acts_list(&a->rstd_ffn, (int)L, keep, T, e) || acts_list(&a->gate, (int)L, keep, T * c->n_ff, e) ||
         acts_list(&a->up, (int)L, keep, T * c->n_ff, e))
         return MR_ERR_INTERNAL;
-    if (keep) return acts_list(&a->hidden, (int)L, 1, T * c->n_ff, e);
+    if (train) return acts_list(&a->hidden, (int)L, keep, T * c->n_ff, e);
     /* without a backward, silu(gate)·up overwrites gate (one [T][n_ff] buffer less) */
     a->hidden = mr_calloc((size_t)L, sizeof *a->hidden, e);
     if (!a->hidden) return MR_ERR_INTERNAL;
@@ -105,12 +124,14 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
     s->n_threads = omp_get_max_threads();
     const int64_t kvd = (int64_t)c->n_head_kv * c->head_dim;
     s->kv.n_ctx = n_ctx;
-    s->kv.one_layer = (flags & LLM_STATE_SCORE) && !(flags & LLM_STATE_KEEP_ACTS);
+    /* one layer's cache when nothing generates after the pass: scoring, and training
+     * with recomputation (the backward recomputes a layer's k and v with it) */
+    s->kv.one_layer = (flags & (LLM_STATE_SCORE | LLM_STATE_RECOMPUTE)) && !(flags & LLM_STATE_KEEP_ACTS);
     const int64_t kv_layers = s->kv.one_layer ? 1 : c->n_layer;
     s->kv.k = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
     s->kv.v = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
     if (!s->kv.k || !s->kv.v) goto fail;
-    if (acts_init(&s->acts, m, max_T, (flags & LLM_STATE_KEEP_ACTS) != 0, e)) goto fail;
+    if (acts_init(&s->acts, m, max_T, flags, e)) goto fail;
     /* scratch: the largest dequantization tile or attention work, whichever is bigger */
     int64_t need = attention_scratch_floats(n_ctx, s->n_threads);
     const llm_matrix *mats[] = {&m->output, &m->tok_embd};
@@ -119,18 +140,16 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
         int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
         if (f > need) need = f;
     }
-    for (int l = 0; l < c->n_layer; l++) {
-        const llm_layer *L = &m->layers[l];
-        const llm_linear *lin[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) {
-            qmat q = llm_qmat(&lin[i]->w);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
+            qmat q = llm_qmat(&llm_layer_linear(&m->layers[l], t)->w);
             int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
             if (f > need) need = f;
         }
-    }
     s->scratch_floats = need;
     s->scratch = mr_alloc_aligned((size_t)need * sizeof(float), e);
     if (!s->scratch) goto fail;
+    if ((flags & (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)) && llm_grads_init(s, max_T, e)) goto fail;
     return MR_OK;
 fail:
     llm_state_free(s);
@@ -140,6 +159,7 @@ fail:
 void llm_state_free(llm_state *s) {
     if (!s || !s->m) return;
     acts_free(&s->acts, s->m->cfg.n_layer);
+    llm_grads_free(s);
     free(s->kv.k);
     free(s->kv.v);
     free(s->scratch);
@@ -153,7 +173,25 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
     qmat_row(&q, id, out);
 }
 
-/* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(x Aᵀ) Bᵀ */
+/* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
+ * recomputed forward) regenerates the forward's mask without storing it. */
+static inline uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
+    const uint64_t key = mix64(seed ^ ((uint64_t)(id + 1) << 40));
+    const uint64_t thresh = (uint64_t)((double)p * 18446744073709551616.0);
+    const float keep_scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (add ? out[i] : 0.0f) + (mix64(key + (uint64_t)i) < thresh ? 0.0f : x[i] * keep_scale);
+}
+
+/* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
 static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, const llm_linear *L, float beta) {
     qmat q = llm_qmat(&L->w);
     matmul_forward(y, x, T, &q, beta, s->scratch, s->scratch_floats);
@@ -163,12 +201,12 @@ static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, co
             for (int64_t r = 0; r < rows; r++) y[t * rows + r] += L->bias[r];
     }
     if (L->lora) {
-        const llm_lora *a = L->lora;
-        float *tmp = s->acts.lora_tmp; /* [T][rank] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, a->rank, (int)L->w.cols, 1.0f, x, (int)L->w.cols,
-                    a->a, (int)L->w.cols, 0.0f, tmp, a->rank);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)rows, a->rank, a->scale, tmp, a->rank, a->b,
-                    a->rank, 1.0f, y, (int)rows);
+        const llm_lora *lo = L->lora;
+        if (s->train && lo->dropout > 0.0f && s->acts.lora_x) {
+            llm_lora_dropout(s->acts.lora_x, x, T * lo->in, lo->dropout, s->dropout_seed, lo->id, 0);
+            x = s->acts.lora_x;
+        }
+        lora_forward(y, s->acts.lora_tmp, x, lo->a, lo->b, T, lo->in, lo->out, lo->rank, lo->scale);
     }
 }
 
@@ -185,7 +223,7 @@ static float *kv_v(llm_state *s, int l) {
  *   x_in[T][d] -> xn_attn = rmsnorm(x_in)·attn_norm
  *   q[T][qd] = rope(xn Wqᵀ + bq); k, v [T][kvd] into the cache rows n_past..
  *   att[T][qd] = attention(q, k, v); x_mid[T][d] = x_in + att Woᵀ */
-static void attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past) {
+void llm_attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
     const llm_layer *L = &m->layers[l];
@@ -207,7 +245,7 @@ static void attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_pa
 
 /* Feed-forward block of layer l: x_mid[T][d] -> xn_ffn = rmsnorm(x_mid)·ffn_norm,
  * gate, up [T][n_ff], hidden = silu(gate)·up, x[T][d] = x_mid + hidden W_downᵀ */
-static void ffn_block_forward(llm_state *s, int l, int64_t T) {
+void llm_ffn_block_forward(llm_state *s, int l, int64_t T) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
     const llm_layer *L = &m->layers[l];
@@ -227,7 +265,7 @@ static void logits_forward(llm_state *s, int64_t T, const int64_t *out_pos, int 
     const int64_t d = m->cfg.n_embd;
     llm_acts *a = &s->acts;
     for (int i = 0; i < n_out; i++) memcpy(a->xn_out + i * d, a->x + out_pos[i] * d, (size_t)d * sizeof(float));
-    rmsnorm_forward(a->xn_out, NULL, a->xn_out, m->output_norm, n_out, (int)d, m->cfg.rms_eps);
+    rmsnorm_forward(a->xn_out, a->rstd_out, a->xn_out, m->output_norm, n_out, (int)d, m->cfg.rms_eps);
     qmat q = llm_qmat(&m->output);
     matmul_forward(logits, a->xn_out, n_out, &q, 0.0f, s->scratch, s->scratch_floats);
     (void)T;
@@ -250,13 +288,16 @@ int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *
         if (out_pos[i] < 0 || out_pos[i] >= T)
             return mr_fail(e, MR_ERR_USAGE, "forward: logits asked for position %lld of %lld", (long long)out_pos[i],
                            (long long)T);
+    if (max_lora_rank(m) > s->acts.lora_cap)
+        return mr_fail(e, MR_ERR_USAGE, "forward: an adapter of rank %d was attached after the state was made for %d",
+                       max_lora_rank(m), s->acts.lora_cap);
     if (embd != s->acts.x) memcpy(s->acts.x, embd, (size_t)(T * d) * sizeof(float));
     rope_params rp = model_rope(m);
     rope_table(s->acts.rope_cs, &rp, T, n_past);
     for (int l = 0; l < c->n_layer; l++) {
-        if (s->acts.keep_layers) memcpy(s->acts.x_in[l], s->acts.x, (size_t)(T * d) * sizeof(float));
-        attention_block_forward(s, l, T, n_past);
-        ffn_block_forward(s, l, T);
+        if (s->acts.keep_in) memcpy(s->acts.x_in[l], s->acts.x, (size_t)(T * d) * sizeof(float));
+        llm_attention_block_forward(s, l, T, n_past);
+        llm_ffn_block_forward(s, l, T);
     }
     if (!s->kv.one_layer) s->kv.n_past += T;
     if (n_out > 0) logits_forward(s, T, out_pos, n_out, logits);
@@ -275,7 +316,7 @@ int llm_forward(llm_state *s, const int32_t *tokens, int64_t T, const int64_t *o
             return mr_fail(e, MR_ERR_INPUT, "token id %d at position %lld is outside the vocabulary (0..%d)",
                            (int)tokens[t], (long long)t, m->cfg.n_vocab - 1);
     qmat q = llm_qmat(&m->tok_embd);
-#pragma omp parallel for schedule(static) if (T > 64)
-    for (int64_t t = 0; t < T; t++) qmat_row(&q, tokens[t], s->acts.x + t * d);
+    embedding_forward(s->acts.x, &q, tokens, T);
+    (void)d;
     return llm_forward_embd(s, s->acts.x, T, out_pos, n_out, logits, e);
 }

@@ -37,6 +37,23 @@ int llm_load_hf(llm_model *m, const char *dir, mr_error *e);
 int llm_load_tokenizer(llm_model *m, mr_error *e);
 void llm_tokenizer_free_hook(llm_model *m);
 
+/* The forward's layer steps (model_forward.c), also run by the backward to
+ * recompute a layer (LLM_STATE_RECOMPUTE). */
+void llm_attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past);
+void llm_ffn_block_forward(llm_state *s, int l, int64_t T);
+/* out[n] = drop(x) (add: out += drop(x)) with the mask of (seed, adapter id);
+ * the gradient through it is the same function applied to the gradient. */
+void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add);
+/* Backward buffers of a training state (model_backward.c). */
+int llm_grads_init(llm_state *s, int64_t max_T, mr_error *e);
+void llm_grads_free(llm_state *s);
+
+/* Linear t (LLM_LORA_Q .. LLM_LORA_DOWN) of a layer. */
+static inline llm_linear *llm_layer_linear(const llm_layer *L, int t) {
+    const llm_linear *lin[LLM_LORA_N_TARGETS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return (llm_linear *)lin[t];
+}
+
 static inline qmat llm_qmat(const llm_matrix *w) {
     qmat q = {w->type, w->rows, w->cols, w->data};
     return q;

@@ -103,3 +103,75 @@ void attention_forward(float *out, const float *q, const float *k, const float *
         }
     }
 }
+
+int64_t attention_backward_scratch_floats(int64_t T, int n_head_kv, int hd, int n_threads) {
+    return (int64_t)n_threads * (2 * ATTENTION_QBLOCK * T + 2 * T * n_head_kv * hd);
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
+                        const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
+                        int64_t scratch_floats) {
+    const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
+    const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, kv_n = T * kv_stride;
+    const int64_t per_thread = 2 * ATTENTION_QBLOCK * T + 2 * kv_n;
+    const float scale = 1.0f / sqrtf((float)hd);
+    int nth = (int)(scratch_floats / per_thread);
+    if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
+    if ((double)n_head * T * T * hd < (double)(1 << 20)) nth = 1;
+    if (nth < 1) nth = 1;
+    /* Work items (head, query block) in a fixed round-robin over threads, each
+     * thread summing dK, dV privately: the same numbers for a thread count. */
+#pragma omp parallel num_threads(nth)
+    {
+        const int tid = omp_get_thread_num();
+        float *P = scratch + tid * per_thread, *dP = P + ATTENTION_QBLOCK * T;
+        float *dk_t = dP + ATTENTION_QBLOCK * T, *dv_t = dk_t + kv_n;
+        for (int64_t i = 0; i < 2 * kv_n; i++) dk_t[i] = 0.0f;
+#pragma omp for schedule(static, 1)
+        for (int64_t item = 0; item < (int64_t)n_head * n_blocks; item++) {
+            const int64_t b = n_blocks - 1 - item / n_head;
+            const int h = (int)(item % n_head), g = h / group;
+            const int64_t t0 = b * ATTENTION_QBLOCK, nq = T - t0 < ATTENTION_QBLOCK ? T - t0 : ATTENTION_QBLOCK;
+            const int64_t nk = t0 + nq;
+            const float *dO = dout + t0 * q_stride + h * hd;
+            /* P[nq][nk]: the forward's probabilities, recomputed as it computed them */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, q + t0 * q_stride + h * hd,
+                        q_stride, k + g * hd, kv_stride, 0.0f, P, (int)nk);
+            for (int64_t i = 0; i < nq; i++) {
+                float *row = P + i * nk;
+                softmax_row(row, t0 + i + 1);
+                for (int64_t j = t0 + i + 1; j < nk; j++) row[j] = 0.0f;
+            }
+            /* dV_g[0:nk] += Pᵀ dO ; dP = dO V_gᵀ */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)nq, 1.0f, P, (int)nk, dO, q_stride,
+                        1.0f, dv_t + g * hd, kv_stride);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, 1.0f, dO, q_stride, v + g * hd,
+                        kv_stride, 0.0f, dP, (int)nk);
+            /* dS = P ⊙ (dP − Σ_j P dP), where Σ_j P_ij dP_ij = dO_i · O_i (hd terms, not nk) */
+            for (int64_t i = 0; i < nq; i++) {
+                const float *p = P + i * nk, *o = out + (t0 + i) * q_stride + h * hd, *g = dO + i * q_stride;
+                float *d = dP + i * nk;
+                double dot = 0;
+                for (int c = 0; c < hd; c++) dot += (double)g[c] * o[c];
+                const float D = (float)dot;
+                for (int64_t j = 0; j < nk; j++) d[j] = p[j] * (d[j] - D);
+            }
+            /* dQ_h[t0:t0+nq] = scale dS K_g ; dK_g[0:nk] += scale dSᵀ Q_h */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, scale, dP, (int)nk, k + g * hd,
+                        kv_stride, 0.0f, dq + t0 * q_stride + h * hd, q_stride);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)nq, scale, dP, (int)nk,
+                        q + t0 * q_stride + h * hd, q_stride, 1.0f, dk_t + g * hd, kv_stride);
+        }
+        /* the implicit barrier above: every private sum is complete */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < kv_n; i++) {
+            float sk = 0, sv = 0;
+            for (int t = 0; t < omp_get_num_threads(); t++) {
+                sk += scratch[t * per_thread + 2 * ATTENTION_QBLOCK * T + i];
+                sv += scratch[t * per_thread + 2 * ATTENTION_QBLOCK * T + kv_n + i];
+            }
+            dk[i] = sk;
+            dv[i] = sv;
+        }
+    }
+}

@@ -19,4 +19,16 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads);
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
+/* Scratch floats attention_backward needs. */
+int64_t attention_backward_scratch_floats(int64_t T, int n_head_kv, int hd, int n_threads);
+
+/* The gradient of attention_forward over a whole sequence (pos0 = 0): given
+ * dout[T][n_head*hd] and the forward's output out[T][n_head*hd] and q, k, v,
+ * writes dq[T][n_head*hd], dk[T][n_head_kv*hd], dv[T][n_head_kv*hd]
+ * (overwritten). The probabilities are recomputed block by block, nothing
+ * T x T is kept; the softmax's row term Σ_j P dP comes from dout · out. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
+                        const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
+                        int64_t scratch_floats);
+
 #endif

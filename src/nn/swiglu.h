@@ -7,4 +7,7 @@
 /* h[n], g[n], u[n] (n = T · n_ff); h may equal g or u. */
 void swiglu_forward(float *h, const float *g, const float *u, int64_t n);
 
+/* dg[n], du[n] from dh[n] and the forward's inputs g, u; dg may equal dh. */
+void swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+
 #endif

@@ -14,7 +14,7 @@ static const int EVAL_KS[] = {1, 5, 10, 20};
 #define N_EVAL_KS 4
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
-                   const mr_prompt_opts *po, int n_cand, const mr_lt_model *m, mr_lora *lora, mr_error *e) {
+                   const mr_prompt_opts *po, int n_cand, llm_model *m, llm_adapter *lora, mr_error *e) {
     memset(r, 0, sizeof *r);
     if (n_cand <= 0 || n_cand > 26)
         return mr_fail(e, MR_ERR_USAGE, "--num-candidates %d: letters A..Z allow 1..26", n_cand);
@@ -31,37 +31,54 @@ int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, co
     int rc = mr_verbalizer_tokens(tok, n_cand, r->letters, e);
     if (rc) return rc;
     for (int i = 0; i < n_cand; i++)
-        if (r->letters[i] >= m->vocab)
+        if (r->letters[i] >= m->cfg.n_vocab)
             return mr_fail(e, MR_ERR_INPUT, "verbalizer token %d of letter %c is outside the model's vocabulary (%d)",
-                           r->letters[i], 'A' + i, m->vocab);
-    r->ws = mr_lt_ws_new(m, lora, po->max_tokens, MR_LT_INFERENCE, e);
-    return r->ws ? MR_OK : e->code;
-}
-
-int mr_ranker_use_engine(mr_ranker *r, llm_model *lm, mr_error *e) {
-    if (lm->cfg.n_vocab != r->m->vocab) return mr_fail(e, MR_ERR_INTERNAL, "ranker: the engine model is another model");
-    llm_state *st = mr_calloc(1, sizeof *st, e);
-    if (!st) return e->code;
-    int rc = llm_state_init(st, lm, r->po.max_tokens, r->po.max_tokens, LLM_STATE_SCORE, e);
-    if (rc) {
-        free(st);
-        return rc;
+                           r->letters[i], 'A' + i, m->cfg.n_vocab);
+    if (!(r->state = mr_calloc(1, sizeof *r->state, e))) return e->code;
+    if ((rc = llm_state_init(r->state, m, po->max_tokens, po->max_tokens, LLM_STATE_SCORE, e))) {
+        free(r->state);
+        r->state = NULL;
     }
-    /* the training forward's workspace is not needed any more */
-    mr_lt_ws_free(r->ws);
-    r->ws = NULL;
-    r->engine = lm;
-    r->engine_state = st;
-    return MR_OK;
+    return rc;
 }
 
 void mr_ranker_free(mr_ranker *r) {
-    if (r->engine_state) {
-        llm_state_free(r->engine_state);
-        free(r->engine_state);
+    if (r->state) {
+        llm_state_free(r->state);
+        free(r->state);
     }
-    mr_lt_ws_free(r->ws);
     memset(r, 0, sizeof *r);
+}
+
+int mr_ranker_load_model(llm_model *m, llm_adapter *ad, int *have_adapter, const char *model_path,
+                         const char *adapter_path, mr_error *e) {
+    *have_adapter = 0;
+    memset(ad, 0, sizeof *ad);
+    int rc = llm_load(m, model_path, e);
+    if (rc || !adapter_path) return rc;
+    rc = mr_is_dir(adapter_path) ? llm_adapter_read_peft(ad, m, adapter_path, e)
+                                 : llm_adapter_read_gguf(ad, m, adapter_path, e);
+    if (!rc && (rc = llm_adapter_attach(m, ad, 1.0f, e))) llm_adapter_free(ad);
+    if (rc) {
+        llm_free(m);
+        return rc;
+    }
+    *have_adapter = 1;
+    return MR_OK;
+}
+
+int mr_ranker_score_ids(mr_ranker *r, const int32_t *ids, int64_t n, float *scores, float *logits, mr_error *e) {
+    const int64_t last = n - 1;
+    llm_state_reset(r->state);
+    int rc = llm_forward(r->state, ids, n, &last, 1, logits, e);
+    /* NaN or Inf in a base model's weights is not looked for at load (multi-GB matrices
+     * stay mapped and unconverted, and the load must stay cheap): it reaches the logits,
+     * which are checked here before any score is used. Adapters are checked at load. */
+    if (!rc && mr_check_finite(logits, (size_t)r->m->cfg.n_vocab, "the model's output", "logits", e))
+        rc = mr_fail(e, MR_ERR_INPUT, "the model gave NaN or Inf logits: NaN or Inf in its weights");
+    if (!rc)
+        for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
+    return rc;
 }
 
 int mr_ranker_prompt(const mr_ranker *r, int split, int32_t user_id, char **text, int32_t **ids, int64_t *n,
@@ -92,31 +109,18 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int
     int rc = mr_ranker_prompt(r, split, user_id, &text, &ids, &n, e);
     if (rc) return rc;
     free(text);
-    float *logits = mr_alloc((size_t)r->m->vocab * sizeof(float), e);
+    const int V = r->m->cfg.n_vocab;
+    float *logits = mr_alloc((size_t)V * sizeof(float), e);
     if (!logits) {
         free(ids);
         return e->code;
     }
-    int last = (int)n - 1;
-    if (r->engine) {
-        int64_t last64 = last;
-        llm_state_reset(r->engine_state);
-        rc = llm_forward(r->engine_state, ids, n, &last64, 1, logits, e);
-    } else {
-        rc = mr_lt_forward(r->m, r->lora, r->ws, ids, NULL, (int)n, &last, 1, logits, e);
-    }
-    /* NaN or Inf in a base model's weights is not looked for at load (multi-GB matrices
-     * stay mapped and unconverted, and the load must stay cheap): it reaches the logits,
-     * which are checked here before any score is used. Adapters are checked at load. */
-    if (!rc && mr_check_finite(logits, (size_t)r->m->vocab, "the model's output", "logits", e))
-        rc = mr_fail(e, MR_ERR_INPUT, "user %d: the model gave NaN or Inf logits: NaN or Inf in its weights", user_id);
-    if (!rc)
-        for (int i = 0; i < r->n_cand; i++) scores[i] = logits[r->letters[i]];
+    rc = mr_ranker_score_ids(r, ids, n, scores, logits, e);
     if (!rc && loss && label_idx >= 0 && label_idx < r->n_cand) {
         float mx = logits[0];
-        for (int j = 1; j < r->m->vocab; j++) mx = logits[j] > mx ? logits[j] : mx;
+        for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
         double sum = 0;
-        for (int j = 0; j < r->m->vocab; j++) sum += exp((double)(logits[j] - mx));
+        for (int j = 0; j < V; j++) sum += exp((double)(logits[j] - mx));
         *loss = mx + log(sum) - logits[r->letters[label_idx]];
     }
     free(logits);

@@ -14,10 +14,9 @@ void mr_rank_train_opts_default(mr_rank_train_opts *o) {
     o->lora_r = 8;
     o->lora_alpha = 32.0f;
     o->lora_dropout = 0.05f;
-    o->targets = (1u << MR_LT_Q) | (1u << MR_LT_V);
+    o->targets = (1u << LLM_LORA_Q) | (1u << LLM_LORA_V);
     o->lr = 1e-4;
     o->warmup = 100;
-    o->micro_batch = 1;
     o->batch = 16;
     o->max_steps = 0;
     o->val_every = 100;
@@ -26,7 +25,7 @@ void mr_rank_train_opts_default(mr_rank_train_opts *o) {
     o->weight_decay = 0.0;
     o->max_grad_norm = 1.0;
     o->seed = 42;
-    o->mode = MR_LT_KEEP_ALL;
+    o->mode = LLM_STATE_KEEP_ACTS;
 }
 
 /* ---- examples ---- */
@@ -121,7 +120,7 @@ typedef struct train_state_header {
     int32_t r, targets;
 } train_state_header;
 
-static int state_write(const char *path, const train_state_header *h, const mr_lora *l, const float *adam_m,
+static int state_write(const char *path, const train_state_header *h, const llm_adapter *l, const float *adam_m,
                        const float *adam_v, mr_error *e) {
     mr_atomic_file af;
     int rc = mr_atomic_open(&af, path, e);
@@ -133,7 +132,7 @@ static int state_write(const char *path, const train_state_header *h, const mr_l
     return mr_atomic_commit(&af, e);
 }
 
-static int state_read(const char *path, train_state_header *h, mr_lora *l, float *adam_m, float *adam_v,
+static int state_read(const char *path, train_state_header *h, llm_adapter *l, float *adam_m, float *adam_v,
                       const mr_rank_train_opts *o, mr_error *e) {
     char *data;
     size_t len;
@@ -171,7 +170,7 @@ static double lr_at(const mr_rank_train_opts *o, int64_t step, int64_t total) {
 }
 
 /* Clips the gradient norm, then one AdamW step (betas 0.9, 0.999, eps 1e-8). */
-static double adamw_step(mr_lora *l, float *m, float *v, int64_t t, double lr, const mr_rank_train_opts *o) {
+static double adamw_step(llm_adapter *l, float *m, float *v, int64_t t, double lr, const mr_rank_train_opts *o) {
     const int64_t n = l->n_params;
     float *p = l->buf, *g = l->buf + n;
     double ss = 0;
@@ -204,18 +203,18 @@ static int validate(mr_ranker *r, const mr_rank_train_opts *o, double *ndcg, dou
 }
 
 static int save_best(mr_ranker *r, const mr_rank_train_opts *o, const char *adapter_path, mr_error *e) {
-    int rc = mr_lora_write_gguf(r->lora, r->m, adapter_path, e);
+    int rc = llm_adapter_write_gguf(r->lora, r->m, adapter_path, e);
     if (rc || !o->peft) return rc;
     char *dir = mr_path_join(o->out_dir, "peft", e);
     if (!dir) return e->code;
-    rc = mr_lora_write_peft(r->lora, r->m, dir, o->base_model_name, e);
+    rc = llm_adapter_write_peft(r->lora, r->m, dir, o->base_model_name, e);
     free(dir);
     return rc;
 }
 
 int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_result *res, mr_error *e) {
     memset(res, 0, sizeof *res);
-    mr_lora *l = r->lora;
+    llm_adapter *l = r->lora;
     if (!l) return mr_fail(e, MR_ERR_INTERNAL, "ranker training without an adapter");
     if (o->batch <= 0 || o->val_every <= 0 || o->patience <= 0)
         return mr_fail(e, MR_ERR_USAGE, "--batch, --val-every and --patience must be positive");
@@ -235,15 +234,17 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     float *adam_m = mr_calloc((size_t)l->n_params, sizeof(float), e);
     float *adam_v = mr_calloc((size_t)l->n_params, sizeof(float), e);
     int mode = o->mode;
+    const int64_t max_T = r->po.max_tokens + 1;
     if (mode < 0) {
-        const double keep = mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_KEEP_ALL);
+        const double keep = llm_train_state_bytes(r->m, max_T, LLM_STATE_KEEP_ACTS);
         const double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-        mode = ram > 0 && keep > 0.25 * ram ? MR_LT_RECOMPUTE : MR_LT_KEEP_ALL;
-        if (mode == MR_LT_RECOMPUTE)
+        mode = ram > 0 && keep > 0.25 * ram ? LLM_STATE_RECOMPUTE : LLM_STATE_KEEP_ACTS;
+        if (mode == LLM_STATE_RECOMPUTE)
             mr_log("kept activations would take %.1f GB: recomputing each layer in the backward instead (%.1f GB)",
-                   keep / 1e9, mr_lt_ws_estimate(r->m, l, r->po.max_tokens + 1, MR_LT_RECOMPUTE) / 1e9);
+                   keep / 1e9, llm_train_state_bytes(r->m, max_T, LLM_STATE_RECOMPUTE) / 1e9);
     }
-    mr_lt_ws *ws = mr_lt_ws_new(r->m, l, r->po.max_tokens + 1, mode, e);
+    llm_state ws_state, *ws = NULL;
+    if (llm_state_init(&ws_state, r->m, max_T, max_T, mode, e) == MR_OK) ws = &ws_state;
     FILE *logf = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
@@ -293,11 +294,12 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     const int32_t *seq;
     double loss_acc = 0, norm_acc = 0;
     int64_t loss_n = 0, tokens = 0, examples = 0;
+    double train_s = 0;
     const double t0 = mr_now();
     mr_progress prog;
     mr_progress_start(&prog, "ranker training", total_steps);
     while (h.step < total_steps) {
-        mr_lora_zero_grad(l);
+        llm_adapter_zero_grad(l);
         double batch_loss = 0;
         const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
         for (int b = 0; b < o->batch; b++) {
@@ -319,11 +321,14 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             if ((rc = mr_prompt_train_ids(r->tok, text, r->po.max_tokens, &ids, &n, e))) goto stop;
             free(text);
             text = NULL;
-            int pos[2] = {(int)n - 3, (int)n - 2};
+            int64_t pos[2] = {n - 3, n - 2};
             int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
-            mr_lt_step st = {.ids = ids, .T = (int)n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
-                             .dropout_seed = mix(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
-            if ((rc = mr_lt_forward_backward(r->m, l, ws, &st, 1.0f / (float)o->batch, e))) goto stop;
+            llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
+                                 .dropout_seed = mix(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
+            const double ts = mr_now();
+            rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
+            train_s += mr_now() - ts;
+            if (rc) goto stop;
             free(ids);
             ids = NULL;
             batch_loss += st.loss;
@@ -341,7 +346,9 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             break;
         }
         const double lr = lr_at(o, h.step, total_steps);
+        const double ts = mr_now();
         const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
+        train_s += mr_now() - ts;
         h.step++;
         batch_loss /= o->batch;
         if (h.step == 1) h.first_loss = batch_loss;
@@ -386,6 +393,8 @@ stop:
     res->seconds = mr_now() - t0;
     res->examples_per_second = res->seconds > 0 ? examples / res->seconds : 0;
     res->tokens_per_second = res->seconds > 0 ? tokens / res->seconds : 0;
+    res->train_seconds = train_s;
+    res->train_tokens_per_second = train_s > 0 ? tokens / train_s : 0;
 finish:
     res->steps = h.step;
     res->val_ndcg10_before = h.val_before;
@@ -397,16 +406,19 @@ finish:
     if (res->first_train_loss == 0) res->first_train_loss = h.first_loss;
     /* leave the best adapter in r->lora */
     {
-        mr_lora best;
-        if ((rc = mr_lora_read_gguf(&best, r->m, adapter_path, e))) goto done;
-        memcpy(l->buf, best.buf, (size_t)l->n_params * sizeof(float));
-        mr_lora_free(&best);
+        llm_adapter best;
+        if ((rc = llm_adapter_read_gguf(&best, r->m, adapter_path, e))) goto done;
+        rc = best.n_params == l->n_params ? MR_OK
+                                          : mr_fail(e, MR_ERR_INTERNAL, "%s: not the adapter being trained", adapter_path);
+        if (!rc) memcpy(l->buf, best.buf, (size_t)l->n_params * sizeof(float));
+        llm_adapter_free(&best);
+        if (rc) goto done;
     }
 done:
     if (logf) fclose(logf);
     free(text);
     free(ids);
-    mr_lt_ws_free(ws);
+    if (ws) llm_state_free(ws);
     free(adam_m);
     free(adam_v);
     free(ex);

@@ -1,0 +1,273 @@
+/* Backward kernels of the transformer (src/nn: rmsnorm, rope in both layouts,
+ * causal grouped-query attention, SwiGLU, LoRA, embedding, the input gradient
+ * through a stored weight of each type) against central finite differences of
+ * their forwards: L = Σ probe · out, so dL/dout = probe. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/attention.h"
+#include "nn/embedding.h"
+#include "nn/lora.h"
+#include "nn/matmul.h"
+#include "nn/quant.h"
+#include "nn/rmsnorm.h"
+#include "nn/rope.h"
+#include "nn/swiglu.h"
+#include "test.h"
+
+static void fill(float *x, int64_t n, mr_rng *r, double s) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(s * mr_rng_normal(r));
+}
+
+static double dot(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* A forward as a loss of its perturbed input. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares grad[i] with the central difference of f at x[i] for every i
+ * (or every `stride`-th); returns the worst |fd - grad| / (1 + |grad|). */
+static double fd_check(loss_fn f, void *ctx, float *x, const float *grad, int64_t n, int64_t stride, float eps) {
+    double worst = 0;
+    for (int64_t i = 0; i < n; i += stride) {
+        const float keep = x[i];
+        x[i] = keep + eps;
+        const double lp = f(ctx);
+        x[i] = keep - eps;
+        const double lm = f(ctx);
+        x[i] = keep;
+        const double fd = (lp - lm) / (2.0 * eps), err = fabs(fd - grad[i]) / (1.0 + fabs(grad[i]));
+        if (err > worst) worst = err;
+    }
+    return worst;
+}
+
+/* ---- rmsnorm */
+typedef struct {
+    float *x, *w, *y, *probe;
+    int T, d;
+} rms_ctx;
+static double rms_loss(void *c) {
+    rms_ctx *k = c;
+    rmsnorm_forward(k->y, NULL, k->x, k->w, k->T, k->d, 1e-5f);
+    return dot(k->y, k->probe, (int64_t)k->T * k->d);
+}
+TEST(rmsnorm_backward_finite_differences) {
+    enum { T = 3, D = 16 };
+    mr_rng r;
+    mr_rng_seed(&r, 1);
+    float x[T * D], w[D], y[T * D], probe[T * D], rstd[T], dx[T * D];
+    fill(x, T * D, &r, 1.5);
+    fill(w, D, &r, 1);
+    fill(probe, T * D, &r, 1);
+    rmsnorm_forward(y, rstd, x, w, T, D, 1e-5f);
+    for (int i = 0; i < T * D; i++) dx[i] = 0.25f; /* accumulates */
+    rmsnorm_backward(dx, probe, x, w, rstd, T, D);
+    for (int i = 0; i < T * D; i++) dx[i] -= 0.25f;
+    rms_ctx c = {x, w, y, probe, T, D};
+    double err = fd_check(rms_loss, &c, x, dx, T * D, 1, 1e-2f);
+    CHECK_MSG(err < 2e-3, "rmsnorm: worst relative error %g", err);
+}
+
+/* ---- rope */
+typedef struct {
+    float *x, *y, *cs, *probe;
+    rope_params p;
+    int T, H, hd;
+} rope_ctx;
+static double rope_loss(void *c) {
+    rope_ctx *k = c;
+    const int64_t n = (int64_t)k->T * k->H * k->hd;
+    memcpy(k->y, k->x, (size_t)n * sizeof(float));
+    rope_forward(k->y, k->cs, &k->p, k->T, k->H, k->hd);
+    return dot(k->y, k->probe, n);
+}
+static void rope_case(int halves) {
+    enum { T = 5, H = 2, HD = 8 };
+    mr_rng r;
+    mr_rng_seed(&r, 2);
+    float x[T * H * HD], y[T * H * HD], probe[T * H * HD], dx[T * H * HD], cs[T * HD];
+    const float factors[HD / 2] = {1.0f, 2.0f, 1.5f, 4.0f};
+    rope_params p = {HD, 10000.0, 0.5, factors, halves};
+    rope_table(cs, &p, T, 3);
+    fill(x, T * H * HD, &r, 1);
+    fill(probe, T * H * HD, &r, 1);
+    memcpy(dx, probe, sizeof dx);
+    rope_backward(dx, cs, &p, T, H, HD);
+    rope_ctx c = {x, y, cs, probe, p, T, H, HD};
+    double err = fd_check(rope_loss, &c, x, dx, T * H * HD, 1, 1e-2f);
+    CHECK_MSG(err < 1e-3, "rope (halves %d): worst relative error %g", halves, err);
+}
+TEST(rope_backward_adjacent_pairs) { rope_case(0); }
+TEST(rope_backward_halves) { rope_case(1); }
+
+/* ---- attention */
+typedef struct {
+    float *q, *k, *v, *out, *probe, *scratch;
+    int64_t scratch_floats;
+    int T, H, HKV, hd;
+} att_ctx;
+static double att_loss(void *c) {
+    att_ctx *a = c;
+    attention_forward(a->out, a->q, a->k, a->v, a->T, 0, a->H, a->HKV, a->hd, a->scratch, a->scratch_floats);
+    return dot(a->out, a->probe, (int64_t)a->T * a->H * a->hd);
+}
+TEST(attention_backward_grouped_heads_two_blocks) {
+    /* 70 positions: two query blocks; 4 heads reading 2 kv heads */
+    const int T = 70, H = 4, HKV = 2, HD = 8, QD = H * HD, KVD = HKV * HD;
+    mr_rng r;
+    mr_rng_seed(&r, 3);
+    float *q = malloc(sizeof(float) * T * QD), *k = malloc(sizeof(float) * T * KVD), *v = malloc(sizeof(float) * T * KVD);
+    float *out = malloc(sizeof(float) * T * QD), *probe = malloc(sizeof(float) * T * QD);
+    float *dq = malloc(sizeof(float) * T * QD), *dk = malloc(sizeof(float) * T * KVD), *dv = malloc(sizeof(float) * T * KVD);
+    const int64_t sf = attention_scratch_floats(T, 4), bf = attention_backward_scratch_floats(T, HKV, HD, 4);
+    float *scratch = malloc(sizeof(float) * (size_t)sf), *bscratch = malloc(sizeof(float) * (size_t)bf);
+    fill(q, T * QD, &r, 1);
+    fill(k, T * KVD, &r, 1);
+    fill(v, T * KVD, &r, 1);
+    fill(probe, T * QD, &r, 1);
+    attention_forward(out, q, k, v, T, 0, H, HKV, HD, scratch, sf);
+    attention_backward(dq, dk, dv, probe, out, q, k, v, T, H, HKV, HD, bscratch, bf);
+    att_ctx c = {q, k, v, out, probe, scratch, sf, T, H, HKV, HD};
+    double eq = fd_check(att_loss, &c, q, dq, (int64_t)T * QD, 7, 1e-2f);
+    double ek = fd_check(att_loss, &c, k, dk, (int64_t)T * KVD, 5, 1e-2f);
+    double ev = fd_check(att_loss, &c, v, dv, (int64_t)T * KVD, 5, 1e-2f);
+    free(q), free(k), free(v), free(out), free(probe), free(dq), free(dk), free(dv), free(scratch), free(bscratch);
+    CHECK_MSG(eq < 3e-3 && ek < 3e-3 && ev < 3e-3, "attention: worst relative errors dq %g dk %g dv %g", eq, ek, ev);
+}
+
+/* ---- swiglu */
+typedef struct {
+    float *g, *u, *h, *probe;
+    int n;
+} sw_ctx;
+static double sw_loss(void *c) {
+    sw_ctx *s = c;
+    swiglu_forward(s->h, s->g, s->u, s->n);
+    return dot(s->h, s->probe, s->n);
+}
+TEST(swiglu_backward_finite_differences) {
+    enum { N = 40 };
+    mr_rng r;
+    mr_rng_seed(&r, 4);
+    float g[N], u[N], h[N], probe[N], dg[N], du[N];
+    fill(g, N, &r, 2);
+    fill(u, N, &r, 1);
+    fill(probe, N, &r, 1);
+    swiglu_backward(dg, du, probe, g, u, N);
+    sw_ctx c = {g, u, h, probe, N};
+    double eg = fd_check(sw_loss, &c, g, dg, N, 1, 1e-2f), eu = fd_check(sw_loss, &c, u, du, N, 1, 1e-2f);
+    CHECK_MSG(eg < 1e-3 && eu < 1e-3, "swiglu: dg %g du %g", eg, eu);
+}
+
+/* ---- lora */
+typedef struct {
+    float *x, *a, *b, *y, *z, *probe;
+    int T, in, out, r;
+    float scale;
+} lora_ctx;
+static double lora_loss(void *c) {
+    lora_ctx *l = c;
+    memset(l->y, 0, sizeof(float) * (size_t)(l->T * l->out));
+    lora_forward(l->y, l->z, l->x, l->a, l->b, l->T, l->in, l->out, l->r, l->scale);
+    return dot(l->y, l->probe, (int64_t)l->T * l->out);
+}
+TEST(lora_backward_finite_differences) {
+    enum { T = 6, IN = 10, OUT = 7, R = 3 };
+    mr_rng r;
+    mr_rng_seed(&r, 5);
+    float x[T * IN], a[R * IN], b[OUT * R], y[T * OUT], z[T * R], probe[T * OUT];
+    float dx[T * IN] = {0}, da[R * IN] = {0}, db[OUT * R] = {0};
+    fill(x, T * IN, &r, 1);
+    fill(a, R * IN, &r, 1);
+    fill(b, OUT * R, &r, 1);
+    fill(probe, T * OUT, &r, 1);
+    /* gs = 0.5: the weight gradients are halved, dx is not */
+    lora_backward(dx, da, db, z, probe, x, a, b, T, IN, OUT, R, 2.5f, 0.5f);
+    for (int i = 0; i < R * IN; i++) da[i] *= 2;
+    for (int i = 0; i < OUT * R; i++) db[i] *= 2;
+    lora_ctx c = {x, a, b, y, z, probe, T, IN, OUT, R, 2.5f};
+    double ex = fd_check(lora_loss, &c, x, dx, T * IN, 1, 1e-2f), ea = fd_check(lora_loss, &c, a, da, R * IN, 1, 1e-2f),
+           eb = fd_check(lora_loss, &c, b, db, OUT * R, 1, 1e-2f);
+    CHECK_MSG(ex < 1e-3 && ea < 1e-3 && eb < 1e-3, "lora: dx %g dA %g dB %g", ex, ea, eb);
+}
+
+/* ---- embedding */
+typedef struct {
+    float *table, *out, *probe;
+    const int32_t *ids;
+    int T, V, d;
+} emb_ctx;
+static double emb_loss(void *c) {
+    emb_ctx *k = c;
+    qmat q = {GGML_TYPE_F32, k->V, k->d, k->table};
+    embedding_forward(k->out, &q, k->ids, k->T);
+    return dot(k->out, k->probe, (int64_t)k->T * k->d);
+}
+TEST(embedding_backward_repeated_ids) {
+    enum { V = 5, D = 4, T = 6 };
+    const int32_t ids[T] = {3, 1, 3, 0, 3, 4};
+    mr_rng r;
+    mr_rng_seed(&r, 6);
+    float table[V * D], out[T * D], probe[T * D], dt[V * D] = {0};
+    fill(table, V * D, &r, 1);
+    fill(probe, T * D, &r, 1);
+    embedding_backward(dt, probe, ids, T, D);
+    emb_ctx c = {table, out, probe, ids, T, V, D};
+    double err = fd_check(emb_loss, &c, table, dt, V * D, 1, 1e-2f);
+    CHECK_MSG(err < 1e-4, "embedding: %g", err);
+}
+
+/* ---- input gradient through a frozen stored weight: dx = dy · dequant(W) */
+TEST(matmul_backward_input_every_weight_type) {
+    enum { T = 3, ROWS = 40, COLS = 256 };
+    const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+                               GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
+                               GGML_TYPE_Q6_K};
+    mr_rng r;
+    mr_rng_seed(&r, 7);
+    float *w = malloc(sizeof(float) * ROWS * COLS), *deq = malloc(sizeof(float) * ROWS * COLS);
+    float dy[T * ROWS], dx[T * COLS];
+    fill(w, ROWS * COLS, &r, 0.1);
+    fill(dy, T * ROWS, &r, 1);
+    void *q = malloc((size_t)ROWS * COLS * 4);
+    float *scratch = malloc(sizeof(float) * 16 * COLS);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const size_t rb = quant_row_bytes(types[i], COLS);
+        for (int row = 0; row < ROWS; row++) {
+            quantize_row_ref(types[i], w + row * COLS, (uint8_t *)q + row * rb, COLS);
+            dequantize_row(types[i], (uint8_t *)q + row * rb, deq + row * COLS, COLS);
+        }
+        qmat W = {types[i], ROWS, COLS, q};
+        for (int j = 0; j < T * COLS; j++) dx[j] = 1.0f; /* accumulates */
+        matmul_backward_input(dx, dy, T, &W, scratch, 16 * COLS);
+        double worst = 0;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < COLS; c++) {
+                double s = 1.0;
+                for (int o = 0; o < ROWS; o++) s += (double)dy[t * ROWS + o] * deq[o * COLS + c];
+                double d = fabs(s - dx[t * COLS + c]);
+                if (d > worst) worst = d;
+            }
+        if (worst > 1e-4) {
+            free(w), free(deq), free(q), free(scratch);
+            CHECK_MSG(0, "%s: dx differs from dy · dequant(W) by %g", quant_type_name(types[i]), worst);
+        }
+    }
+    free(w), free(deq), free(q), free(scratch);
+}
+
+int main(void) {
+    RUN(rmsnorm_backward_finite_differences);
+    RUN(rope_backward_adjacent_pairs);
+    RUN(rope_backward_halves);
+    RUN(attention_backward_grouped_heads_two_blocks);
+    RUN(swiglu_backward_finite_differences);
+    RUN(lora_backward_finite_differences);
+    RUN(embedding_backward_repeated_ids);
+    RUN(matmul_backward_input_every_weight_type);
+    return test_summary();
+}
