@@ -24,10 +24,26 @@ static void fill_normal(float *x, int64_t n, uint64_t seed, float scale) {
 TEST(q8_0_activation_block_by_hand) {
     float x[32];
     for (int j = 0; j < 32; j++) x[j] = (float)(j - 16);
+    /* a row: ggml's block (34 bytes), padding to 36, then the float scale and the
+     * zero-point correction -8 * sum(qs) for Q4_0's kernel */
+    union {
+        blk_q8_0 b;
+        uint8_t bytes[44];
+    } row;
     blk_q8_0 b;
     CHECK(qdot_act_type(GGML_TYPE_Q4_0) == GGML_TYPE_Q8_0);
-    CHECK(qdot_act_row_bytes(GGML_TYPE_Q4_0, 64) == 68);
-    qdot_quantize_row(GGML_TYPE_Q4_0, x, &b, 32);
+    CHECK(qdot_act_row_bytes(GGML_TYPE_Q4_0, 64) == 68 + 16);
+    CHECK(qdot_act_row_bytes(GGML_TYPE_Q4_0, 32) == sizeof row.bytes);
+    qdot_quantize_row(GGML_TYPE_Q4_0, x, row.bytes, 32);
+    memcpy(&b, row.bytes, sizeof b);
+    float dx;
+    int32_t zx;
+    memcpy(&dx, row.bytes + 36, 4);
+    memcpy(&zx, row.bytes + 40, 4);
+    CHECK(dx == mr_f16_to_f32(b.d));
+    int sum = 0;
+    for (int j = 0; j < 32; j++) sum += b.qs[j];
+    CHECK(zx == -8 * sum);
     CHECK(b.d == mr_f32_to_f16(16.0f / 127));
     CHECK(b.qs[0] == -127);
     CHECK(b.qs[14] == -16); /* -15.875 rounds away from zero */
@@ -37,7 +53,8 @@ TEST(q8_0_activation_block_by_hand) {
     CHECK(b.qs[18] == 16);
     CHECK(b.qs[31] == 119); /* 15 * 7.9375 = 119.0625 */
     float z[32] = {0};
-    qdot_quantize_row(GGML_TYPE_Q8_0, z, &b, 32);
+    qdot_quantize_row(GGML_TYPE_Q8_0, z, row.bytes, 32);
+    memcpy(&b, row.bytes, sizeof b);
     CHECK(b.d == 0);
     for (int j = 0; j < 32; j++) CHECK(b.qs[j] == 0);
 }
@@ -47,12 +64,24 @@ TEST(q8_1_activation_blocks) {
     enum { N = 256 };
     float x[N];
     fill_normal(x, N, 3, 2.0f);
+    /* rows: the blocks, then per block the float d and (Q8_1) the float s */
+    uint8_t ra[N / 32 * 42], rb[N / 32 * 44];
     blk_q8_0 a[N / 32];
     blk_q8_1 b[N / 32];
     CHECK(qdot_act_type(GGML_TYPE_Q5_1) == GGML_TYPE_Q8_1);
-    CHECK(qdot_act_row_bytes(GGML_TYPE_Q4_1, N) == sizeof b);
-    qdot_quantize_row(GGML_TYPE_Q8_0, x, a, N);
-    qdot_quantize_row(GGML_TYPE_Q4_1, x, b, N);
+    CHECK(qdot_act_row_bytes(GGML_TYPE_Q8_0, N) == sizeof ra);
+    CHECK(qdot_act_row_bytes(GGML_TYPE_Q4_1, N) == sizeof rb);
+    qdot_quantize_row(GGML_TYPE_Q8_0, x, ra, N);
+    qdot_quantize_row(GGML_TYPE_Q4_1, x, rb, N);
+    memcpy(a, ra, sizeof a);
+    memcpy(b, rb, sizeof b);
+    for (int i = 0; i < N / 32; i++) {
+        float d, s;
+        memcpy(&d, rb + sizeof b + 4 * i, 4);
+        memcpy(&s, rb + sizeof b + N / 32 * 4 + 4 * i, 4);
+        CHECK(d == mr_f16_to_f32(b[i].d));
+        CHECK(s == mr_f16_to_f32(b[i].s));
+    }
     for (int i = 0; i < N / 32; i++) {
         CHECK(a[i].d == b[i].d);
         CHECK(memcmp(a[i].qs, b[i].qs, 32) == 0);

@@ -27,7 +27,20 @@
 
 #define QK 32
 
-/* ---------------- activation formats ---------------- */
+/* ---------------- activation formats ----------------
+ * A row of Q8_0 / Q8_1 activations is ggml's blocks, then (for the kernels, which
+ * would otherwise convert or add them up again for every group of weight rows)
+ * one float and one 32-bit word per block:
+ *   Q8_0 rows: blocks[nb], padding to 4 bytes, float d[nb], int32 zx[nb]
+ *              zx = -zero(w) * sum(qs): the integer correction for a weight type
+ *              whose kernel multiplies unsigned quants q + zero (Q4_0: 8, Q5_0: 16,
+ *              Q8_0: 128 with VNNI, else 0)
+ *   Q8_1 rows: blocks[nb], float d[nb], float s[nb]
+ * d and s are the blocks' f16 values converted exactly. */
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define QDOT_VNNI 1
+#endif
 
 ggml_type qdot_act_type(ggml_type w) {
     switch (w) {
@@ -38,11 +51,29 @@ ggml_type qdot_act_type(ggml_type w) {
     }
 }
 
+/* bytes of the ggml blocks of a row, padded to 4 */
+static size_t act_blocks_bytes(ggml_type at, int64_t nb) {
+    size_t b = (size_t)nb * (at == GGML_TYPE_Q8_1 ? sizeof(blk_q8_1) : sizeof(blk_q8_0));
+    return (b + 3) & ~(size_t)3;
+}
+
 size_t qdot_act_row_bytes(ggml_type w, int64_t cols) {
-    switch (qdot_act_type(w)) {
-    case GGML_TYPE_Q8_0: return (size_t)(cols / QK) * sizeof(blk_q8_0);
-    case GGML_TYPE_Q8_1: return (size_t)(cols / QK) * sizeof(blk_q8_1);
+    const ggml_type at = qdot_act_type(w);
+    switch (at) {
+    case GGML_TYPE_Q8_0: case GGML_TYPE_Q8_1: return act_blocks_bytes(at, cols / QK) + (size_t)(cols / QK) * 8;
     case GGML_TYPE_Q8_K: return (size_t)(cols / 256) * sizeof(blk_q8_K);
+    default: return 0;
+    }
+}
+
+/* the zero point the kernels of weight type w take off their unsigned quants */
+static int act_zero(ggml_type w) {
+    switch (w) {
+    case GGML_TYPE_Q4_0: return 8;
+    case GGML_TYPE_Q5_0: return 16;
+#ifdef QDOT_VNNI
+    case GGML_TYPE_Q8_0: return 128;
+#endif
     default: return 0;
     }
 }
@@ -79,11 +110,31 @@ static void quantize_q8_1(const float *x, blk_q8_1 *y, int64_t cols) {
 }
 
 void qdot_quantize_row(ggml_type w, const float *x, void *xq, int64_t cols) {
-    switch (qdot_act_type(w)) {
-    case GGML_TYPE_Q8_0: quantize_q8_0(x, xq, cols); break;
-    case GGML_TYPE_Q8_1: quantize_q8_1(x, xq, cols); break;
-    default: break; /* Q8_K: qdot_k.c's qdot_quantize_row_q8_K, wired in with the K kernels */
+    const ggml_type at = qdot_act_type(w);
+    const int64_t nb = cols / QK;
+    uint8_t *extra = (uint8_t *)xq + act_blocks_bytes(at, nb);
+    float *d = (float *)extra;
+    if (at == GGML_TYPE_Q8_0) {
+        blk_q8_0 *y = xq;
+        quantize_q8_0(x, y, cols);
+        int32_t *zx = (int32_t *)(extra + (size_t)nb * 4);
+        const int z = act_zero(w);
+        for (int64_t b = 0; b < nb; b++) {
+            int sum = 0;
+            for (int j = 0; j < QK; j++) sum += y[b].qs[j];
+            d[b] = mr_f16_to_f32(y[b].d);
+            zx[b] = -z * sum;
+        }
+    } else if (at == GGML_TYPE_Q8_1) {
+        blk_q8_1 *y = xq;
+        quantize_q8_1(x, y, cols);
+        float *sx = (float *)(extra + (size_t)nb * 4);
+        for (int64_t b = 0; b < nb; b++) {
+            d[b] = mr_f16_to_f32(y[b].d);
+            sx[b] = mr_f16_to_f32(y[b].s);
+        }
     }
+    /* Q8_K: qdot_k.c's qdot_quantize_row_q8_K, wired in with the K kernels */
 }
 
 /* ---------------- weight blocks ---------------- */
@@ -179,54 +230,101 @@ static void tile_portable(ggml_type wt, float *y, int64_t ldy, const uint8_t *w,
 
 #ifdef QDOT_AVX2
 /* ---------------- AVX2 kernels ----------------
- * A tile is walked in groups of 8 weight rows x NA (<= 4) activation rows. For
- * each block, the 8 weight blocks are unpacked once into bytes (u: unsigned
- * magnitudes; s: the signed values whose signs go onto the activations, for the
- * types with signed quants) and then multiplied with the NA activation blocks:
- * 8 exact 8-lane integer sums per activation row, reduced to one vector whose
- * lane k is row k's block sum, converted to float and scaled 8 rows at a time.
- * With AVX512-VNNI (AVX512VL) one vpdpbusd replaces maddubs + madd. Neither
- * saturates: |u| <= 128 and |x| <= 127 (Q8_0) or u <= 31. */
+ * A tile is walked in groups of 8 weight rows x NA activation rows. For each
+ * block, the 8 weight blocks are unpacked into 8 vectors V[j] whose 32-bit lane k
+ * holds the unsigned quants 4j..4j+3 of row k (+ the zero point of the type, taken
+ * off again through the activation row's zx): a transposition done on the packed
+ * bytes, so one activation block, broadcast 4 bytes at a time, meets all 8 rows
+ * in 8 u8 x s8 dot instructions and lane k ends with row k's exact block sum. No
+ * horizontal sums; the float work (convert, scale, accumulate) is 8 rows wide.
+ * With AVX512-VNNI (AVX512VL) a dot is one vpdpbusd; with plain AVX2 it is
+ * maddubs + madd + add, which needs |pairs| < 2^15: the unsigned operand stays
+ * <= 31 (Q4/Q5) or, for Q8_0, is |w| with the sign moved onto the activation. */
 
-static inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#ifdef QDOT_VNNI
+#define QDOT_NA 8 /* 32 vector registers: 8 V, 8 accumulators, scales and temps */
+static inline __m256i dot_acc(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
 #else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#define QDOT_NA 4 /* 16 vector registers */
+static inline __m256i dot_acc(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
 #endif
+
+/* in: R[i] = [row i words 0..3 | row i+4 words 0..3] (i < 4);
+ * out: W[j] = [row 0..7 word j], rows in natural lane order */
+static inline void transpose_4x(const __m256i R[4], __m256i W[4]) {
+    const __m256i a = _mm256_unpacklo_epi32(R[0], R[1]), b = _mm256_unpacklo_epi32(R[2], R[3]);
+    const __m256i c = _mm256_unpackhi_epi32(R[0], R[1]), d = _mm256_unpackhi_epi32(R[2], R[3]);
+    W[0] = _mm256_unpacklo_epi64(a, b);
+    W[1] = _mm256_unpackhi_epi64(a, b);
+    W[2] = _mm256_unpacklo_epi64(c, d);
+    W[3] = _mm256_unpackhi_epi64(c, d);
 }
 
-/* lane k of the result = the sum of the 8 lanes of v[k] */
-static inline __m256i reduce8(const __m256i v[8]) {
-    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    __m256i g0 = _mm256_hadd_epi32(h01, h23), g1 = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+static inline __m256i load_pair(const uint8_t *lo, const uint8_t *hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                   _mm_loadu_si128((const __m128i *)hi), 1);
 }
 
-/* the 32 nibbles of 16 bytes: low nibbles are elements 0..15, high ones 16..31 */
-static inline __m256i nibbles(const uint8_t *qs) {
-    __m128i lo = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(lo, 4), lo);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
-/* byte i = 0x10 where bit i of qh is set, else 0 */
-static inline __m256i high_bits(uint32_t qh) {
-    const __m256i spread = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
-
-static inline __m256 f16x8(const uint8_t *const p[8]) {
-    __m128i h = _mm_set_epi16((short)rd16(p[7]), (short)rd16(p[6]), (short)rd16(p[5]), (short)rd16(p[4]),
-                              (short)rd16(p[3]), (short)rd16(p[2]), (short)rd16(p[1]), (short)rd16(p[0]));
+static inline __m256 f16x8(const uint8_t *const p[8], int off) {
+    __m128i h = _mm_set_epi16((short)rd16(p[7] + off), (short)rd16(p[6] + off), (short)rd16(p[5] + off),
+                              (short)rd16(p[4] + off), (short)rd16(p[3] + off), (short)rd16(p[2] + off),
+                              (short)rd16(p[1] + off), (short)rd16(p[0] + off));
     return _mm256_cvtph_ps(h);
 }
 
-static inline float f16_1(uint16_t h) { return _cvtsh_ss(h); }
+/* V[8] (and, for Q8_0 without VNNI, S[8]: the signed quants) of block b of 8 rows */
+static inline __attribute__((always_inline)) void unpack8(ggml_type T, const uint8_t *const blk[8], __m256i V[8],
+                                                         __m256i S[8]) {
+    const wfmt f = fmt_of(T);
+    __m256i R[4], W[4];
+    if (T == GGML_TYPE_Q8_0) {
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < 4; i++) R[i] = load_pair(blk[i] + f.qs_off, blk[i + 4] + f.qs_off);
+        transpose_4x(R, V);
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < 4; i++) R[i] = load_pair(blk[i] + f.qs_off + 16, blk[i + 4] + f.qs_off + 16);
+        transpose_4x(R, V + 4);
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < 8; j++) {
+#ifdef QDOT_VNNI
+            V[j] = _mm256_xor_si256(V[j], _mm256_set1_epi8((char)0x80)); /* q + 128 */
+            (void)S;
+#else
+            S[j] = V[j];
+            V[j] = _mm256_abs_epi8(V[j]);
+#endif
+        }
+        return;
+    }
+    (void)S;
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < 4; i++) R[i] = load_pair(blk[i] + f.qs_off, blk[i + 4] + f.qs_off);
+    transpose_4x(R, W);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < 4; j++) {
+        V[j] = _mm256_and_si256(W[j], m4);                         /* elements 4j..4j+3: low nibbles */
+        V[j + 4] = _mm256_and_si256(_mm256_srli_epi16(W[j], 4), m4); /* 16+4j..: high nibbles */
+    }
+    if (f.qh_off >= 0) {
+        /* bit e of qh is the 5th bit of element e: lane k of V[j] wants bits 4j..4j+3 of
+         * row k's qh as 0x10 in bytes 0..3; x * 0x02040810 puts bit i of a 4-bit x at
+         * bit 8i+4 (the other partial products miss those bits) */
+        const __m256i qh = _mm256_set_epi32((int)rd32(blk[7] + f.qh_off), (int)rd32(blk[6] + f.qh_off),
+                                            (int)rd32(blk[5] + f.qh_off), (int)rd32(blk[4] + f.qh_off),
+                                            (int)rd32(blk[3] + f.qh_off), (int)rd32(blk[2] + f.qh_off),
+                                            (int)rd32(blk[1] + f.qh_off), (int)rd32(blk[0] + f.qh_off));
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < 8; j++) {
+            __m256i x4 = _mm256_and_si256(_mm256_srli_epi32(qh, 4 * j), _mm256_set1_epi32(0xF));
+            __m256i hb = _mm256_and_si256(_mm256_mullo_epi32(x4, _mm256_set1_epi32(0x02040810)),
+                                          _mm256_set1_epi32(0x10101010));
+            V[j] = _mm256_or_si256(V[j], hb);
+        }
+    }
+}
 
 /* One group of 8 weight rows x NA activation rows, all blocks. T is the weight
  * type, a compile-time constant in each instantiation below. */
@@ -234,62 +332,51 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
                                                            const uint8_t *w, size_t w_row_bytes, const uint8_t *xq,
                                                            size_t xq_row_bytes, int64_t nb, float beta) {
     const wfmt f = fmt_of(T);
-    const int is_signed = !f.has_min;
-    __m256 acc[4];
+    const ggml_type at = f.has_min ? GGML_TYPE_Q8_1 : GGML_TYPE_Q8_0;
+    const size_t xblk = f.has_min ? sizeof(blk_q8_1) : sizeof(blk_q8_0), xqs = f.has_min ? 4 : 2;
+    const size_t xd_off = act_blocks_bytes(at, nb), x2_off = xd_off + (size_t)nb * 4;
+    const int has_zero = act_zero(T) != 0;
+    __m256 acc[QDOT_NA];
+    _Pragma("GCC unroll 8")
     for (int k = 0; k < NA; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk[8];
+        _Pragma("GCC unroll 8")
         for (int i = 0; i < 8; i++) blk[i] = w + (size_t)i * w_row_bytes + (size_t)b * f.bytes;
-        __m256i u[8], s[8];
-        for (int i = 0; i < 8; i++) {
-            __m256i q;
-            if (T == GGML_TYPE_Q8_0) {
-                q = _mm256_loadu_si256((const __m256i *)(blk[i] + f.qs_off));
-            } else {
-                q = nibbles(blk[i] + f.qs_off);
-                if (f.qh_off >= 0) q = _mm256_or_si256(q, high_bits(rd32(blk[i] + f.qh_off)));
-                if (f.zero) q = _mm256_sub_epi8(q, _mm256_set1_epi8((char)f.zero));
-            }
-            if (is_signed) {
-                u[i] = _mm256_abs_epi8(q);
-                s[i] = q;
-            } else {
-                u[i] = q;
-            }
-        }
-        const __m256 dw = f16x8(blk);
-        __m256 mw = _mm256_setzero_ps();
-        if (f.has_min) {
-            const uint8_t *mp[8];
-            for (int i = 0; i < 8; i++) mp[i] = blk[i] + 2;
-            mw = f16x8(mp);
-        }
+        __m256i V[8], S[8];
+        unpack8(T, blk, V, S);
+        const __m256 dw = f16x8(blk, 0);
+        const __m256 mw = f.has_min ? f16x8(blk, 2) : _mm256_setzero_ps();
+        _Pragma("GCC unroll 8")
         for (int k = 0; k < NA; k++) {
             const uint8_t *xr = xq + (size_t)k * xq_row_bytes;
-            __m256i xv;
-            float dx, sx = 0.0f;
-            if (f.has_min) {
-                const blk_q8_1 *xb = (const blk_q8_1 *)xr + b;
-                xv = _mm256_loadu_si256((const __m256i *)xb->qs);
-                dx = f16_1(xb->d), sx = f16_1(xb->s);
-            } else {
-                const blk_q8_0 *xb = (const blk_q8_0 *)xr + b;
-                xv = _mm256_loadu_si256((const __m256i *)xb->qs);
-                dx = f16_1(xb->d);
+            const uint8_t *xs = xr + (size_t)b * xblk + xqs;
+            __m256i isum = has_zero ? _mm256_set1_epi32(((const int32_t *)(xr + x2_off))[b]) : _mm256_setzero_si256();
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < 8; j++) {
+                int32_t x4;
+                memcpy(&x4, xs + 4 * j, 4);
+                __m256i xv = _mm256_set1_epi32(x4);
+#if !defined(QDOT_VNNI)
+                if (T == GGML_TYPE_Q8_0) xv = _mm256_sign_epi8(xv, S[j]);
+#endif
+                isum = dot_acc(isum, V[j], xv);
             }
-            __m256i p[8];
-            for (int i = 0; i < 8; i++) p[i] = dot_u8s8(u[i], is_signed ? _mm256_sign_epi8(xv, s[i]) : xv);
-            const __m256 sumf = _mm256_cvtepi32_ps(reduce8(p));
-            acc[k] = _mm256_fmadd_ps(sumf, _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[k]);
-            if (f.has_min) acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sx), acc[k]);
+            const __m256 dx = _mm256_set1_ps(((const float *)(xr + xd_off))[b]);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[k]);
+            if (f.has_min) acc[k] = _mm256_fmadd_ps(mw, _mm256_set1_ps(((const float *)(xr + x2_off))[b]), acc[k]);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int k = 0; k < NA; k++) {
         float *yp = y + (int64_t)k * ldy;
         if (beta != 0.0f) acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(yp), acc[k]);
         _mm256_storeu_ps(yp, acc[k]);
     }
 }
+
+#define GROUP_CASE(N)                                                                                  \
+    case N: group_8xN(T, N, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
 
 static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, float *y, int64_t ldy, const uint8_t *w,
                                                            size_t w_row_bytes, int n_rows, const uint8_t *xq,
@@ -299,14 +386,21 @@ static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, float *
     for (int r = 0; r < r8; r += 8) {
         const uint8_t *wr = w + (size_t)r * w_row_bytes;
         int t = 0;
-        for (; t + 4 <= n_act; t += 4)
-            group_8xN(T, 4, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes, nb, beta);
+        for (; t + QDOT_NA <= n_act; t += QDOT_NA)
+            group_8xN(T, QDOT_NA, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes, nb,
+                      beta);
         const uint8_t *xt = xq + t * xq_row_bytes;
         float *yt = y + t * ldy + r;
         switch (n_act - t) {
-        case 3: group_8xN(T, 3, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
-        case 2: group_8xN(T, 2, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
-        case 1: group_8xN(T, 1, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
+            GROUP_CASE(1)
+            GROUP_CASE(2)
+            GROUP_CASE(3)
+#if QDOT_NA > 4
+            GROUP_CASE(4)
+            GROUP_CASE(5)
+            GROUP_CASE(6)
+            GROUP_CASE(7)
+#endif
         default: break;
         }
     }
