@@ -5,7 +5,9 @@
  * whose goal is at least 40% of the forward's tokens per second. With
  * MLLM4REC_BENCH_7B=1 also a Llama-2-7B-shaped Q4_0 model (3.8 GB, written once
  * under build/bench/): peak RSS of scoring and of a training step with layer
- * recomputation, each in its own process (goals 4.5 GB and 8 GB).
+ * recomputation, each in its own process (goals 4.5 GB and 8 GB), and the engine's
+ * scoring of one prompt (what `ranker eval` runs) with its peak RSS, beside
+ * llama.cpp's prefill of the same length when $LLAMA_BENCH names llama-bench.
  *
  * Environment: MLLM4REC_BENCH_THREADS (2), MLLM4REC_BENCH_TOKENS (1536),
  * MLLM4REC_BENCH_TYPE (f32; the 135M weight type), MLLM4REC_BENCH_7B. */
@@ -18,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "llama_bench.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 
@@ -100,11 +103,11 @@ static int measure(const char *path, int T, int mode, int do_engine, int do_scor
  * training do not share a high-water mark. A plain fork would inherit the
  * parent's OpenMP state, and libgomp hangs in a forked child that already ran
  * parallel regions in its parent. */
-static double child_peak_gb(const char *path, int T, int mode, int do_score, figures *f) {
+static double child_peak_gb(const char *path, int T, int mode, int do_engine, int do_score, figures *f) {
     int fd[2];
     if (pipe(fd)) return -1;
     char spec[1024];
-    snprintf(spec, sizeof spec, "%d %d %d %d %s", fd[1], T, mode, do_score, path);
+    snprintf(spec, sizeof spec, "%d %d %d %d %d %s", fd[1], T, mode, do_engine, do_score, path);
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
@@ -123,12 +126,12 @@ static double child_peak_gb(const char *path, int T, int mode, int do_score, fig
 
 /* The child side of child_peak_gb: measures and writes the figures to the pipe. */
 static int run_child(const char *spec) {
-    int wfd, T, mode, do_score, off = 0;
-    if (sscanf(spec, "%d %d %d %d %n", &wfd, &T, &mode, &do_score, &off) != 4 || !off) return 2;
+    int wfd, T, mode, do_engine, do_score, off = 0;
+    if (sscanf(spec, "%d %d %d %d %d %n", &wfd, &T, &mode, &do_engine, &do_score, &off) != 5 || !off) return 2;
     mr_error e = {0};
     figures g;
     memset(&g, 0, sizeof g);
-    int rc = measure(spec + off, T, mode, 0, do_score, &g, &e);
+    int rc = measure(spec + off, T, mode, do_engine, do_score, &g, &e);
     if (rc) fprintf(stderr, "%s\n", e.msg);
     if (write(wfd, &g, sizeof g) != (ssize_t)sizeof g) rc = 1;
     return rc ? 1 : 0;
@@ -161,10 +164,22 @@ int main(void) {
     printf("| training workspace (activations kept) | %.2f GB |\n", f.ws_train_gb);
     if (getenv("MLLM4REC_BENCH_7B")) {
         if (ensure_model("llama2-7b", "q4_0", path, sizeof path)) return 1;
-        figures g, h;
-        double score_gb = child_peak_gb(path, T, -1, 1, &g);
-        double train_gb = child_peak_gb(path, T, MR_LT_RECOMPUTE, 0, &h);
-        printf("| llama2-7b q4_0: scoring %d tokens | %.1f s, peak RSS %.2f GB (goal 4.5) |\n", T, g.score_s, score_gb);
+        figures g, h, k;
+        /* ranker eval scores through the engine (integer products): its seconds per
+         * prompt beside llama.cpp's prefill of the same length ($LLAMA_BENCH) */
+        double engine_gb = child_peak_gb(path, T, -1, 1, 0, &k);
+        double peer = llama_bench_tps(path, T, 0, 0, threads, 1);
+        printf("| llama2-7b q4_0: ranker eval (engine) scoring %d tokens | %.1f s per prompt, peak RSS %.2f GB (goal "
+               "4.5)",
+               T, k.engine_s, engine_gb);
+        if (peer > 0)
+            printf("; llama.cpp prefill %.1f s (ratio of speeds %.2f) |\n", T / peer, (T / k.engine_s) / peer);
+        else
+            printf(" |\n");
+        double score_gb = child_peak_gb(path, T, -1, 0, 1, &g);
+        double train_gb = child_peak_gb(path, T, MR_LT_RECOMPUTE, 0, 0, &h);
+        printf("| llama2-7b q4_0: scoring %d tokens (training forward) | %.1f s, peak RSS %.2f GB (goal 4.5) |\n", T,
+               g.score_s, score_gb);
         printf("| llama2-7b q4_0: LoRA training step, recompute | %.1f s, peak RSS %.2f GB (goal 8) |\n", h.train_s,
                train_gb);
     }
