@@ -26,7 +26,7 @@ TEST(q8_0_activation_block_by_hand) {
     for (int j = 0; j < 32; j++) x[j] = (float)(j - 16);
     /* a row: ggml's block (34 bytes), padding to 36, then the float scale and the
      * zero-point correction -8 * sum(qs) for Q4_0's kernel */
-    union {
+    _Alignas(16) union {
         blk_q8_0 b;
         uint8_t bytes[44];
     } row;
@@ -65,7 +65,8 @@ TEST(q8_1_activation_blocks) {
     float x[N];
     fill_normal(x, N, 3, 2.0f);
     /* rows: the blocks, then per block the float d and (Q8_1) the float s */
-    uint8_t ra[N / 32 * 42], rb[N / 32 * 44];
+    _Alignas(16) uint8_t ra[N / 32 * 42];
+    _Alignas(16) uint8_t rb[N / 32 * 44];
     blk_q8_0 a[N / 32];
     blk_q8_1 b[N / 32];
     CHECK(qdot_act_type(GGML_TYPE_Q5_1) == GGML_TYPE_Q8_1);

@@ -134,7 +134,8 @@ void qdot_quantize_row(ggml_type w, const float *x, void *xq, int64_t cols) {
             sx[b] = mr_f16_to_f32(y[b].s);
         }
     }
-    /* Q8_K: qdot_k.c's qdot_quantize_row_q8_K, wired in with the K kernels */
+    /* Q8_K (once qdot_act_type names it for the K types): qdot_k.c's
+     * qdot_quantize_row_q8_K(x, xq, cols), wired in here with the K kernels */
 }
 
 /* ---------------- weight blocks ---------------- */
