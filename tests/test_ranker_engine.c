@@ -21,7 +21,18 @@ static double max_diff(const float *a, const float *b, int64_t n) {
     return m;
 }
 
-static void engine_case(const char *rel, double tol) {
+static double max_abs(const float *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fabs((double)a[i]) > m ? fabs((double)a[i]) : m;
+    return m;
+}
+
+/* tol: the largest logit difference allowed, absolute; or, for a model whose engine
+ * products quantize the activations to 8 bits as llama.cpp's do (int8_acts), relative
+ * to the largest |logit|: the training forward keeps float activations, so the two
+ * differ by that quantization, and the adapter must move the logits by at least 10
+ * times the difference seen without it. */
+static void engine_case(const char *rel, double tol, int int8_acts) {
     const char *path = test_shared_path(rel);
     if (!path) SKIP("../shared/%s absent", rel);
     mr_error e = {0};
@@ -40,10 +51,13 @@ static void engine_case(const char *rel, double tol) {
     CHECK_OK(mr_lora_init(&l, &m, 4, 8.0f, 0.0f, (1u << MR_LT_N_TARGETS) - 1, 1, &e), &e);
     mr_rng rng;
     mr_rng_seed(&rng, 2);
-    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.02 * mr_rng_normal(&rng));
+    /* (with 8-bit activations, an adapter large enough to stand out of their noise) */
+    const double a_sd = int8_acts ? 0.2 : 0.02;
+    for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(a_sd * mr_rng_normal(&rng));
     mr_lt_ws *ws = mr_lt_ws_new(&m, &l, T, MR_LT_INFERENCE, &e);
     CHECK_MSG(ws, "%s", e.msg);
     llm_state st;
+    double diff_without = 0;
     for (int with = 0; with < 2; with++) {
         if (with) {
             const char *ap = test_tmp_path("engine_adapter.gguf");
@@ -55,6 +69,12 @@ static void engine_case(const char *rel, double tol) {
         CHECK_OK(llm_forward(&st, ids, T, pos64, 2, theirs, &e), &e);
         llm_state_free(&st);
         double d = max_diff(ours, theirs, 2 * (int64_t)V);
+        if (int8_acts && !with) {
+            double scale = max_abs(ours, 2 * (int64_t)V);
+            printf("  %s: largest |logit| %.3g, 8-bit activations in the engine\n", rel, scale);
+            tol *= scale;
+            diff_without = d;
+        }
         CHECK_MSG(d <= tol, "%s %s adapter: logits differ by %g", rel, with ? "with" : "without", d);
         printf("  %s, %s adapter: max |logit difference| engine vs training forward %.3g\n", rel,
                with ? "with" : "without", d);
@@ -62,7 +82,9 @@ static void engine_case(const char *rel, double tol) {
     /* and the adapter moved the logits by far more than that */
     float *base = malloc(2 * (size_t)V * sizeof(float));
     CHECK_OK(mr_lt_forward(&m, NULL, ws, ids, NULL, T, pos, 2, base, &e), &e);
-    CHECK(max_diff(base, ours, 2 * (int64_t)V) > 100 * tol);
+    double moved = max_diff(base, ours, 2 * (int64_t)V);
+    printf("  %s: the adapter moves the logits by up to %.3g\n", rel, moved);
+    CHECK(int8_acts ? moved > 10 * diff_without : moved > 100 * tol);
     free(base);
     mr_lt_ws_free(ws);
     mr_lora_free(&l);
@@ -72,9 +94,9 @@ static void engine_case(const char *rel, double tol) {
     llm_free(&lm);
 }
 
-TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4); }
-TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 1e-4); }
-TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4); }
+TEST(engine_agrees_stories260k) { engine_case("reference/models/stories260K.gguf", 1e-4, 0); }
+TEST(engine_agrees_tiny_llama_q4_0) { engine_case("reference/models/tiny-llama-random-q4_0.gguf", 3e-2, 1); }
+TEST(engine_agrees_tiny_qwen2) { engine_case("reference/models/tiny-qwen2-random-f32.gguf", 1e-4, 0); }
 
 /* A GGUF llama (adjacent-pair RoPE) writes PEFT files in Hugging Face row order: the
  * q/k rows of B are un-permuted, and read back to the same adapter. */
