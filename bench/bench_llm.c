@@ -1,30 +1,39 @@
-/* Prompt processing speed (prefill, logits of the last position only) on 2
- * threads: a SmolLM2-135M-shaped model in F32, F16, Q8_0 and Q4_0 at 512 and
- * 1536 tokens, and a Llama-2-7B-shaped Q4_0 model at 512 tokens with the
- * process's peak RSS. The random models are written once under build/bench/
- * (the 7B one is 3.8 GB) and reused.
+/* Prompt processing speed (prefill, logits of the last position only) and
+ * generation speed, side by side with llama.cpp when $LLAMA_BENCH names its
+ * llama-bench: the same GGUF files, the same thread count, in the same run; the
+ * table gives both figures and the ratio (ours / llama.cpp). Without $LLAMA_BENCH
+ * it gives ours alone; no peer figure is written in this file.
  *
- * Environment: MLLM4REC_BENCH_THREADS (default 2), MLLM4REC_BENCH_SKIP_7B=1, MLLM4REC_BENCH_ONLY_7B=1,
- * MLLM4REC_BENCH_7B_TYPES (default "q4_0"; e.g. "q4_0,q4_k"), MLLM4REC_BENCH_7B_TOKENS (default 512). llama.cpp is not
- * installed here; its figures from the issue (same machine, 2 threads) are
- * printed beside ours for reference, not measured by this program.
+ *   SmolLM2-135M shape, F32, F16, Q8_0 and Q4_0, 512 and 1536 tokens
+ *   Llama-2-7B shape, MLLM4REC_BENCH_7B_TYPES (default "q4_0"; e.g. "q4_0,q8_0,q4_k")
+ *     at MLLM4REC_BENCH_7B_TOKENS (default "512"; e.g. "512,1536")
+ *   with MLLM4REC_BENCH_7B_GEN=1: 128 tokens generated after a 512-token prompt
+ *     with the first 7B type (llama-bench -p 0 -n 128 -d 512)
+ * The random models are written once under build/bench/ (a 7B Q4_0 one is 3.8 GB).
  *
- * The machine is shared: besides wall-clock tokens/s the bench reports
- * tokens per CPU-second times the thread count ("cpu-based"), an estimate of
- * the speed on otherwise idle cores. To keep waiting threads from burning CPU
- * time in that figure the program re-executes itself with OMP_WAIT_POLICY=passive
- * unless the variable is set. */
+ * Our figure is the mean of the per-repetition tokens/s over MLLM4REC_BENCH_REPS
+ * repetitions (default 2; 1 for 7B) after a warm-up, as llama-bench's avg_ts is
+ * the mean over its -r repetitions (the same count is passed) after its warm-up.
+ *
+ * Environment: MLLM4REC_BENCH_THREADS (default 2), MLLM4REC_BENCH_SKIP_SMALL=1,
+ * MLLM4REC_BENCH_SKIP_7B=1, the 7B variables above, LLAMA_BENCH.
+ *
+ * The machine is shared: besides wall-clock tokens/s the bench reports tokens per
+ * CPU-second times the thread count ("cpu-based", ours only), an estimate of the
+ * speed on otherwise idle cores, and the load average at the end. To keep waiting
+ * threads from burning CPU time in that figure the program re-executes itself with
+ * OMP_WAIT_POLICY=passive unless the variable is set. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "llama_bench.h"
 #include "mllm4rec/llm.h"
 
 typedef struct result {
-    const char *shape, *type;
-    int tokens;
-    double seconds, tok_s, cpu_tok_s, llama_cpp;
+    char shape[32], type[16], what[32];
+    double tok_s, cpu_tok_s, peer;
 } result;
 
 static double cpu_seconds(void) {
@@ -49,12 +58,15 @@ static int ensure_model(const char *shape, const char *type, char *path, size_t 
     return 0;
 }
 
-/* Best of `reps` timed prefills of T tokens (after one untimed warm-up of 32 tokens). */
-static int time_prefill(const char *path, int T, int reps, double *best, double *best_cpu, mr_error *e) {
+/* Prefill of T tokens (n_gen 0), or n_gen single-token steps after a T-token
+ * prompt: the mean tokens/s (and cpu-based tokens/s) over reps after one warm-up
+ * of 32 tokens. */
+static int time_run(const char *path, int T, int n_gen, int reps, double *tok_s, double *cpu_tok_s, int threads,
+                    mr_error *e) {
     llm_model m;
     if (llm_load(&m, path, e)) return 1;
     llm_state s;
-    if (llm_state_init(&s, &m, T, T, LLM_STATE_SCORE, e)) {
+    if (llm_state_init(&s, &m, T + n_gen, T, LLM_STATE_SCORE * (n_gen == 0), e)) {
         llm_free(&m);
         return 1;
     }
@@ -63,16 +75,26 @@ static int time_prefill(const char *path, int T, int reps, double *best, double 
     mr_rng rng;
     mr_rng_seed(&rng, 1);
     for (int t = 0; t < T; t++) ids[t] = (int32_t)mr_rng_below(&rng, (uint64_t)m.cfg.n_vocab);
-    int64_t last = 31;
+    int64_t last = 31, zero = 0;
     int rc = llm_forward(&s, ids, 32, &last, 1, logits, e);
-    *best = *best_cpu = 1e30;
+    *tok_s = *cpu_tok_s = 0;
     for (int r = 0; !rc && r < reps; r++) {
+        llm_state_reset(&s);
         last = T - 1;
+        if (n_gen) rc = llm_forward(&s, ids, T, &last, 1, logits, e);
         double t0 = mr_now(), c0 = cpu_seconds();
-        rc = llm_forward(&s, ids, T, &last, 1, logits, e);
+        if (!n_gen) {
+            rc = llm_forward(&s, ids, T, &last, 1, logits, e);
+        } else {
+            for (int g = 0; !rc && g < n_gen; g++) {
+                int32_t id = (int32_t)((ids[g % T] + g) % m.cfg.n_vocab);
+                rc = llm_forward(&s, &id, 1, &zero, 1, logits, e);
+            }
+        }
         double dt = mr_now() - t0, dc = cpu_seconds() - c0;
-        if (dt < *best) *best = dt;
-        if (dc < *best_cpu) *best_cpu = dc;
+        const int n = n_gen ? n_gen : T;
+        *tok_s += n / dt / reps;
+        *cpu_tok_s += n * threads / dc / reps;
     }
     free(ids);
     free(logits);
@@ -81,77 +103,90 @@ static int time_prefill(const char *path, int T, int reps, double *best, double 
     return rc;
 }
 
+static int bench_one(result *res, int *nr, const char *shape, const char *type, int T, int n_gen, int reps,
+                     int threads) {
+    char path[256];
+    mr_error e = {0};
+    if (ensure_model(shape, type, path, sizeof path)) return 1;
+    result *r = &res[(*nr)++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->shape, sizeof r->shape, "%s", shape);
+    snprintf(r->type, sizeof r->type, "%s", type);
+    if (n_gen)
+        snprintf(r->what, sizeof r->what, "tg%d after %d", n_gen, T);
+    else
+        snprintf(r->what, sizeof r->what, "pp%d", T);
+    if (time_run(path, T, n_gen, reps, &r->tok_s, &r->cpu_tok_s, threads, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
+    r->peer = n_gen ? llama_bench_tps(path, 0, n_gen, T, threads, reps) : llama_bench_tps(path, T, 0, 0, threads, reps);
+    fprintf(stderr, "%s %-5s %-14s ours %.2f tokens/s (cpu-based %.2f)", shape, type, r->what, r->tok_s, r->cpu_tok_s);
+    if (r->peer > 0) fprintf(stderr, ", llama.cpp %.2f, ratio %.2f", r->peer, r->tok_s / r->peer);
+    fprintf(stderr, "\n");
+    return 0;
+}
+
+static int env_is(const char *name, const char *v) {
+    const char *s = getenv(name);
+    return s && !strcmp(s, v);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     if (!getenv("OMP_WAIT_POLICY")) {
         setenv("OMP_WAIT_POLICY", "passive", 1);
         execv("/proc/self/exe", argv);
     }
-    const char *th = getenv("MLLM4REC_BENCH_THREADS");
-    int threads = th ? atoi(th) : 2;
+    const char *th = getenv("MLLM4REC_BENCH_THREADS"), *rp = getenv("MLLM4REC_BENCH_REPS");
+    const int threads = th ? atoi(th) : 2, reps = rp ? atoi(rp) : 2;
     llm_set_threads(threads);
-    const char *types[] = {"f32", "f16", "q8_0", "q4_0"};
-    const double ref512[] = {400, 460, 385, 460}, ref1536[] = {340, 360, 350, 360};
-    result res[16];
+    result res[64];
     int nr = 0;
-    mr_error e = {0};
-    char path[256];
-    const char *only7 = getenv("MLLM4REC_BENCH_ONLY_7B");
-    for (int i = 0; i < 4 && !(only7 && !strcmp(only7, "1")); i++) {
-        if (ensure_model("smollm2-135m", types[i], path, sizeof path)) return 1;
-        for (int k = 0; k < 2; k++) {
-            int T = k ? 1536 : 512;
-            double dt, dc;
-            if (time_prefill(path, T, 2, &dt, &dc, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
-            res[nr++] = (result){"smollm2-135m", types[i], T, dt, T / dt, T * threads / dc, k ? ref1536[i] : ref512[i]};
-            fprintf(stderr, "smollm2-135m %-5s %5d tokens: %.2f s, %.1f tokens/s (cpu-based %.1f)\n", types[i], T, dt,
-                    T / dt, T * threads / dc);
-        }
+    if (!env_is("MLLM4REC_BENCH_SKIP_SMALL", "1")) {
+        const char *types[] = {"f32", "f16", "q8_0", "q4_0"};
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < 2; k++)
+                if (bench_one(res, &nr, "smollm2-135m", types[i], k ? 1536 : 512, 0, reps, threads)) return 1;
     }
-    long rss_small_kb;
+    if (!env_is("MLLM4REC_BENCH_SKIP_7B", "1")) {
+        const char *t7 = getenv("MLLM4REC_BENCH_7B_TYPES"), *t7n = getenv("MLLM4REC_BENCH_7B_TOKENS");
+        char types7[128], toks[128];
+        snprintf(types7, sizeof types7, "%s", t7 ? t7 : "q4_0");
+        snprintf(toks, sizeof toks, "%s", t7n ? t7n : "512");
+        int ntok = 0, tok[8];
+        for (char *s = strtok(toks, ","); s && ntok < 8; s = strtok(NULL, ",")) tok[ntok++] = atoi(s) < 32 ? 32 : atoi(s);
+        char first[16] = "";
+        char *save = NULL;
+        for (char *ty = strtok_r(types7, ",", &save); ty && nr < 56; ty = strtok_r(NULL, ",", &save)) {
+            if (!first[0]) snprintf(first, sizeof first, "%s", ty);
+            for (int k = 0; k < ntok; k++)
+                if (bench_one(res, &nr, "llama2-7b", ty, tok[k], 0, 1, threads)) return 1;
+        }
+        if (env_is("MLLM4REC_BENCH_7B_GEN", "1") && first[0])
+            if (bench_one(res, &nr, "llama2-7b", first, 512, 128, 1, threads)) return 1;
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    rss_small_kb = ru.ru_maxrss;
-    const char *skip = getenv("MLLM4REC_BENCH_SKIP_7B");
-    const char *t7 = getenv("MLLM4REC_BENCH_7B_TYPES");
-    const char *t7n = getenv("MLLM4REC_BENCH_7B_TOKENS");
-    int n7 = t7n ? atoi(t7n) : 512;
-    if (n7 < 32) n7 = 32;
-    char types7[64];
-    snprintf(types7, sizeof types7, "%s", t7 ? t7 : "q4_0");
-    if (!(skip && !strcmp(skip, "1"))) {
-        for (char *tok = strtok(types7, ","); tok; tok = strtok(NULL, ",")) {
-            if (ensure_model("llama2-7b", tok, path, sizeof path)) return 1;
-            double dt, dc;
-            if (time_prefill(path, n7, 1, &dt, &dc, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
-            res[nr++] = (result){"llama2-7b", strdup(tok), n7, dt, n7 / dt, n7 * threads / dc, 0};
-            fprintf(stderr, "llama2-7b %-5s %d tokens: %.2f s, %.2f tokens/s (cpu-based %.2f)\n", tok, n7, dt, n7 / dt,
-                    n7 * threads / dc);
-        }
+    const char *peer = getenv("LLAMA_BENCH");
+    printf("{\"bench\": \"llm\", \"threads\": %d, \"llama_bench\": \"%s\", \"results\": [", threads,
+           peer && *peer ? peer : "");
+    for (int i = 0; i < nr; i++) {
+        printf("%s{\"model\": \"%s\", \"type\": \"%s\", \"test\": \"%s\", \"tokens_per_s\": %.2f, "
+               "\"cpu_based_tokens_per_s\": %.2f",
+               i ? ", " : "", res[i].shape, res[i].type, res[i].what, res[i].tok_s, res[i].cpu_tok_s);
+        if (res[i].peer > 0) printf(", \"llama_cpp_tokens_per_s\": %.2f, \"ratio\": %.3f", res[i].peer, res[i].tok_s / res[i].peer);
+        printf("}");
     }
-    getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\": \"llm_prefill\", \"threads\": %d, \"results\": [", threads);
-    for (int i = 0; i < nr; i++)
-        printf("%s{\"model\": \"%s\", \"type\": \"%s\", \"tokens\": %d, \"seconds\": %.3f, \"tokens_per_s\": %.1f, "
-               "\"cpu_based_tokens_per_s\": %.1f}",
-               i ? ", " : "", res[i].shape, res[i].type, res[i].tokens, res[i].seconds, res[i].tok_s, res[i].cpu_tok_s);
-    printf("], \"peak_rss_mb_small_models\": %.0f, \"peak_rss_mb\": %.0f}\n", rss_small_kb / 1024.0,
-           ru.ru_maxrss / 1024.0);
-    printf("\n| model | type | tokens | s | tokens/s | cpu-based tokens/s | llama.cpp tokens/s (issue, quiet; not "
-           "measured here) |\n");
+    printf("], \"peak_rss_mb\": %.0f}\n", ru.ru_maxrss / 1024.0);
+    printf("\n| model | type | test | ours tokens/s | ours cpu-based | llama.cpp tokens/s | ratio |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < nr; i++) {
-        if (res[i].llama_cpp > 0)
-            printf("| %s | %s | %d | %.2f | %.1f | %.1f | %.0f (ratio wall %.2f, cpu-based %.2f) |\n", res[i].shape,
-                   res[i].type, res[i].tokens, res[i].seconds, res[i].tok_s, res[i].cpu_tok_s, res[i].llama_cpp,
-                   res[i].tok_s / res[i].llama_cpp, res[i].cpu_tok_s / res[i].llama_cpp);
+        printf("| %s | %s | %s | %.2f | %.2f |", res[i].shape, res[i].type, res[i].what, res[i].tok_s,
+               res[i].cpu_tok_s);
+        if (res[i].peer > 0)
+            printf(" %.2f | %.2f |\n", res[i].peer, res[i].tok_s / res[i].peer);
         else
-            printf("| %s | %s | %d | %.2f | %.2f | %.2f | - |\n", res[i].shape, res[i].type, res[i].tokens,
-                   res[i].seconds, res[i].tok_s, res[i].cpu_tok_s);
+            printf(" %s | - |\n", peer && *peer ? "failed" : "not measured (no $LLAMA_BENCH)");
     }
     double la[3];
     if (getloadavg(la, 3) == 3) printf("load average at the end: %.2f %.2f %.2f\n", la[0], la[1], la[2]);
-    printf("peak RSS: %.0f MB (whole run; %.0f MB before the 7B model)\n", ru.ru_maxrss / 1024.0,
-           rss_small_kb / 1024.0);
     return 0;
 }

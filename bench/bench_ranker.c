@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "mllm4rec/llm.h"
+#include "llama_bench.h"
 #include "mllm4rec/ranker.h"
 
 static int ensure_model(const char *shape, const char *type, char *path, size_t n) {
@@ -161,7 +162,12 @@ int main(void) {
         figures g, h;
         double score_gb = child_peak_gb(path, T, 0, 1, &g);
         double train_gb = child_peak_gb(path, T, LLM_STATE_RECOMPUTE, 0, &h);
-        printf("| llama2-7b q4_0: prefill %d tokens | %.1f s, peak RSS %.2f GB (goal 4.5) |\n", T, g.engine_s, score_gb);
+        /* ranker eval scores through this prefill: beside llama.cpp's of the same length ($LLAMA_BENCH) */
+        double peer = llama_bench_tps(path, T, 0, 0, threads, 1);
+        printf("| llama2-7b q4_0: ranker eval prefill %d tokens | %.1f s per prompt, peak RSS %.2f GB (goal 4.5)", T,
+               g.engine_s, score_gb);
+        if (peer > 0) printf("; llama.cpp %.1f s, ratio of speeds %.2f", T / peer, (T / g.engine_s) / peer);
+        printf(" |\n");
         printf("| llama2-7b q4_0: LoRA training step, recompute | %.1f s (%.3fx prefill tokens/s), peak RSS %.2f GB "
                "(goal 6) |\n", h.train_s, h.train_s > 0 ? g.engine_s / h.train_s : 0.0, train_gb);
     }

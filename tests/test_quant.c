@@ -7,6 +7,7 @@
 #include "mllm4rec/gguf.h"
 #include "mllm4rec/safetensors.h"
 #include "nn/matmul.h"
+#include "nn/qdot.h"
 #include "nn/quant.h"
 #include "test.h"
 
@@ -158,7 +159,36 @@ TEST(f16_hardware_matches_portable) {
     }
 }
 
-/* matmul_forward / backward against a double-precision product of the dequantized matrix */
+/* x[cols] as an integer product sees it: quantized to the 8-bit activation blocks
+ * of weight type t and dequantized (d * q); x itself for types without one. */
+static void act_as_seen(ggml_type t, const float *x, float *out, int64_t cols) {
+    const ggml_type at = qdot_act_type(t);
+    if (at == GGML_TYPE_F32 || !qdot_tile_kernel(t)) {
+        memcpy(out, x, (size_t)cols * sizeof *out);
+        return;
+    }
+    uint8_t *q = malloc(qdot_act_row_bytes(t, cols) + 64);
+    qdot_quantize_row(t, x, q, cols);
+    for (int64_t b = 0; b < cols / (at == GGML_TYPE_Q8_K ? 256 : 32); b++) {
+        if (at == GGML_TYPE_Q8_K) {
+            blk_q8_K k;
+            memcpy(&k, q + b * sizeof k, sizeof k);
+            for (int j = 0; j < 256; j++) out[b * 256 + j] = k.d * k.qs[j];
+        } else if (at == GGML_TYPE_Q8_1) {
+            blk_q8_1 k;
+            memcpy(&k, q + b * sizeof k, sizeof k);
+            for (int j = 0; j < 32; j++) out[b * 32 + j] = mr_f16_to_f32(k.d) * k.qs[j];
+        } else {
+            blk_q8_0 k;
+            memcpy(&k, q + b * sizeof k, sizeof k);
+            for (int j = 0; j < 32; j++) out[b * 32 + j] = mr_f16_to_f32(k.d) * k.qs[j];
+        }
+    }
+    free(q);
+}
+
+/* matmul_forward / backward against a double-precision product of the dequantized
+ * matrix (the forward with the activations as its integer path quantizes them) */
 TEST(tiled_products_match_naive) {
     const int64_t rows = 40, cols = 256;
     mr_rng rng;
@@ -188,11 +218,13 @@ TEST(tiled_products_match_naive) {
             memcpy(y0, y, (size_t)(T * rows) * sizeof *y0);
             matmul_forward(y, x, T, &W, 1.0f, scratch, sf);
             matmul_backward_input(dx, dy, T, &W, scratch, sf);
+            float *xs = malloc((size_t)(T * cols) * sizeof *xs);
+            for (int64_t t = 0; t < T; t++) act_as_seen(types[k], x + t * cols, xs + t * cols, cols);
             double worst = 0;
             for (int64_t t = 0; t < T; t++) {
                 for (int64_t r = 0; r < rows; r++) {
                     double acc = y0[t * rows + r];
-                    for (int64_t c = 0; c < cols; c++) acc += (double)x[t * cols + c] * wd[r * cols + c];
+                    for (int64_t c = 0; c < cols; c++) acc += (double)xs[t * cols + c] * wd[r * cols + c];
                     worst = fmax(worst, fabs(acc - y[t * rows + r]));
                 }
                 for (int64_t c = 0; c < cols; c++) {
@@ -202,6 +234,7 @@ TEST(tiled_products_match_naive) {
                 }
             }
             free(x);
+            free(xs);
             free(y);
             free(y0);
             free(dy);

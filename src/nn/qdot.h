@@ -62,6 +62,11 @@ typedef void (*qdot_tile_fn)(float *y, int64_t ldy, const uint8_t *w, size_t w_r
 /* The tile kernel for weights of type w, or NULL when w has none. */
 qdot_tile_fn qdot_tile_kernel(ggml_type w);
 
+/* The portable C kernel of the 32-element types (what qdot_tile_kernel runs without
+ * AVX2), for tests: the AVX2 kernels must give the same floats bit for bit. */
+void qdot_tile_portable(ggml_type w, float *y, int64_t ldy, const uint8_t *wd, size_t w_row_bytes, int n_rows,
+                        const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta);
+
 /* The K types' activation blocks (qdot_k.c), reached through qdot_quantize_row:
  * y[cols / 256] = x[cols] quantized as ggml's quantize_row_q8_K_ref. */
 void qdot_quantize_row_q8_K(const float *x, blk_q8_K *y, int64_t cols);
