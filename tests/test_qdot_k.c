@@ -3,7 +3,7 @@
  *   (a) a scalar transcription of llama.cpp's integer arithmetic (its generic
  *       ggml_vec_dot_q*_K_q8_K: int8 values, 8 int32 lanes, fp32 once per block),
  *   (b) dequantize_row(W) . dequantized Q8_K activations in double,
- *   (c) the portable C kernels (when the build runs the AVX2 ones).
+ *   (c) the portable C kernels (when the build runs the AVX2 ones): bit for bit.
  *
  * Tolerances. Both kernels and (a) compute the same exact integers S_b (dot of the
  * quants with the scales) and M_b (mins) per super-block b, so each differs from
@@ -247,7 +247,10 @@ static void check_kernel(int ki, int64_t cols, int n_rows, int n_act, int raw, u
                       "%s cols %lld row %d act %d: kernel %.9g, llama.cpp arithmetic %.9g, exact %.9g (tol %.3g)",
                       quant_type_name(t), (long long)cols, r, a, y[at], ref.value, ref.exact, tol);
             worst_a = fmax(worst_a, fabs(y[at] - ref.value) / (ref.mag + 1e-30));
-            /* (c) the portable kernel, same bound */
+            /* (c) the portable kernel: the same fp32 operations in the same order, so the
+             * same bits (both are the portable one in a build without AVX2) */
+            CHECK_MSG(memcmp(&yp[at], &y[at], sizeof(float)) == 0, "%s portable %.9g, simd %.9g (must be identical)",
+                      quant_type_name(t), yp[at], y[at]);
             CHECK_MSG(fabs(yp[at] - ref.exact) <= tol, "%s portable %.9g vs exact %.9g", quant_type_name(t), yp[at],
                       ref.exact);
             worst_c = fmax(worst_c, fabs(y[at] - yp[at]) / (ref.mag + 1e-30));
@@ -277,7 +280,7 @@ static const struct {
     int rows, acts;
 } shapes[] = {
     {256, 1, 1}, {256, 7, 13}, {512, 13, 7}, {768, 1, 5}, {1024, 9, 1}, {2048, 4, 4},
-    {4096, 5, 9}, {11008, 3, 2}, {1280, 2, 17}, {256, 3, 4},
+    {4096, 5, 9}, {11008, 3, 2}, {1280, 2, 17}, {256, 3, 4}, {512, 15, 1}, {256, 4, 8},
 };
 
 static void check_type(int ki) {

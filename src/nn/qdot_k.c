@@ -12,26 +12,27 @@
  * S and M are exact integers (|S| < 2^26 for every input: 63*127*256*128), converted
  * to fp32 once per super-block and scaled by the two f32 products, as llama.cpp does.
  *
- * Two implementations give the same S and M and differ only in the order of the fp32
- * additions that follow:
+ * Two implementations, the same arithmetic and the same bits:
  *   - portable C: one fp32 accumulator per output, in super-block order,
  *       acc += (d*dx)*(float)S - (dmin*dx)*(float)M   (each product rounded, no FMA);
- *   - AVX2 (with FMA; the build has it under -march=native): 8 fp32 lanes per output,
- *       lane i += (d*dx) * (float)S_i           (FMA; S_i the integer partial sum of lane i)
- *       lane i += -(dmin*dx) * (float)M_i       (FMA; Q4_K/Q5_K, M_i = m_i*(bsums[2i]+bsums[2i+1]))
- *     then the 8 lanes are added pairwise (4+4, 2+2, 1+1) at the end, as llama.cpp's
- *     AVX2 kernels (which fold the mins into a separate 4-lane accumulator) do.
- * The results agree to a few fp32 rounding steps (tests/test_qdot_k.c bounds it).
+ *   - AVX2 (+FMA, F16C; the build has them under -march=native): the integer sums run
+ *     in 8 int32 lanes per output, which are added up exactly per super-block; the fp32
+ *     step above then runs for 8 outputs at once with the same operations in the same
+ *     order (mul, mul, sub, add: no FMA), so both kernels return identical floats.
+ * llama.cpp's kernels convert 8 partial sums of S per block to fp32 and add them into 8
+ * fp32 lanes (with FMA), summed at the end: the same integers, a different fp32 order,
+ * a few roundings apart (tests/test_qdot_k.c bounds it).
  *
- * Tiling: the AVX2 kernel works on micro-tiles of KT_RW weight rows x KT_TA activation
- * rows (2 x 4 for prefill; up to 4 x 1 for one activation row, generation). Each 32-value
- * group of a weight row is unpacked to bytes once per micro-tile and multiplied with
- * KT_TA activation rows; each activation group is loaded once and used for KT_RW weight
- * rows; the KT_RW x KT_TA integer sums and fp32 accumulators stay in registers (the
- * build's -march=native has AVX-512VL here, so 32 ymm registers). The activation
- * micro-panels are the outer loop: one panel (KT_TA rows, 4.7 KB each at 4096 columns)
- * stays in L1 while the tile's weight rows stream from L2, so the caller should keep a
- * tile's weight rows within L2 (a few hundred KB). */
+ * Tiling: the AVX2 kernel works on micro-tiles of KT_RW x KT_TA = 2 weight rows x 8
+ * activation rows (prefill) or KT_RW1 = 8 weight rows x 1 (generation). Each 32-value
+ * group of a weight row is unpacked to bytes once per micro-tile and multiplied with 8
+ * activation rows (maddubs, then the group scale through madd / vpdpwssd); each
+ * activation group is loaded once for 2 weight rows; the 16 integer sums stay in
+ * registers (32 ymm registers with AVX-512VL here, which -march=native enables). The
+ * activation micro-panels are the outer loop and the tile's weight rows the inner one,
+ * so the caller should keep a tile's weight rows within L2 (64 rows of 4096 Q4_K
+ * values are 147 KB). On this CPU the kernel is bound by the multiply units (two
+ * multiply instructions per 32 values per pair), not by memory. */
 #include "nn/qdot_k.h"
 
 #include <string.h>
@@ -220,11 +221,23 @@ void qdot_tile_q6_K_portable(float *y, int64_t ldy, const uint8_t *w, size_t w_r
 /* ---- AVX2 kernels ---- */
 #if QDOT_K_SIMD
 
-/* Micro-tile bounds: prefill runs KT_RW x KT_TA; one activation row runs up to KT_RW1 x 1. */
+/* Micro-tiles: prefill KT_RW weight rows x KT_TA activation rows; one activation row
+ * (generation) KT_RW1 weight rows. Remainders run the power-of-two tiles below them. */
 #define KT_RW 2
-#define KT_TA 4
-#define KT_RW1 4
-#define KT_MAXRW 4
+#define KT_TA 8
+#define KT_RW1 8
+#define KT_MAXP 16 /* most (row, activation) pairs in a micro-tile */
+
+/* f16 -> f32 without a call: a call in the block loop would spill every register. */
+static inline float kf16(const uint8_t *p) {
+#if defined(__F16C__)
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+#else
+    return rd_f16(p);
+#endif
+}
 
 /* What a micro-tile keeps of one weight row's super-block. */
 typedef struct {
@@ -237,7 +250,7 @@ typedef struct {
 static inline __attribute__((always_inline)) void khead_load(int kt, const uint8_t *s, khead *h) {
     if (kt == KT_Q6) {
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)(s + 192));
-        h->d = rd_f16(s + 208);
+        h->d = kf16(s + 208);
         h->dmin = 0;
         h->sc_a = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
         h->sc_b = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8)));
@@ -251,8 +264,8 @@ static inline __attribute__((always_inline)) void khead_load(int kt, const uint8
     const uint32_t sc_lo = a[0] & 0x3f3f3f3f, mn_lo = a[1] & 0x3f3f3f3f;
     const uint32_t sc_hi = (a[2] & 0x0f0f0f0f) | (((a[0] >> 6) & 0x03030303) << 4);
     const uint32_t mn_hi = ((a[2] >> 4) & 0x0f0f0f0f) | (((a[1] >> 6) & 0x03030303) << 4);
-    h->d = rd_f16(s);
-    h->dmin = rd_f16(s + 2);
+    h->d = kf16(s);
+    h->dmin = kf16(s + 2);
     h->sc_a = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo)));
     const __m128i m8 = _mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo);
     h->mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
@@ -309,114 +322,138 @@ static inline __attribute__((always_inline)) __m256i kmadd(__m256i acc, __m256i 
 #endif
 }
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+/* Lane k of the result = the sum of the 8 lanes of v[k] (exact: |S| < 2^26). */
+static inline __attribute__((always_inline)) __m256i hsum8x8(const __m256i v[8]) {
+    const __m256i a0 = _mm256_hadd_epi32(v[0], v[1]), a1 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i a2 = _mm256_hadd_epi32(v[4], v[5]), a3 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i b0 = _mm256_hadd_epi32(a0, a1), b1 = _mm256_hadd_epi32(a2, a3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31));
 }
 
 /* One micro-tile: RW weight rows (w, wrb apart) x TA activation rows (xq, xrb apart),
  * all nb super-blocks. RW and TA are constants at every call site, so the loops unroll
- * and the arrays live in registers. */
+ * and the arrays live in registers. Pair p = r*TA + t owns lane p%8 of acc[p/8]: per
+ * super-block the 8 int32 lanes of each pair's S (and M) are added up exactly, and the
+ * fp32 step, acc += (d*dx)*(float)S - (dmin*dx)*(float)M, runs on 8 pairs at once in the
+ * order of the portable kernel, so both give the same bits. */
 static inline __attribute__((always_inline)) void kmicro(const int kt, const int RW, const int TA, float *y,
                                                          int64_t ldy, const uint8_t *w, size_t wrb,
                                                          const uint8_t *xq, size_t xrb, int64_t nb, float beta) {
     const size_t bb = kt == KT_Q4 ? Q4K_BYTES : kt == KT_Q5 ? Q5K_BYTES : Q6K_BYTES;
-    __m256 acc[KT_MAXRW][KT_TA];
-#pragma GCC unroll 4
-    for (int r = 0; r < RW; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < TA; t++) acc[r][t] = _mm256_setzero_ps();
+    const int NP = RW * TA, NG = (NP + 7) / 8;
+    __m256 acc[KT_MAXP / 8];
+#pragma GCC unroll 2
+    for (int g = 0; g < NG; g++) acc[g] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        khead h[KT_MAXRW];
-        const uint8_t *wb[KT_MAXRW];
+        khead h[KT_RW1];
+        const uint8_t *wb[KT_RW1];
         const blk_q8_K *xb[KT_TA];
-        __m256i sumi[KT_MAXRW][KT_TA];
-#pragma GCC unroll 4
+        __m256i sumi[KT_MAXP];
+#pragma GCC unroll 8
         for (int r = 0; r < RW; r++) {
             wb[r] = w + (size_t)r * wrb + (size_t)b * bb;
             khead_load(kt, wb[r], &h[r]);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < TA; t++) xb[t] = (const blk_q8_K *)(xq + (size_t)t * xrb) + b;
-#pragma GCC unroll 4
-        for (int r = 0; r < RW; r++)
-#pragma GCC unroll 4
-            for (int t = 0; t < TA; t++) sumi[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+        for (int p = 0; p < NP; p++) sumi[p] = _mm256_setzero_si256();
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
-            __m256i wq[KT_MAXRW], sc[KT_MAXRW];
-#pragma GCC unroll 4
+            __m256i wq[KT_RW1], sc[KT_RW1];
+#pragma GCC unroll 8
             for (int r = 0; r < RW; r++) {
                 wq[r] = kquants(kt, wb[r], c);
                 sc[r] = kscale(kt, &h[r], c);
             }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < TA; t++) {
                 const __m256i x = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * c));
-#pragma GCC unroll 4
-                for (int r = 0; r < RW; r++) sumi[r][t] = kmadd(sumi[r][t], wq[r], x, sc[r]);
+#pragma GCC unroll 8
+                for (int r = 0; r < RW; r++) sumi[r * TA + t] = kmadd(sumi[r * TA + t], wq[r], x, sc[r]);
             }
         }
-#pragma GCC unroll 4
-        for (int t = 0; t < TA; t++) {
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[t]->bsums);
-            const float dx = xb[t]->d;
-#pragma GCC unroll 4
-            for (int r = 0; r < RW; r++) {
-                __m256i s = sumi[r][t];
+#pragma GCC unroll 2
+        for (int g = 0; g < NG; g++) {
+            __m256i sv[8], mv[8];
+            float lw[8], lm[8], lx[8];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const int p = 8 * g + k, r = p / TA, t = p % TA;
+                if (p >= NP) {
+                    sv[k] = mv[k] = _mm256_setzero_si256();
+                    lw[k] = lm[k] = lx[k] = 0;
+                    continue;
+                }
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)xb[t]->bsums);
+                sv[k] = sumi[p];
                 if (kt == KT_Q6) /* the -32 offset of the quants, through the activation sums */
-                    s = _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_madd_epi16(bs, h[r].mn), 5));
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(h[r].d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
-                if (kt != KT_Q6)
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(-(h[r].dmin * dx)),
-                                                _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, h[r].mn)), acc[r][t]);
+                    sv[k] = _mm256_sub_epi32(sv[k], _mm256_slli_epi32(_mm256_madd_epi16(bs, h[r].mn), 5));
+                else
+                    mv[k] = _mm256_madd_epi16(bs, h[r].mn);
+                lw[k] = h[r].d, lm[k] = h[r].dmin, lx[k] = xb[t]->d;
             }
+            const __m256 dx = _mm256_setr_ps(lx[0], lx[1], lx[2], lx[3], lx[4], lx[5], lx[6], lx[7]);
+            const __m256 d = _mm256_mul_ps(_mm256_setr_ps(lw[0], lw[1], lw[2], lw[3], lw[4], lw[5], lw[6], lw[7]), dx);
+            __m256 v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(hsum8x8(sv)));
+            if (kt != KT_Q6) {
+                const __m256 dm =
+                    _mm256_mul_ps(_mm256_setr_ps(lm[0], lm[1], lm[2], lm[3], lm[4], lm[5], lm[6], lm[7]), dx);
+                v = _mm256_sub_ps(v, _mm256_mul_ps(dm, _mm256_cvtepi32_ps(hsum8x8(mv))));
+            }
+            acc[g] = _mm256_add_ps(acc[g], v);
         }
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < TA; t++)
-#pragma GCC unroll 4
-        for (int r = 0; r < RW; r++) {
-            const float s = hsum8(acc[r][t]);
-            float *o = &y[(int64_t)t * ldy + r];
-            *o = beta == 0 ? s : s + beta * *o;
-        }
+    float out[KT_MAXP];
+#pragma GCC unroll 2
+    for (int g = 0; g < NG; g++) _mm256_storeu_ps(out + 8 * g, acc[g]);
+    for (int p = 0; p < NP; p++) {
+        float *o = &y[(int64_t)(p % TA) * ldy + p / TA];
+        *o = beta == 0 ? out[p] : out[p] + beta * *o;
+    }
 }
 
 #define KMICRO_ARGS float *y, int64_t ldy, const uint8_t *w, size_t wrb, const uint8_t *xq, size_t xrb, int64_t nb, float beta
 #define KMICRO_DEF(kt, RW, TA) \
     static void kmicro_##kt##_##RW##_##TA(KMICRO_ARGS) { kmicro(kt, RW, TA, y, ldy, w, wrb, xq, xrb, nb, beta); }
-#define KMICRO_TYPE(kt)                                                                                        \
-    KMICRO_DEF(kt, 1, 1) KMICRO_DEF(kt, 2, 1) KMICRO_DEF(kt, 3, 1) KMICRO_DEF(kt, 4, 1) KMICRO_DEF(kt, 1, 2)   \
-        KMICRO_DEF(kt, 1, 3) KMICRO_DEF(kt, 1, 4) KMICRO_DEF(kt, 2, 2) KMICRO_DEF(kt, 2, 3) KMICRO_DEF(kt, 2, 4) \
-    static void (*const kmicro_##kt[KT_MAXRW][KT_TA])(KMICRO_ARGS) = {                                        \
-        {kmicro_##kt##_1_1, kmicro_##kt##_1_2, kmicro_##kt##_1_3, kmicro_##kt##_1_4},                       \
-        {kmicro_##kt##_2_1, kmicro_##kt##_2_2, kmicro_##kt##_2_3, kmicro_##kt##_2_4},                       \
-        {kmicro_##kt##_3_1, NULL, NULL, NULL},                                                             \
-        {kmicro_##kt##_4_1, NULL, NULL, NULL},                                                             \
+/* [log2 rows][log2 activations]: prefill 1..2 x 1..8, generation 4 and 8 x 1 */
+#define KMICRO_TYPE(kt)                                                                                       \
+    KMICRO_DEF(kt, 1, 1) KMICRO_DEF(kt, 1, 2) KMICRO_DEF(kt, 1, 4) KMICRO_DEF(kt, 1, 8) KMICRO_DEF(kt, 2, 1) \
+        KMICRO_DEF(kt, 2, 2) KMICRO_DEF(kt, 2, 4) KMICRO_DEF(kt, 2, 8) KMICRO_DEF(kt, 4, 1)                  \
+            KMICRO_DEF(kt, 8, 1) static void (*const kmicro_##kt[4][4])(KMICRO_ARGS) = {                     \
+                {kmicro_##kt##_1_1, kmicro_##kt##_1_2, kmicro_##kt##_1_4, kmicro_##kt##_1_8},               \
+                {kmicro_##kt##_2_1, kmicro_##kt##_2_2, kmicro_##kt##_2_4, kmicro_##kt##_2_8},               \
+                {kmicro_##kt##_4_1, NULL, NULL, NULL},                                                     \
+                {kmicro_##kt##_8_1, NULL, NULL, NULL},                                                     \
     };
 KMICRO_TYPE(KT_Q4)
 KMICRO_TYPE(KT_Q5)
 KMICRO_TYPE(KT_Q6)
 
-static void tile_simd(void (*const k[KT_MAXRW][KT_TA])(KMICRO_ARGS), float *y, int64_t ldy, const uint8_t *w,
-                      size_t wrb, int n_rows, const uint8_t *xq, size_t xrb, int n_act, int64_t cols, float beta) {
+/* The largest power of two <= min(n, cap) (cap a power of two), and its log2. */
+static inline int pow2_below(int n, int cap, int *lg) {
+    int v = 1, l = 0;
+    while (v * 2 <= n && v * 2 <= cap) v *= 2, l++;
+    *lg = l;
+    return v;
+}
+
+static void tile_simd(void (*const k[4][4])(KMICRO_ARGS), float *y, int64_t ldy, const uint8_t *w, size_t wrb,
+                      int n_rows, const uint8_t *xq, size_t xrb, int n_act, int64_t cols, float beta) {
     const int64_t nb = cols / QK_K;
-    if (n_act == 1) { /* generation: more weight rows at a time for independent chains */
-        for (int r0 = 0; r0 < n_rows; r0 += KT_RW1) {
-            const int rw = n_rows - r0 < KT_RW1 ? n_rows - r0 : KT_RW1;
-            k[rw - 1][0](y + r0, ldy, w + (size_t)r0 * wrb, wrb, xq, xrb, nb, beta);
+    int lr, lt;
+    if (n_act == 1) { /* generation: more weight rows at a time, one activation row */
+        for (int r0 = 0, rw; r0 < n_rows; r0 += rw) {
+            rw = pow2_below(n_rows - r0, KT_RW1, &lr);
+            k[lr][0](y + r0, ldy, w + (size_t)r0 * wrb, wrb, xq, xrb, nb, beta);
         }
         return;
     }
-    for (int t0 = 0; t0 < n_act; t0 += KT_TA) {
-        const int ta = n_act - t0 < KT_TA ? n_act - t0 : KT_TA;
-        for (int r0 = 0; r0 < n_rows; r0 += KT_RW) {
-            const int rw = n_rows - r0 < KT_RW ? n_rows - r0 : KT_RW;
-            k[rw - 1][ta - 1](y + (int64_t)t0 * ldy + r0, ldy, w + (size_t)r0 * wrb, wrb, xq + (size_t)t0 * xrb, xrb,
-                              nb, beta);
+    for (int t0 = 0, ta; t0 < n_act; t0 += ta) {
+        ta = pow2_below(n_act - t0, KT_TA, &lt);
+        for (int r0 = 0, rw; r0 < n_rows; r0 += rw) {
+            rw = pow2_below(n_rows - r0, KT_RW, &lr);
+            k[lr][lt](y + (int64_t)t0 * ldy + r0, ldy, w + (size_t)r0 * wrb, wrb, xq + (size_t)t0 * xrb, xrb, nb, beta);
         }
     }
 }
