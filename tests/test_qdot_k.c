@@ -206,6 +206,16 @@ static void random_acts(mr_rng *rng, blk_q8_K *xq, int n_act, int64_t cols) {
         if (t == 1 && cols >= 512) memset(f + 256, 0, 256 * sizeof *f); /* an all-zero block: dx = 0 */
         if (t == 2) f[cols / 2] = (float)(100 * sd);                    /* an outlier */
         qdot_quantize_row_q8_K(f, xq + (size_t)t * (cols / QK_K), cols);
+        if (t == 3) /* -128, which our quantizer never writes but the block format holds */
+            for (int64_t b = 0; b < cols / QK_K; b++) {
+                blk_q8_K *x = xq + (size_t)t * (cols / QK_K) + b;
+                for (int j = 0; j < QK_K; j += 7) x->qs[j] = -128;
+                for (int g = 0; g < 16; g++) {
+                    int sum = 0;
+                    for (int l = 0; l < 16; l++) sum += x->qs[16 * g + l];
+                    x->bsums[g] = (int16_t)sum;
+                }
+            }
     }
     free(f);
 }

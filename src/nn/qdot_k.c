@@ -9,8 +9,10 @@
  *   Q6_K super-block: 16 groups of 16 with an int8 scale s_g; value = d*s_g*(q-32),
  *     q in 0..63:  (d*dx) * S,  S = sum_g s_g * sum_{l in g} q_l*x_l - 32 * sum_g s_g*bsums[g].
  *
- * S and M are exact integers (|S| < 2^26 for every input: 63*127*256*128), converted
- * to fp32 once per super-block and scaled by the two f32 products, as llama.cpp does.
+ * S and M are exact integers, converted to fp32 once per super-block and scaled by the
+ * two f32 products, as llama.cpp does. No integer step can overflow for any input bytes
+ * (activations in -128..127): the widest sum is Q6_K's over unsigned quants before the
+ * -32 offset, at most 63*128*128*256 < 2^28; maddubs pairs stay below 2*63*128 < 2^15.
  *
  * Two implementations, the same arithmetic and the same bits:
  *   - portable C: one fp32 accumulator per output, in super-block order,
@@ -322,7 +324,7 @@ static inline __attribute__((always_inline)) __m256i kmadd(__m256i acc, __m256i 
 #endif
 }
 
-/* Lane k of the result = the sum of the 8 lanes of v[k] (exact: |S| < 2^26). */
+/* Lane k of the result = the sum of the 8 lanes of v[k] (exact: every sum < 2^28). */
 static inline __attribute__((always_inline)) __m256i hsum8x8(const __m256i v[8]) {
     const __m256i a0 = _mm256_hadd_epi32(v[0], v[1]), a1 = _mm256_hadd_epi32(v[2], v[3]);
     const __m256i a2 = _mm256_hadd_epi32(v[4], v[5]), a3 = _mm256_hadd_epi32(v[6], v[7]);
