@@ -181,8 +181,13 @@ static inline float block_dot(const kblock *k, const blk_q8_K *x) {
         S += k->sc[g] * (s - k->off * x->bsums[g]);
         M += k->mn[g] * x->bsums[g];
     }
+    /* separate statements: no compiler may fuse these into an FMA (clang's default
+     * -ffp-contract=on fuses within one expression; GCC under -std=c11 fuses nothing),
+     * which would change the bits */
     const float d = k->d * x->d, dmin = k->dmin * x->d;
-    return d * (float)S - dmin * (float)M;
+    const float ds = d * (float)S;
+    const float dm = dmin * (float)M;
+    return ds - dm;
 }
 
 static void tile_portable(int kt, float *y, int64_t ldy, const uint8_t *w, size_t wrb, int n_rows,
