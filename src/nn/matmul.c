@@ -1,8 +1,8 @@
 /* Products with stored weight matrices. Which path runs when, and why:
  *
  *  - F32 weights: one BLAS sgemm (nothing to convert; OpenBLAS is as fast as it gets).
- *  - Weights with an integer kernel (qdot_tile_kernel: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
- *    and the K types once qdot_k.c provides them), forward only: the activations are
+ *  - Weights with an integer kernel (qdot_tile_kernel: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
+ *    from qdot.c; Q4_K, Q5_K, Q6_K from qdot_k.c), forward only: the activations are
  *    quantized once per call into 8-bit blocks (qdot_quantize_row, in the scratch
  *    buffer) and multiplied with the weights in integer arithmetic, as llama.cpp
  *    does. The integer dot products run about twice as fast as fp32 FMAs on AVX2 and

@@ -46,7 +46,7 @@ ggml_type qdot_act_type(ggml_type w) {
     switch (w) {
     case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: return GGML_TYPE_Q8_0;
     case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: return GGML_TYPE_Q8_1;
-    /* Q4_K, Q5_K, Q6_K: Q8_K once qdot_k.c is linked in; until then dequantize + sgemm */
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K: return GGML_TYPE_Q8_K; /* qdot_k.c */
     default: return GGML_TYPE_F32;
     }
 }
@@ -133,9 +133,9 @@ void qdot_quantize_row(ggml_type w, const float *x, void *xq, int64_t cols) {
             d[b] = mr_f16_to_f32(y[b].d);
             sx[b] = mr_f16_to_f32(y[b].s);
         }
+    } else if (at == GGML_TYPE_Q8_K) {
+        qdot_quantize_row_q8_K(x, xq, cols);
     }
-    /* Q8_K (once qdot_act_type names it for the K types): qdot_k.c's
-     * qdot_quantize_row_q8_K(x, xq, cols), wired in here with the K kernels */
 }
 
 /* ---------------- weight blocks ---------------- */
@@ -436,7 +436,9 @@ qdot_tile_fn qdot_tile_kernel(ggml_type w) {
     case GGML_TYPE_Q4_1: return tile_q4_1;
     case GGML_TYPE_Q5_0: return tile_q5_0;
     case GGML_TYPE_Q5_1: return tile_q5_1;
-    /* Q4_K, Q5_K, Q6_K: qdot_k.c's kernels, wired in when that file is merged */
+    case GGML_TYPE_Q4_K: return qdot_tile_q4_K;
+    case GGML_TYPE_Q5_K: return qdot_tile_q5_K;
+    case GGML_TYPE_Q6_K: return qdot_tile_q6_K;
     default: return NULL;
     }
 }
