@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
     if (threads > 0) mr_blip2_set_threads(threads);
     double t0 = mr_now();
     mr_blip2 *m;
-    if (mr_blip2_load(&m, model, &e)) {
+    if (mr_blip2_load(&m, model, NULL, &e)) {
         fprintf(stderr, "error: %s\n", e.msg);
         return 1;
     }

@@ -15,11 +15,32 @@ static char out[1 << 16];
 TEST(single_image_ids_match_transformers) {
     const char *dir = test_shared_path("reference/hf/blip2");
     if (!dir) SKIP("reference/hf/blip2 not found");
+    /* proc.generate_no_prompt = [2, 94, 94, 115 x 8]: the dummy bos is not printed; the
+     * reference weights are F32, and F32 and BF16 decoders give transformers' ids */
+    const char *types[2] = {"f32", "bf16"};
+    for (int t = 0; t < 2; t++) {
+        int rc = test_cli(out, sizeof out,
+                          "caption --model %s --image %s/image_40x50.png --max-new-tokens 10 --print-ids "
+                          "--decoder-type %s",
+                          dir, dir, types[t]);
+        CHECK(rc == 0);
+        CHECK_MSG(!strcmp(out, "94 94 115 115 115 115 115 115 115 115\n"), "%s: %s", types[t], out);
+    }
+    /* the default (Q8_0) runs and gives 10 ids of the vocabulary */
     int rc = test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --max-new-tokens 10 --print-ids",
                       dir, dir);
     CHECK(rc == 0);
-    /* proc.generate_no_prompt = [2, 94, 94, 115 x 8]: the dummy bos is not printed */
-    CHECK(!strcmp(out, "94 94 115 115 115 115 115 115 115 115\n"));
+    {
+        int n = 0, v, off = 0, k;
+        while (sscanf(out + off, "%d%n", &v, &k) == 1) {
+            CHECK(v >= 0 && v < 256);
+            n++;
+            off += k;
+        }
+        CHECK(n == 10);
+    }
+    CHECK(test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --decoder-type q3 2>/dev/null", dir,
+                   dir) == 2);
     /* the prompt ids of generate_with_prompt, on the stored pixel values' PNG twin:
      * only the form is checked here (the ids come from test_blip2) */
     rc = test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --prompt-ids \"2 45 187 9 120\" "

@@ -9,10 +9,10 @@
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/tokenizer.h"
 
-int mr_captioner_open(mr_captioner *c, const char *model_dir, const char *prompt_text, const int32_t *prompt_ids,
-                      int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e) {
+int mr_captioner_open(mr_captioner *c, const char *model_dir, const mr_blip2_options *opt, const char *prompt_text,
+                      const int32_t *prompt_ids, int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e) {
     memset(c, 0, sizeof *c);
-    int rc = mr_blip2_load(&c->model, model_dir, e);
+    int rc = mr_blip2_load(&c->model, model_dir, opt, e);
     if (rc) return rc;
     const mr_blip2_info *in = mr_blip2_get_info(c->model);
     if (tokenizer_hf_available(model_dir)) {
