@@ -392,6 +392,60 @@ TEST(generation_keys_of_the_config) {
     for (int i = 0; i < 3; i++) CHECK(ids[i] != base[0]);
 }
 
+/* Several images per vision forward give each image exactly (bit for bit) what
+ * it gets alone, and so the same caption ids: in F32 and in BF16 stored
+ * weights (dequantized tiles), at the tiny shape and at a wider one whose
+ * products take BLAS's large-matrix path. */
+static void batch_matches_single(const char *dir, int B) {
+    mr_error e = {0};
+    mr_blip2 *m;
+    mr_blip2_options o;
+    mr_blip2_options_default(&o);
+    o.max_batch = B;
+    CHECK_OK(mr_blip2_load(&m, dir, &o, &e), &e);
+    const mr_blip2_info *in = mr_blip2_get_info(m);
+    size_t P = 3 * (size_t)in->image_size * in->image_size, TE = (size_t)in->vision_tokens * in->vision_hidden;
+    float *px = malloc(sizeof(float) * P * B), *all = malloc(sizeof(float) * TE * B), *one = malloc(sizeof(float) * TE);
+    mr_rng r;
+    mr_rng_seed(&r, 11);
+    for (size_t i = 0; i < P * B; i++) px[i] = (float)mr_rng_normal(&r);
+    CHECK_OK(mr_blip2_vision_batch(m, px, B, all, &e), &e);
+    for (int b = 0; b < B; b++) {
+        CHECK_OK(mr_blip2_vision(m, px + P * b, one, NULL, &e), &e);
+        CHECK_MSG(!memcmp(one, all + TE * b, sizeof(float) * TE), "%s: image %d of %d differs from alone", dir, b, B);
+        int32_t ia[32], ib[32];
+        int na, nb;
+        CHECK_OK(mr_blip2_generate_image(m, all + TE * b, NULL, 0, 0, ia, &na, &e), &e);
+        CHECK_OK(mr_blip2_generate(m, px + P * b, NULL, 0, 0, ib, &nb, &e), &e);
+        CHECK(na == nb && !memcmp(ia, ib, sizeof(int32_t) * na));
+    }
+    /* a batch bigger than the model was loaded for is a usage error */
+    CHECK(mr_blip2_vision_batch(m, px, B + 1, all, &e) == MR_ERR_USAGE);
+    free(px);
+    free(all);
+    free(one);
+    mr_blip2_free(m);
+}
+
+TEST(vision_batches_do_not_change_results) {
+    mr_error e = {0};
+    mr_blip2_shape s;
+    CHECK(mr_blip2_shape_preset("tiny", &s) == 0);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s", test_tmp_path("batch_f32"));
+    CHECK_OK(mr_blip2_write_random(&s, a, ST_F32, 21, 0.05f, 0, &e), &e);
+    batch_matches_single(a, 3);
+    if (test_failed_now()) return;
+    /* wider: 64x64 images in 8x8 patches (65 tokens), hidden 128 */
+    s.image_size = 64;
+    s.v_hidden = 128;
+    s.v_heads = 4;
+    s.v_inter = 256;
+    snprintf(b, sizeof b, "%s", test_tmp_path("batch_bf16"));
+    CHECK_OK(mr_blip2_write_random(&s, b, ST_BF16, 22, 0.05f, 0, &e), &e);
+    batch_matches_single(b, 4);
+}
+
 int main(void) {
     RUN(opt_matches_transformers);
     RUN(blip2_matches_transformers_f32);
@@ -400,5 +454,6 @@ int main(void) {
     RUN(blip2_refuses_bad_folders);
     RUN(random_models_in_every_dtype_and_layout);
     RUN(generation_keys_of_the_config);
+    RUN(vision_batches_do_not_change_results);
     return test_summary();
 }

@@ -15,8 +15,9 @@
  * (vision and Q-Former matrices as stored, float; OPT's at the decoder type),
  * layernorm_forward, gelu_forward / gelu_tanh_forward, attention_full_forward
  * for the unmasked self- and cross-attention, OPT's causal attention_forward.
- * The vision encoder runs several images per forward: each row of a product
- * and each image's attention is computed as for one image alone. */
+ * The vision encoder runs several images per forward: weight tiles are
+ * dequantized once for the batch, each image's products and attention are
+ * computed as for the image alone (matmul_groups_forward). */
 #include "mllm4rec/blip2.h"
 
 #include <math.h>
@@ -464,8 +465,8 @@ static void add_into(float *x, const float *y, size_t n) {
 }
 
 /* B images pixels [B][3][S][S] -> last_hidden [B][T][E]; hidden_states (B == 1
- * only) [(layers + 1)][T][E]. Products run over the B*T rows at once; the
- * attention runs per image. */
+ * only) [(layers + 1)][T][E]. Row-wise steps (LayerNorm, GELU, residuals) run
+ * over the B*T rows at once, products and attention per image. */
 static int b2_vision(mr_blip2 *m, const float *pixels, int B, float *last_hidden, float *hidden_states, mr_error *e) {
     const vit_config *c = &m->vc;
     int E = c->hidden, P = c->patch_size, S = c->image_size, G = S / P, Np = G * G, T = Np + 1, K = 3 * P * P;
@@ -489,7 +490,7 @@ static int b2_vision(mr_blip2 *m, const float *pixels, int B, float *last_hidden
             }
     }
     float *x = m->v_x;
-    vw_linear(m->v_xn, m->v_patches, (int64_t)B * Np, &m->patch_w, m->patch_b, SC, SF);
+    vw_linear_groups(m->v_xn, m->v_patches, B, Np, &m->patch_w, m->patch_b, SC, SF);
     for (int b = 0; b < B; b++) {
         float *xb = x + (size_t)b * T * E;
         memcpy(xb, m->cls, sizeof(float) * E);
@@ -501,18 +502,18 @@ static int b2_vision(mr_blip2 *m, const float *pixels, int B, float *last_hidden
     for (int l = 0; l < c->layers; l++) {
         vit_layer *y = &m->vl[l];
         layernorm_forward(m->v_xn, NULL, NULL, x, y->ln1_w, y->ln1_b, (int)BT, E, c->eps);
-        vw_linear(m->v_qkv, m->v_xn, BT, &y->qkv, y->qkv_b, SC, SF);
+        vw_linear_groups(m->v_qkv, m->v_xn, B, T, &y->qkv, y->qkv_b, SC, SF);
         for (int b = 0; b < B; b++) {
             const float *qkv = m->v_qkv + (size_t)b * T * 3 * E;
             attention_full_forward(m->v_att + (size_t)b * T * E, E, qkv, 3 * E, qkv + E, 3 * E, qkv + 2 * E, 3 * E, T,
                                    T, c->heads, hd, scale, m->att_scratch, m->att_scratch_floats);
         }
-        vw_linear(m->v_xn, m->v_att, BT, &y->proj, y->proj_b, SC, SF);
+        vw_linear_groups(m->v_xn, m->v_att, B, T, &y->proj, y->proj_b, SC, SF);
         add_into(x, m->v_xn, (size_t)BT * E);
         layernorm_forward(m->v_xn, NULL, NULL, x, y->ln2_w, y->ln2_b, (int)BT, E, c->eps);
-        vw_linear(m->v_ff, m->v_xn, BT, &y->fc1, y->fc1_b, SC, SF);
+        vw_linear_groups(m->v_ff, m->v_xn, B, T, &y->fc1, y->fc1_b, SC, SF);
         vw_activate(m->v_ff, (size_t)BT * c->inter, c->act);
-        vw_linear(m->v_xn, m->v_ff, BT, &y->fc2, y->fc2_b, SC, SF);
+        vw_linear_groups(m->v_xn, m->v_ff, B, T, &y->fc2, y->fc2_b, SC, SF);
         add_into(x, m->v_xn, (size_t)BT * E);
         if (hidden_states) memcpy(hidden_states + (size_t)(l + 1) * T * E, x, sizeof(float) * T * E);
     }

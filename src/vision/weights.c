@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "nn/gelu.h"
+#include "nn/matmul_groups.h"
 #include "nn/quant.h"
 
 int vw_has(const vw_loader *L, const char *name) { return st_set_find(L->set, name) != NULL; }
@@ -151,6 +152,14 @@ void vw_linear(float *y, const float *x, int64_t T, const vw_mat *W, const float
     if (bias)
         for (int64_t t = 0; t < T; t++) memcpy(y + t * N, bias, sizeof(float) * (size_t)N);
     matmul_forward(y, x, T, &W->q, bias ? 1.0f : 0.0f, scratch, scratch_floats);
+}
+
+void vw_linear_groups(float *y, const float *x, int64_t G, int64_t T, const vw_mat *W, const float *bias,
+                      float *scratch, int64_t scratch_floats) {
+    const int64_t N = W->q.rows;
+    if (bias)
+        for (int64_t t = 0; t < G * T; t++) memcpy(y + t * N, bias, sizeof(float) * (size_t)N);
+    matmul_groups_forward(y, x, G, T, &W->q, bias ? 1.0f : 0.0f, scratch, scratch_floats);
 }
 
 int vw_act_parse(const char *name, vw_act *out) {

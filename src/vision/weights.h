@@ -48,6 +48,11 @@ void vw_mat_free(vw_mat *w);
 void vw_linear(float *y, const float *x, int64_t T, const vw_mat *W, const float *bias, float *scratch,
                int64_t scratch_floats);
 
+/* For g < G: y[g][T][rows] = x[g][T][cols] Wᵀ (+ bias): nn's
+ * matmul_groups_forward, so each group gets what it gets alone. */
+void vw_linear_groups(float *y, const float *x, int64_t G, int64_t T, const vw_mat *W, const float *bias,
+                      float *scratch, int64_t scratch_floats);
+
 typedef enum { VW_ACT_GELU, VW_ACT_GELU_TANH, VW_ACT_RELU } vw_act;
 /* transformers' ACT2FN names: gelu, gelu_new / gelu_pytorch_tanh, relu. */
 int vw_act_parse(const char *name, vw_act *out);
