@@ -148,6 +148,29 @@ TEST(dataset_captions_resume_and_import) {
     }
     mr_dataset_free(&d);
 
+    /* a caption depends only on its image: batches of 1 and 3 (with the missing and
+     * the broken image inside them) give the files of the default batch (4) */
+    const int batches[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        char dsb[1024], pb[2048];
+        snprintf(dsb, sizeof dsb, "%s%d", test_tmp_path("ds_batch"), batches[k]);
+        write_dataset(dsb, sids, 8);
+        CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch %d "
+                       "2>/dev/null", dsb, imgs, model, batches[k]) == 0);
+        CHECK_MSG(strstr(out, "8 items: 6 captioned now, 0 from captions.tsv, 1 missing images, 1 failed") != NULL, "%s",
+                  out);
+        snprintf(pb, sizeof pb, "%s/items.tsv", dsb);
+        char *bi = read_all(pb);
+        snprintf(pb, sizeof pb, "%s/captions.tsv", dsb);
+        char *bc = read_all(pb);
+        CHECK_MSG(bi && !strcmp(bi, first_items), "--batch %d: items.tsv differs", batches[k]);
+        CHECK_MSG(bc && !strcmp(bc, first_cache), "--batch %d: captions.tsv differs", batches[k]);
+        free(bi);
+        free(bc);
+    }
+    CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --batch 0 2>/dev/null", ds, imgs,
+                   model) == 2);
+
     /* a rerun does nothing new */
     CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 2>/dev/null", ds,
                    imgs, model) == 0);
