@@ -8,6 +8,8 @@
 #include "nn/attention_full.h"
 #include "nn/gelu.h"
 #include "nn/layernorm.h"
+#include "nn/matmul_groups.h"
+#include "nn/quant.h"
 #include "test.h"
 
 static void fill(float *x, int n, mr_rng *r, double s) {
@@ -142,9 +144,50 @@ TEST(full_and_cross_attention_against_formula) {
     free(scratch);
 }
 
+/* Groups of rows against the plain product: the same numbers (tiles of BF16,
+ * Q8_0 and F32 weights), and each group bit for bit what it gives alone. */
+TEST(grouped_products_match_plain_and_alone) {
+    enum { G = 3, T = 9, R = 40, C = 64 };
+    mr_rng r;
+    mr_rng_seed(&r, 4);
+    float x[G * T * C], w[R * C], y[G * T * R], ref[G * T * R], one[T * R];
+    fill(x, G * T * C, &r, 1);
+    fill(w, R * C, &r, 0.2);
+    const ggml_type types[3] = {GGML_TYPE_F32, GGML_TYPE_BF16, GGML_TYPE_Q8_0};
+    for (int k = 0; k < 3; k++) {
+        uint8_t *data = malloc(quant_row_bytes(types[k], C) * R);
+        for (int i = 0; i < R; i++) quantize_row_ref(types[k], w + i * C, data + quant_row_bytes(types[k], C) * i, C);
+        qmat W = {types[k], R, C, data};
+        /* a tile of 16 rows: 40 rows take three tiles */
+        int64_t sf = 16 * C;
+        float *scratch = malloc(sizeof(float) * sf);
+        for (int i = 0; i < G * T * R; i++) y[i] = 0.5f;
+        matmul_groups_forward(y, x, G, T, &W, 1.0f, scratch, sf);
+        /* plain: y = x Wᵀ + 0.5 with the dequantized weights, in double */
+        float deq[R * C];
+        for (int i = 0; i < R; i++) dequantize_row(types[k], data + quant_row_bytes(types[k], C) * i, deq + i * C, C);
+        for (int t = 0; t < G * T; t++)
+            for (int o = 0; o < R; o++) {
+                double d = 0.5;
+                for (int c = 0; c < C; c++) d += (double)x[t * C + c] * deq[o * C + c];
+                ref[t * R + o] = (float)d;
+            }
+        for (int i = 0; i < G * T * R; i++) CHECK_NEAR(y[i], ref[i], 1e-4);
+        matmul_groups_forward(y, x, G, T, &W, 0.0f, scratch, sf);
+        for (int g = 0; g < G; g++) {
+            matmul_groups_forward(one, x + g * T * C, 1, T, &W, 0.0f, scratch, sf);
+            CHECK_MSG(!memcmp(one, y + g * T * R, sizeof one), "%s: group %d differs from alone",
+                      quant_type_name(types[k]), g);
+        }
+        free(scratch);
+        free(data);
+    }
+}
+
 int main(void) {
     RUN(gelu_tanh_form_and_backward);
     RUN(layernorm_without_affine);
     RUN(full_and_cross_attention_against_formula);
+    RUN(grouped_products_match_plain_and_alone);
     return test_summary();
 }
