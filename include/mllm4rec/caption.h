@@ -56,9 +56,12 @@ typedef struct mr_caption_stats {
 /* Captions every item of the dataset folder whose source id has no row in
  * captions.tsv yet: its image is images_dir/<source_id>.jpg|.jpeg|.png|.webp, or
  * the file that map_path (TSV "source_id<TAB>file", file relative to images_dir)
- * names. Rows are appended to captions.tsv as they are made (a killed run loses
- * at most the image in progress; an incomplete last row is dropped on resume);
- * items.tsv is rewritten atomically at the end. Progress goes to stderr. */
+ * names. Images go through the vision encoder in batches of the model's
+ * max_batch while a helper thread decodes the next batch; a caption depends
+ * only on its image. Rows are appended to captions.tsv as they are made, in
+ * item order (a killed run loses at most the batch in progress; an incomplete
+ * last row is dropped on resume); items.tsv is rewritten atomically at the end.
+ * Progress goes to stderr. */
 int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *images_dir, const char *map_path,
                        mr_caption_stats *st, mr_error *e);
 /* Imports a captions TSV made elsewhere (same header): its captions go into
