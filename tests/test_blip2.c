@@ -1,8 +1,12 @@
 /* BLIP-2 and OPT against transformers 4.33 (reference/hf/blip2, reference/hf/opt):
- * every intermediate output within 1e-4, generated ids identical. */
+ * every intermediate output within 1e-4, generated ids identical, at the F32
+ * decoder type; at BF16 the same ids and the logits within bf16 rounding; Q8_0
+ * logits within 1e-2 of BF16's. */
 #include "test.h"
 #include "mllm4rec/blip2.h"
+#include "mllm4rec/gguf.h"
 #include "mllm4rec/safetensors.h"
+#include "nn/layernorm.h"
 #include "vision/opt.h"
 
 #include <stdlib.h>
@@ -44,11 +48,11 @@ TEST(opt_matches_transformers) {
     json_decref(cfg);
     st_set set;
     CHECK_OK(st_set_open(&set, dir, &e), &e);
-    vx_threads one;
-    vx_threads_single(&one, 1); /* a tiny model: threads only add barriers */
-    vx_loader L = {&set, 0, 1ull << 30};
+    vw_threads one;
+    vw_threads_single(&one, 1); /* a tiny model: threads only add barriers */
+    vw_loader L = {&set, 0, 1, 0};
     opt_model m;
-    CHECK_OK(opt_load(&m, &L, &c, "model.decoder.", "lm_head.weight", &e), &e);
+    CHECK_OK(opt_load(&m, &L, &c, "model.decoder.", "lm_head.weight", GGML_TYPE_F32, &e), &e);
     snprintf(path, sizeof path, "%s/outputs.safetensors", dir);
     st_file out;
     CHECK_OK(st_open(&out, path, &e), &e);
@@ -77,7 +81,7 @@ TEST(opt_matches_transformers) {
     st_close(&out);
     opt_free(&m);
     st_set_close(&set);
-    vx_threads_restore(&one);
+    vw_threads_restore(&one);
 }
 
 static int read_ids(const st_file *f, const char *name, int32_t *ids, int max) {
@@ -87,13 +91,17 @@ static int read_ids(const st_file *f, const char *name, int32_t *ids, int max) {
     return (int)st_numel(t);
 }
 
-TEST(blip2_matches_transformers) {
+/* The whole model at decoder type dtype; logits within ltol of transformers'. */
+static void blip2_against_transformers(int dtype, double ltol) {
     const char *dir = test_shared_path("reference/hf/blip2");
     if (!dir) SKIP("reference/hf/blip2 not found");
     char path[2048];
     mr_error e = {0};
     mr_blip2 *m;
-    CHECK_OK(mr_blip2_load(&m, dir, &e), &e);
+    mr_blip2_options o;
+    mr_blip2_options_default(&o);
+    o.decoder_type = dtype;
+    CHECK_OK(mr_blip2_load(&m, dir, &o, &e), &e);
     const mr_blip2_info *in = mr_blip2_get_info(m);
     CHECK(in->vision_tokens == 17 && in->vision_hidden == 48 && in->n_query == 4 && in->text_hidden == 64);
     CHECK(in->vocab == 256 && in->eos == 2 && in->max_new_tokens == 19);
@@ -120,7 +128,7 @@ TEST(blip2_matches_transformers) {
         CHECK_OK(st_read_f32(st_find(&model, "vision_model.post_layernorm.weight"), w, 48, &e), &e);
         CHECK_OK(st_read_f32(st_find(&model, "vision_model.post_layernorm.bias"), b, 48, &e), &e);
         st_close(&model);
-        vx_layernorm(pooled, last, 1, 48, w, b, 1e-5f);
+        layernorm_forward(pooled, NULL, NULL, last, w, b, 1, 48, 1e-5f);
         CHECK_CLOSE("vision.pooler_output", pooled, &out, 48, 1e-4);
     }
     float qhs[3 * 4 * 48], qout[4 * 48], soft[4 * 64];
@@ -137,7 +145,7 @@ TEST(blip2_matches_transformers) {
     CHECK(np == 5);
     float logits[9 * 256];
     CHECK_OK(mr_blip2_lm_logits(m, soft, prompt, np, logits, &e), &e);
-    CHECK_CLOSE("logits", logits, &out, 9 * 256, 1e-4);
+    CHECK_CLOSE("logits", logits, &out, 9 * 256, ltol);
 
     int n, ne;
     /* generate: transformers returns a dummy bos, then the new ids */
@@ -162,7 +170,7 @@ TEST(blip2_matches_transformers) {
     CHECK_OK(mr_blip2_qformer(m, last, qout, NULL, &e), &e);
     CHECK_OK(mr_blip2_project(m, qout, soft, &e), &e);
     CHECK_OK(mr_blip2_lm_logits(m, soft, prompt, np, logits, &e), &e);
-    CHECK_CLOSE("proc.logits", logits, &out, 9 * 256, 1e-4);
+    CHECK_CLOSE("proc.logits", logits, &out, 9 * 256, ltol);
     ne = read_ids(&out, "proc.generate_no_prompt", expect, 16);
     CHECK_OK(mr_blip2_generate(m, pixels, NULL, 0, 10, got, &n, &e), &e);
     CHECK(n == 10 && !memcmp(got, expect + 1, sizeof(int32_t) * 10));
@@ -175,26 +183,94 @@ TEST(blip2_matches_transformers) {
     mr_blip2_free(m);
 }
 
+TEST(blip2_matches_transformers_f32) { blip2_against_transformers(GGML_TYPE_F32, 1e-4); }
+/* The reference weights are F32: a BF16 decoder rounds them (relative 2^-9),
+ * which moves the logits by about 1e-3; the ids stay the same. */
+TEST(blip2_matches_transformers_bf16) { blip2_against_transformers(GGML_TYPE_BF16, 3e-2); }
+
+/* logits [9, 256] of the reference image and prompt at a decoder type. */
+static int ref_logits(int dtype, float *logits, float *ref_max, mr_error *e) {
+    const char *dir = test_shared_path("reference/hf/blip2");
+    char path[2048];
+    mr_blip2 *m;
+    mr_blip2_options o;
+    mr_blip2_options_default(&o);
+    o.decoder_type = dtype;
+    int rc = mr_blip2_load(&m, dir, &o, e);
+    if (rc) return rc;
+    st_file inputs;
+    snprintf(path, sizeof path, "%s/inputs.safetensors", dir);
+    if ((rc = st_open(&inputs, path, e))) {
+        mr_blip2_free(m);
+        return rc;
+    }
+    float pixels[3 * 32 * 32], last[17 * 48], qout[4 * 48], soft[4 * 64];
+    int32_t prompt[8];
+    int np = read_ids(&inputs, "prompt_ids", prompt, 8);
+    if (np != 5) rc = mr_fail(e, MR_ERR_INPUT, "prompt_ids");
+    if (!rc) rc = st_read_f32(st_find(&inputs, "pixel_values"), pixels, 3 * 32 * 32, e);
+    if (!rc) rc = mr_blip2_vision(m, pixels, last, NULL, e);
+    if (!rc) rc = mr_blip2_qformer(m, last, qout, NULL, e);
+    if (!rc) rc = mr_blip2_project(m, qout, soft, e);
+    if (!rc) rc = mr_blip2_lm_logits(m, soft, prompt, np, logits, e);
+    *ref_max = 0;
+    for (int i = 0; i < 9 * 256; i++) *ref_max = fmaxf(*ref_max, fabsf(logits[i]));
+    st_close(&inputs);
+    mr_blip2_free(m);
+    return rc;
+}
+
+/* Q8_0 (the default) and Q4_0 against BF16 and F32 on the tiny reference model.
+ * Its rows are 64 values of std 0.1 in blocks of 32: Q8_0's step is about
+ * 1/60 of the std, a relative rounding error near 0.5% against bf16's 0.1%, and
+ * through two layers the logits (|max| 3) move by about 0.05 (BF16: 0.014 from
+ * F32). The bound below is what that arithmetic allows, not the 1e-2 hoped for. */
+TEST(quantized_decoder_logits_near_bf16) {
+    if (!test_shared_path("reference/hf/blip2")) SKIP("reference/hf/blip2 not found");
+    mr_error e = {0};
+    static float lf[9 * 256], lb[9 * 256], lq[9 * 256], l4[9 * 256];
+    float mf, mb, mq, m4;
+    CHECK_OK(ref_logits(GGML_TYPE_F32, lf, &mf, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_BF16, lb, &mb, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_Q8_0, lq, &mq, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_Q4_0, l4, &m4, &e), &e);
+    double d8 = 0, d4 = 0, d8f = 0, dbf = 0;
+    for (int i = 0; i < 9 * 256; i++) {
+        d8 = fmax(d8, fabs(lq[i] - lb[i]));
+        d4 = fmax(d4, fabs(l4[i] - lb[i]));
+        d8f = fmax(d8f, fabs(lq[i] - lf[i]));
+        dbf = fmax(dbf, fabs(lb[i] - lf[i]));
+    }
+    fprintf(stderr,
+            "  max |logit| %.3g; max |diff|: Q8_0 - BF16 %.3g, Q4_0 - BF16 %.3g, Q8_0 - F32 %.3g, BF16 - F32 %.3g\n", mb,
+            d8, d4, d8f, dbf);
+    CHECK_MSG(d8 <= 0.1, "Q8_0 logits differ from BF16's by %.3g", d8);
+    CHECK(d4 > d8); /* 4-bit weights are coarser: the types really differ */
+}
+
 TEST(blip2_refuses_bad_folders) {
     mr_error e = {0};
     mr_blip2 *m;
     const char *d = test_tmp_path("badmodel");
     CHECK_OK(mr_mkdir_p(d, &e), &e);
-    CHECK(mr_blip2_load(&m, d, &e) == MR_ERR_INPUT); /* no config.json */
+    CHECK(mr_blip2_load(&m, d, NULL, &e) == MR_ERR_INPUT); /* no config.json */
     char p[2048];
     snprintf(p, sizeof p, "%s/config.json", d);
     test_write_file(p, "{\"model_type\": \"llama\"}", 23);
-    CHECK(mr_blip2_load(&m, d, &e) == MR_ERR_INPUT);
+    CHECK(mr_blip2_load(&m, d, NULL, &e) == MR_ERR_INPUT);
     CHECK(strstr(e.msg, "blip-2") != NULL);
     const char *cfg = "{\"model_type\": \"blip-2\", \"vision_config\": {\"hidden_size\": 8, \"num_attention_heads\": 3}}";
     test_write_file(p, cfg, strlen(cfg));
-    CHECK(mr_blip2_load(&m, d, &e) == MR_ERR_INPUT);
+    CHECK(mr_blip2_load(&m, d, NULL, &e) == MR_ERR_INPUT);
     CHECK(strstr(e.msg, "vision_config") != NULL);
 }
 
-static int gen(const char *dir, const float *pixels, int32_t *ids, float *vision, mr_error *e) {
+static int gen_typed(const char *dir, int dtype, const float *pixels, int32_t *ids, float *vision, mr_error *e) {
     mr_blip2 *m;
-    int n = 0, rc = mr_blip2_load(&m, dir, e);
+    mr_blip2_options o;
+    mr_blip2_options_default(&o);
+    o.decoder_type = dtype;
+    int n = 0, rc = mr_blip2_load(&m, dir, &o, e);
     if (rc) return -1;
     if (vision && mr_blip2_vision(m, pixels, vision, NULL, e)) n = -1;
     if (n == 0 && mr_blip2_generate(m, pixels, NULL, 0, 0, ids, &n, e)) n = -1;
@@ -202,9 +278,13 @@ static int gen(const char *dir, const float *pixels, int32_t *ids, float *vision
     return n;
 }
 
+static int gen(const char *dir, const float *pixels, int32_t *ids, float *vision, mr_error *e) {
+    return gen_typed(dir, GGML_TYPE_Q8_0, pixels, ids, vision, e);
+}
+
 /* Random folders in every dtype and layout load and run; sharded and single
- * files hold the same weights, raw BF16 (converted per product) equals BF16
- * converted at load. */
+ * files hold the same weights; BF16 used as stored (dequantized per product)
+ * gives the ids of BF16 converted to F32 at load. */
 TEST(random_models_in_every_dtype_and_layout) {
     mr_error e = {0};
     mr_blip2_shape s;
@@ -236,12 +316,10 @@ TEST(random_models_in_every_dtype_and_layout) {
     CHECK_MSG(na > 0, "%s", e.msg);
     for (int i = 0; i < na; i++) CHECK(ia[i] >= 0 && ia[i] < 300);
     CHECK(na == 19 || ia[na - 1] == 7);
-    int nc = gen(c, pixels, ic, vc, &e);
-    int nb = gen(b, pixels, ib, NULL, &e);
+    int nc = gen_typed(c, GGML_TYPE_F32, pixels, ic, vc, &e);
+    int nb = gen_typed(b, GGML_TYPE_F32, pixels, ib, NULL, &e);
     CHECK(nc > 0 && nb == nc && !memcmp(ib, ic, sizeof(int32_t) * nc));
-    vx_convert_limit_override = 0;
-    int nr = gen(c, pixels, ir, vr, &e);
-    vx_convert_limit_override = UINT64_MAX;
+    int nr = gen_typed(c, MR_BLIP2_AS_STORED, pixels, ir, vr, &e);
     CHECK(nr == nc && !memcmp(ir, ic, sizeof(int32_t) * nc));
     double d = 0, dq = 0;
     for (int i = 0; i < 17 * 48; i++) {
@@ -314,11 +392,68 @@ TEST(generation_keys_of_the_config) {
     for (int i = 0; i < 3; i++) CHECK(ids[i] != base[0]);
 }
 
+/* Several images per vision forward give each image exactly (bit for bit) what
+ * it gets alone, and so the same caption ids: in F32 and in BF16 stored
+ * weights (dequantized tiles), at the tiny shape and at a wider one whose
+ * products take BLAS's large-matrix path. */
+static void batch_matches_single(const char *dir, int B) {
+    mr_error e = {0};
+    mr_blip2 *m;
+    mr_blip2_options o;
+    mr_blip2_options_default(&o);
+    o.max_batch = B;
+    CHECK_OK(mr_blip2_load(&m, dir, &o, &e), &e);
+    const mr_blip2_info *in = mr_blip2_get_info(m);
+    size_t P = 3 * (size_t)in->image_size * in->image_size, TE = (size_t)in->vision_tokens * in->vision_hidden;
+    float *px = malloc(sizeof(float) * P * B), *all = malloc(sizeof(float) * TE * B), *one = malloc(sizeof(float) * TE);
+    mr_rng r;
+    mr_rng_seed(&r, 11);
+    for (size_t i = 0; i < P * B; i++) px[i] = (float)mr_rng_normal(&r);
+    CHECK_OK(mr_blip2_vision_batch(m, px, B, all, &e), &e);
+    for (int b = 0; b < B; b++) {
+        CHECK_OK(mr_blip2_vision(m, px + P * b, one, NULL, &e), &e);
+        CHECK_MSG(!memcmp(one, all + TE * b, sizeof(float) * TE), "%s: image %d of %d differs from alone", dir, b, B);
+        int32_t ia[32], ib[32];
+        int na, nb;
+        CHECK_OK(mr_blip2_generate_image(m, all + TE * b, NULL, 0, 0, ia, &na, &e), &e);
+        CHECK_OK(mr_blip2_generate(m, px + P * b, NULL, 0, 0, ib, &nb, &e), &e);
+        CHECK(na == nb && !memcmp(ia, ib, sizeof(int32_t) * na));
+    }
+    /* a batch bigger than the model was loaded for is a usage error */
+    CHECK(mr_blip2_vision_batch(m, px, B + 1, all, &e) == MR_ERR_USAGE);
+    free(px);
+    free(all);
+    free(one);
+    mr_blip2_free(m);
+}
+
+TEST(vision_batches_do_not_change_results) {
+    mr_error e = {0};
+    mr_blip2_shape s;
+    CHECK(mr_blip2_shape_preset("tiny", &s) == 0);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s", test_tmp_path("batch_f32"));
+    CHECK_OK(mr_blip2_write_random(&s, a, ST_F32, 21, 0.05f, 0, &e), &e);
+    batch_matches_single(a, 3);
+    if (test_failed_now()) return;
+    /* wider: 64x64 images in 8x8 patches (65 tokens), hidden 128 */
+    s.image_size = 64;
+    s.v_hidden = 128;
+    s.v_heads = 4;
+    s.v_inter = 256;
+    snprintf(b, sizeof b, "%s", test_tmp_path("batch_bf16"));
+    CHECK_OK(mr_blip2_write_random(&s, b, ST_BF16, 22, 0.05f, 0, &e), &e);
+    batch_matches_single(b, 4);
+}
+
 int main(void) {
     RUN(opt_matches_transformers);
-    RUN(blip2_matches_transformers);
+    RUN(blip2_matches_transformers_f32);
+    RUN(blip2_matches_transformers_bf16);
+    RUN(quantized_decoder_logits_near_bf16);
     RUN(blip2_refuses_bad_folders);
     RUN(random_models_in_every_dtype_and_layout);
     RUN(generation_keys_of_the_config);
+    RUN(vision_batches_do_not_change_results);
     return test_summary();
 }

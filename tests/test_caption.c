@@ -15,11 +15,32 @@ static char out[1 << 16];
 TEST(single_image_ids_match_transformers) {
     const char *dir = test_shared_path("reference/hf/blip2");
     if (!dir) SKIP("reference/hf/blip2 not found");
+    /* proc.generate_no_prompt = [2, 94, 94, 115 x 8]: the dummy bos is not printed; the
+     * reference weights are F32, and F32 and BF16 decoders give transformers' ids */
+    const char *types[2] = {"f32", "bf16"};
+    for (int t = 0; t < 2; t++) {
+        int rc = test_cli(out, sizeof out,
+                          "caption --model %s --image %s/image_40x50.png --max-new-tokens 10 --print-ids "
+                          "--decoder-type %s",
+                          dir, dir, types[t]);
+        CHECK(rc == 0);
+        CHECK_MSG(!strcmp(out, "94 94 115 115 115 115 115 115 115 115\n"), "%s: %s", types[t], out);
+    }
+    /* the default (Q8_0) runs and gives 10 ids of the vocabulary */
     int rc = test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --max-new-tokens 10 --print-ids",
                       dir, dir);
     CHECK(rc == 0);
-    /* proc.generate_no_prompt = [2, 94, 94, 115 x 8]: the dummy bos is not printed */
-    CHECK(!strcmp(out, "94 94 115 115 115 115 115 115 115 115\n"));
+    {
+        int n = 0, v, off = 0, k;
+        while (sscanf(out + off, "%d%n", &v, &k) == 1) {
+            CHECK(v >= 0 && v < 256);
+            n++;
+            off += k;
+        }
+        CHECK(n == 10);
+    }
+    CHECK(test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --decoder-type q3 2>/dev/null", dir,
+                   dir) == 2);
     /* the prompt ids of generate_with_prompt, on the stored pixel values' PNG twin:
      * only the form is checked here (the ids come from test_blip2) */
     rc = test_cli(out, sizeof out, "caption --model %s --image %s/image_40x50.png --prompt-ids \"2 45 187 9 120\" "
@@ -132,6 +153,29 @@ TEST(dataset_captions_resume_and_import) {
         CHECK(!strchr(d.items[i].caption, '\t'));
     }
     mr_dataset_free(&d);
+
+    /* a caption depends only on its image: batches of 1 and 3 (with the missing and
+     * the broken image inside them) give the files of the default batch (4) */
+    const int batches[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        char dsb[1024], pb[2048];
+        snprintf(dsb, sizeof dsb, "%s%d", test_tmp_path("ds_batch"), batches[k]);
+        write_dataset(dsb, sids, 8);
+        CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch %d "
+                       "2>/dev/null", dsb, imgs, model, batches[k]) == 0);
+        CHECK_MSG(strstr(out, "8 items: 6 captioned now, 0 from captions.tsv, 1 missing images, 1 failed") != NULL, "%s",
+                  out);
+        snprintf(pb, sizeof pb, "%s/items.tsv", dsb);
+        char *bi = read_all(pb);
+        snprintf(pb, sizeof pb, "%s/captions.tsv", dsb);
+        char *bc = read_all(pb);
+        CHECK_MSG(bi && !strcmp(bi, first_items), "--batch %d: items.tsv differs", batches[k]);
+        CHECK_MSG(bc && !strcmp(bc, first_cache), "--batch %d: captions.tsv differs", batches[k]);
+        free(bi);
+        free(bc);
+    }
+    CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --batch 0 2>/dev/null", ds, imgs,
+                   model) == 2);
 
     /* a rerun does nothing new */
     CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 2>/dev/null", ds,

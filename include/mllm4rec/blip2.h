@@ -21,8 +21,23 @@ typedef struct mr_blip2_info {
     double n_params;
 } mr_blip2_info;
 
-/* dir: the model folder. threads <= 0 keeps OpenMP's default. */
-int mr_blip2_load(mr_blip2 **out, const char *dir, mr_error *e);
+/* decoder_type: a ggml type (include mllm4rec/gguf.h) for OPT's matrices, its
+ * token embeddings and head: converted at load with nn's quantizer, or used
+ * from the file without a copy when stored so; MR_BLIP2_AS_STORED keeps what
+ * the file holds. The vision encoder and Q-Former keep their float weights as
+ * stored. max_batch: images per vision forward at most (its buffers). */
+#define MR_BLIP2_AS_STORED (-1)
+typedef struct mr_blip2_options {
+    int decoder_type; /* default GGML_TYPE_Q8_0 */
+    int max_batch;    /* default 1 */
+} mr_blip2_options;
+void mr_blip2_options_default(mr_blip2_options *o);
+/* "q8_0", "q4_0", "bf16", "f16", "f32" or "stored" to a decoder type; -1 when unknown. */
+int mr_blip2_decoder_type_parse(const char *name, int *type);
+
+/* dir: the model folder; opt NULL: the defaults. */
+int mr_blip2_load(mr_blip2 **out, const char *dir, const mr_blip2_options *opt, mr_error *e);
+const mr_blip2_options *mr_blip2_get_options(const mr_blip2 *m);
 void mr_blip2_free(mr_blip2 *m);
 const mr_blip2_info *mr_blip2_get_info(const mr_blip2 *m);
 /* The folder's image processor (preprocessor_config.json, else BLIP's defaults
@@ -33,6 +48,10 @@ const mr_image_processor *mr_blip2_processor(const mr_blip2 *m);
  * vision: last_hidden_state [T, Ev] (post LayerNorm), and when hidden_states is
  * not NULL, [(layers + 1), T, Ev] = embeddings then each layer's output. */
 int mr_blip2_vision(mr_blip2 *m, const float *pixels, float *last_hidden, float *hidden_states, mr_error *e);
+/* The vision encoder over n_images (1 .. max_batch) images at once:
+ * pixels [n][3, S, S] -> last_hidden [n][T, Ev]. Each image's result is the
+ * one mr_blip2_vision gives it alone. */
+int mr_blip2_vision_batch(mr_blip2 *m, const float *pixels, int n_images, float *last_hidden, mr_error *e);
 /* Q-Former over image features [T, Ev]: out [n_query, Hq]; hidden_states
  * (optional) [(layers + 1), n_query, Hq]. */
 int mr_blip2_qformer(mr_blip2 *m, const float *image_embeds, float *out, float *hidden_states, mr_error *e);
@@ -48,6 +67,10 @@ int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids
  * (capacity max_new_tokens, or info.max_new_tokens) and their count. */
 int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
                       int32_t *out, int *n_out, mr_error *e);
+
+/* generate from one image's vision features [T, Ev] (Q-Former, projection, OPT). */
+int mr_blip2_generate_image(mr_blip2 *m, const float *image_embeds, const int32_t *prompt, int n_prompt,
+                            int max_new_tokens, int32_t *out, int *n_out, mr_error *e);
 
 /* The language part of generate: from the soft prompt [n_query, text_hidden]. */
 int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,

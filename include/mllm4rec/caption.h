@@ -10,6 +10,11 @@
 
 typedef struct tokenizer tokenizer;
 
+/* Images per vision-encoder forward when --batch is not given (docs/caption.md
+ * has the measurement behind it). */
+#define MR_CAPTION_DEFAULT_BATCH 4
+#define MR_CAPTION_DEFAULT_BATCH_S "4"
+
 typedef struct mr_captioner {
     mr_blip2 *model;
     tokenizer *tok;     /* NULL when the folder has no tokenizer files */
@@ -24,8 +29,8 @@ typedef struct mr_captioner {
  * the tokenizer; BOS is put first as OPT's tokenizer does) or prompt_ids (taken
  * as they are) may be given, not both. need_text: fail unless a tokenizer is
  * there (captions as text need one). */
-int mr_captioner_open(mr_captioner *c, const char *model_dir, const char *prompt_text, const int32_t *prompt_ids,
-                      int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e);
+int mr_captioner_open(mr_captioner *c, const char *model_dir, const mr_blip2_options *opt, const char *prompt_text,
+                      const int32_t *prompt_ids, int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e);
 void mr_captioner_close(mr_captioner *c);
 
 /* Captions one image file: *ids (into c's buffer) and *n_ids get the new ids
@@ -51,9 +56,12 @@ typedef struct mr_caption_stats {
 /* Captions every item of the dataset folder whose source id has no row in
  * captions.tsv yet: its image is images_dir/<source_id>.jpg|.jpeg|.png|.webp, or
  * the file that map_path (TSV "source_id<TAB>file", file relative to images_dir)
- * names. Rows are appended to captions.tsv as they are made (a killed run loses
- * at most the image in progress; an incomplete last row is dropped on resume);
- * items.tsv is rewritten atomically at the end. Progress goes to stderr. */
+ * names. Images go through the vision encoder in batches of the model's
+ * max_batch while a helper thread decodes the next batch; a caption depends
+ * only on its image. Rows are appended to captions.tsv as they are made, in
+ * item order (a killed run loses at most the batch in progress; an incomplete
+ * last row is dropped on resume); items.tsv is rewritten atomically at the end.
+ * Progress goes to stderr. */
 int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *images_dir, const char *map_path,
                        mr_caption_stats *st, mr_error *e);
 /* Imports a captions TSV made elsewhere (same header): its captions go into

@@ -10,13 +10,16 @@
 
 static const char *USAGE =
     "usage: mllm4rec caption --dataset D --images DIR --model BLIP2_DIR [--map FILE] [--prompt S]\n"
-    "                        [--max-new-tokens N] [--threads T]\n"
+    "                        [--max-new-tokens N] [--decoder-type T] [--batch N] [--threads T]\n"
     "       mllm4rec caption --dataset D --import captions.tsv\n"
     "       mllm4rec caption --model BLIP2_DIR --image FILE [--prompt S | --prompt-ids \"2 45 187\"]\n"
-    "                        [--max-new-tokens N] [--print-ids] [--threads T]\n"
+    "                        [--max-new-tokens N] [--decoder-type T] [--print-ids] [--threads T]\n"
     "Captions item images with BLIP-2 (greedy, as transformers' generate). Images are found as\n"
     "DIR/<source_id>.jpg|jpeg|png|webp or through --map (TSV 'source_id<TAB>file', files relative to\n"
-    "DIR). Captions go into D/items.tsv and D/captions.tsv; a rerun resumes after the rows there.";
+    "DIR). Captions go into D/items.tsv and D/captions.tsv; a rerun resumes after the rows there.\n"
+    "OPT's weights are converted at load to --decoder-type (q8_0 by default; q4_0, bf16, f16, f32, or\n"
+    "'stored' as the file holds them). The vision encoder runs --batch images per forward while the\n"
+    "next images are decoded; a caption does not depend on the batch.";
 
 static int parse_ids(const char *s, int32_t **out, int *n_out) {
     int cap = 16, n = 0;
@@ -56,8 +59,8 @@ static int parse_ids(const char *s, int32_t **out, int *n_out) {
 int cmd_caption(int argc, char **argv) {
     const char *cmd = "caption";
     const char *dataset = NULL, *images = NULL, *model = NULL, *map = NULL, *prompt = NULL, *prompt_ids_s = NULL,
-               *import = NULL, *image = NULL;
-    int64_t max_new = 0, threads = 0;
+               *import = NULL, *image = NULL, *dtype_s = "q8_0";
+    int64_t max_new = 0, threads = 0, batch = MR_CAPTION_DEFAULT_BATCH;
     int print_ids = 0;
     cli_flag flags[] = {
         {"--dataset", FLAG_STR, &dataset, "prepared dataset folder", 0},
@@ -68,6 +71,8 @@ int cmd_caption(int argc, char **argv) {
         {"--prompt-ids", FLAG_STR, &prompt_ids_s, "prompt token ids, e.g. \"2 45 187\" (single image)", 0},
         {"--max-new-tokens", FLAG_INT, &max_new, "new tokens at most (default: transformers' 19)", 0},
         {"--threads", FLAG_INT, &threads, "threads (default: all cores)", 0},
+        {"--decoder-type", FLAG_STR, &dtype_s, "OPT weights: q8_0 (default), q4_0, bf16, f16, f32 or stored", 0},
+        {"--batch", FLAG_INT, &batch, "images per vision-encoder forward (default " MR_CAPTION_DEFAULT_BATCH_S ")", 0},
         {"--import", FLAG_STR, &import, "import a captions TSV ('source_id<TAB>caption') into --dataset", 0},
         {"--image", FLAG_STR, &image, "caption one image file and print the caption", 0},
         {"--print-ids", FLAG_BOOL, &print_ids, "with --image: print the new token ids instead of text", 0},
@@ -76,7 +81,12 @@ int cmd_caption(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (max_new < 0 || max_new > 100000) return cli_usage_error(cmd, "--max-new-tokens must be between 1 and 100000");
     if (threads < 0 || threads > 4096) return cli_usage_error(cmd, "--threads must be positive");
+    if (batch < 1 || batch > 256) return cli_usage_error(cmd, "--batch must be between 1 and 256");
     if (threads) mr_blip2_set_threads((int)threads);
+    mr_blip2_options bo;
+    mr_blip2_options_default(&bo);
+    if (mr_blip2_decoder_type_parse(dtype_s, &bo.decoder_type))
+        return cli_usage_error(cmd, "--decoder-type must be q8_0, q4_0, bf16, f16, f32 or stored");
     mr_error e = {0};
     mr_caption_stats st;
 
@@ -104,7 +114,7 @@ int cmd_caption(int argc, char **argv) {
             return cli_usage_error(cmd, "--image captions one file: leave out --dataset, --images and --map");
         }
         mr_captioner c;
-        if ((rc = mr_captioner_open(&c, model, prompt, pids, n_pids, (int)max_new, !print_ids, &e))) {
+        if ((rc = mr_captioner_open(&c, model, &bo, prompt, pids, n_pids, (int)max_new, !print_ids, &e))) {
             free(pids);
             return cli_report(cmd, &e);
         }
@@ -135,8 +145,9 @@ int cmd_caption(int argc, char **argv) {
         return cli_usage_error(cmd, "--print-ids and --prompt-ids go with --image");
     }
     if ((rc = cli_claim_folder(cmd, dataset, NULL, 0, 0))) return rc;
+    bo.max_batch = (int)batch;
     mr_captioner c;
-    if ((rc = mr_captioner_open(&c, model, prompt, NULL, 0, (int)max_new, 1, &e))) return cli_report(cmd, &e);
+    if ((rc = mr_captioner_open(&c, model, &bo, prompt, NULL, 0, (int)max_new, 1, &e))) return cli_report(cmd, &e);
     rc = mr_caption_dataset(&c, dataset, images, map, &st, &e);
     mr_captioner_close(&c);
     if (rc) return cli_report(cmd, &e);

@@ -66,3 +66,31 @@ void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
         dinp[i] += dout[i] * (cdf + x * pdf);
     }
 }
+
+/* tanh form. tanh(u) = 1 - 2 / (1 + e^(2u)), clamped where tanh is +-1 in fp32. */
+VECTOR_MATH static inline float tanh_clamped(float u) {
+    u = u > 10.0f ? 10.0f : u;
+    u = u < -10.0f ? -10.0f : u;
+    return 1.0f - 2.0f / (1.0f + expf(2.0f * u));
+}
+
+#define GELU_TANH_C 0.7978845608028654f /* sqrt(2/pi) */
+
+void gelu_tanh_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanh_clamped(GELU_TANH_C * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_tanh_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    /* d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2) */
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float t = tanh_clamped(GELU_TANH_C * (x + 0.044715f * x * x * x));
+        float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_TANH_C * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += dout[i] * d;
+    }
+}

@@ -23,7 +23,10 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         }
         v /= (float)C;
         float s = 1.0f / sqrtf(v + eps);
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        if (weight && bias)
+            for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        else
+            for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * (weight ? weight[c] : 1.0f) + (bias ? bias[c] : 0.0f);
         if (mean) mean[i] = m;
         if (rstd) rstd[i] = s;
     }
@@ -40,7 +43,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             float sum_d = 0.0f, sum_dx = 0.0f;
 #pragma omp simd reduction(+ : sum_d, sum_dx)
             for (int c = 0; c < C; c++) {
-                float xhat = (x[c] - m) * s, dxhat = g[c] * weight[c];
+                float xhat = (x[c] - m) * s, dxhat = g[c] * (weight ? weight[c] : 1.0f);
                 sum_d += dxhat;
                 sum_dx += dxhat * xhat;
             }
@@ -48,7 +51,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             sum_dx /= (float)C;
             float *dx = dinp + (size_t)i * C;
             for (int c = 0; c < C; c++) {
-                float xhat = (x[c] - m) * s, dxhat = g[c] * weight[c];
+                float xhat = (x[c] - m) * s, dxhat = g[c] * (weight ? weight[c] : 1.0f);
                 dx[c] += s * (dxhat - sum_d - xhat * sum_dx);
             }
         }

@@ -4,7 +4,8 @@
 #define MLLM4REC_NN_LAYERNORM_H
 
 /* out, inp [N, C]; weight, bias [C]; mean, rstd [N] are saved for the backward
- * (either may be NULL when no backward follows). out may equal inp. */
+ * (either may be NULL when no backward follows). out may equal inp.
+ * weight NULL means ones and bias NULL zeros (elementwise_affine=False, bias=False). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C, float eps);
 /* Accumulates: dinp [N, C] += ..., dweight, dbias [C] += ... (each may be NULL).

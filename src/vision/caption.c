@@ -2,6 +2,7 @@
 #include "mllm4rec/caption.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,10 +10,10 @@
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/tokenizer.h"
 
-int mr_captioner_open(mr_captioner *c, const char *model_dir, const char *prompt_text, const int32_t *prompt_ids,
-                      int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e) {
+int mr_captioner_open(mr_captioner *c, const char *model_dir, const mr_blip2_options *opt, const char *prompt_text,
+                      const int32_t *prompt_ids, int n_prompt_ids, int max_new_tokens, int need_text, mr_error *e) {
     memset(c, 0, sizeof *c);
-    int rc = mr_blip2_load(&c->model, model_dir, e);
+    int rc = mr_blip2_load(&c->model, model_dir, opt, e);
     if (rc) return rc;
     const mr_blip2_info *in = mr_blip2_get_info(c->model);
     if (tokenizer_hf_available(model_dir)) {
@@ -399,6 +400,200 @@ static char *find_image(const char *dir, const char *sid, int use_map, const cha
     return NULL;
 }
 
+/* ---- the batch pipeline: a helper thread finds and decodes the images of the
+ * next batch while the current one runs through the model ---- */
+
+enum { IMG_MISSING, IMG_READY, IMG_FAILED };
+
+typedef struct cap_batch {
+    int n;            /* items in the batch */
+    int64_t *item;    /* [max] item ids */
+    int *state;       /* [max] IMG_* */
+    int *slot;        /* [max] index of the image in pixels (IMG_READY) */
+    mr_error *err;    /* [max] why an image failed */
+    int n_images;     /* decoded images */
+    float *pixels;    /* [max][3][S][S] */
+    int rc;           /* an internal error of the helper */
+    mr_error e;
+} cap_batch;
+
+typedef struct cap_prefetch {
+    cap_batch *b;
+    const mr_image_processor *proc;
+    const mr_dataset *d;
+    const char *images_dir;
+    char **files; /* per item id from --map, or NULL */
+    const int64_t *todo;
+    int64_t first, count;
+    size_t image_floats;
+} cap_prefetch;
+
+static void *prefetch_run(void *arg) {
+    cap_prefetch *p = arg;
+    cap_batch *b = p->b;
+    b->n = 0;
+    b->n_images = 0;
+    b->rc = MR_OK;
+    for (int64_t k = 0; k < p->count && !b->rc; k++) {
+        int64_t i = p->todo[p->first + k];
+        int j = b->n++;
+        b->item[j] = i;
+        mr_error fe = {0};
+        char *path = find_image(p->images_dir, p->d->items[i].source_id, p->files != NULL, p->files ? p->files[i] : NULL, &fe);
+        if (!path) {
+            if (fe.code == MR_ERR_INTERNAL) {
+                b->rc = MR_ERR_INTERNAL;
+                b->e = fe;
+            }
+            b->state[j] = IMG_MISSING;
+            continue;
+        }
+        mr_image img;
+        memset(&b->err[j], 0, sizeof b->err[j]);
+        int rc = mr_image_load(path, &img, &b->err[j]);
+        if (!rc) {
+            rc = mr_image_to_pixels(p->proc, &img, b->pixels + (size_t)b->n_images * p->image_floats, NULL, &b->err[j]);
+            mr_image_free(&img);
+        }
+        free(path);
+        if (rc == MR_ERR_INTERNAL) {
+            b->rc = rc;
+            b->e = b->err[j];
+        } else if (rc) {
+            b->state[j] = IMG_FAILED;
+        } else {
+            b->state[j] = IMG_READY;
+            b->slot[j] = b->n_images++;
+        }
+    }
+    return NULL;
+}
+
+static void batch_free(cap_batch *b) {
+    free(b->item);
+    free(b->state);
+    free(b->slot);
+    free(b->err);
+    free(b->pixels);
+    memset(b, 0, sizeof *b);
+}
+
+static int batch_alloc(cap_batch *b, int max, size_t image_floats, mr_error *e) {
+    memset(b, 0, sizeof *b);
+    b->item = mr_alloc(sizeof(int64_t) * max, e);
+    b->state = mr_alloc(sizeof(int) * max, e);
+    b->slot = mr_alloc(sizeof(int) * max, e);
+    b->err = mr_calloc((size_t)max, sizeof(mr_error), e);
+    b->pixels = mr_alloc_aligned(sizeof(float) * image_floats * max, e);
+    if (!b->item || !b->state || !b->slot || !b->err || !b->pixels) {
+        batch_free(b);
+        return MR_ERR_INTERNAL;
+    }
+    return MR_OK;
+}
+
+/* Captions the `todo` items not done yet, in item order, batch by batch: the
+ * helper thread prepares batch k + 1 while batch k runs; rows are appended as
+ * each caption is made. */
+static int caption_pipeline(mr_captioner *c, mr_dataset *d, const char *images_dir, char **files, const uint8_t *done,
+                            int64_t todo, FILE *cf, const char *cache_path, mr_caption_stats *st, mr_error *e) {
+    const mr_blip2_info *in = mr_blip2_get_info(c->model);
+    int B = mr_blip2_get_options(c->model)->max_batch;
+    size_t image_floats = 3 * (size_t)in->image_size * in->image_size;
+    size_t feat_floats = (size_t)in->vision_tokens * in->vision_hidden;
+    int64_t *list = mr_alloc(sizeof(int64_t) * (size_t)(todo > 0 ? todo : 1), e);
+    float *features = mr_alloc_aligned(sizeof(float) * feat_floats * B, e);
+    cap_batch bt[2] = {{0}};
+    int rc = (list && features) ? MR_OK : MR_ERR_INTERNAL;
+    if (!rc) rc = batch_alloc(&bt[0], B, image_floats, e);
+    if (!rc) rc = batch_alloc(&bt[1], B, image_floats, e);
+    if (rc) goto out;
+    int64_t n = 0;
+    for (int64_t i = 1; i <= d->n_items; i++)
+        if (!done[i]) list[n++] = i;
+    mr_progress pr;
+    mr_progress_start(&pr, "caption", n);
+    cap_prefetch pf[2];
+    for (int k = 0; k < 2; k++)
+        pf[k] = (cap_prefetch){&bt[k], mr_blip2_processor(c->model), d, images_dir, files, list, 0, 0, image_floats};
+    int64_t n_done = 0;
+    pf[0].count = n < B ? n : B;
+    prefetch_run(&pf[0]);
+    for (int64_t first = 0, k = 0; first < n && !rc; first += B, k ^= 1) {
+        cap_batch *b = &bt[k];
+        pthread_t th;
+        int started = 0;
+        int64_t next = first + B;
+        if (next < n) {
+            cap_prefetch *q = &pf[k ^ 1];
+            q->first = next;
+            q->count = n - next < B ? n - next : B;
+            if (pthread_create(&th, NULL, prefetch_run, q) == 0) started = 1;
+            else prefetch_run(q); /* no thread: prepare it here, in turn */
+        }
+        if (b->rc) {
+            rc = b->rc;
+            *e = b->e;
+        }
+        mr_error ve = {0};
+        int vrc = rc ? rc : b->n_images ? mr_blip2_vision_batch(c->model, b->pixels, b->n_images, features, &ve) : 0;
+        if (vrc == MR_ERR_INTERNAL && !rc) {
+            rc = vrc;
+            *e = ve;
+        }
+        for (int j = 0; j < b->n && !rc; j++) {
+            int64_t i = b->item[j];
+            const char *sid = d->items[i].source_id;
+            if (b->state[j] == IMG_MISSING) {
+                st->missing++;
+                rc = set_caption(d, (int32_t)i, "", e);
+            } else {
+                mr_error ie = {0};
+                int n_ids = 0, r = MR_OK;
+                char *text = NULL;
+                if (b->state[j] == IMG_FAILED) {
+                    r = b->err[j].code ? b->err[j].code : MR_ERR_INPUT;
+                    ie = b->err[j];
+                } else if (vrc) {
+                    r = vrc;
+                    ie = ve;
+                } else {
+                    r = mr_blip2_generate_image(c->model, features + feat_floats * b->slot[j], c->prompt, c->n_prompt,
+                                                c->max_new_tokens, c->ids, &n_ids, &ie);
+                    if (!r) r = mr_caption_text(c, c->ids, n_ids, &text, &ie);
+                }
+                if (r == MR_ERR_INTERNAL) {
+                    rc = r;
+                    *e = ie;
+                } else if (r) {
+                    st->failed++;
+                    mr_log("caption: %s", ie.msg);
+                    rc = set_caption(d, (int32_t)i, "", e);
+                    if (!rc) rc = append_row(cf, sid, "", cache_path, e);
+                } else {
+                    st->captioned++;
+                    rc = set_caption(d, (int32_t)i, text, e);
+                    if (!rc) rc = append_row(cf, sid, d->items[i].caption, cache_path, e);
+                }
+                free(text);
+            }
+            n_done++;
+            char extra[96];
+            snprintf(extra, sizeof extra, "(captioned %lld, missing %lld, failed %lld)", (long long)st->captioned,
+                     (long long)st->missing, (long long)st->failed);
+            mr_progress_update(&pr, n_done, extra);
+        }
+        if (started) pthread_join(th, NULL);
+    }
+    mr_progress_end(&pr);
+out:
+    batch_free(&bt[0]);
+    batch_free(&bt[1]);
+    free(list);
+    free(features);
+    return rc;
+}
+
 int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *images_dir, const char *map_path,
                        mr_caption_stats *st, mr_error *e) {
     memset(st, 0, sizeof *st);
@@ -437,45 +632,8 @@ int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *ima
         rc = e->code;
         goto out;
     }
-    mr_progress pr;
-    mr_progress_start(&pr, "caption", todo);
-    int64_t n_done = 0;
-    for (int64_t i = 1; i <= d.n_items && !rc; i++) {
-        if (done[i]) continue;
-        const char *sid = d.items[i].source_id;
-        char *path = find_image(images_dir, sid, map_path != NULL, files[i], e);
-        char *text = NULL;
-        if (!path) {
-            st->missing++;
-            rc = set_caption(&d, (int32_t)i, "", e);
-        } else {
-            const int32_t *ids;
-            int n;
-            mr_error ie = {0};
-            int r = mr_caption_file(c, path, &ids, &n, &text, &ie);
-            if (r == MR_ERR_INTERNAL) {
-                rc = r;
-                *e = ie;
-            } else if (r) {
-                st->failed++;
-                mr_log("caption: %s", ie.msg);
-                rc = set_caption(&d, (int32_t)i, "", e);
-                if (!rc) rc = append_row(cf, sid, "", cache_path, e);
-            } else {
-                st->captioned++;
-                rc = set_caption(&d, (int32_t)i, text, e);
-                if (!rc) rc = append_row(cf, sid, d.items[i].caption, cache_path, e);
-            }
-        }
-        free(text);
-        free(path);
-        n_done++;
-        char extra[96];
-        snprintf(extra, sizeof extra, "(captioned %lld, missing %lld, failed %lld)", (long long)st->captioned,
-                 (long long)st->missing, (long long)st->failed);
-        mr_progress_update(&pr, n_done, extra);
-    }
-    mr_progress_end(&pr);
+    if ((rc = caption_pipeline(c, &d, images_dir, map_path ? files : NULL, done, todo, cf, cache_path, st, e)))
+        goto out;
     if (!rc) rc = mr_dataset_write_items(&d, e);
 out:
     if (cf && fclose(cf) != 0 && !rc) rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", cache_path, strerror(errno));

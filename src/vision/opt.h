@@ -3,11 +3,15 @@
  * by head_dim^-0.5 after its bias, ReLU feed-forward, a final LayerNorm and the
  * head tied to the token embeddings. Inputs are embeddings, so a caller can put
  * soft prompts (BLIP-2's projected queries) in front of token embeddings. The
- * KV cache grows position by position for greedy generation. */
+ * KV cache grows position by position for greedy generation.
+ *
+ * Built on src/nn: layernorm_forward, matmul_forward over the weight matrices
+ * (converted at load to the decoder type: Q8_0 by default, Q4_0, BF16 or F32,
+ * or used as stored), the causal attention_forward over the cache. */
 #ifndef MLLM4REC_VISION_OPT_H
 #define MLLM4REC_VISION_OPT_H
 
-#include "vision/vx.h"
+#include "vision/weights.h"
 
 typedef struct opt_config {
     int vocab, hidden, ffn, layers, heads, max_pos, word_proj;
@@ -18,7 +22,7 @@ typedef struct opt_config {
     int min_length, no_repeat_ngram_size, forced_eos; /* forced_eos -1 = none */
     float repetition_penalty;
     int pre_ln, enable_bias, remove_final_ln, ln_affine;
-    vx_act act;
+    vw_act act;
 } opt_config;
 
 /* transformers 4.33 OPTConfig defaults, then the keys of `obj` (a text_config or
@@ -27,13 +31,15 @@ typedef struct opt_config {
 int opt_config_parse(opt_config *c, json_t *obj, const char *where, mr_error *e);
 
 typedef struct opt_layer {
-    vx_weight q, k, v, o, qb, kb, vb, ob;
-    vx_weight ln1_w, ln1_b, fc1, fc1_b, fc2, fc2_b, ln2_w, ln2_b;
+    vw_mat q, k, v, o, fc1, fc2;
+    float *qb, *kb, *vb, *ob, *fc1_b, *fc2_b; /* NULL without enable_bias */
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
 } opt_layer;
 
 typedef struct opt_model {
     opt_config c;
-    vx_weight embed, pos, lnf_w, lnf_b, head; /* head == embed when tied */
+    vw_mat embed, head; /* head.q == embed.q when tied (head_is_embed) */
+    float *pos, *lnf_w, *lnf_b;
     int head_is_embed;
     opt_layer *layers;
     /* KV cache: [layers][capacity][hidden] */
@@ -41,14 +47,18 @@ typedef struct opt_model {
     float *k_cache, *v_cache;
     /* activations for up to max_T positions */
     int max_T;
-    float *x, *xn, *q, *att, *ff, *scores, *last;
-    vx_scratch scratch;
+    float *x, *xn, *q, *att, *ff, *last, *att_scratch;
+    int64_t att_scratch_floats;
+    float *mm_scratch; /* matmul_forward's tiles */
+    int64_t mm_scratch_floats;
 } opt_model;
 
 /* prefix: "model.decoder." (OPTForCausalLM) or "language_model.model.decoder."
  * (BLIP-2); head_name: the lm_head tensor if stored ("lm_head.weight"), else the
- * head is tied to the embeddings. */
-int opt_load(opt_model *m, vx_loader *L, const opt_config *c, const char *prefix, const char *head_name, mr_error *e);
+ * head is tied to the embeddings. type: the matrices' type (token embeddings and
+ * head included), VW_AS_STORED to use them as stored. Vectors are F32. */
+int opt_load(opt_model *m, vw_loader *L, const opt_config *c, const char *prefix, const char *head_name,
+             ggml_type type, mr_error *e);
 void opt_free(opt_model *m);
 
 /* Empties the cache and makes room for `capacity` positions. */
