@@ -33,7 +33,7 @@ static void make_world(void) {
     prepared = -1;
     snprintf(ds, sizeof ds, "%s", test_tmp_path("ds"));
     mkdir(ds, 0755);
-    static char buf[200000];
+    static char buf[400000];
     char path[700];
     size_t n = 0;
     n += (size_t)snprintf(buf + n, sizeof buf - n, "item_id\tsource_id\ttitle\timage\tcaption\n");
@@ -50,7 +50,8 @@ static void make_world(void) {
     int inter = 0;
     n += (size_t)snprintf(buf + n, sizeof buf - n, "user_id\tsource_user_id\titems\n");
     for (int u = 1; u <= N_USERS; u++) {
-        int len = 6 + (int)mr_rng_below(&r, 25), item = 1 + (int)mr_rng_below(&r, N_ITEMS);
+        /* the last user's sequence is longer than a history a client may send */
+        int len = u == N_USERS ? 1100 : 6 + (int)mr_rng_below(&r, 25), item = 1 + (int)mr_rng_below(&r, N_ITEMS);
         n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\tu%d\t", u, u);
         for (int j = 0; j < len; j++) {
             n += (size_t)snprintf(buf + n, sizeof buf - n, j ? " %d" : "%d", item);
@@ -410,12 +411,16 @@ TEST(serve_endpoints) {
     CHECK(r.status == 200 && result_items(r.body, ids, sizeof ids, sc, &n, rb) && n == 10);
     CHECK(!strstr(ids, "|5:") && !strstr(ids, "|6:") && !strstr(ids, "|7:") && strncmp(ids, "5:", 2));
     resp_free(&r);
+    /* a known user with more items than a sent history may hold (1100 > 1000) */
+    CHECK(http(srv.port, "POST", "/v1/recommend", "{\"user_id\": 40, \"k\": 5}", &r) == 0);
+    CHECK_MSG(r.status == 200 && result_items(r.body, ids, sizeof ids, sc, &n, rb), "%d %s", r.status, r.body);
+    resp_free(&r);
     /* metrics: Prometheus text with the counters that requests above moved */
     CHECK(http(srv.port, "GET", "/metrics", NULL, &r) == 0);
     CHECK(r.status == 200 && strstr(r.head, "text/plain"));
-    CHECK_MSG(strstr(r.body, "mllm4rec_http_requests_total{endpoint=\"/v1/recommend\",status=\"200\"} 2") &&
+    CHECK_MSG(strstr(r.body, "mllm4rec_http_requests_total{endpoint=\"/v1/recommend\",status=\"200\"} 3") &&
                   strstr(r.body, "# TYPE mllm4rec_http_request_duration_seconds histogram") &&
-                  strstr(r.body, "mllm4rec_http_request_duration_seconds_bucket{endpoint=\"/v1/recommend\",le=\"+Inf\"} 2") &&
+                  strstr(r.body, "mllm4rec_http_request_duration_seconds_bucket{endpoint=\"/v1/recommend\",le=\"+Inf\"} 3") &&
                   strstr(r.body, "mllm4rec_queue_depth{queue=\"llm\"} 0") &&
                   strstr(r.body, "mllm4rec_models_loaded{model=\"retriever\"} 1") &&
                   strstr(r.body, "mllm4rec_models_loaded{model=\"llm\"} 0"),

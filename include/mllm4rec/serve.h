@@ -60,8 +60,8 @@ typedef struct mr_recommender {
 int mr_recommender_open(mr_recommender *r, const mr_rec_options *o, mr_error *e);
 void mr_recommender_close(mr_recommender *r);
 
-/* The whole known sequence of a user (the test item included). MR_ERR_INPUT when
- * the user does not exist. */
+/* The whole known sequence of a user (the test item included), of any length.
+ * MR_ERR_INPUT when the user does not exist. */
 int mr_rec_user_history(const mr_recommender *r, int64_t user_id, const int32_t **hist, int *n, mr_error *e);
 /* Checks a history: 1..MR_REC_MAX_HISTORY ids, each in 1..n_items. MR_ERR_USAGE for
  * a bad length, MR_ERR_INPUT for an unknown item (the message names its index). */
@@ -81,7 +81,7 @@ typedef struct mr_rec_result {
 } mr_rec_result;
 
 typedef struct mr_rec_query {
-    const int32_t *hist; /* checked with mr_rec_check_history */
+    const int32_t *hist; /* item ids in 1..n_items */
     int n_hist;
     int depth;           /* items to rank, 1..MR_REC_MAX_K (k, or max(k, num_candidates) before a rerank) */
 } mr_rec_query;

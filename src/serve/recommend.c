@@ -67,9 +67,9 @@ int mr_rec_user_history(const mr_recommender *r, int64_t user_id, const int32_t 
                        (long long)r->d.n_users);
     *hist = r->d.seqs[user_id];
     *n = r->d.seq_len[user_id];
-    if (*n < 1 || *n > MR_REC_MAX_HISTORY)
-        return mr_fail(e, MR_ERR_INPUT, "user_id %lld has %d items (a history holds 1..%d)", (long long)user_id, *n,
-                       MR_REC_MAX_HISTORY);
+    /* a known user's whole sequence is the history, however long (the retriever
+     * reads its last max_len items; all of it is masked) */
+    if (*n < 1) return mr_fail(e, MR_ERR_INPUT, "user_id %lld has no items", (long long)user_id);
     return MR_OK;
 }
 
@@ -208,8 +208,14 @@ int mr_recommend(const mr_recommender *r, mr_rec_ws *w, mr_rerank_ws *rw, const 
                  int rerank, mr_rec_result *res, mr_error *e) {
     double t0 = mr_now();
     if (k < 1 || k > MR_REC_MAX_K) return mr_fail(e, MR_ERR_USAGE, "k %d is out of range (1..%d)", k, MR_REC_MAX_K);
-    int rc = mr_rec_check_history(r, hist, n_hist, e);
-    if (rc) return rc;
+    /* the length limit is the caller's (it applies to histories people send, not
+     * to a known user's sequence) */
+    if (n_hist < 1) return mr_fail(e, MR_ERR_USAGE, "history is empty");
+    for (int i = 0; i < n_hist; i++)
+        if (hist[i] < 1 || hist[i] > r->d.n_items)
+            return mr_fail(e, MR_ERR_INPUT, "history[%d]: unknown item_id %d (items are 1..%lld)", i, hist[i],
+                           (long long)r->d.n_items);
+    int rc;
     if (rerank && !r->rr) return mr_fail(e, MR_ERR_USAGE, "rerank asked for but no LLM is loaded");
     mr_rec_query q = {hist, n_hist, rerank && r->num_candidates > k ? r->num_candidates : k};
     if ((rc = mr_rec_retrieve(r, w, &q, 1, res, e))) return rc;
