@@ -78,6 +78,7 @@ test: $(DEPS_STAMP)
 
 bench: $(BUILD)/mllm4rec $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@echo "== bench/bench_serve.sh"; MLLM4REC_BIN=$(BUILD)/mllm4rec bash bench/bench_serve.sh
 
 demo: $(BUILD)/mllm4rec
 	@bash scripts/demo.sh
