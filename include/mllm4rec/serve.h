@@ -40,7 +40,8 @@ typedef struct mr_rec_options {
     int max_title_tokens;      /* 32 */
     int max_tokens;            /* 1536 */
     int num_candidates;        /* reranked by the LLM (20), 1..26 */
-    int threads;               /* threads of one LLM forward (0: as set) */
+    int threads;               /* OpenMP threads of one LLM forward, set in the thread that calls
+                                  mr_rerank_ws_new (0: as that thread has them) */
 } mr_rec_options;
 
 void mr_rec_options_default(mr_rec_options *o);

@@ -1,6 +1,5 @@
 /* mllm4rec serve: the HTTP JSON API and the page, over models loaded once.
  * SIGINT / SIGTERM: stop accepting, finish what is in flight, exit 0. */
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +80,7 @@ CLI_COMMAND(cmd_serve) {
     o.history = (int)prompt_history;
     o.max_title_tokens = (int)max_title;
     o.max_tokens = (int)max_tokens;
-    if (llm_threads > 0) omp_set_num_threads((int)llm_threads);
+    o.threads = (int)llm_threads; /* applied in the LLM worker thread */
     so.port = (int)port;
     so.threads = (int)threads;
     so.max_batch = (int)max_batch;

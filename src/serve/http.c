@@ -89,6 +89,8 @@ typedef struct server {
     int stopping;   /* workers finish their queues and leave */
     int accepting;  /* 0 once a stop was asked */
     int in_flight;  /* requests between their first call and their response */
+    int llm_ready;  /* LLM worker: 0 starting, 1 ready, -1 failed (llm_err) */
+    mr_error llm_err;
     metrics m;
     char **lower_titles; /* for the search */
     char **map_file;     /* [n_items + 1] poster file names from --image-map, or NULL */
@@ -179,6 +181,10 @@ static void *llm_worker(void *arg) {
     mr_rec_ws *w = mr_rec_ws_new(s->r, 1, &e);
     mr_rerank_ws *rw = w ? mr_rerank_ws_new(s->r, &e) : NULL;
     pthread_mutex_lock(&s->mu);
+    /* the server listens only once this worker could allocate its state */
+    s->llm_ready = rw ? 1 : -1;
+    if (!rw) s->llm_err = e;
+    pthread_cond_broadcast(&s->idle);
     for (;;) {
         while (!s->lq_head && !s->stopping) pthread_cond_wait(&s->work_llm, &s->mu);
         job *j = s->lq_head;
@@ -995,8 +1001,19 @@ int mr_serve(const mr_recommender *r, const mr_serve_options *o, mr_error *e) {
         else n_workers++;
     }
     if (!rc && r->rr) {
-        if (pthread_create(&llm_thread, NULL, llm_worker, s)) rc = mr_fail(e, MR_ERR_INTERNAL, "pthread_create failed");
-        else have_llm = 1;
+        if (pthread_create(&llm_thread, NULL, llm_worker, s)) {
+            rc = mr_fail(e, MR_ERR_INTERNAL, "pthread_create failed");
+        } else {
+            have_llm = 1;
+            pthread_mutex_lock(&s->mu);
+            while (!s->llm_ready) pthread_cond_wait(&s->idle, &s->mu);
+            if (s->llm_ready < 0) {
+                *e = s->llm_err;
+                rc = e->code ? e->code : MR_ERR_INTERNAL;
+                mr_error_prefix(e, "LLM worker: ");
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
     }
     struct MHD_Daemon *d = NULL;
     if (!rc) {

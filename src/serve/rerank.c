@@ -10,6 +10,7 @@
 #include "mllm4rec/serve.h"
 #include "mllm4rec/tokenizer.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ typedef struct mr_reranker {
     mr_prompt_opts po;
     char *system;
     int n_cand;
+    int threads; /* OpenMP threads of a forward, 0: as the calling thread has them */
     int32_t letters[26];
     char name[256];
 } mr_reranker;
@@ -80,6 +82,7 @@ int mr_reranker_open(mr_recommender *r, const mr_rec_options *o, mr_error *e) {
     }
     rr->use_engine = !peft;
     rr->n_cand = o->num_candidates;
+    rr->threads = o->threads;
     if ((rc = mr_verbalizer_tokens(&rr->rt, rr->n_cand, rr->letters, e))) return rc;
     for (int i = 0; i < rr->n_cand; i++)
         if (rr->letters[i] < 0 || rr->letters[i] >= rr->m.vocab)
@@ -116,6 +119,9 @@ mr_rerank_ws *mr_rerank_ws_new(const mr_recommender *r, mr_error *e) {
     }
     mr_rerank_ws *w = mr_calloc(1, sizeof *w, e);
     if (!w) return NULL;
+    /* the OpenMP thread count is a per-thread setting: the thread that reranks
+     * (a server's LLM worker) takes the configured one here */
+    if (rr->threads > 0) omp_set_num_threads(rr->threads);
     w->logits = mr_alloc((size_t)rr->m.vocab * sizeof(float), e);
     int rc = w->logits ? MR_OK : MR_ERR_INTERNAL;
     if (!rc && rr->use_engine) {
