@@ -125,7 +125,7 @@ typedef struct mr_serve_options {
     int threads;           /* retriever workers (2) */
     int max_queue;         /* LLM requests waiting (8) */
     int timeout_ms;        /* 504 past this (30000) */
-    int max_batch;         /* retriever queries per forward (64) */
+    int max_batch;         /* retriever queries per forward (32) */
     const char *images;    /* poster folder or NULL */
     const char *image_map; /* TSV source_id<TAB>file under images, or NULL */
     volatile int *stop;    /* set by a signal handler: stop accepting, finish, return */

@@ -46,7 +46,7 @@ CLI_COMMAND(cmd_serve) {
         {"--host", FLAG_STR, &so.host, "address to bind (127.0.0.1)", 0},
         {"--port", FLAG_INT, &port, "port (8080; 0: any free port, printed on stderr)", 0},
         {"--threads", FLAG_INT, &threads, "retriever workers, one core each (2)", 0},
-        {"--max-batch", FLAG_INT, &max_batch, "retriever requests scored in one forward (64)", 0},
+        {"--max-batch", FLAG_INT, &max_batch, "retriever requests scored in one forward (32; each worker holds activations for this many)", 0},
         {"--max-queue", FLAG_INT, &max_queue, "LLM requests allowed to wait; more get 503 (8)", 0},
         {"--timeout-ms", FLAG_INT, &timeout_ms, "answer 504 after this long (30000)", 0},
         {"--num-candidates", FLAG_INT, &nc, "retriever candidates the LLM reranks (20)", 0},

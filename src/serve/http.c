@@ -44,7 +44,7 @@ void mr_serve_options_default(mr_serve_options *o) {
     o->threads = 2;
     o->max_queue = 8;
     o->timeout_ms = 30000;
-    o->max_batch = 64;
+    o->max_batch = 32;
 }
 
 /* ------------------------------------------------------------------ metrics */
@@ -132,6 +132,17 @@ static void *retriever_worker(void *arg) {
     job **batch = calloc((size_t)s->o.max_batch, sizeof *batch);
     mr_rec_query *q = calloc((size_t)s->o.max_batch, sizeof *q);
     mr_rec_result *out = calloc((size_t)s->o.max_batch, sizeof *out);
+    /* one forward of the largest batch first: every page of the workspace is
+     * touched before the first request, so the resident size stays flat under load */
+    const int L = s->r->lru.cfg.max_len;
+    int32_t *warm = malloc((size_t)L * sizeof *warm);
+    if (w && q && out && warm) {
+        for (int i = 0; i < L; i++) warm[i] = (int32_t)(i % s->r->d.n_items + 1);
+        for (int i = 0; i < s->o.max_batch; i++) q[i] = (mr_rec_query){warm, L, MR_REC_MAX_K};
+        mr_error we = {0};
+        mr_rec_retrieve(s->r, w, q, s->o.max_batch, out, &we);
+    }
+    free(warm);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->rq_head && !s->stopping) pthread_cond_wait(&s->work_rq, &s->mu);
