@@ -714,6 +714,28 @@ TEST(serve_llm_equals_recommend_json) {
         ok = rc == 0 && http(s.port, "POST", "/v1/recommend", body, &r) == 0 && r.status == 200 &&
              same_result(out, r.body, 1e-4, why, sizeof why) && strstr(r.body, "\"ranked_by\":\"llm\"");
         if (!ok) snprintf(why + strlen(why), sizeof why - strlen(why), " (rc %d)", rc);
+        /* the LLM reorders the retriever's first 6 (by its letter logits, highest
+         * first); items 7 and 8 follow in retriever order */
+        if (ok) {
+            json_t *j = json_loads(r.body, 0, NULL);
+            json_t *items = json_object_get(j, "items");
+            unsigned seen = 0;
+            double prev = INFINITY;
+            for (size_t i = 0; i < json_array_size(items); i++) {
+                json_int_t rank = json_integer_value(json_object_get(json_array_get(items, i), "retriever_rank"));
+                double sc = json_number_value(json_object_get(json_array_get(items, i), "score"));
+                if (i < 6) {
+                    ok &= rank >= 1 && rank <= 6 && !(seen & (1u << rank)) && sc <= prev;
+                    seen |= 1u << rank;
+                    prev = sc;
+                } else {
+                    ok &= rank == (json_int_t)i + 1;
+                }
+            }
+            ok &= json_array_size(items) == 8;
+            if (!ok) snprintf(why, sizeof why, "not a rerank of the first 6: %.600s", r.body);
+            json_decref(j);
+        }
         resp_free(&r);
     }
     /* rerank false: the retriever's answer */
