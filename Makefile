@@ -11,7 +11,7 @@ WARN    := -Wall -Wextra -Wno-unused-parameter $(if $(WERROR),-Werror)
 CFLAGS  ?= -O2 -march=native -g
 CPPFLAGS := -Iinclude -Isrc -I$(BLASINC) -I/usr/include/libpng16 -D_GNU_SOURCE
 ALLCFLAGS = -std=c11 $(WARN) -fopenmp $(CFLAGS) $(CPPFLAGS)
-LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lm
+LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lmicrohttpd -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lm
 LDFLAGS := -fopenmp
 
 Q := $(if $(V),,@)   # make V=1 shows the full compiler lines
@@ -100,6 +100,7 @@ test: $(DEPS_STAMP)
 
 bench: $(BUILD)/mllm4rec $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+	@echo "== bench/bench_serve.sh"; MLLM4REC_BIN=$(BUILD)/mllm4rec bash bench/bench_serve.sh
 
 demo: $(BUILD)/mllm4rec
 	@bash scripts/demo.sh

@@ -35,6 +35,9 @@ CLI_COMMAND(cmd_ranker_train);
 CLI_COMMAND(cmd_ranker_eval);
 /* -- captions -- */
 CLI_COMMAND(cmd_caption);
+/* -- recommend and serve -- */
+CLI_COMMAND(cmd_recommend);
+CLI_COMMAND(cmd_serve);
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -59,6 +62,9 @@ static const command COMMANDS[] = {
     {"ranker", "eval", cmd_ranker_eval, "verbalizer ranking of the candidates; subset and overall metrics"},
     /* -- captions -- */
     {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
+    /* -- recommend and serve -- */
+    {NULL, "recommend", cmd_recommend, "top-k next items for a user or a history (retriever, LLM rerank with --model)"},
+    {NULL, "serve", cmd_serve, "HTTP JSON API and web page over the loaded models (127.0.0.1:8080)"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
