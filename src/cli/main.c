@@ -35,6 +35,10 @@ CLI_COMMAND(cmd_ranker_train);
 CLI_COMMAND(cmd_ranker_eval);
 /* -- captions -- */
 CLI_COMMAND(cmd_caption);
+/* -- experiments -- */
+CLI_COMMAND(cmd_experiment_run);
+CLI_COMMAND(cmd_experiment_report);
+CLI_COMMAND(cmd_experiment_curves);
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -59,6 +63,10 @@ static const command COMMANDS[] = {
     {"ranker", "eval", cmd_ranker_eval, "verbalizer ranking of the candidates; subset and overall metrics"},
     /* -- captions -- */
     {NULL, "caption", cmd_caption, "BLIP-2 captions for item images (dataset, import, or one image)"},
+    /* -- experiments -- */
+    {"experiment", "run", cmd_experiment_run, "run a YAML experiment (grid of seeds and settings; tables, figures)"},
+    {"experiment", "report", cmd_experiment_report, "results.tsv, results.md and figures of an experiment folder"},
+    {"experiment", "curves", cmd_experiment_curves, "curves.svg of a retriever or ranker training run"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
