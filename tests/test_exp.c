@@ -141,6 +141,13 @@ TEST(bad_configs_name_the_key_and_line) {
     CHECK(bad("dataset: d\nprepare:\n  format: movielens\nretriever: {}\n", 1, "dataset"));
     CHECK(bad("prepare:\n  input: x\nretriever: {}\n", 1, "prepare.format"));
     CHECK(bad("dataset: d\nretriever:\n  hidden: &a 3\n", 3, "anchors"));
+    /* captions go into the experiment's own dataset folder, from a model or imported */
+    CHECK(bad("dataset: d\ncaption:\n  import: c.tsv\nretriever: {}\n", 2, "caption"));
+    CHECK(bad("prepare: {format: movielens}\ncaption:\n  model: m\nretriever: {}\n", 2, "caption"));
+    CHECK(bad("prepare: {format: movielens}\ncaption:\n  import: c\n  model: m\nretriever: {}\n", 2, "caption.import"));
+    CHECK(bad("prepare: {format: movielens}\ncaption:\n  modle: m\nretriever: {}\n", 3, "caption.modle"));
+    CHECK(bad("prepare: {format: movielens}\ncaption: {import: c}\nretriever: {}\ngrid:\n  caption.model: [a]\n", 5,
+              "grid.caption.model"));
 }
 
 TEST(yaml_scalars_round_trip) {

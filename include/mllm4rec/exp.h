@@ -6,7 +6,8 @@
  *
  * Experiment folder (DESIGN section 8):
  *   experiment.yaml      the config as given (the report reads it back)
- *   dataset/             the prepare stage's output (when the config has a prepare block)
+ *   dataset/             the prepare stage's output (when the config has a prepare block),
+ *                        with captions when the config has a caption block
  *   retriever/LABEL/     one retriever run per distinct set of retriever flags
  *   ranker/LABEL/        one ranker training per distinct set of ranker flags
  *   runs/NN-LABEL/       config.yaml (every flag resolved), metrics.json, logs, links
@@ -18,7 +19,7 @@
 
 #include "mllm4rec/base.h"
 
-enum { EXP_PREPARE, EXP_RETRIEVER, EXP_RANKER, EXP_EVAL, EXP_N_STAGES };
+enum { EXP_PREPARE, EXP_CAPTION, EXP_RETRIEVER, EXP_RANKER, EXP_EVAL, EXP_N_STAGES };
 extern const char *const EXP_STAGE_NAMES[EXP_N_STAGES]; /* the config's block names */
 
 /* One flag a stage accepts from a config: name without "--", kind, default text. */

@@ -7,7 +7,7 @@
 #include "mllm4rec/exp.h"
 #include "mllm4rec/yaml.h"
 
-const char *const EXP_STAGE_NAMES[EXP_N_STAGES] = {"prepare", "retriever", "ranker", "eval"};
+const char *const EXP_STAGE_NAMES[EXP_N_STAGES] = {"prepare", "caption", "retriever", "ranker", "eval"};
 
 /* The flags of `prepare`, `retriever train`, `ranker train` and `ranker eval` that a
  * config may set, with the defaults those commands use (written into each run's
@@ -29,6 +29,17 @@ static const exp_flag_def PREPARE_FLAGS[] = {
     {"min-rating", EXP_T_FLOAT, "0", NULL},
     {"recbole", EXP_T_BOOL, "false", NULL},
     {"skip-bad-lines", EXP_T_BOOL, "false", NULL},
+    {NULL, 0, NULL, NULL},
+};
+/* captions into the experiment's own dataset folder: from a BLIP-2 folder, or imported */
+static const exp_flag_def CAPTION_FLAGS[] = {
+    {"images", EXP_T_STR, NULL, NULL},
+    {"model", EXP_T_STR, NULL, NULL},
+    {"map", EXP_T_STR, NULL, NULL},
+    {"prompt", EXP_T_STR, NULL, NULL},
+    {"max-new-tokens", EXP_T_INT, NULL, NULL},
+    {"threads", EXP_T_INT, "0", NULL},
+    {"import", EXP_T_STR, NULL, NULL},
     {NULL, 0, NULL, NULL},
 };
 static const exp_flag_def RETRIEVER_FLAGS[] = {
@@ -85,8 +96,8 @@ static const exp_flag_def EVAL_FLAGS[] = {
 };
 
 const exp_flag_def *exp_stage_flags(int s) {
-    static const exp_flag_def *const tables[EXP_N_STAGES] = {PREPARE_FLAGS, RETRIEVER_FLAGS, RANKER_FLAGS,
-                                                              EVAL_FLAGS};
+    static const exp_flag_def *const tables[EXP_N_STAGES] = {PREPARE_FLAGS, CAPTION_FLAGS, RETRIEVER_FLAGS,
+                                                              RANKER_FLAGS, EVAL_FLAGS};
     return s >= 0 && s < EXP_N_STAGES ? tables[s] : NULL;
 }
 
@@ -171,7 +182,7 @@ static int parse_block(const exp_config *c, int s, const mr_yaml_node *n, int li
                     return mr_fail(e, MR_ERR_INPUT, "%s:%d: %s: set by the experiment runner, not by the config",
                                    file, n->key_lines[i], key);
             return mr_fail(e, MR_ERR_INPUT, "%s:%d: %s: unknown key (not a flag of %s)", file, n->key_lines[i], key,
-                           s == EXP_PREPARE ? "prepare" : s == EXP_RETRIEVER ? "retriever train"
+                           s == EXP_PREPARE ? "prepare" : s == EXP_CAPTION ? "caption" : s == EXP_RETRIEVER ? "retriever train"
                                                       : s == EXP_RANKER  ? "ranker train"
                                                                          : "ranker eval");
         }
@@ -215,7 +226,7 @@ static int parse_grid(exp_config *c, const mr_yaml_node *g, int line, mr_error *
             for (int k = 0; k < EXP_N_STAGES; k++)
                 if ((size_t)(dot - key) == strlen(EXP_STAGE_NAMES[k]) && !strncmp(key, EXP_STAGE_NAMES[k], (size_t)(dot - key)))
                     s = k;
-            if (s < 0 || s == EXP_PREPARE)
+            if (s < 0 || s == EXP_PREPARE || s == EXP_CAPTION)
                 return mr_fail(e, MR_ERR_INPUT, "%s:%d: %s: unknown stage (grid keys are FLAG or "
                                "retriever.FLAG / ranker.FLAG / eval.FLAG)", file, kl, full);
             if (!exp_find_flag(s, dot + 1))
@@ -393,6 +404,24 @@ static int parse_root(exp_config *c, const mr_yaml_node *root, mr_error *e) {
         for (int i = 0; i < b->n; i++) has_format |= !strcmp(b->kv[i].key, "format");
         if (!has_format) return mr_fail(e, MR_ERR_INPUT, "%s:%d: prepare.format: missing", file, b->line);
     }
+    if (c->stage[EXP_CAPTION].present) {
+        const exp_block *b = &c->stage[EXP_CAPTION];
+        if (!c->stage[EXP_PREPARE].present)
+            return mr_fail(e, MR_ERR_INPUT, "%s:%d: caption: needs a prepare block (captions are written into the "
+                           "dataset folder, which must be the experiment's own)", file, b->line);
+        int has_import = 0, has_model = 0, has_images = 0;
+        for (int i = 0; i < b->n; i++) {
+            has_import |= !strcmp(b->kv[i].key, "import");
+            has_model |= !strcmp(b->kv[i].key, "model");
+            has_images |= !strcmp(b->kv[i].key, "images");
+        }
+        if (has_import && (has_model || has_images))
+            return mr_fail(e, MR_ERR_INPUT, "%s:%d: caption.import: either import a captions.tsv or caption with "
+                           "model and images, not both", file, b->line);
+        if (!has_import && !(has_model && has_images))
+            return mr_fail(e, MR_ERR_INPUT, "%s:%d: caption: needs model and images (a BLIP-2 folder and the item "
+                           "images) or import (a captions.tsv)", file, b->line);
+    }
     if (!c->stage[EXP_RETRIEVER].present)
         return mr_fail(e, MR_ERR_INPUT, "%s:1: retriever: missing (every experiment trains a retriever; an empty "
                        "map {} takes the defaults)", file);
@@ -563,6 +592,7 @@ int exp_expand(const exp_config *c, exp_run **runs_out, int *n_out, mr_error *e)
         snprintf(dir, sizeof dir, "runs/%0*ld%s%s", width, i + 1, label[0] ? "-" : "", label);
         if (!(r->dir = mr_strdup(dir, e))) goto oom;
         if (c->stage[EXP_PREPARE].present && !(r->stage_dir[EXP_PREPARE] = mr_strdup("dataset", e))) goto oom;
+        if (c->stage[EXP_CAPTION].present && !(r->stage_dir[EXP_CAPTION] = mr_strdup("caption", e))) goto oom;
         for (int s = EXP_RETRIEVER; s <= EXP_RANKER; s++) {
             if (!c->stage[s].present) continue;
             stage_label(c, r, s, label, sizeof label);

@@ -448,8 +448,17 @@ int exp_write_curves(const char *run_dir, mr_error *e) {
         int best = -1;
         for (int i = 0; i < val.n; i++)
             if (best < 0 || val.v[i] > val.v[best]) best = i; /* strictly better, as training keeps it */
-        char base[256], t1[400], t2[400], bl[300];
-        mr_path_basename(run_dir, base, sizeof base);
+        /* "retriever/seed=1": the run folder and the one above it */
+        char base[300], leaf[256], t1[400], t2[400], bl[300];
+        mr_path_basename(run_dir, leaf, sizeof leaf);
+        size_t rl = strlen(run_dir);
+        while (rl > 1 && run_dir[rl - 1] == '/') rl--;
+        size_t pe = rl;
+        while (pe > 0 && run_dir[pe - 1] != '/') pe--;
+        size_t ps = pe > 0 ? pe - 1 : 0;
+        while (ps > 0 && run_dir[ps - 1] != '/') ps--;
+        if (pe > 1 && pe - 1 > ps) snprintf(base, sizeof base, "%.*s/%s", (int)(pe - 1 - ps), run_dir + ps, leaf);
+        else snprintf(base, sizeof base, "%s", leaf);
         snprintf(t1, sizeof t1, "%s: training loss", base);
         if (best >= 0) snprintf(t2, sizeof t2, "%s: %s (best %.4f at iteration %.0f)", base, vname, val.v[best], val.x[best]);
         else snprintf(t2, sizeof t2, "%s: %s", base, vname);

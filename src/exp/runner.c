@@ -221,7 +221,8 @@ static int run_stage(const runner *R, const exp_run *r, int s, const char *label
                      int resume_flag_ok, int *ran, mr_error *e) {
     int rc = MR_OK;
     *ran = 0;
-    char *dir = out_path(R, r->stage_dir[s], "", e), *done = out_path(R, r->stage_dir[s], ".done", e),
+    /* captions go into the dataset folder; their bookkeeping is caption.done / caption.log */
+    char *dir = out_path(R, s == EXP_CAPTION ? "dataset" : r->stage_dir[s], "", e), *done = out_path(R, r->stage_dir[s], ".done", e),
          *log = out_path(R, r->stage_dir[s], ".log", e);
     char *line = av_line(cmd, 1, e), *xline = extra ? av_line(extra, 1, e) : NULL;
     char *ident = NULL;
@@ -248,7 +249,8 @@ static int run_stage(const runner *R, const exp_run *r, int s, const char *label
         goto out;
     }
     /* continuing: the command's own rules decide what is kept */
-    if (started && resume_flag_ok == 1 && (rc = av_add(cmd, "--resume", e))) goto out;
+    if (s == EXP_CAPTION) { /* caption resumes after the rows of captions.tsv by itself */
+    } else if (started && resume_flag_ok == 1 && (rc = av_add(cmd, "--resume", e))) goto out;
     if (started && resume_flag_ok == 2 && (rc = av_add(cmd, "--force", e))) goto out;
     if (R->dry_run) {
         char *l = av_line(cmd, 0, e);
@@ -339,7 +341,7 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
     for (int s = 0; s < EXP_N_STAGES; s++) {
         if (!r->stage_dir[s]) continue;
         fprintf(f, "%s:\n  folder: ", EXP_STAGE_NAMES[s]);
-        mr_yaml_write_scalar(f, r->stage_dir[s]);
+        mr_yaml_write_scalar(f, s == EXP_CAPTION ? "dataset" : r->stage_dir[s]);
         fprintf(f, "\n");
         for (const exp_flag_def *fl = exp_stage_flags(s); fl->name; fl++) {
             const char *v = exp_flag_value(c, r, s, fl->name);
@@ -485,6 +487,14 @@ static int prepare_stage(const runner *R, const exp_run *r0, mr_error *e) {
     int ran;
     if (!rc) rc = run_stage(R, r0, EXP_PREPARE, "[prepare]", &a, NULL, 2, &ran, e);
     av_free(&a);
+    if (!rc && R->c->stage[EXP_CAPTION].present) {
+        rc = cmd_start(R, &a, "caption", NULL, e);
+        if (!rc) rc = av_add(&a, "--dataset", e);
+        if (!rc) rc = av_add(&a, ds, e);
+        if (!rc) rc = add_flags(R, r0, EXP_CAPTION, &a, e);
+        if (!rc) rc = run_stage(R, r0, EXP_CAPTION, "[caption]", &a, NULL, 0, &ran, e);
+        av_free(&a);
+    }
     free(ds);
     return rc;
 }

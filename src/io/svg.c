@@ -147,9 +147,25 @@ static void write_panel(FILE *f, const svg_panel *p, int width, int top) {
         if (n > lw) lw = n;
     }
     if (p->n_series > 0) {
-        double bw = 40 + lw * 7.2, bx = R - bw - 8, by = T + 8;
+        /* the corner whose box covers the fewest points: top right, bottom right, top left, bottom left */
+        double bw = 40 + lw * 7.2, bh = 8 + 18.0 * p->n_series, bx = R - bw - 8, by = T + 8;
+        int best_cover = -1;
+        for (int corner = 0; corner < 4; corner++) {
+            double cx = corner < 2 ? R - bw - 8 : L + 8, cy = corner % 2 == 0 ? T + 8 : B - bh - 8;
+            int cover = 0;
+            for (int s = 0; s < p->n_series; s++)
+                for (int i = 0; i < p->series[s].n; i++) {
+                    double x = PX(p->series[s].x[i]), y = PY(p->series[s].y[i]);
+                    cover += x >= cx - 8 && x <= cx + bw + 8 && y >= cy - 8 && y <= cy + bh + 8;
+                }
+            if (best_cover < 0 || cover < best_cover) {
+                best_cover = cover;
+                bx = cx;
+                by = cy;
+            }
+        }
         fprintf(f, "<g class=\"legend\">\n<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#fff\" "
-                "fill-opacity=\"0.85\" stroke=\"#999\"/>\n", bx, by, bw, 8 + 18.0 * p->n_series);
+                "fill-opacity=\"0.85\" stroke=\"#999\"/>\n", bx, by, bw, bh);
         for (int s = 0; s < p->n_series; s++) {
             const char *col = COLORS[s % (int)(sizeof COLORS / sizeof COLORS[0])];
             double y = by + 16 + 18.0 * s;
