@@ -243,7 +243,8 @@ static int run_stage(const runner *R, const exp_run *r, int s, const char *label
     }
     int finished;
     if ((rc = stage_done(done, ident, r->stage_dir[s], &finished, e))) goto out;
-    const int started = mr_is_dir(dir);
+    /* the run folder (eval's) exists from the start: it holds config.yaml */
+    const int started = s != EXP_EVAL && mr_is_dir(dir);
     if (finished) {
         if (R->dry_run) fprintf(R->plan, "# %s %s: finished, skipped\n", label, r->stage_dir[s]);
         goto out;
