@@ -279,7 +279,7 @@ TEST(curves_from_a_retriever_log) {
     int pts = 0;
     for (const char *p = t; (p = strstr(p, "class=\"pt\"")); p++) pts++;
     CHECK(pts == 3 + 4); /* 3 losses (iteration 0 has none), 4 validations */
-    CHECK(strstr(t, "best 0.0900 at iteration 200") != NULL);
+    CHECK(strstr(t, "validation Recall@10 (best 0.0900 at iteration 200)") != NULL);
     /* the marked point: x = 200 on a 0..300 axis (step 50): 80 + 200/300 * 690 */
     const char *b = strstr(t, "class=\"best\"");
     CHECK(b != NULL);

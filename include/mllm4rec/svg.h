@@ -18,6 +18,8 @@ typedef struct svg_panel {
     const char *title, *xlabel, *ylabel;
     int n_series;
     const svg_series *series;
+    int x_fixed;         /* 1: the x axis covers at least [x_min, x_max] (panels sharing an x axis) */
+    double x_min, x_max;
 } svg_panel;
 
 /* Panel layout in pixels: every panel is width x SVG_PANEL_HEIGHT, stacked from the top. */

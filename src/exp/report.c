@@ -460,13 +460,19 @@ int exp_write_curves(const char *run_dir, mr_error *e) {
         if (pe > 1 && pe - 1 > ps) snprintf(base, sizeof base, "%.*s/%s", (int)(pe - 1 - ps), run_dir + ps, leaf);
         else snprintf(base, sizeof base, "%s", leaf);
         snprintf(t1, sizeof t1, "%s: training loss", base);
-        if (best >= 0) snprintf(t2, sizeof t2, "%s: %s (best %.4f at iteration %.0f)", base, vname, val.v[best], val.x[best]);
-        else snprintf(t2, sizeof t2, "%s: %s", base, vname);
+        if (best >= 0) snprintf(t2, sizeof t2, "%s (best %.4f at iteration %.0f)", vname, val.v[best], val.x[best]);
+        else snprintf(t2, sizeof t2, "%s", vname);
         snprintf(bl, sizeof bl, "%s", vname);
         svg_series s1 = {.name = "training loss (mean since the previous point)", .n = loss.n, .x = loss.x, .y = loss.v, .mark = -1};
         svg_series s2 = {.name = bl, .n = val.n, .x = val.x, .y = val.v, .mark = best};
-        svg_panel p[2] = {{.title = t1, .xlabel = "iteration", .ylabel = "loss", .n_series = 1, .series = &s1},
-                          {.title = t2, .xlabel = "iteration", .ylabel = vname, .n_series = 1, .series = &s2}};
+        /* both panels on the same iterations */
+        double x0 = INFINITY, x1 = -INFINITY;
+        for (int i = 0; i < loss.n; i++) x0 = fmin(x0, loss.x[i]), x1 = fmax(x1, loss.x[i]);
+        for (int i = 0; i < val.n; i++) x0 = fmin(x0, val.x[i]), x1 = fmax(x1, val.x[i]);
+        svg_panel p[2] = {{.title = t1, .xlabel = "iteration", .ylabel = "loss", .n_series = 1, .series = &s1,
+                           .x_fixed = 1, .x_min = x0, .x_max = x1},
+                          {.title = t2, .xlabel = "iteration", .ylabel = vname, .n_series = 1, .series = &s2,
+                           .x_fixed = 1, .x_min = x0, .x_max = x1}};
         rc = svg_write(out, p, 2, 800, e);
     }
     free(loss.x);

@@ -42,6 +42,10 @@ void svg_panel_axes(const svg_panel *p, svg_axis *x, svg_axis *y) {
             y1 = fmax(y1, r->y[i] + err);
         }
     }
+    if (p->x_fixed) {
+        x0 = fmin(x0, p->x_min);
+        x1 = fmax(x1, p->x_max);
+    }
     if (x0 > x1) x0 = 0, x1 = 1;
     if (y0 > y1) y0 = 0, y1 = 1;
     svg_nice_axis(x0, x1, 8, x);
@@ -81,8 +85,11 @@ static void write_panel(FILE *f, const svg_panel *p, int width, int top) {
 #define PX(v) (L + ((v) - ax.lo) / (ax.hi - ax.lo) * (R - L))
 #define PY(v) (B - ((v) - ay.lo) / (ay.hi - ay.lo) * (B - T))
     fprintf(f, "<g class=\"panel\">\n");
-    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\">", (L + R) / 2,
-            top + 24.0);
+    /* a long title gets a smaller font so that it fits the width (bold glyphs about 0.62 em) */
+    double fs = 16, tl = p->title ? (double)strlen(p->title) : 0;
+    if (tl * 0.62 * fs > width - 20) fs = fmax(9, (width - 20) / (tl * 0.62));
+    fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\" font-size=\"%.1f\" font-weight=\"bold\">",
+            (double)width / 2, top + 24.0, fs);
     put_text(f, p->title);
     fprintf(f, "</text>\n");
     /* grid and ticks */
