@@ -92,7 +92,11 @@ static void log_tail(const char *path, char *buf, size_t sz) {
     while (fgets(line, sizeof line, f)) {
         size_t n = strlen(line);
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
-        if (n) snprintf(buf, sz, "%s", line);
+        if (n) {
+            size_t m = n < sz - 1 ? n : sz - 1;
+            memcpy(buf, line, m);
+            buf[m] = 0;
+        }
     }
     fclose(f);
 }
