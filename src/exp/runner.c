@@ -248,7 +248,12 @@ static int run_stage(const runner *R, const exp_run *r, int s, const char *label
     int finished;
     if ((rc = stage_done(done, ident, r->stage_dir[s], &finished, e))) goto out;
     /* the run folder (eval's) exists from the start: it holds config.yaml */
-    const int started = s != EXP_EVAL && mr_is_dir(dir);
+    int started = s != EXP_EVAL && mr_is_dir(dir);
+    if (s == EXP_CAPTION) { /* the dataset folder exists; captions.tsv says whether captioning began */
+        char *cache = out_path(R, "dataset", "/captions.tsv", e);
+        started = cache && mr_file_exists(cache);
+        free(cache);
+    }
     if (finished) {
         if (R->dry_run) fprintf(R->plan, "# %s %s: finished, skipped\n", label, r->stage_dir[s]);
         goto out;
