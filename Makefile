@@ -11,7 +11,7 @@ WARN    := -Wall -Wextra -Wno-unused-parameter $(if $(WERROR),-Werror)
 CFLAGS  ?= -O2 -march=native -g
 CPPFLAGS := -Iinclude -Isrc -I$(BLASINC) -I/usr/include/libpng16 -D_GNU_SOURCE
 ALLCFLAGS = -std=c11 $(WARN) -fopenmp $(CFLAGS) $(CPPFLAGS)
-LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lmicrohttpd -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lm
+LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lmicrohttpd -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lyaml -lm
 LDFLAGS := -fopenmp
 
 Q := $(if $(V),,@)   # make V=1 shows the full compiler lines

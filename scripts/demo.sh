@@ -105,7 +105,12 @@ stage_captions() {
 
 stage_ranker() {
   step "ranker: LoRA tuning and ranking of the retriever's top 20"
-  local model=${MLLM4REC_LLM:-$SHARED/reference/models/stories260K.gguf}
+  # without MLLM4REC_LLM: stories260K as shipped in models/ (checked against its sha256)
+  local model=${MLLM4REC_LLM:-models/stories260K.gguf}
+  if [ -z "${MLLM4REC_LLM:-}" ] && [ -f "$model" ] &&
+    ! printf '%s  %s\n' "$STORIES_SHA256" "$model" | sha256sum --quiet -c - 2> /dev/null; then
+    die "$model differs from the shipped stories260K (sha256 $STORIES_SHA256); see models/README.md"
+  fi
   if [ ! -e "$model" ]; then
     echo "no LLM found: set MLLM4REC_LLM to a Llama-family GGUF file or Hugging Face folder"
     echo "(for example a Q4_0 Llama-2-7B GGUF); the ranker stage is skipped."
@@ -125,8 +130,26 @@ stage_ranker() {
     --adapter "$RANKER_RUN/adapter.gguf" --split test "${small[@]}"
 }
 
-DEMO_STAGES=(data prepare retriever captions ranker)
+STORIES_SHA256=047bf46455a544931cff6fef14d7910154c56afbc23ab1c5e56a72e69912c04b
+PLOTS=()
+
+# Learning curves of the training runs (mllm4rec experiment curves RUN_DIR).
+stage_plots() {
+  step "plots: learning curves of the training runs"
+  local run
+  for run in "$RETRIEVER_RUN" "$RANKER_RUN"; do
+    [ -d "$run" ] || continue
+    "$BIN" experiment curves "$run" > /dev/null && PLOTS+=("$run/curves.svg")
+  done
+}
+
+DEMO_STAGES=(data prepare retriever captions ranker plots)
 
 [ -x "$BIN" ] || die "$BIN is missing (run make first)"
 for s in "${DEMO_STAGES[@]}"; do "stage_$s"; done
 step "demo finished: outputs in $DEMO"
+if [ ${#PLOTS[@]} -gt 0 ]; then
+  echo "plots (SVG, open in a browser):"
+  printf '  %s\n' "${PLOTS[@]}"
+fi
+echo "the paper's experiments, one command each: build/mllm4rec experiment run experiments/fig4.yaml (docs/experiments.md)"

@@ -38,6 +38,10 @@ CLI_COMMAND(cmd_caption);
 /* -- recommend and serve -- */
 CLI_COMMAND(cmd_recommend);
 CLI_COMMAND(cmd_serve);
+/* -- experiments -- */
+CLI_COMMAND(cmd_experiment_run);
+CLI_COMMAND(cmd_experiment_report);
+CLI_COMMAND(cmd_experiment_curves);
 /* -- end of declarations -- */
 
 static const command COMMANDS[] = {
@@ -65,6 +69,10 @@ static const command COMMANDS[] = {
     /* -- recommend and serve -- */
     {NULL, "recommend", cmd_recommend, "top-k next items for a user or a history (retriever, LLM rerank with --model)"},
     {NULL, "serve", cmd_serve, "HTTP JSON API and web page over the loaded models (127.0.0.1:8080)"},
+    /* -- experiments -- */
+    {"experiment", "run", cmd_experiment_run, "run a YAML experiment (grid of seeds and settings; tables, figures)"},
+    {"experiment", "report", cmd_experiment_report, "results.tsv, results.md and figures of an experiment folder"},
+    {"experiment", "curves", cmd_experiment_curves, "curves.svg of a retriever or ranker training run"},
     /* -- end of table -- */
     {NULL, NULL, NULL, NULL},
 };
