@@ -69,37 +69,34 @@ TEST(lora_adapters_with_nan_are_refused) {
     mr_error e = {0};
     llm_model lm;
     CHECK_OK(llm_load(&lm, model, &e), &e);
-    mr_lt_model m;
-    CHECK_OK(mr_lt_model_from_llm(&m, &lm, &e), &e);
-    mr_lora l;
-    CHECK_OK(mr_lora_init(&l, &m, 4, 16.0f, 0.0f, (1u << MR_LT_Q) | (1u << MR_LT_V), 5, &e), &e);
+    llm_adapter l;
+    CHECK_OK(llm_adapter_init(&l, &lm, 4, 16.0f, 0.0f, (1u << LLM_LORA_Q) | (1u << LLM_LORA_V), 5, &e), &e);
     mr_rng rng;
     mr_rng_seed(&rng, 3);
     for (int64_t i = 0; i < l.n_params; i++) l.buf[i] = (float)(0.05 * mr_rng_normal(&rng));
     /* a clean adapter loads everywhere */
     const char *gp = test_tmp_path("ok.gguf"), *pp = test_tmp_path("ok_peft");
-    CHECK_OK(mr_lora_write_gguf(&l, &m, gp, &e), &e);
-    CHECK_OK(mr_lora_write_peft(&l, &m, pp, "stories260K", &e), &e);
-    mr_lora back;
-    CHECK_OK(mr_lora_read_gguf(&back, &m, gp, &e), &e);
-    mr_lora_free(&back);
-    CHECK_OK(mr_lora_read_peft(&back, &m, pp, &e), &e);
-    mr_lora_free(&back);
+    CHECK_OK(llm_adapter_write_gguf(&l, &lm, gp, &e), &e);
+    CHECK_OK(llm_adapter_write_peft(&l, &lm, pp, "stories260K", &e), &e);
+    llm_adapter back;
+    CHECK_OK(llm_adapter_read_gguf(&back, &lm, gp, &e), &e);
+    llm_adapter_free(&back);
+    CHECK_OK(llm_adapter_read_peft(&back, &lm, pp, &e), &e);
+    llm_adapter_free(&back);
     /* one NaN in layer 1's v projection B */
-    mr_lora_get(&l, 1, MR_LT_V)->B[5] = NAN;
+    llm_adapter_get(&l, 1, LLM_LORA_V)->b[5] = NAN;
     gp = test_tmp_path("nan.gguf");
     pp = test_tmp_path("nan_peft");
-    CHECK_OK(mr_lora_write_gguf(&l, &m, gp, &e), &e);
-    CHECK_OK(mr_lora_write_peft(&l, &m, pp, "stories260K", &e), &e);
-    CHECK(mr_lora_read_gguf(&back, &m, gp, &e) == MR_ERR_INPUT);
+    CHECK_OK(llm_adapter_write_gguf(&l, &lm, gp, &e), &e);
+    CHECK_OK(llm_adapter_write_peft(&l, &lm, pp, "stories260K", &e), &e);
+    CHECK(llm_adapter_read_gguf(&back, &lm, gp, &e) == MR_ERR_INPUT);
     CHECK_MSG(strstr(e.msg, "blk.1.attn_v.weight.lora_b") && strstr(e.msg, "NaN"), "%s", e.msg);
-    CHECK(mr_lora_read_peft(&back, &m, pp, &e) == MR_ERR_INPUT);
+    CHECK(llm_adapter_read_peft(&back, &lm, pp, &e) == MR_ERR_INPUT);
     CHECK_MSG(strstr(e.msg, "layers.1.self_attn.v_proj.lora_B") && strstr(e.msg, "NaN"), "%s", e.msg);
     /* the engine's llama.cpp-style --lora */
     CHECK(llm_lora_apply_file(&lm, gp, 1.0f, &e) == MR_ERR_INPUT);
     CHECK_MSG(strstr(e.msg, "blk.1.attn_v.weight.lora_b") && strstr(e.msg, "NaN"), "%s", e.msg);
-    mr_lora_free(&l);
-    mr_lt_model_release(&m);
+    llm_adapter_free(&l);
     llm_free(&lm);
 }
 

@@ -16,10 +16,8 @@
 
 typedef struct mr_reranker {
     llm_model lm;
-    mr_lt_model m;
-    mr_lora lora;
-    int have_lm, have_m, have_lora;
-    int use_engine; /* GGUF adapter (or none): the engine's forward, as `ranker eval` */
+    llm_adapter lora; /* attached to lm when have_lora */
+    int have_lm, have_lora;
     tokenizer *tok;
     mr_rank_tok rt;
     mr_prompt_opts po;
@@ -33,7 +31,6 @@ typedef struct mr_reranker {
 struct mr_rerank_ws {
     llm_state st;
     int have_st;
-    mr_lt_ws *ws;
     float *logits; /* [vocab] */
 };
 
@@ -48,10 +45,9 @@ int mr_reranker_open(mr_recommender *r, const mr_rec_options *o, mr_error *e) {
         return mr_fail(e, MR_ERR_USAGE, "template must be mllm4rec or llamarec (got '%s')", o->templ);
     if (o->max_tokens < 8 || o->history < 0 || o->max_title_tokens < 1)
         return mr_fail(e, MR_ERR_USAGE, "max-tokens >= 8, history >= 0, max-title-tokens >= 1");
-    if ((rc = llm_load(&rr->lm, o->model, e))) return rc;
+    /* the model and its adapter (GGUF or PEFT folder) exactly as `ranker eval` loads them */
+    if ((rc = mr_ranker_load_model(&rr->lm, &rr->lora, &rr->have_lora, o->model, o->adapter, e))) return rc;
     rr->have_lm = 1;
-    if ((rc = mr_lt_model_from_llm(&rr->m, &rr->lm, e))) return rc;
-    rr->have_m = 1;
     if ((rc = tokenizer_load(&rr->tok, o->model, e))) {
         mr_error_prefix(e, "tokenizer of %s: ", o->model);
         return rc;
@@ -67,27 +63,13 @@ int mr_reranker_open(mr_recommender *r, const mr_rec_options *o, mr_error *e) {
         return rc;
     }
     rr->po.system = rr->system;
-    /* as `ranker eval`: a GGUF adapter (or none) runs on the engine, applied as
-     * llama.cpp applies --lora; a PEFT folder (or any adapter on a Hugging Face
-     * llama folder, whose q/k order the engine does not undo) on the training forward */
-    const int hf_llama = rr->lm.source == LLM_SRC_HF && rr->lm.cfg.arch == LLM_ARCH_LLAMA;
-    const int peft = o->adapter && (mr_is_dir(o->adapter) || hf_llama);
-    if (peft) {
-        rc = mr_is_dir(o->adapter) ? mr_lora_read_peft(&rr->lora, &rr->m, o->adapter, e)
-                                   : mr_lora_read_gguf(&rr->lora, &rr->m, o->adapter, e);
-        if (rc) return rc;
-        rr->have_lora = 1;
-    } else if (o->adapter && (rc = llm_lora_apply_file(&rr->lm, o->adapter, 1.0f, e))) {
-        return rc;
-    }
-    rr->use_engine = !peft;
     rr->n_cand = o->num_candidates;
     rr->threads = o->threads;
     if ((rc = mr_verbalizer_tokens(&rr->rt, rr->n_cand, rr->letters, e))) return rc;
     for (int i = 0; i < rr->n_cand; i++)
-        if (rr->letters[i] < 0 || rr->letters[i] >= rr->m.vocab)
+        if (rr->letters[i] < 0 || rr->letters[i] >= rr->lm.cfg.n_vocab)
             return mr_fail(e, MR_ERR_INPUT, "verbalizer token %d of letter %c is outside the model's vocabulary (%d)",
-                           rr->letters[i], 'A' + i, rr->m.vocab);
+                           rr->letters[i], 'A' + i, rr->lm.cfg.n_vocab);
     char base[256];
     snprintf(rr->name, sizeof rr->name, "%s%s%s", mr_path_basename(o->model, base, sizeof base),
              o->adapter ? "+" : "", o->adapter ? o->adapter : "");
@@ -100,9 +82,8 @@ int mr_reranker_open(mr_recommender *r, const mr_rec_options *o, mr_error *e) {
 void mr_reranker_close(mr_recommender *r) {
     mr_reranker *rr = r->rr;
     if (!rr) return;
-    if (rr->have_lora) mr_lora_free(&rr->lora);
-    if (rr->have_m) mr_lt_model_release(&rr->m);
     if (rr->have_lm) llm_free(&rr->lm);
+    if (rr->have_lora) llm_adapter_free(&rr->lora); /* after the model that applies it */
     tokenizer_free(rr->tok);
     free(rr->system);
     free(rr);
@@ -122,14 +103,11 @@ mr_rerank_ws *mr_rerank_ws_new(const mr_recommender *r, mr_error *e) {
     /* the OpenMP thread count is a per-thread setting: the thread that reranks
      * (a server's LLM worker) takes the configured one here */
     if (rr->threads > 0) omp_set_num_threads(rr->threads);
-    w->logits = mr_alloc((size_t)rr->m.vocab * sizeof(float), e);
+    w->logits = mr_alloc((size_t)rr->lm.cfg.n_vocab * sizeof(float), e);
     int rc = w->logits ? MR_OK : MR_ERR_INTERNAL;
-    if (!rc && rr->use_engine) {
+    if (!rc) {
         rc = llm_state_init(&w->st, &rr->lm, rr->po.max_tokens, rr->po.max_tokens, LLM_STATE_SCORE, e);
         w->have_st = !rc;
-    } else if (!rc) {
-        w->ws = mr_lt_ws_new(&rr->m, rr->have_lora ? &rr->lora : NULL, rr->po.max_tokens, MR_LT_INFERENCE, e);
-        if (!w->ws) rc = MR_ERR_INTERNAL;
     }
     if (rc) {
         mr_rerank_ws_free(w);
@@ -141,7 +119,6 @@ mr_rerank_ws *mr_rerank_ws_new(const mr_recommender *r, mr_error *e) {
 void mr_rerank_ws_free(mr_rerank_ws *w) {
     if (!w) return;
     if (w->have_st) llm_state_free(&w->st);
-    mr_lt_ws_free(w->ws);
     free(w->logits);
     free(w);
 }
@@ -164,15 +141,11 @@ int mr_rerank(const mr_recommender *r, mr_rerank_ws *w, const int32_t *hist, int
         free(text);
         if (!rc && n < 1) rc = mr_fail(e, MR_ERR_INTERNAL, "rerank: empty prompt");
         if (!rc) {
-            if (rr->use_engine) {
-                int64_t last = n - 1;
-                llm_state_reset(&w->st);
-                rc = llm_forward(&w->st, ids, n, &last, 1, w->logits, e);
-            } else {
-                int last = (int)n - 1;
-                rc = mr_lt_forward(&rr->m, rr->have_lora ? &rr->lora : NULL, w->ws, ids, NULL, (int)n, &last, 1,
-                                   w->logits, e);
-            }
+            int64_t last = n - 1;
+            llm_state_reset(&w->st);
+            rc = llm_forward(&w->st, ids, n, &last, 1, w->logits, e);
+            if (!rc && mr_check_finite(w->logits, (size_t)rr->lm.cfg.n_vocab, "the model's output", "logits", e))
+                rc = mr_fail(e, MR_ERR_INPUT, "the model gave NaN or Inf logits: NaN or Inf in its weights");
         }
         free(ids);
         if (rc) return rc;
