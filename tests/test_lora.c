@@ -361,7 +361,8 @@ TEST(finite_differences_q8_0_base) { finite_difference_case(0, 0, 0.0f, 1, 12); 
 /* longer than one attention block (64 query rows): several blocks, both halves of the causal mask */
 TEST(finite_differences_several_attention_blocks) { finite_difference_case(1, 0, 0.1f, 0, 300); }
 
-/* A quantized base computes the same as its dequantized f32 copy. */
+/* In training (float activations, nn/matmul.h) a quantized base computes the same
+ * as its dequantized f32 copy. */
 TEST(quantized_base_equals_dequantized) {
     tiny a, b;
     tiny_make(&a, 0, 0, 5);
@@ -379,8 +380,8 @@ TEST(quantized_base_equals_dequantized) {
     CHECK_OK(llm_adapter_attach(&a.m, &la, 1.0f, &e), &e);
     CHECK_OK(llm_adapter_attach(&b.m, &lb, 1.0f, &e), &e);
     llm_state wa, wb;
-    CHECK_OK(llm_state_init(&wa, &a.m, 8, 8, LLM_STATE_SCORE, &e), &e);
-    CHECK_OK(llm_state_init(&wb, &b.m, 8, 8, LLM_STATE_SCORE, &e), &e);
+    CHECK_OK(llm_state_init(&wa, &a.m, 8, 8, LLM_STATE_KEEP_ACTS, &e), &e);
+    CHECK_OK(llm_state_init(&wb, &b.m, 8, 8, LLM_STATE_KEEP_ACTS, &e), &e);
     int32_t ids[8] = {1, 5, 9, 13, 2, 40, 7, 3};
     int64_t pos[1] = {7};
     float ga[48], gb[48];

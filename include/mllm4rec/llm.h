@@ -151,6 +151,8 @@ typedef struct llm_kv {
  * LLM_STATE_RECOMPUTE keeps only each layer's input and recomputes a layer in
  * the backward (n_layer·T·d floats instead of every activation). */
 enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2, LLM_STATE_RECOMPUTE = 4 };
+/* states that train: their forwards keep float activations (nn/matmul.h: matmul_forward_float) */
+#define LLM_TRAIN_STATE (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)
 
 struct llm_grads;
 

@@ -76,7 +76,7 @@ static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_err
 static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_error *e) {
     const llm_config *c = &m->cfg;
     const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, L = c->n_layer;
-    const int keep = (flags & LLM_STATE_KEEP_ACTS) != 0, train = (flags & (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)) != 0;
+    const int keep = (flags & LLM_STATE_KEEP_ACTS) != 0, train = (flags & LLM_TRAIN_STATE) != 0;
     memset(a, 0, sizeof *a);
     a->T_cap = T;
     a->keep_layers = keep;
@@ -149,7 +149,7 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
     s->scratch_floats = need;
     s->scratch = mr_alloc_aligned((size_t)need * sizeof(float), e);
     if (!s->scratch) goto fail;
-    if ((flags & (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)) && llm_grads_init(s, max_T, e)) goto fail;
+    if ((flags & LLM_TRAIN_STATE) && llm_grads_init(s, max_T, e)) goto fail;
     return MR_OK;
 fail:
     llm_state_free(s);
@@ -193,8 +193,8 @@ void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t s
 
 /* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
 static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, const llm_linear *L, float beta) {
-    qmat q = llm_qmat(&L->w);
-    matmul_forward(y, x, T, &q, beta, s->scratch, s->scratch_floats);
+    qmat q = llm_qmat(&L->w); /* training states: float activations (nn/matmul.h) */
+    (s->flags & LLM_TRAIN_STATE ? matmul_forward_float : matmul_forward)(y, x, T, &q, beta, s->scratch, s->scratch_floats);
     const int64_t rows = L->w.rows;
     if (L->bias) {
         for (int64_t t = 0; t < T; t++)
@@ -267,7 +267,7 @@ static void logits_forward(llm_state *s, int64_t T, const int64_t *out_pos, int 
     for (int i = 0; i < n_out; i++) memcpy(a->xn_out + i * d, a->x + out_pos[i] * d, (size_t)d * sizeof(float));
     rmsnorm_forward(a->xn_out, a->rstd_out, a->xn_out, m->output_norm, n_out, (int)d, m->cfg.rms_eps);
     qmat q = llm_qmat(&m->output);
-    matmul_forward(logits, a->xn_out, n_out, &q, 0.0f, s->scratch, s->scratch_floats);
+    (s->flags & LLM_TRAIN_STATE ? matmul_forward_float : matmul_forward)(logits, a->xn_out, n_out, &q, 0, s->scratch, s->scratch_floats);
     (void)T;
 }
 

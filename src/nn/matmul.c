@@ -116,6 +116,13 @@ void qmat_row(const qmat *W, int64_t r, float *out) {
 
 void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
                     int64_t scratch_floats) {
+    if (T <= 0) return;
+    if (W->type != GGML_TYPE_F32 && matmul_forward_int(y, x, T, W, beta, scratch, scratch_floats)) return;
+    matmul_forward_float(y, x, T, W, beta, scratch, scratch_floats);
+}
+
+void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
+                          int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
     if (W->type == GGML_TYPE_F32) {
@@ -123,7 +130,6 @@ void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float be
                     (const float *)W->data, (int)cols, beta, y, (int)rows);
         return;
     }
-    if (matmul_forward_int(y, x, T, W, beta, scratch, scratch_floats)) return;
     const size_t rb = quant_row_bytes(W->type, cols);
     if (T <= MATMUL_SMALL_T) {
         int nbuf = (int)(scratch_floats / cols);

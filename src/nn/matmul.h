@@ -28,6 +28,13 @@ int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads)
 void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
                     int64_t scratch_floats);
 
+/* The same product with float activations whatever W's type: F32 sgemm, or weight
+ * tiles dequantized for sgemm. Training forwards use it: the loss must be the
+ * float function whose gradients the backward computes (8-bit activations would
+ * make it a step function of the adapter, and finite differences meaningless). */
+void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
+                          int64_t scratch_floats);
+
 /* dx[T][cols] += dy[T][rows] · W  (the input gradient of matmul_forward). */
 void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float *scratch,
                            int64_t scratch_floats);
