@@ -59,7 +59,8 @@ TEST(kept_activations_are_per_layer) {
     float *l1 = malloc((size_t)nv * sizeof *l1), *l2 = malloc((size_t)nv * sizeof *l2);
     int64_t last = T - 1;
     llm_state a, k;
-    CHECK_OK(llm_state_init(&a, &m, T, T, LLM_STATE_SCORE, &e), &e);
+    /* both training states (float activations, nn/matmul.h): only k keeps every layer */
+    CHECK_OK(llm_state_init(&a, &m, T, T, LLM_STATE_SCORE | LLM_STATE_RECOMPUTE, &e), &e);
     CHECK_OK(llm_state_init(&k, &m, T, T, LLM_STATE_SCORE | LLM_STATE_KEEP_ACTS, &e), &e);
     CHECK_OK(llm_forward(&a, ids, T, &last, 1, l1, &e), &e);
     CHECK_OK(llm_forward(&k, ids, T, &last, 1, l2, &e), &e);
