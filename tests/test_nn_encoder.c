@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/attention.h"
 #include "nn/attention_full.h"
 #include "nn/gelu.h"
 #include "nn/layernorm.h"

@@ -27,8 +27,7 @@ static inline __m256 exp8(__m256 x) {
 }
 #endif
 
-/* row[0..n) = softmax(row[0..n)) in place. */
-static void softmax_row(float *row, int64_t n) {
+void softmax_row_forward(float *row, int64_t n) {
     float mx = -INFINITY;
     int64_t j = 0;
 #if defined(__AVX2__) && defined(__FMA__)
@@ -94,7 +93,7 @@ void attention_forward(float *out, const float *q, const float *k, const float *
             for (int64_t i = 0; i < nq; i++) {
                 float *row = S + i * nk;
                 const int64_t n_vis = pos0 + t0 + i + 1;
-                softmax_row(row, n_vis);
+                softmax_row_forward(row, n_vis);
                 for (int64_t j = n_vis; j < nk; j++) row[j] = 0.0f;
             }
             /* out_h[nq][hd] = S V_g */
@@ -139,7 +138,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         q_stride, k + g * hd, kv_stride, 0.0f, P, (int)nk);
             for (int64_t i = 0; i < nq; i++) {
                 float *row = P + i * nk;
-                softmax_row(row, t0 + i + 1);
+                softmax_row_forward(row, t0 + i + 1);
                 for (int64_t j = t0 + i + 1; j < nk; j++) row[j] = 0.0f;
             }
             /* dV_g[0:nk] += Pᵀ dO ; dP = dO V_gᵀ */

@@ -31,4 +31,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
                         int64_t scratch_floats);
 
+/* row[0..n) = softmax(row[0..n)) in place (max-subtracted, fp32 sums); every
+ * attention kernel (causal here, unmasked and cross in attention_full.c) uses it. */
+void softmax_row_forward(float *row, int64_t n);
+
 #endif

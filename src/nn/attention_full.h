@@ -21,7 +21,4 @@ void attention_full_forward(float *out, int ldo, const float *q, int ldq, const 
                             int ldv, int Tq, int Tk, int n_head, int hd, float scale, float *scratch,
                             int64_t scratch_floats);
 
-/* row[0..n) = softmax(row[0..n)) in place (max-subtracted, fp32 sums). */
-void softmax_row_forward(float *row, int64_t n);
-
 #endif
