@@ -6,8 +6,12 @@
  * divides by CPU seconds per thread instead of wall seconds: on a shared machine
  * it is the steadier figure (OpenBLAS's threads may spin, which it then counts).
  *
+ * A third figure is matmul_forward_float on the quantized matrix: dequantize a
+ * tile, then sgemm, conversion counted: the path the integer kernels replace.
+ *
  * Environment: MLLM4REC_BENCH_THREADS (default 2), MLLM4REC_BENCH_QDOT_T (512),
- * MLLM4REC_BENCH_QDOT_TYPES (default "q4_0,q8_0"). */
+ * MLLM4REC_BENCH_QDOT_TYPES (default "q4_0,q8_0"), MLLM4REC_BENCH_QDOT_SHAPES
+ * ("7b", the default, or "smollm2": 576x576, 192x576, 1536x576, 576x1536). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +31,16 @@ static double cpu_now(void) {
 
 /* best wall seconds of reps runs; *cpu: the CPU seconds of that run over the
  * thread count (what the wall time would be on otherwise idle cores) */
-static double best_of(int reps, float *y, const float *x, int64_t T, const qmat *W, float *scratch, int64_t sf,
-                      double *cpu) {
+static double best_of(int reps, int float_path, float *y, const float *x, int64_t T, const qmat *W, float *scratch,
+                      int64_t sf, double *cpu) {
     double best = 1e30;
     *cpu = 1e30;
     for (int r = 0; r < reps; r++) {
         double t0 = mr_now(), c0 = cpu_now();
-        matmul_forward(y, x, T, W, 0.0f, scratch, sf);
+        if (float_path)
+            matmul_forward_float(y, x, T, W, 0.0f, scratch, sf);
+        else
+            matmul_forward(y, x, T, W, 0.0f, scratch, sf);
         double dt = mr_now() - t0, dc = (cpu_now() - c0) / omp_get_max_threads();
         if (dt < best) best = dt;
         if (dc < *cpu) *cpu = dc;
@@ -48,16 +55,21 @@ int main(void) {
     const int64_t T = tt ? atoi(tt) : 512;
     char types[64];
     snprintf(types, sizeof types, "%s", ty ? ty : "q4_0,q8_0");
-    const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const char *sh = getenv("MLLM4REC_BENCH_QDOT_SHAPES");
+    const int small = sh && !strcmp(sh, "smollm2");
+    const int64_t shapes_7b[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const int64_t shapes_small[][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}};
+    const int64_t(*shapes)[2] = small ? shapes_small : shapes_7b;
+    const int n_shapes = small ? 4 : 3;
     mr_rng rng;
     mr_rng_seed(&rng, 1);
     printf("| type | rows x cols | T | integer path GOP/s (cpu-based) | fp32 sgemm, pre-dequantized, GOP/s (cpu-based) "
-           "| ratio (cpu-based) |\n");
-    printf("|---|---|---|---|---|---|\n");
+           "| ratio (cpu-based) | dequantize + sgemm GOP/s (cpu-based) |\n");
+    printf("|---|---|---|---|---|---|---|\n");
     for (char *tok = strtok(types, ","); tok; tok = strtok(NULL, ",")) {
         ggml_type t;
         if (ggml_type_from_name(tok, &t) || !quant_supported(t)) return fprintf(stderr, "unknown type %s\n", tok), 1;
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < n_shapes; s++) {
             const int64_t rows = shapes[s][0], cols = shapes[s][1];
             const size_t rb = quant_row_bytes(t, cols);
             uint8_t *w = malloc(rb * (size_t)rows);
@@ -71,12 +83,14 @@ int main(void) {
             int64_t sf = matmul_scratch_floats(&W, 8 << 20, omp_get_max_threads());
             float *scratch = malloc((size_t)sf * sizeof *scratch);
             const double ops = 2.0 * (double)rows * (double)cols * (double)T;
-            double ci, cf;
-            double ti = best_of(3, y, x, T, &W, scratch, sf, &ci);
-            double tf = best_of(2, y, x, T, &Wf, NULL, 0, &cf);
-            printf("| %s | %lldx%lld | %lld | %.1f (%.1f) | %.1f (%.1f) | %.2f (%.2f) |\n", tok, (long long)rows,
-                   (long long)cols, (long long)T, ops / ti * 1e-9, ops / ci * 1e-9, ops / tf * 1e-9, ops / cf * 1e-9,
-                   tf / ti, cf / ci);
+            const int reps = small ? 9 : 3;
+            double ci, cf, cd;
+            double ti = best_of(reps, 0, y, x, T, &W, scratch, sf, &ci);
+            double tf = best_of(reps, 0, y, x, T, &Wf, NULL, 0, &cf);
+            double td = best_of(reps, 1, y, x, T, &W, scratch, sf, &cd);
+            printf("| %s | %lldx%lld | %lld | %.1f (%.1f) | %.1f (%.1f) | %.2f (%.2f) | %.1f (%.1f) |\n", tok,
+                   (long long)rows, (long long)cols, (long long)T, ops / ti * 1e-9, ops / ci * 1e-9, ops / tf * 1e-9,
+                   ops / cf * 1e-9, tf / ti, cf / ci, ops / td * 1e-9, ops / cd * 1e-9);
             fflush(stdout);
             free(w), free(wf), free(x), free(y), free(scratch);
         }

@@ -59,6 +59,33 @@ TEST(q8_0_activation_block_by_hand) {
     for (int j = 0; j < 32; j++) CHECK(b.qs[j] == 0);
 }
 
+/* The quants are exactly ggml's roundf(x * (1 / d)) whatever code path made them:
+ * with amax 127 (d = 1) halves must round away from zero (roundf), where the
+ * processor's round-to-nearest would give the even neighbour; then random rows. */
+TEST(q8_0_quants_are_roundf) {
+    enum { N = 4096 };
+    static float x[N];
+    for (int j = 0; j < 32; j++) x[j] = (float)(j % 2 ? 127 - j : -(j + 0.5));
+    x[1] = 127.0f, x[5] = 2.5f, x[7] = -2.5f, x[9] = 0.5f, x[11] = -0.5f, x[13] = 126.5f;
+    fill_normal(x + 32, N - 32, 11, 3.0f);
+    for (int j = 40; j < N; j += 97) x[j] = 0.0f;
+    static uint8_t row[N / 32 * 42];
+    qdot_quantize_row(GGML_TYPE_Q8_0, x, row, N);
+    blk_q8_0 b;
+    memcpy(&b, row, sizeof b);
+    CHECK(b.qs[5] == 3 && b.qs[7] == -3 && b.qs[9] == 1 && b.qs[11] == -1 && b.qs[13] == 127);
+    int bad = 0;
+    for (int i = 0; i < N / 32; i++) {
+        memcpy(&b, row + (size_t)i * sizeof b, sizeof b);
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[i * 32 + j]));
+        const float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
+        bad += b.d != mr_f32_to_f16(d);
+        for (int j = 0; j < 32; j++) bad += b.qs[j] != (int8_t)roundf(x[i * 32 + j] * id);
+    }
+    CHECK(bad == 0);
+}
+
 /* Q8_1 (for Q4_1 / Q5_1): the same quants as Q8_0, and s = fp16(d * sum(qs)) */
 TEST(q8_1_activation_blocks) {
     enum { N = 256 };
@@ -248,6 +275,7 @@ TEST(float_and_k_types_keep_float_path) {
 
 int main(void) {
     RUN(q8_0_activation_block_by_hand);
+    RUN(q8_0_quants_are_roundf);
     RUN(q8_1_activation_blocks);
     RUN(tile_kernels_exact);
     RUN(matmul_integer_path);
