@@ -12,8 +12,8 @@
  *        weight rows x MATMUL_TILE_T activation rows; the kernel walks each tile in
  *        groups of 8 weight rows x 4 activation rows, so a weight block is loaded
  *        and unpacked once per 4 activation rows and both operands of a tile stay in
- *        L2. OpenMP spreads the row tiles over threads; each thread runs its row
- *        tile against every activation tile while the weights are hot.
+ *        L2. OpenMP spreads the tiles over threads in contiguous runs of row-tile-
+ *        major order, so a thread meets a row tile's weights while they are hot.
  *      generation (T <= MATMUL_SMALL_T): the product is bound by reading the
  *        weights, so it is cut into row tiles only (MATMUL_GEN_R rows, all T
  *        activation rows at once) and every weight byte is read once.
@@ -95,16 +95,18 @@ static int matmul_forward_int(float *y, const float *x, int64_t T, const qmat *W
             }
             continue;
         }
+        /* tiles in row-tile-major order, split in contiguous runs: each thread sweeps
+         * its row tiles across the activation tiles while their weights are hot, and
+         * a matrix with few row tiles (k and v of a small model: 192 rows = 3 tiles)
+         * still keeps every thread busy */
         const int64_t ntile = (rows + MATMUL_TILE_R - 1) / MATMUL_TILE_R;
+        const int64_t natile = (nt + MATMUL_TILE_T - 1) / MATMUL_TILE_T;
 #pragma omp parallel for schedule(static) if (par)
-        for (int64_t i = 0; i < ntile; i++) {
-            const int64_t r0 = i * MATMUL_TILE_R;
+        for (int64_t k = 0; k < ntile * natile; k++) {
+            const int64_t r0 = k / natile * MATMUL_TILE_R, a0 = k % natile * MATMUL_TILE_T;
             const int nr = (int)(rows - r0 < MATMUL_TILE_R ? rows - r0 : MATMUL_TILE_R);
-            for (int64_t a0 = 0; a0 < nt; a0 += MATMUL_TILE_T) {
-                const int na = (int)(nt - a0 < MATMUL_TILE_T ? nt - a0 : MATMUL_TILE_T);
-                fn(yc + a0 * rows + r0, rows, w + (size_t)r0 * wrb, wrb, nr, xq + (size_t)a0 * xrb, xrb, na, cols,
-                   beta);
-            }
+            const int na = (int)(nt - a0 < MATMUL_TILE_T ? nt - a0 : MATMUL_TILE_T);
+            fn(yc + a0 * rows + r0, rows, w + (size_t)r0 * wrb, wrb, nr, xq + (size_t)a0 * xrb, xrb, na, cols, beta);
         }
     }
     return 1;
