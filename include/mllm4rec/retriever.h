@@ -11,6 +11,8 @@
 #ifndef MLLM4REC_RETRIEVER_H
 #define MLLM4REC_RETRIEVER_H
 
+#include <signal.h>
+
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/metrics.h"
@@ -126,20 +128,25 @@ typedef struct lru_train_options {
     uint64_t seed;
     int threads;
     int resume;
+    /* The caller's interrupt flag (a CLI signal handler sets it; NULL: none): at the
+     * next iteration's end the run saves its checkpoint and returns *interrupted = 1. */
+    volatile sig_atomic_t *stop;
+    /* Called after every iteration with the iteration count (NULL: not called); the
+     * CLI's test hook uses it to signal itself at an exact point. */
+    void (*after_iter)(void *ctx, long iter);
+    void *after_iter_ctx;
 } lru_train_options;
 
 /* Defaults by dataset role (DESIGN section 8): 200 / 16 for MovieLens, 50 / 64 otherwise. */
 void lru_train_defaults(lru_train_options *o, const mr_dataset *d);
 
 /* Trains into run_dir: RUN/checkpoint.safetensors (resume state, written at every
- * validation and on SIGINT / SIGTERM), RUN/train.jsonl (learning curve), and the
+ * validation and when o->stop is set), RUN/train.jsonl (learning curve), and the
  * best model so far as RUN/retriever.safetensors; at the end evaluates the best
  * model and writes RUN/metrics.json and RUN/candidates.tsv.
- * *interrupted is set when SIGINT / SIGTERM stopped the run after a checkpoint. */
+ * *interrupted is set when o->stop stopped the run after a checkpoint. */
 int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
               mr_error *e);
-/* Set by the signal handler that lru_train installs; a caller may set it too. */
-extern volatile int lru_stop_requested;
 
 /* The input a split sees: val = the training part (all but the last two items),
  * test = all but the last; the target is the next item. n = 0 when the user has

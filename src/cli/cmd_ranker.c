@@ -1,7 +1,5 @@
 /* mllm4rec ranker prompt | train | eval: the LLM ranker (LoRA-tuned verbalizer
  * ranking of the retriever's candidates). */
-#include <cblas.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +68,7 @@ typedef struct setup {
 static int setup_load(setup *s, const common_opts *co, mr_error *e) {
     memset(s, 0, sizeof *s);
     if (co->threads > 0) {
-        omp_set_num_threads((int)co->threads);
-        openblas_set_num_threads((int)co->threads);
+        mr_set_threads((int)co->threads);
     }
     int rc;
     if ((rc = mr_dataset_load(&s->d, co->dataset, e))) return rc;
@@ -243,7 +240,7 @@ done:
     return rc ? cli_report(cmd, &e) : 0;
 }
 
-static volatile int g_interrupted = 0;
+static volatile sig_atomic_t g_interrupted = 0;
 static void on_signal(int sig) {
     (void)sig;
     g_interrupted = 1;
@@ -316,7 +313,7 @@ CLI_COMMAND(cmd_ranker_train) {
     o.resume = resume;
     o.peft = peft;
     o.base_model_name = co.model;
-    o.interrupted = &g_interrupted;
+    o.stop = &g_interrupted;
     setup s;
     llm_model lm;
     llm_adapter l;

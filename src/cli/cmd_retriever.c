@@ -1,6 +1,5 @@
 /* mllm4rec retriever train | eval | candidates: the LRURec retriever. */
-#include <omp.h>
-#include <cblas.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,24 @@ static int check_range(const char *cmd, const char *flag, int64_t v, int64_t lo,
     if (v < lo || v > hi) return cli_usage_error(cmd, "%s must be in %lld..%lld (got %lld)", flag, (long long)lo,
                                                  (long long)hi, (long long)v);
     return 0;
+}
+
+/* SIGINT / SIGTERM ask the trainer to checkpoint and stop: the library only reads the flag. */
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* MLLM4REC_TEST_SIGNAL_AT_ITER=N:SIG raises signal SIG after iteration N: lets the tests
+ * interrupt (SIGTERM) or kill (SIGKILL) a run at an exact point. A CLI hook only. */
+typedef struct signal_at {
+    long iter;
+    int sig;
+} signal_at;
+static void raise_at(void *ctx, long iter) {
+    const signal_at *s = ctx;
+    if (s->iter > 0 && iter == s->iter) raise(s->sig);
 }
 
 CLI_COMMAND(cmd_retriever_train) {
@@ -77,8 +94,24 @@ CLI_COMMAND(cmd_retriever_train) {
     o.seed = seed;
     o.threads = (int)threads;
     o.resume = resume;
+    signal_at at = {0, 0};
+    const char *ts = getenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
+    if (ts && sscanf(ts, "%ld:%d", &at.iter, &at.sig) == 2) {
+        o.after_iter = raise_at;
+        o.after_iter_ctx = &at;
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    g_stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    o.stop = &g_stop;
     int interrupted = 0;
     rc = lru_train(&d, &o, out, &interrupted, &e);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     mr_dataset_free(&d);
     if (rc) return cli_report(cmd, &e);
     if (interrupted) {
@@ -95,8 +128,7 @@ static int load_run(const char *cmd, const char *dataset, const char *run, int64
     if (threads < 1 || threads > 1024) return cli_usage_error(cmd, "--threads must be in 1..1024");
     int rc = cli_claim_folder(cmd, run, NULL, 0, 0); /* eval and candidates rewrite files in RUN */
     if (rc) return rc;
-    omp_set_num_threads((int)threads);
-    openblas_set_num_threads((int)threads);
+    mr_set_threads((int)threads);
     rc = mr_dataset_load(d, dataset, e);
     if (rc) return cli_report(cmd, e);
     char *path = mr_path_join(run, "retriever.safetensors", e);

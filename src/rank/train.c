@@ -44,13 +44,6 @@ static int64_t count_examples(const mr_dataset *d) {
     return n;
 }
 
-static uint64_t mix(uint64_t a, uint64_t b) {
-    uint64_t z = a * 0x9e3779b97f4a7c15ULL + b + 0x632be59bd9b4e019ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* The order of examples in an epoch: a seeded shuffle of the list in (user,
  * position) order, so that any epoch's order can be rebuilt on resuming. */
 static void epoch_order(const mr_dataset *d, example_ref *ex, int64_t n, uint64_t seed, int64_t epoch) {
@@ -58,7 +51,7 @@ static void epoch_order(const mr_dataset *d, example_ref *ex, int64_t n, uint64_
     for (int64_t u = 1; u <= d->n_users; u++)
         for (int32_t p = 1; p < d->seq_len[u] - 2; p++) ex[k++] = (example_ref){(int32_t)u, p};
     mr_rng rng;
-    mr_rng_seed(&rng, mix(seed, 0x4550u + (uint64_t)epoch));
+    mr_rng_seed(&rng, mr_hash2(seed, 0x4550u + (uint64_t)epoch));
     for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = (int64_t)mr_rng_below(&rng, (uint64_t)i + 1);
         example_ref t = ex[i];
@@ -81,7 +74,7 @@ static int example_candidates(const mr_dataset *d, const example_ref *x, int n_c
     const int32_t *seq = d->seqs[x->user];
     const int32_t answer = seq[x->pos];
     mr_rng rng;
-    mr_rng_seed(&rng, mix(mix(seed, (uint64_t)epoch), ((uint64_t)x->user << 32) | (uint32_t)x->pos));
+    mr_rng_seed(&rng, mr_hash2(mr_hash2(seed, (uint64_t)epoch), ((uint64_t)x->user << 32) | (uint32_t)x->pos));
     cands[0] = answer;
     int n = 1;
     /* items available: every item not in the prefix; if there are too few, allow repeats */
@@ -303,7 +296,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
         double batch_loss = 0;
         const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
         for (int b = 0; b < o->batch; b++) {
-            if (o->interrupted && *o->interrupted) break;
+            if (o->stop && *o->stop) break;
             if (h.epoch_pos >= n_ex) {
                 h.epoch++;
                 h.epoch_pos = 0;
@@ -324,7 +317,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             int64_t pos[2] = {n - 3, n - 2};
             int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
             llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
-                                 .dropout_seed = mix(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
+                                 .dropout_seed = mr_hash2(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
             const double ts = mr_now();
             rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
             train_s += mr_now() - ts;
@@ -335,7 +328,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             tokens += n;
             examples++;
         }
-        if (o->interrupted && *o->interrupted) {
+        if (o->stop && *o->stop) {
             /* the half-accumulated batch is dropped: the saved state is the last
              * step's, so a resumed run repeats exactly what an uninterrupted one does */
             res->interrupted = 1;

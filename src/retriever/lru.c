@@ -429,22 +429,15 @@ const float *lru_acts_block_out(const lru_acts *a, int block, int after_ffn) {
 /* A counter-based generator: the keep decision for element (row, col) of a
  * dropout site depends only on (key, site, row, col), so masks are the same for
  * any thread count and any order of evaluation. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Fills scale [N, C] with 0 or 1 / (1 - p). Per element a 32-bit finaliser
- * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mix64. */
+ * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mr_mix64. */
 static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint64_t site) {
-    uint64_t k = mix64(key ^ mix64(site));
+    uint64_t k = mr_mix64(key ^ mr_mix64(site));
     float keep_scale = 1.0f / (1.0f - p);
     uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
 #pragma omp parallel for schedule(static) if ((long)N * C > 65536)
     for (int i = 0; i < N; i++) {
-        uint32_t rk = (uint32_t)(mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
+        uint32_t rk = (uint32_t)(mr_mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
         float *s = scale + (size_t)i * C;
 #pragma omp simd
         for (int j = 0; j < C; j++) {

@@ -3,13 +3,10 @@
  * AdamW (eps 1e-9, decay on names without "bias" / "layer_norm"), gradient norm
  * clipped, validation on Recall@10 with early stopping and the best model kept.
  * Resumable: the checkpoint holds everything the rest of the run depends on. */
-#include <cblas.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <math.h>
-#include <omp.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,13 +14,6 @@
 #include "mllm4rec/retriever.h"
 #include "mllm4rec/safetensors.h"
 #include "nn/adamw.h"
-
-volatile int lru_stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    lru_stop_requested = 1;
-}
 
 void lru_train_defaults(lru_train_options *o, const mr_dataset *d) {
     memset(o, 0, sizeof *o);
@@ -389,12 +379,6 @@ static int validate(trainer *t, mr_error *e) {
 
 /* ---- the loop ---- */
 
-static void set_threads(int threads) {
-    if (threads < 1) threads = 1;
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-}
-
 int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
               mr_error *e) {
     *interrupted = 0;
@@ -404,7 +388,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     if (o->max_epochs < 1) return mr_fail(e, MR_ERR_USAGE, "--max-epochs must be at least 1 (0 would train nothing)");
     if (!(o->lr > 0)) return mr_fail(e, MR_ERR_USAGE, "--lr must be positive");
     if (d->n_items < 1 || d->n_items > 100000000) return mr_fail(e, MR_ERR_INPUT, "%s: no items", d->dir);
-    set_threads(o->threads);
+    mr_set_threads(o->threads < 1 ? 1 : o->threads);
     trainer t;
     memset(&t, 0, sizeof t);
     t.d = d;
@@ -487,20 +471,6 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
 
     adamw_config ac = {.lr = (float)o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-9f,
                        .weight_decay = (float)o->weight_decay};
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    lru_stop_requested = 0;
-
-    /* MLLM4REC_TEST_SIGNAL_AT_ITER=N:SIG raises signal SIG after iteration N: lets the
-     * tests interrupt (SIGTERM) or kill (SIGKILL) a run at an exact point. */
-    long test_signal_iter = 0;
-    int test_signal = 0;
-    const char *ts = getenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
-    if (ts && sscanf(ts, "%ld:%d", &test_signal_iter, &test_signal) != 2) test_signal_iter = 0;
     mr_progress prog;
     mr_progress_start(&prog, "train", (int64_t)o->max_epochs * t.n_batches);
     double t0 = mr_now(), elapsed0 = t.s.elapsed;
@@ -516,7 +486,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
             seq_start[++ns] = nr;
         }
         lru_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = labels};
-        uint64_t key = o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)s->iter;
+        uint64_t key = o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)s->iter; /* mixed by the model's dropout */
         double loss = lru_loss_backward(&t.m, acts, &b, 1, key, NULL);
         clip_grad_norm(t.m.grads, np, o->clip);
         s->adam_step++;
@@ -549,16 +519,14 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         snprintf(extra, sizeof extra, "epoch %.2f loss %.4f %.2f it/s best val R@10 %.4f",
                  s->epoch + (double)s->pos / (double)t.n_batches, loss, its, s->best < 0 ? 0.0 : s->best);
         mr_progress_update(&prog, (int64_t)s->epoch * t.n_batches + s->pos, extra);
-        if (test_signal_iter > 0 && s->iter == test_signal_iter) raise(test_signal);
-        if (lru_stop_requested) {
+        if (o->after_iter) o->after_iter(o->after_iter_ctx, s->iter);
+        if (o->stop && *o->stop) {
             rc = save_checkpoint(&t, e);
             if (!rc) *interrupted = 1;
             break;
         }
     }
     mr_progress_end(&prog);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     if (rc || *interrupted) goto done;
     if (t.s.stopped) mr_log("early stopping after %d validations without improvement", t.s.bad);
     rc = save_checkpoint(&t, e);
