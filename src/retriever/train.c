@@ -1,4 +1,4 @@
-/* LRURec training as the reference trains it: sliding windows over the training
+/* Retriever training (any architecture, through m->arch) as LlamaRec trains LRURec: sliding windows over the training
  * part of each user's sequence, cross-entropy over all items at every position,
  * AdamW (eps 1e-9, decay on names without "bias" / "layer_norm"), gradient norm
  * clipped, validation on Recall@10 with early stopping and the best model kept.
@@ -15,23 +15,61 @@
 #include "mllm4rec/safetensors.h"
 #include "nn/adamw.h"
 
-void lru_train_defaults(lru_train_options *o, const mr_dataset *d) {
+/* Per-architecture defaults. LlamaRec's settings where they apply (hidden 64,
+ * dropout 0.2, max length and batch by dataset, lr 1e-3, weight decay 0.01, 2
+ * blocks, 2 heads, attention dropout 0.2, mask probability 0.2: its config.py for
+ * LRURec, the lineage of Yueeeeeeee/RecSys-Extraction-Attack's SASRec / BERT4Rec /
+ * NARM); GRU4Rec and NARM run one GRU layer (hidasib/GRU4Rec_PyTorch_Official's and
+ * NARM's single layer); STOSA as zfan20/STOSA's README runs Beauty (1 layer, 4 heads,
+ * attention dropout 0, weight decay 0, pvn_weight 0.005). */
+typedef struct arch_defaults {
+    const char *arch;
+    int blocks, heads;
+    float attn_dropout, mask_prob, reg_weight;
+    double weight_decay;
+} arch_defaults;
+
+static const arch_defaults ARCH_DEFAULTS[] = {
+    {"lru", 2, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"sasrec", 2, 2, 0.2f, 0.0f, 0.0f, 0.01},
+    {"bert4rec", 2, 2, 0.2f, 0.2f, 0.0f, 0.01},
+    {"gru4rec", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"narm", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"stosa", 1, 4, 0.0f, 0.0f, 0.005f, 0.0},
+};
+
+int rt_train_defaults(rt_train_options *o, const mr_dataset *d, const char *arch, mr_error *e) {
     memset(o, 0, sizeof *o);
+    const arch_defaults *ad = NULL;
+    for (size_t i = 0; i < sizeof ARCH_DEFAULTS / sizeof ARCH_DEFAULTS[0]; i++)
+        if (!strcmp(ARCH_DEFAULTS[i].arch, arch)) ad = &ARCH_DEFAULTS[i];
+    if (!ad || !rt_arch_find(arch)) {
+        char names[256];
+        rt_arch_names(names, sizeof names);
+        return mr_fail(e, MR_ERR_USAGE, "--arch %s: %s (this build has: %s)", arch,
+                       ad ? "not built yet" : "unknown architecture", names);
+    }
     const char *role = d ? mr_dataset_role(d) : NULL;
     int movielens = role && !strcmp(role, "ml-100k");
+    snprintf(o->model.arch, sizeof o->model.arch, "%s", arch);
     o->model.hidden = 64;
-    o->model.blocks = 2;
+    o->model.blocks = ad->blocks;
+    o->model.heads = ad->heads;
     o->model.dropout = 0.2f;
+    o->model.attn_dropout = ad->attn_dropout;
+    o->model.mask_prob = ad->mask_prob;
+    o->model.reg_weight = ad->reg_weight;
     o->model.max_len = movielens ? 200 : 50;
     o->batch = movielens ? 16 : 64;
     o->lr = 1e-3;
-    o->weight_decay = 0.01;
+    o->weight_decay = ad->weight_decay;
     o->clip = 5.0;
     o->val_every = 500;
     o->patience = 20;
     o->max_epochs = 500;
     o->seed = 42;
     o->threads = 2;
+    return MR_OK;
 }
 
 /* A training window: items seqs[user][start .. start + len). */
@@ -98,8 +136,8 @@ typedef struct train_state {
 
 typedef struct trainer {
     const mr_dataset *d;
-    const lru_train_options *o;
-    lru_model m;
+    const rt_train_options *o;
+    rt_model m;
     float *adam_m, *adam_v, *best_params;
     window *windows;
     int64_t n_windows, n_batches;
@@ -146,15 +184,20 @@ static int save_checkpoint(trainer *t, mr_error *e) {
     if (!rc) rc = st_writer_add(w, "adam_v", ST_F32, 1, &np, t->adam_v, e);
     if (!rc) rc = st_writer_add(w, "best_params", ST_F32, 1, &np, t->best_params, e);
     if (!rc) rc = st_writer_add(w, "epoch_order", ST_I32, 1, &nw, t->perm, e);
-    const lru_train_options *o = t->o;
+    const rt_train_options *o = t->o;
     const train_state *s = &t->s;
     int bad = rc;
-    bad |= set_meta(w, "format", "mllm4rec-lru-checkpoint-2");
+    bad |= set_meta(w, "format", "mllm4rec-retriever-checkpoint-3");
+    bad |= set_meta(w, "arch", "%s", o->model.arch);
     bad |= set_meta(w, "n_items", "%d", t->m.cfg.n_items);
     bad |= set_meta(w, "hidden", "%d", o->model.hidden);
     bad |= set_meta(w, "blocks", "%d", o->model.blocks);
     bad |= set_meta(w, "max_len", "%d", o->model.max_len);
     bad |= set_meta(w, "dropout", "%.9g", (double)o->model.dropout);
+    bad |= set_meta(w, "heads", "%d", o->model.heads);
+    bad |= set_meta(w, "attn_dropout", "%.9g", (double)o->model.attn_dropout);
+    bad |= set_meta(w, "mask_prob", "%.9g", (double)o->model.mask_prob);
+    bad |= set_meta(w, "reg_weight", "%.9g", (double)o->model.reg_weight);
     bad |= set_meta(w, "batch", "%d", o->batch);
     bad |= set_meta(w, "lr", "%.17g", o->lr);
     bad |= set_meta(w, "weight_decay", "%.17g", o->weight_decay);
@@ -201,8 +244,9 @@ static int load_checkpoint(trainer *t, mr_error *e) {
     meta mt = {f.metadata_json ? json_loads(f.metadata_json, 0, NULL) : NULL};
     const char *fmt;
     if (!mt.obj || !meta_get(&mt, "format", &fmt) ||
-        (strcmp(fmt, "mllm4rec-lru-checkpoint-1") && strcmp(fmt, "mllm4rec-lru-checkpoint-2"))) {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: not an mllm4rec LRURec checkpoint", t->ckpt_path);
+        (strcmp(fmt, "mllm4rec-lru-checkpoint-1") && strcmp(fmt, "mllm4rec-lru-checkpoint-2") &&
+         strcmp(fmt, "mllm4rec-retriever-checkpoint-3"))) {
+        rc = mr_fail(e, MR_ERR_INPUT, "%s: not an mllm4rec retriever checkpoint", t->ckpt_path);
         goto done;
     }
     /* Version 1 drew an epoch's order at its first batch, so a checkpoint taken at the
@@ -213,9 +257,12 @@ static int load_checkpoint(trainer *t, mr_error *e) {
     struct {
         const char *key;
         char want[64];
-    } same[9];
+        int optional; /* absent from checkpoints of LRURec before the architecture contract */
+    } same[14];
     int ns = 0;
-#define SAME(k, ...) (snprintf(same[ns].want, sizeof same[ns].want, __VA_ARGS__), same[ns++].key = k)
+#define SAME(k, ...) (snprintf(same[ns].want, sizeof same[ns].want, __VA_ARGS__), same[ns].optional = 0, same[ns++].key = k)
+#define SAME_NEW(k, ...) (SAME(k, __VA_ARGS__), same[ns - 1].optional = !strcmp(t->o->model.arch, "lru"))
+    SAME_NEW("arch", "%s", t->o->model.arch);
     SAME("n_items", "%d", t->m.cfg.n_items);
     SAME("hidden", "%d", t->o->model.hidden);
     SAME("blocks", "%d", t->o->model.blocks);
@@ -225,10 +272,17 @@ static int load_checkpoint(trainer *t, mr_error *e) {
     SAME("lr", "%.17g", t->o->lr);
     SAME("weight_decay", "%.17g", t->o->weight_decay);
     SAME("seed", "%llu", (unsigned long long)t->o->seed);
+    SAME_NEW("heads", "%d", t->o->model.heads);
+    SAME_NEW("attn_dropout", "%.9g", (double)t->o->model.attn_dropout);
+    SAME_NEW("mask_prob", "%.9g", (double)t->o->model.mask_prob);
+    SAME_NEW("reg_weight", "%.9g", (double)t->o->model.reg_weight);
+#undef SAME_NEW
 #undef SAME
     for (int i = 0; i < ns; i++) {
         const char *v;
-        if (!meta_get(&mt, same[i].key, &v) || strcmp(v, same[i].want)) {
+        int have = meta_get(&mt, same[i].key, &v);
+        if (!have && same[i].optional) continue;
+        if (!have || strcmp(v, same[i].want)) {
             rc = mr_fail(e, MR_ERR_INPUT, "%s: was made with %s = %s, this run has %s (resume with the same flags)",
                          t->ckpt_path, same[i].key, v ? v : "(missing)", same[i].want);
             goto done;
@@ -337,7 +391,7 @@ static int append_log(trainer *t, json_t *line, mr_error *e) {
 
 static int validate(trainer *t, mr_error *e) {
     mr_metrics val;
-    int rc = lru_evaluate(&t->m, t->d, 0, &val, e);
+    int rc = rt_evaluate(&t->m, t->d, 0, &val, e);
     if (rc) return rc;
     double r10 = mr_metrics_get(&val, MR_RECALL, 10);
     train_state *s = &t->s;
@@ -347,7 +401,7 @@ static int validate(trainer *t, mr_error *e) {
         s->best_iter = s->iter;
         s->bad = 0;
         memcpy(t->best_params, t->m.params, t->m.n_params * sizeof(float));
-        rc = lru_model_save(&t->m, t->model_path, e);
+        rc = rt_model_save(&t->m, t->model_path, e);
     } else {
         s->bad++;
         if (s->bad >= t->o->patience) s->stopped = 1;
@@ -379,8 +433,7 @@ static int validate(trainer *t, mr_error *e) {
 
 /* ---- the loop ---- */
 
-int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
-              mr_error *e) {
+int rt_train(const mr_dataset *d, const rt_train_options *o, const char *run_dir, int *interrupted, mr_error *e) {
     *interrupted = 0;
     if (o->batch < 1) return mr_fail(e, MR_ERR_USAGE, "--batch must be at least 1");
     if (o->val_every < 1) return mr_fail(e, MR_ERR_USAGE, "--val-every must be at least 1");
@@ -393,14 +446,15 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     memset(&t, 0, sizeof t);
     t.d = d;
     t.o = o;
-    lru_config c = o->model;
+    rt_config c = o->model;
     c.n_items = (int)d->n_items;
-    lru_acts *acts = NULL;
+    void *acts = NULL;
+    int64_t *example = NULL;
     int32_t *tokens = NULL, *labels = NULL;
     int *seq_start = NULL;
     int rc = mr_mkdir_p(run_dir, e);
-    if (!rc) rc = lru_model_create(&t.m, &c, e);
-    if (!rc) rc = lru_model_alloc_grads(&t.m, e);
+    if (!rc) rc = rt_model_create(&t.m, &c, e);
+    if (!rc) rc = rt_model_alloc_grads(&t.m, e);
     if (rc) goto done;
     t.ckpt_path = mr_path_join(run_dir, "checkpoint.safetensors", e);
     t.log_path = mr_path_join(run_dir, "train.jsonl", e);
@@ -427,11 +481,12 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     tokens = mr_alloc((size_t)B * L * sizeof(int32_t), e);
     labels = mr_alloc((size_t)B * L * sizeof(int32_t), e);
     seq_start = mr_alloc((size_t)(B + 1) * sizeof(int), e);
-    if (!t.perm || !tokens || !labels || !seq_start) {
+    example = mr_alloc((size_t)B * sizeof(int64_t), e);
+    if (!t.perm || !tokens || !labels || !seq_start || !example) {
         rc = MR_ERR_INTERNAL;
         goto done;
     }
-    rc = lru_acts_create(&acts, &t.m, B * L, B, B * L, e);
+    rc = t.m.arch->acts_create(&acts, &t.m, B * L, B, e);
     if (rc) goto done;
 
     if (o->resume && mr_file_exists(t.ckpt_path)) {
@@ -446,7 +501,7 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
                t.s.best);
     } else {
         if (o->resume) mr_log("no checkpoint in %s: starting from scratch", run_dir);
-        lru_model_init(&t.m, o->seed);
+        t.m.arch->init(&t.m, o->seed);
         mr_rng_seed(&t.rng, o->seed ^ 0x5eed5eed5eedULL);
         memcpy(t.best_params, t.m.params, np * sizeof(float));
         t.s.best = -1.0;
@@ -459,8 +514,8 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         }
         fclose(f);
     }
-    mr_log("LRURec: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
-           c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
+    mr_log("%s: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
+           c.arch, c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
     /* as the reference: a validation before the first iteration, so the learning curve
      * starts from the untrained model (best < 0: nothing validated yet, so not a resume) */
     if (t.s.best < 0) {
@@ -483,15 +538,17 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         seq_start[0] = 0;
         for (int64_t i = first; i < last; i++) {
             nr += window_rows(d, &t.windows[t.perm[i]], L, tokens + nr, labels + nr);
+            example[ns] = t.perm[i];
             seq_start[++ns] = nr;
         }
-        lru_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = labels};
+        rt_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = labels,
+                      .example = example};
         uint64_t key = o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)s->iter; /* mixed by the model's dropout */
-        double loss = lru_loss_backward(&t.m, acts, &b, 1, key, NULL);
+        double loss = t.m.arch->loss_backward(&t.m, acts, &b, 1, key);
         clip_grad_norm(t.m.grads, np, o->clip);
         s->adam_step++;
         for (int ti = 0; ti < t.m.n_tensors; ti++) {
-            const lru_tensor_info *ti_ = &t.m.tensors[ti];
+            const rt_tensor *ti_ = &t.m.tensors[ti];
             adamw_update(t.m.params + ti_->offset, t.m.grads + ti_->offset, t.adam_m + ti_->offset,
                          t.adam_v + ti_->offset, ti_->numel, &ac, ti_->decay ? (float)o->weight_decay : 0.0f,
                          s->adam_step);
@@ -533,9 +590,9 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     if (rc) goto done;
     /* the best model: weights, metrics, candidates */
     memcpy(t.m.params, t.best_params, np * sizeof(float));
-    rc = lru_model_save(&t.m, t.model_path, e);
+    rc = rt_model_save(&t.m, t.model_path, e);
     mr_metrics val, test;
-    if (!rc) rc = lru_write_metrics(&t.m, d, t.metrics_path, &val, &test, e);
+    if (!rc) rc = rt_write_metrics(&t.m, d, t.metrics_path, &val, &test, e);
     if (!rc) {
         mr_log("best model (iteration %ld): val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f",
                t.s.best_iter, mr_metrics_get(&val, MR_RECALL, 10), mr_metrics_get(&test, MR_RECALL, 10),
@@ -551,9 +608,10 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         mr_metrics_free(&val);
         mr_metrics_free(&test);
     }
-    if (!rc) rc = lru_write_candidates(&t.m, d, t.cand_path, 20, e);
+    if (!rc) rc = rt_write_candidates(&t.m, d, t.cand_path, 20, e);
 done:
-    lru_acts_free(acts);
+    if (acts) t.m.arch->acts_free(acts);
+    free(example);
     free(tokens);
     free(labels);
     free(seq_start);
@@ -567,6 +625,6 @@ done:
     free(t.model_path);
     free(t.metrics_path);
     free(t.cand_path);
-    lru_model_free(&t.m);
+    rt_model_free(&t.m);
     return rc;
 }
