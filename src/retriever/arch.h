@@ -70,6 +70,11 @@ typedef struct rt_batch {
     const int32_t *tokens;  /* [n_rows] input item at each row */
     const int32_t *labels;  /* [n_rows] target item, 0 = not scored; NULL outside training */
     const int64_t *example; /* [n_seqs] global example index of each sequence (keys randomness); may be NULL */
+    /* Added for negative sampling (STOSA's BPR): each sequence's user's training items,
+     * for excluding them from the negatives. Both NULL when the caller has none (outside
+     * training); the trainer fills them. */
+    const int32_t *const *user_items; /* [n_seqs] pointer to the user's items */
+    const int *n_user_items;          /* [n_seqs] how many */
 } rt_batch;
 
 typedef struct rt_arch {
