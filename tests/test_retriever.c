@@ -548,6 +548,56 @@ TEST(lru_file_without_arch_loads_as_lru) {
     CHECK_MSG(strstr(e.msg, "nosuch") != NULL, "%s", e.msg);
 }
 
+/* A checkpoint of LRURec made before the architecture contract (format
+ * mllm4rec-lru-checkpoint-2, no arch / heads / attn_dropout / mask_prob / reg_weight)
+ * still resumes, to the numbers of an uninterrupted run. */
+TEST(lru_checkpoint_of_version_2_resumes) {
+    train_baseline();
+    CHECK(trained == 1);
+    const char *a = test_tmp_path("run_a"), *r = test_tmp_path("run_v2");
+    setenv("MLLM4REC_TEST_SIGNAL_AT_ITER", "10:15", 1);
+    int rc = test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 2>/dev/null", dataset_dir, r,
+                      TRAIN_FLAGS);
+    unsetenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
+    CHECK(rc == 1);
+    /* rewrite the checkpoint as version 2 wrote it */
+    const char *ck = run_path(r, "checkpoint.safetensors");
+    mr_error e = {0};
+    st_file f;
+    CHECK_OK(st_open(&f, ck, &e), &e);
+    json_t *meta = json_loads(f.metadata_json, 0, NULL);
+    CHECK(meta != NULL);
+    st_writer *w = st_writer_new(&e);
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        CHECK_OK(st_writer_add(w, t->name, t->dtype, t->n_dims, t->shape, t->data, &e), &e);
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(meta, key, v) {
+        static const char *const added[] = {"arch", "heads", "attn_dropout", "mask_prob", "reg_weight", NULL};
+        int skip = 0;
+        for (int i = 0; added[i]; i++) skip |= !strcmp(key, added[i]);
+        if (skip) continue;
+        const char *val = !strcmp(key, "format") ? "mllm4rec-lru-checkpoint-2" : json_string_value(v);
+        CHECK_OK(st_writer_set_metadata(w, key, val, &e), &e);
+    }
+    const char *copy = run_path(r, "v2.safetensors");
+    CHECK_OK(st_writer_write(w, copy, &e), &e);
+    st_writer_free(w);
+    json_decref(meta);
+    st_close(&f);
+    CHECK(rename(copy, ck) == 0);
+    CHECK_OK(st_open(&f, ck, &e), &e);
+    CHECK(!strstr(f.metadata_json, "\"arch\"") && strstr(f.metadata_json, "lru-checkpoint-2"));
+    st_close(&f);
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --resume 2>/dev/null", dataset_dir, r,
+                   TRAIN_FLAGS) == 0);
+    CHECK(files_equal(run_path(a, "metrics.json"), run_path(r, "metrics.json")));
+    CHECK(files_equal(run_path(a, "candidates.tsv"), run_path(r, "candidates.tsv")));
+    CHECK(files_equal(run_path(a, "retriever.safetensors"), run_path(r, "retriever.safetensors")));
+}
+
 int main(void) {
     RUN(defaults_follow_the_dataset_role);
     RUN(train_writes_run_files_and_learns);
@@ -562,5 +612,6 @@ int main(void) {
     RUN(arch_is_recorded_and_read_back_from_the_run);
     RUN(unknown_arch_is_a_usage_error);
     RUN(lru_file_without_arch_loads_as_lru);
+    RUN(lru_checkpoint_of_version_2_resumes);
     return test_summary();
 }
