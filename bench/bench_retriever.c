@@ -125,16 +125,16 @@ int main(int argc, char **argv) {
         } else {
             char dir[] = "/tmp/mllm4rec-bench-XXXXXX";
             if (mkdtemp(dir)) {
-                lru_train_options o;
-                lru_train_defaults(&o, &d);
+                rt_train_options o;
+                rt_train_defaults(&o, &d, "lru", &e);
                 o.max_epochs = 1;
                 o.threads = threads;
                 int interrupted;
                 mr_log_quiet = 1;
                 double t1 = mr_now();
-                lru_model mm;
+                rt_model mm;
                 /* one epoch including its validation and the final evaluation + export */
-                if (lru_train(&d, &o, dir, &interrupted, &e)) fprintf(stderr, "%s\n", e.msg);
+                if (rt_train(&d, &o, dir, &interrupted, &e)) fprintf(stderr, "%s\n", e.msg);
                 real_epoch = mr_now() - t1;
                 char path[512];
                 /* the first validation line holds the training seconds of the epoch alone */
@@ -148,13 +148,13 @@ int main(int argc, char **argv) {
                 }
                 if (lf) fclose(lf);
                 snprintf(path, sizeof path, "%s/retriever.safetensors", dir);
-                if (!lru_model_load(&mm, path, &e)) {
+                if (!rt_model_load(&mm, path, &e)) {
                     mr_metrics mv;
                     t1 = mr_now();
-                    lru_evaluate(&mm, &d, 0, &mv, &e);
+                    rt_evaluate(&mm, &d, 0, &mv, &e);
                     real_val = mr_now() - t1;
                     mr_metrics_free(&mv);
-                    lru_model_free(&mm);
+                    rt_model_free(&mm);
                 }
                 char cmd[600];
                 snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

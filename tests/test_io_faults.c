@@ -122,28 +122,27 @@ static int w_retriever_files(const char *dir, int version, mr_error *e) {
     mr_dataset d;
     int rc = mr_dataset_load(&d, ds_dir, e);
     if (rc) return rc;
-    lru_config c = {.n_items = (int)d.n_items, .hidden = 8, .blocks = 1, .max_len = 8, .dropout = 0.1f};
-    lru_model m;
-    memset(&m, 0, sizeof m);
-    rc = lru_model_create(&m, &c, e);
+    rt_config c = {.arch = "lru", .n_items = (int)d.n_items, .hidden = 8, .blocks = 1, .max_len = 8, .dropout = 0.1f};
+    rt_model m;
+    rc = rt_model_create(&m, &c, e);
     if (rc) {
         mr_dataset_free(&d);
         return rc;
     }
-    lru_model_init(&m, 5 + (uint64_t)version);
+    m.arch->init(&m, 5 + (uint64_t)version);
     char p[1024];
     snprintf(p, sizeof p, "%s/retriever.safetensors", dir);
-    rc = lru_model_save(&m, p, e);
+    rc = rt_model_save(&m, p, e);
     mr_metrics val, test;
     snprintf(p, sizeof p, "%s/metrics.json", dir);
-    if (!rc) rc = lru_write_metrics(&m, &d, p, &val, &test, e);
+    if (!rc) rc = rt_write_metrics(&m, &d, p, &val, &test, e);
     if (!rc) {
         mr_metrics_free(&val);
         mr_metrics_free(&test);
     }
     snprintf(p, sizeof p, "%s/candidates.tsv", dir);
-    if (!rc) rc = lru_write_candidates(&m, &d, p, 5, e);
-    lru_model_free(&m);
+    if (!rc) rc = rt_write_candidates(&m, &d, p, 5, e);
+    rt_model_free(&m);
     mr_dataset_free(&d);
     return rc;
 }
@@ -371,8 +370,8 @@ TEST(retriever_training_survives_a_failed_write_and_resumes) {
     mr_dataset d;
     mr_error e = {0};
     CHECK_OK(mr_dataset_load(&d, ds_dir, &e), &e);
-    lru_train_options o;
-    lru_train_defaults(&o, &d);
+    rt_train_options o;
+    CHECK_OK(rt_train_defaults(&o, &d, "lru", &e), &e);
     o.model.hidden = 8;
     o.model.blocks = 1;
     o.model.max_len = 8;
@@ -384,7 +383,7 @@ TEST(retriever_training_survives_a_failed_write_and_resumes) {
     CHECK(fresh_dir(ref, sizeof ref, "train_ref", 0) == 0);
     int interrupted;
     mr_io_fault_set(0, 0, 0);
-    CHECK_OK(lru_train(&d, &o, ref, &interrupted, &e), &e);
+    CHECK_OK(rt_train(&d, &o, ref, &interrupted, &e), &e);
     long writes = mr_io_fault_calls(MR_IO_WRITE), renames = mr_io_fault_calls(MR_IO_RENAME);
     const char *files[3] = {"retriever.safetensors", "metrics.json", "candidates.tsv"};
     int points = 0;
@@ -396,13 +395,13 @@ TEST(retriever_training_survives_a_failed_write_and_resumes) {
             CHECK(fresh_dir(run, sizeof run, "train_fault", points++) == 0);
             mr_io_fault_set(kind, n, ENOSPC);
             o.resume = 0;
-            int rc = lru_train(&d, &o, run, &interrupted, &e);
+            int rc = rt_train(&d, &o, run, &interrupted, &e);
             mr_io_fault_set(0, 0, 0);
             CHECK_MSG(rc == MR_ERR_INPUT && strstr(e.msg, "No space left on device"), "%s %ld: %d %s", kind_name(kind),
                       n, rc, e.msg);
             CHECK(!tmp_left(run));
             o.resume = 1;
-            CHECK_OK(lru_train(&d, &o, run, &interrupted, &e), &e);
+            CHECK_OK(rt_train(&d, &o, run, &interrupted, &e), &e);
             for (int f = 0; f < 3; f++) {
                 char a[1100], b[1100];
                 snprintf(a, sizeof a, "%s/%s", ref, files[f]);

@@ -77,6 +77,18 @@ static int same_file(const char *a, const char *b) {
     return ok;
 }
 
+/* An SVG file that starts as one and ends with </svg> (the learning curve every training run draws). */
+static int well_formed_svg(const char *dir) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/curves.svg", dir);
+    size_t n;
+    char *x = slurp(p, &n);
+    while (x && n > 0 && (x[n - 1] == '\n' || x[n - 1] == ' ')) n--;
+    int ok = x && n > 6 && strstr(x, "<svg") && !strncmp(x + n - 6, "</svg>", 6);
+    free(x);
+    return ok;
+}
+
 /* What the folder holds right after a kill: which training position its checkpoint has. */
 static void describe_checkpoint(const char *dir, char *out, size_t n) {
     char p[1200];
@@ -164,6 +176,9 @@ TEST(retriever_and_ranker_resume_after_kill_9_at_ten_moments) {
     snprintf(args, sizeof args, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s", ds,
              ref, model, rref, kflags);
     CHECK(run_bin(split_args(args), 0, &T) == 0);
+    /* both trainers leave a learning curve (issue 14) */
+    CHECK_MSG(well_formed_svg(ref), "%s/curves.svg missing or not an SVG", ref);
+    CHECK_MSG(well_formed_svg(rref), "%s/curves.svg missing or not an SVG", rref);
     snprintf(fmt, sizeof fmt, "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %%s %s --resume",
              ds, ref, model, kflags);
     static const char *const rfiles[] = {"adapter.gguf", NULL};

@@ -275,7 +275,9 @@ TEST(training_lowers_loss_and_resumes_exactly) {
     char path[1200];
     snprintf(path, sizeof path, "%s/adapter.gguf", out_a);
     CHECK(mr_file_exists(path));
-    snprintf(path, sizeof path, "%s/train_log.tsv", out_a);
+    snprintf(path, sizeof path, "%s/train.jsonl", out_a);
+    CHECK(mr_file_exists(path));
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", out_a);
     CHECK(mr_file_exists(path));
     /* interrupted after 8 steps (the state is written at each validation), resumed */
     CHECK_OK(train_run(&m, &d, &c, out_b, steps, 0, 8, &b, &rb, &e), &e);

@@ -421,17 +421,181 @@ TEST(errors_are_reported) {
 TEST(defaults_follow_the_dataset_role) {
     mr_dataset d;
     memset(&d, 0, sizeof d);
-    lru_train_options o;
+    rt_train_options o;
+    mr_error e = {0};
     d.format = "movielens";
     d.name = "ml-latest-small";
-    lru_train_defaults(&o, &d);
+    CHECK_OK(rt_train_defaults(&o, &d, "lru", &e), &e);
     CHECK(o.model.max_len == 200 && o.batch == 16);
     d.format = "amazon2014";
     d.name = "amazon2014-beauty";
-    lru_train_defaults(&o, &d);
+    CHECK_OK(rt_train_defaults(&o, &d, "lru", &e), &e);
+    CHECK(!strcmp(o.model.arch, "lru"));
     CHECK(o.model.max_len == 50 && o.batch == 64);
     CHECK(o.model.hidden == 64 && o.model.blocks == 2 && o.model.dropout == 0.2f && o.lr == 1e-3 &&
           o.weight_decay == 0.01 && o.clip == 5.0 && o.val_every == 500 && o.patience == 20);
+}
+
+/* --arch: the run records its architecture (retriever.safetensors' metadata and the
+ * checkpoint), eval and candidates read it from the run, and every training run draws
+ * its learning curve (curves.svg). */
+TEST(arch_is_recorded_and_read_back_from_the_run) {
+    make_dataset();
+    const char *r = test_tmp_path("run_arch");
+    CHECK(test_cli(NULL, 0, "retriever train --arch lru --dataset %s --out %s %s --seed 5 --max-epochs 2 2>/dev/null",
+                   dataset_dir, r, TRAIN_FLAGS) == 0);
+    mr_error e = {0};
+    st_file f;
+    CHECK_OK(st_open(&f, run_path(r, "retriever.safetensors"), &e), &e);
+    json_t *meta = f.metadata_json ? json_loads(f.metadata_json, 0, NULL) : NULL;
+    const char *arch = json_string_value(json_object_get(meta, "arch"));
+    CHECK_MSG(arch && !strcmp(arch, "lru"), "retriever.safetensors arch = %s", arch ? arch : "(none)");
+    const char *hid = json_string_value(json_object_get(meta, "hidden"));
+    CHECK(hid && !strcmp(hid, "16"));
+    json_decref(meta);
+    st_close(&f);
+    CHECK_OK(st_open(&f, run_path(r, "checkpoint.safetensors"), &e), &e);
+    CHECK(f.metadata_json && strstr(f.metadata_json, "\"arch\":\"lru\"") != NULL);
+    st_close(&f);
+    /* the model loads back through the contract with the architecture of the file */
+    rt_model m;
+    CHECK_OK(rt_model_load(&m, run_path(r, "retriever.safetensors"), &e), &e);
+    CHECK(!strcmp(m.cfg.arch, "lru") && m.arch == rt_arch_find("lru") && m.cfg.hidden == 16 && m.cfg.blocks == 2 &&
+          m.cfg.max_len == 8 && m.cfg.n_items == N_ITEMS);
+    rt_model_free(&m);
+    /* eval and candidates rebuild the same files without being told the architecture */
+    char *metrics = NULL, *cands = NULL;
+    size_t n1, n2;
+    CHECK_OK(mr_read_file(run_path(r, "metrics.json"), &metrics, &n1, &e), &e);
+    CHECK_OK(mr_read_file(run_path(r, "candidates.tsv"), &cands, &n2, &e), &e);
+    CHECK(remove(run_path(r, "metrics.json")) == 0 && remove(run_path(r, "candidates.tsv")) == 0);
+    CHECK(test_cli(NULL, 0, "retriever eval --dataset %s --run %s 2>/dev/null", dataset_dir, r) == 0);
+    CHECK(test_cli(NULL, 0, "retriever candidates --dataset %s --run %s 2>/dev/null", dataset_dir, r) == 0);
+    char *m2 = NULL, *c2 = NULL;
+    CHECK_OK(mr_read_file(run_path(r, "metrics.json"), &m2, &n1, &e), &e);
+    CHECK_OK(mr_read_file(run_path(r, "candidates.tsv"), &c2, &n2, &e), &e);
+    CHECK(metrics && m2 && !strcmp(metrics, m2));
+    CHECK(cands && c2 && !strcmp(cands, c2));
+    free(metrics);
+    free(cands);
+    free(m2);
+    free(c2);
+    /* a plain retriever train leaves a well-formed curves.svg */
+    char *svg = NULL;
+    size_t ns = 0;
+    CHECK_OK(mr_read_file(run_path(r, "curves.svg"), &svg, &ns, &e), &e);
+    CHECK(svg && strstr(svg, "<svg") && ns > 7);
+    if (svg) {
+        const char *end = svg + ns;
+        while (end > svg && (end[-1] == '\n' || end[-1] == ' ')) end--;
+        CHECK_MSG(end - svg >= 6 && !strncmp(end - 6, "</svg>", 6), "curves.svg does not end with </svg>");
+        CHECK(strstr(svg, "<polyline") || strstr(svg, "<path"));
+    }
+    free(svg);
+}
+
+/* An architecture that is not registered: a usage error (exit 2) naming those that are,
+ * before anything is written. */
+TEST(unknown_arch_is_a_usage_error) {
+    make_dataset();
+    char err[4096];
+    const char *r = test_tmp_path("run_bad_arch");
+    CHECK(test_cli(err, sizeof err, "retriever train --arch transformerxl --dataset %s --out %s 2>&1", dataset_dir,
+                   r) == 2);
+    CHECK_MSG(strstr(err, "transformerxl") && strstr(err, "lru"), "message: %s", err);
+    CHECK(!mr_file_exists(r));
+    /* a known architecture that this build has no model for yet: also a usage error */
+    if (!rt_arch_find("sasrec")) {
+        CHECK(test_cli(err, sizeof err, "retriever train --arch sasrec --dataset %s --out %s 2>&1", dataset_dir, r) == 2);
+        CHECK_MSG(strstr(err, "sasrec") && strstr(err, "lru"), "message: %s", err);
+    }
+    mr_error e = {0};
+    rt_train_options o;
+    CHECK(rt_train_defaults(&o, NULL, "nope", &e) == MR_ERR_USAGE);
+}
+
+/* A retriever.safetensors written before the contract (LRURec's writer: no arch key)
+ * still loads, as "lru", with the same weights, and eval gives the same metrics. */
+TEST(lru_file_without_arch_loads_as_lru) {
+    train_baseline();
+    CHECK(trained == 1);
+    const char *a = test_tmp_path("run_a"), *r = test_tmp_path("run_legacy");
+    mr_error e = {0};
+    lru_model old;
+    CHECK_OK(lru_model_load(&old, run_path(a, "retriever.safetensors"), &e), &e);
+    mkdir(r, 0755);
+    CHECK_OK(lru_model_save(&old, run_path(r, "retriever.safetensors"), &e), &e);
+    st_file f;
+    CHECK_OK(st_open(&f, run_path(r, "retriever.safetensors"), &e), &e);
+    CHECK(f.metadata_json && !strstr(f.metadata_json, "\"arch\"")); /* the file really has no arch */
+    st_close(&f);
+    rt_model m;
+    CHECK_OK(rt_model_load(&m, run_path(r, "retriever.safetensors"), &e), &e);
+    CHECK(!strcmp(m.cfg.arch, "lru") && m.cfg.hidden == 16 && m.cfg.blocks == 2 && m.cfg.max_len == 8);
+    CHECK(m.n_params == old.n_params && !memcmp(m.params, old.params, old.n_params * sizeof(float)));
+    rt_model_free(&m);
+    lru_model_free(&old);
+    CHECK(test_cli(NULL, 0, "retriever eval --dataset %s --run %s 2>/dev/null", dataset_dir, r) == 0);
+    CHECK(files_equal(run_path(a, "metrics.json"), run_path(r, "metrics.json")));
+    /* and a file that names an architecture this build lacks is refused by name */
+    rt_config c = {.arch = "lru", .n_items = 4, .hidden = 4, .blocks = 1, .max_len = 4};
+    CHECK_OK(rt_model_create(&m, &c, &e), &e);
+    snprintf(m.cfg.arch, sizeof m.cfg.arch, "nosuch");
+    CHECK_OK(rt_model_save(&m, run_path(r, "other.safetensors"), &e), &e);
+    rt_model_free(&m);
+    rt_model x;
+    CHECK(rt_model_load(&x, run_path(r, "other.safetensors"), &e) == MR_ERR_INPUT);
+    CHECK_MSG(strstr(e.msg, "nosuch") != NULL, "%s", e.msg);
+}
+
+/* A checkpoint of LRURec made before the architecture contract (format
+ * mllm4rec-lru-checkpoint-2, no arch / heads / attn_dropout / mask_prob / reg_weight)
+ * still resumes, to the numbers of an uninterrupted run. */
+TEST(lru_checkpoint_of_version_2_resumes) {
+    train_baseline();
+    CHECK(trained == 1);
+    const char *a = test_tmp_path("run_a"), *r = test_tmp_path("run_v2");
+    setenv("MLLM4REC_TEST_SIGNAL_AT_ITER", "10:15", 1);
+    int rc = test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 2>/dev/null", dataset_dir, r,
+                      TRAIN_FLAGS);
+    unsetenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
+    CHECK(rc == 1);
+    /* rewrite the checkpoint as version 2 wrote it */
+    const char *ck = run_path(r, "checkpoint.safetensors");
+    mr_error e = {0};
+    st_file f;
+    CHECK_OK(st_open(&f, ck, &e), &e);
+    json_t *meta = json_loads(f.metadata_json, 0, NULL);
+    CHECK(meta != NULL);
+    st_writer *w = st_writer_new(&e);
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        CHECK_OK(st_writer_add(w, t->name, t->dtype, t->n_dims, t->shape, t->data, &e), &e);
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(meta, key, v) {
+        static const char *const added[] = {"arch", "heads", "attn_dropout", "mask_prob", "reg_weight", NULL};
+        int skip = 0;
+        for (int i = 0; added[i]; i++) skip |= !strcmp(key, added[i]);
+        if (skip) continue;
+        const char *val = !strcmp(key, "format") ? "mllm4rec-lru-checkpoint-2" : json_string_value(v);
+        CHECK_OK(st_writer_set_metadata(w, key, val, &e), &e);
+    }
+    const char *copy = run_path(r, "v2.safetensors");
+    CHECK_OK(st_writer_write(w, copy, &e), &e);
+    st_writer_free(w);
+    json_decref(meta);
+    st_close(&f);
+    CHECK(rename(copy, ck) == 0);
+    CHECK_OK(st_open(&f, ck, &e), &e);
+    CHECK(!strstr(f.metadata_json, "\"arch\"") && strstr(f.metadata_json, "lru-checkpoint-2"));
+    st_close(&f);
+    CHECK(test_cli(NULL, 0, "retriever train --dataset %s --out %s %s --seed 3 --resume 2>/dev/null", dataset_dir, r,
+                   TRAIN_FLAGS) == 0);
+    CHECK(files_equal(run_path(a, "metrics.json"), run_path(r, "metrics.json")));
+    CHECK(files_equal(run_path(a, "candidates.tsv"), run_path(r, "candidates.tsv")));
+    CHECK(files_equal(run_path(a, "retriever.safetensors"), run_path(r, "retriever.safetensors")));
 }
 
 int main(void) {
@@ -445,5 +609,9 @@ int main(void) {
     RUN(rerun_over_a_run_needs_resume_or_force);
     RUN(one_writer_per_run_folder);
     RUN(errors_are_reported);
+    RUN(arch_is_recorded_and_read_back_from_the_run);
+    RUN(unknown_arch_is_a_usage_error);
+    RUN(lru_file_without_arch_loads_as_lru);
+    RUN(lru_checkpoint_of_version_2_resumes);
     return test_summary();
 }

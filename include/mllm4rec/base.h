@@ -110,6 +110,17 @@ uint64_t mr_rng_below(mr_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
 double mr_rng_uniform(mr_rng *r);             /* uniform in [0, 1) */
 double mr_rng_normal(mr_rng *r);              /* standard normal (Box-Muller) */
 
+/* The one hash behind keyed randomness (dropout masks, per-example draws):
+ * splitmix64's step, the output function applied to z + 0x9e3779b97f4a7c15. */
+uint64_t mr_mix64(uint64_t z);
+/* Two values into one key: splitmix64's output function of a * 0x9e3779b97f4a7c15
+ * + b + 0x632be59bd9b4e019 (order matters: (a, b) and (b, a) differ). */
+uint64_t mr_hash2(uint64_t a, uint64_t b);
+
+/* ---- threads ---- */
+/* OpenMP's and OpenBLAS's thread counts, both; n < 1 leaves them as they are. */
+void mr_set_threads(int n);
+
 /* ---- time, logging, progress ---- */
 double mr_now(void); /* monotonic seconds */
 extern int mr_log_quiet;

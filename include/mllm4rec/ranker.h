@@ -12,6 +12,8 @@
 #ifndef MLLM4REC_RANKER_H
 #define MLLM4REC_RANKER_H
 
+#include <signal.h>
+
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/gguf.h"
@@ -206,7 +208,7 @@ typedef struct mr_rank_train_opts {
     const char *out_dir;   /* adapter.gguf, train_state.bin, train_log.tsv */
     int resume;
     int64_t stop_after;    /* > 0: stop (resumably) after this many steps, as an interruption would */
-    volatile int *interrupted; /* set (e.g. by SIGINT/SIGTERM): save the state at the next step and stop */
+    volatile sig_atomic_t *stop; /* the caller's flag (its SIGINT/SIGTERM handler sets it): save the state at the next step and stop */
     int peft;              /* also write out_dir/peft at each new best */
     const char *base_model_name;
 } mr_rank_train_opts;
@@ -219,7 +221,7 @@ typedef struct mr_rank_train_result {
     double val_ndcg10_before, best_val_ndcg10, val_loss_before, best_val_loss;
     int64_t best_step;
     int stopped_early;
-    int interrupted;        /* stopped by o->interrupted; resume with o->resume */
+    int interrupted;        /* stopped by o->stop; resume with o->resume */
     double seconds, examples_per_second, tokens_per_second;
     double train_seconds;          /* in forward, backward and optimiser steps (validation excluded) */
     double train_tokens_per_second; /* training prompt tokens / train_seconds */

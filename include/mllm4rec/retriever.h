@@ -11,9 +11,12 @@
 #ifndef MLLM4REC_RETRIEVER_H
 #define MLLM4REC_RETRIEVER_H
 
+#include <signal.h>
+
 #include "mllm4rec/base.h"
 #include "mllm4rec/dataset.h"
 #include "mllm4rec/metrics.h"
+#include "retriever/arch.h" /* rt_model, rt_config: the architecture contract */
 
 typedef struct lru_config {
     int n_items; /* item ids 1..n_items; the vocabulary is n_items + 1 (0 = padding) */
@@ -115,9 +118,11 @@ double lru_loss_backward(lru_model *m, lru_acts *a, const lru_batch *b, int trai
 /* Evaluation: forward without dropout; scores [n_seqs, V] at each sequence's last row. */
 void lru_scores_last(const lru_model *m, lru_acts *a, const lru_batch *b, float *scores);
 
-/* ---- training, evaluation, candidates (src/retriever/train.c, eval.c) ---- */
-typedef struct lru_train_options {
-    lru_config model;     /* n_items is taken from the dataset */
+/* ---- training, evaluation, candidates of any architecture (src/retriever/train.c,
+ * eval.c), on the contract of src/retriever/arch.h ---- */
+
+typedef struct rt_train_options {
+    rt_config model;      /* arch and hyperparameters; n_items is taken from the dataset */
     int batch;
     double lr, weight_decay, clip;
     long val_every;       /* iterations */
@@ -126,20 +131,27 @@ typedef struct lru_train_options {
     uint64_t seed;
     int threads;
     int resume;
-} lru_train_options;
+    /* The caller's interrupt flag (a CLI signal handler sets it; NULL: none): at the
+     * next iteration's end the run saves its checkpoint and returns *interrupted = 1. */
+    volatile sig_atomic_t *stop;
+    /* Called after every iteration with the iteration count (NULL: not called); the
+     * CLI's test hook uses it to signal itself at an exact point. */
+    void (*after_iter)(void *ctx, long iter);
+    void *after_iter_ctx;
+} rt_train_options;
 
-/* Defaults by dataset role (DESIGN section 8): 200 / 16 for MovieLens, 50 / 64 otherwise. */
-void lru_train_defaults(lru_train_options *o, const mr_dataset *d);
+/* Defaults of architecture `arch` (one table in train.c: LlamaRec's settings where
+ * they apply, the reference code's otherwise) and of the dataset's role (DESIGN
+ * section 8): max length / batch 200 / 16 for MovieLens, 50 / 64 otherwise.
+ * MR_ERR_USAGE naming the registered architectures when arch is unknown. */
+int rt_train_defaults(rt_train_options *o, const mr_dataset *d, const char *arch, mr_error *e);
 
 /* Trains into run_dir: RUN/checkpoint.safetensors (resume state, written at every
- * validation and on SIGINT / SIGTERM), RUN/train.jsonl (learning curve), and the
+ * validation and when o->stop is set), RUN/train.jsonl (learning curve), and the
  * best model so far as RUN/retriever.safetensors; at the end evaluates the best
- * model and writes RUN/metrics.json and RUN/candidates.tsv.
- * *interrupted is set when SIGINT / SIGTERM stopped the run after a checkpoint. */
-int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
-              mr_error *e);
-/* Set by the signal handler that lru_train installs; a caller may set it too. */
-extern volatile int lru_stop_requested;
+ * model and writes RUN/metrics.json, RUN/candidates.tsv and RUN/curves.svg.
+ * *interrupted is set when o->stop stopped the run after a checkpoint. */
+int rt_train(const mr_dataset *d, const rt_train_options *o, const char *run_dir, int *interrupted, mr_error *e);
 
 /* The input a split sees: val = the training part (all but the last two items),
  * test = all but the last; the target is the next item. n = 0 when the user has
@@ -152,19 +164,19 @@ void lru_user_history(const mr_dataset *d, int64_t user, int split, const int32_
  * each user in id order. scores is the masked row [n_items + 1]. */
 typedef int (*lru_user_fn)(void *ctx, int64_t user, int32_t target, const float *scores, const int32_t *hist,
                            int n_hist, mr_error *e);
-int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user_fn fn, void *ctx, mr_error *e);
+int rt_score_users(const rt_model *m, const mr_dataset *d, int split, lru_user_fn fn, void *ctx, mr_error *e);
 
 /* Recall / MRR / NDCG at k = 1, 5, 10, 20, 50 for a split, metrics initialised here. */
-int lru_evaluate(const lru_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e);
+int rt_evaluate(const rt_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e);
 /* Writes RUN/metrics.json: {"val": {...}, "test": {...}} with the metric keys,
  * "users" and "top20_share" (users whose true item is in the top 20). val and test
  * are filled on success (the caller frees them); a failure leaves nothing to free. */
-int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
+int rt_write_metrics(const rt_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
                       mr_metrics *test, mr_error *e);
 /* Writes candidates.tsv: header `split	user_id	label	items	scores`, one row per
  * user for val then test, the top k item ids (comma-separated, best first) and
  * their scores (comma-separated, %.9g); history and padding masked. Ties: higher
  * score first, then lower id. */
-int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *path, int k, mr_error *e);
+int rt_write_candidates(const rt_model *m, const mr_dataset *d, const char *path, int k, mr_error *e);
 
 #endif

@@ -1,13 +1,12 @@
 /* mllm4rec ranker prompt | train | eval: the LLM ranker (LoRA-tuned verbalizer
  * ranking of the retriever's candidates). */
-#include <cblas.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "mllm4rec/exp.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 #include "mllm4rec/tokenizer.h"
@@ -70,8 +69,7 @@ typedef struct setup {
 static int setup_load(setup *s, const common_opts *co, mr_error *e) {
     memset(s, 0, sizeof *s);
     if (co->threads > 0) {
-        omp_set_num_threads((int)co->threads);
-        openblas_set_num_threads((int)co->threads);
+        mr_set_threads((int)co->threads);
     }
     int rc;
     if ((rc = mr_dataset_load(&s->d, co->dataset, e))) return rc;
@@ -243,7 +241,7 @@ done:
     return rc ? cli_report(cmd, &e) : 0;
 }
 
-static volatile int g_interrupted = 0;
+static volatile sig_atomic_t g_interrupted = 0;
 static void on_signal(int sig) {
     (void)sig;
     g_interrupted = 1;
@@ -262,7 +260,7 @@ CLI_COMMAND(cmd_ranker_train) {
     uint64_t seed = o.seed;
     int resume = 0, peft = 0, recompute = 0, force = 0;
     cli_flag flags[] = {COMMON_FLAGS(co),
-                        {"--out", FLAG_STR, &out, "run folder R: adapter.gguf, train_log.tsv, train_state.bin (required)", 0},
+                        {"--out", FLAG_STR, &out, "run folder R: adapter.gguf, train.jsonl, checkpoint.safetensors, curves.svg (required)", 0},
                         {"--lora-r", FLAG_INT, &lora_r, "LoRA rank (8)", 0},
                         {"--lora-alpha", FLAG_DOUBLE, &alpha, "LoRA alpha (32)", 0},
                         {"--lora-dropout", FLAG_DOUBLE, &dropout, "LoRA dropout (0.05)", 0},
@@ -281,7 +279,7 @@ CLI_COMMAND(cmd_ranker_train) {
                                                                "(less memory, slower; chosen by itself when kept "
                                                                "activations would exceed a quarter of the memory)", 0},
                         {"--peft", FLAG_BOOL, &peft, "also write R/peft (PEFT adapter folder)", 0},
-                        {"--resume", FLAG_BOOL, &resume, "continue from R/train_state.bin", 0},
+                        {"--resume", FLAG_BOOL, &resume, "continue from R/checkpoint.safetensors", 0},
                         {"--force", FLAG_BOOL, &force, "start over in an R that holds a run", 0}};
     const char *usage = "usage: mllm4rec ranker train --dataset D --candidates RUN/candidates.tsv --model M --out R "
                         "[options]";
@@ -296,7 +294,7 @@ CLI_COMMAND(cmd_ranker_train) {
         return cli_usage_error(cmd, "--warmup >= 0; --batch, --val-every, --patience >= 1; --max-steps, --val-users >= 0");
     mr_error e = {0};
     if ((rc = llm_lora_parse_targets(targets, &o.targets, &e))) return cli_usage_error(cmd, "%s", e.msg);
-    static const char *const run_files[] = {"metrics.json", "adapter.gguf", "train_state.bin", NULL};
+    static const char *const run_files[] = {"metrics.json", "adapter.gguf", "checkpoint.safetensors", NULL};
     if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
     o.lora_r = (int)lora_r;
     o.lora_alpha = (float)alpha;
@@ -316,7 +314,7 @@ CLI_COMMAND(cmd_ranker_train) {
     o.resume = resume;
     o.peft = peft;
     o.base_model_name = co.model;
-    o.interrupted = &g_interrupted;
+    o.stop = &g_interrupted;
     setup s;
     llm_model lm;
     llm_adapter l;
@@ -343,6 +341,8 @@ CLI_COMMAND(cmd_ranker_train) {
         rc = -1;
         goto done;
     }
+    /* every training run draws its learning curve (DESIGN 8) */
+    if ((rc = exp_write_curves(out, &e))) goto done;
     printf("| | value |\n|---|---:|\n");
     printf("| steps | %lld |\n| best step | %lld |\n", (long long)res.steps, (long long)res.best_step);
     printf("| train loss (first / last interval) | %.4f / %.4f |\n", res.first_train_loss, res.last_train_loss);

@@ -1,8 +1,6 @@
 /* mllm4rec recommend: what should this person watch next? The retriever's top k
  * for a user's whole sequence (or a given history), reranked by the LLM when a
  * model is given. */
-#include <cblas.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +104,7 @@ CLI_COMMAND(cmd_recommend) {
         return cli_usage_error(cmd, "--history must hold 1..%d item ids (got %d)", MR_REC_MAX_HISTORY, n_given);
     }
     if (threads > 0) {
-        omp_set_num_threads((int)threads);
-        openblas_set_num_threads((int)threads);
+        mr_set_threads((int)threads);
     }
     o.num_candidates = (int)nc;
     o.history = (int)prompt_history;

@@ -1,11 +1,12 @@
-/* mllm4rec retriever train | eval | candidates: the LRURec retriever. */
-#include <omp.h>
-#include <cblas.h>
+/* mllm4rec retriever train | eval | candidates: the retrievers (LRURec and the baselines of
+ * src/retriever/arch.h); eval and candidates read the architecture from the run. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "mllm4rec/exp.h"
 #include "mllm4rec/retriever.h"
 
 static int check_range(const char *cmd, const char *flag, int64_t v, int64_t lo, int64_t hi) {
@@ -14,24 +15,47 @@ static int check_range(const char *cmd, const char *flag, int64_t v, int64_t lo,
     return 0;
 }
 
+/* SIGINT / SIGTERM ask the trainer to checkpoint and stop: the library only reads the flag. */
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* MLLM4REC_TEST_SIGNAL_AT_ITER=N:SIG raises signal SIG after iteration N: lets the tests
+ * interrupt (SIGTERM) or kill (SIGKILL) a run at an exact point. A CLI hook only. */
+typedef struct signal_at {
+    long iter;
+    int sig;
+} signal_at;
+static void raise_at(void *ctx, long iter) {
+    const signal_at *s = ctx;
+    if (s->iter > 0 && iter == s->iter) raise(s->sig);
+}
+
 CLI_COMMAND(cmd_retriever_train) {
     const char *cmd = "retriever train";
-    const char *dataset = NULL, *out = NULL;
-    int64_t max_len = 0, hidden = 64, blocks = 2, batch = 0, val_every = 500, patience = 20, max_epochs = 500,
-            threads = 2;
+    const char *dataset = NULL, *out = NULL, *arch = "lru";
+    int64_t max_len = 0, hidden = 0, blocks = 0, heads = 0, batch = 0, val_every = 500, patience = 20,
+            max_epochs = 500, threads = 2;
     uint64_t seed = 42;
-    double dropout = 0.2, lr = 1e-3, wd = 0.01;
+    double dropout = 0, attn_dropout = 0, mask_prob = 0, reg_weight = 0, lr = 0, wd = 0;
     int resume = 0, force = 0;
     cli_flag flags[] = {
         {"--dataset", FLAG_STR, &dataset, "prepared dataset folder (required)", 0},
         {"--out", FLAG_STR, &out, "run folder (required)", 0},
+        {"--arch", FLAG_STR, &arch, "lru|sasrec|bert4rec|gru4rec|narm|stosa (lru); the defaults below follow it", 0},
         {"--max-len", FLAG_INT, &max_len, "maximum sequence length (default 200 for MovieLens, 50 otherwise)", 0},
         {"--hidden", FLAG_INT, &hidden, "hidden size (64)", 0},
-        {"--blocks", FLAG_INT, &blocks, "LRU blocks (2)", 0},
+        {"--blocks", FLAG_INT, &blocks, "LRU / transformer blocks or GRU layers (2; 1 for gru4rec, narm, stosa)", 0},
+        {"--heads", FLAG_INT, &heads, "attention heads (2 for sasrec, bert4rec; 4 for stosa)", 0},
         {"--dropout", FLAG_DOUBLE, &dropout, "dropout (0.2)", 0},
+        {"--attn-dropout", FLAG_DOUBLE, &attn_dropout, "attention dropout (0.2 for sasrec, bert4rec; 0 for stosa)", 0},
+        {"--mask-prob", FLAG_DOUBLE, &mask_prob, "BERT4Rec's cloze masking probability (0.2)", 0},
+        {"--reg-weight", FLAG_DOUBLE, &reg_weight, "STOSA's regulariser weight, pvn_weight (0.005)", 0},
         {"--batch", FLAG_INT, &batch, "batch size (default 16 for MovieLens, 64 otherwise)", 0},
         {"--lr", FLAG_DOUBLE, &lr, "AdamW learning rate (1e-3)", 0},
-        {"--weight-decay", FLAG_DOUBLE, &wd, "AdamW weight decay (0.01)", 0},
+        {"--weight-decay", FLAG_DOUBLE, &wd, "AdamW weight decay (0.01; 0 for stosa)", 0},
         {"--val-every", FLAG_INT, &val_every, "validate every N iterations, and at least once per epoch (500)", 0},
         {"--patience", FLAG_INT, &patience, "stop after N validations without improvement (20)", 0},
         {"--max-epochs", FLAG_INT, &max_epochs, "at most N epochs (500)", 0},
@@ -40,74 +64,105 @@ CLI_COMMAND(cmd_retriever_train) {
         {"--resume", FLAG_BOOL, &resume, "continue from OUT/checkpoint.safetensors (starts afresh when there is none)", 0},
         {"--force", FLAG_BOOL, &force, "start over in an OUT that holds a run (its run files are removed first)", 0},
     };
-    const char *usage = "usage: mllm4rec retriever train --dataset DIR --out RUN [options]";
+    enum { F_ARCH = 2, F_MAXLEN, F_HIDDEN, F_BLOCKS, F_HEADS, F_DROPOUT, F_ATTN, F_MASK, F_REG, F_BATCH, F_LR, F_WD };
+    const char *usage = "usage: mllm4rec retriever train --dataset DIR --out RUN [--arch lru] [options]";
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]), usage);
     if (rc) return rc < 0 ? 0 : rc;
     if (!dataset || !out) return cli_usage_error(cmd, "--dataset and --out are required");
-    if ((rc = check_range(cmd, "--hidden", hidden, 1, 4096)) || (rc = check_range(cmd, "--blocks", blocks, 1, 16)) ||
+    mr_error e = {0};
+    rt_train_options o;
+    /* the architecture first (a usage error before the dataset is read); the role-dependent
+     * defaults are set again below once the dataset is loaded */
+    if (rt_train_defaults(&o, NULL, arch, &e)) return cli_usage_error(cmd, "%s", e.msg);
+    if ((flags[F_HIDDEN].seen && (rc = check_range(cmd, "--hidden", hidden, 1, 4096))) ||
+        (flags[F_BLOCKS].seen && (rc = check_range(cmd, "--blocks", blocks, 1, 16))) ||
+        (flags[F_HEADS].seen && (rc = check_range(cmd, "--heads", heads, 1, 64))) ||
         (rc = check_range(cmd, "--val-every", val_every, 1, 1000000000)) ||
         (rc = check_range(cmd, "--patience", patience, 1, 1000000)) ||
         (rc = check_range(cmd, "--max-epochs", max_epochs, 1, 1000000)) ||
         (rc = check_range(cmd, "--threads", threads, 1, 1024)))
         return rc;
-    if (flags[2].seen && (rc = check_range(cmd, "--max-len", max_len, 1, 100000))) return rc;
-    if (flags[6].seen && (rc = check_range(cmd, "--batch", batch, 1, 1000000))) return rc;
-    if (!(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--dropout must be in [0, 1)");
-    if (!(lr > 0)) return cli_usage_error(cmd, "--lr must be positive");
-    if (!(wd >= 0)) return cli_usage_error(cmd, "--weight-decay must be >= 0");
+    if (flags[F_MAXLEN].seen && (rc = check_range(cmd, "--max-len", max_len, 1, 100000))) return rc;
+    if (flags[F_BATCH].seen && (rc = check_range(cmd, "--batch", batch, 1, 1000000))) return rc;
+    if (flags[F_DROPOUT].seen && !(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--dropout must be in [0, 1)");
+    if (flags[F_ATTN].seen && !(attn_dropout >= 0 && attn_dropout < 1))
+        return cli_usage_error(cmd, "--attn-dropout must be in [0, 1)");
+    if (flags[F_MASK].seen && !(mask_prob > 0 && mask_prob < 1)) return cli_usage_error(cmd, "--mask-prob must be in (0, 1)");
+    if (flags[F_REG].seen && !(reg_weight >= 0)) return cli_usage_error(cmd, "--reg-weight must be >= 0");
+    if (flags[F_LR].seen && !(lr > 0)) return cli_usage_error(cmd, "--lr must be positive");
+    if (flags[F_WD].seen && !(wd >= 0)) return cli_usage_error(cmd, "--weight-decay must be >= 0");
     static const char *const run_files[] = {"metrics.json", "candidates.tsv", "retriever.safetensors",
                                             "checkpoint.safetensors", NULL};
     if ((rc = cli_claim_folder(cmd, out, run_files, resume, force))) return rc;
-    mr_error e = {0};
     mr_dataset d;
     rc = mr_dataset_load(&d, dataset, &e);
     if (rc) return cli_report(cmd, &e);
-    lru_train_options o;
-    lru_train_defaults(&o, &d);
-    if (flags[2].seen) o.model.max_len = (int)max_len;
-    if (flags[6].seen) o.batch = (int)batch;
-    o.model.hidden = (int)hidden;
-    o.model.blocks = (int)blocks;
-    o.model.dropout = (float)dropout;
-    o.lr = lr;
-    o.weight_decay = wd;
+    rt_train_defaults(&o, &d, arch, &e);
+    if (flags[F_MAXLEN].seen) o.model.max_len = (int)max_len;
+    if (flags[F_HIDDEN].seen) o.model.hidden = (int)hidden;
+    if (flags[F_BLOCKS].seen) o.model.blocks = (int)blocks;
+    if (flags[F_HEADS].seen) o.model.heads = (int)heads;
+    if (flags[F_DROPOUT].seen) o.model.dropout = (float)dropout;
+    if (flags[F_ATTN].seen) o.model.attn_dropout = (float)attn_dropout;
+    if (flags[F_MASK].seen) o.model.mask_prob = (float)mask_prob;
+    if (flags[F_REG].seen) o.model.reg_weight = (float)reg_weight;
+    if (flags[F_BATCH].seen) o.batch = (int)batch;
+    if (flags[F_LR].seen) o.lr = lr;
+    if (flags[F_WD].seen) o.weight_decay = wd;
     o.val_every = (long)val_every;
     o.patience = (int)patience;
     o.max_epochs = (int)max_epochs;
     o.seed = seed;
     o.threads = (int)threads;
     o.resume = resume;
+    signal_at at = {0, 0};
+    const char *ts = getenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
+    if (ts && sscanf(ts, "%ld:%d", &at.iter, &at.sig) == 2) {
+        o.after_iter = raise_at;
+        o.after_iter_ctx = &at;
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    g_stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    o.stop = &g_stop;
     int interrupted = 0;
-    rc = lru_train(&d, &o, out, &interrupted, &e);
+    rc = rt_train(&d, &o, out, &interrupted, &e);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     mr_dataset_free(&d);
     if (rc) return cli_report(cmd, &e);
     if (interrupted) {
         fprintf(stderr, "mllm4rec %s: interrupted; checkpoint saved in %s (continue with --resume)\n", cmd, out);
         return MR_ERR_INPUT;
     }
+    /* every training run draws its learning curve (DESIGN 8) */
+    if ((rc = exp_write_curves(out, &e))) return cli_report(cmd, &e);
     printf("%s/retriever.safetensors\n%s/metrics.json\n%s/candidates.tsv\n", out, out, out);
     return 0;
 }
 
 /* Loads DIR and RUN/retriever.safetensors. */
 static int load_run(const char *cmd, const char *dataset, const char *run, int64_t threads, mr_dataset *d,
-                    lru_model *m, mr_error *e) {
+                    rt_model *m, mr_error *e) {
     if (threads < 1 || threads > 1024) return cli_usage_error(cmd, "--threads must be in 1..1024");
     int rc = cli_claim_folder(cmd, run, NULL, 0, 0); /* eval and candidates rewrite files in RUN */
     if (rc) return rc;
-    omp_set_num_threads((int)threads);
-    openblas_set_num_threads((int)threads);
+    mr_set_threads((int)threads);
     rc = mr_dataset_load(d, dataset, e);
     if (rc) return cli_report(cmd, e);
     char *path = mr_path_join(run, "retriever.safetensors", e);
-    rc = path ? lru_model_load(m, path, e) : MR_ERR_INTERNAL;
+    rc = path ? rt_model_load(m, path, e) : MR_ERR_INTERNAL; /* the architecture comes from the file */
     free(path);
     if (!rc && (int64_t)m->cfg.n_items != d->n_items)
         rc = mr_fail(e, MR_ERR_INPUT, "%s/retriever.safetensors has %d items, dataset %s has %lld: not trained on it",
                      run, m->cfg.n_items, dataset, (long long)d->n_items);
     if (rc) {
         mr_dataset_free(d);
-        if (m->params) lru_model_free(m);
+        if (m->params) rt_model_free(m);
         return cli_report(cmd, e);
     }
     return 0;
@@ -129,13 +184,13 @@ CLI_COMMAND(cmd_retriever_eval) {
     if (!dataset || !run) return cli_usage_error(cmd, "--dataset and --run are required");
     mr_error e = {0};
     mr_dataset d;
-    lru_model m;
+    rt_model m;
     memset(&m, 0, sizeof m);
     rc = load_run(cmd, dataset, run, threads, &d, &m, &e);
     if (rc) return rc;
     char *path = mr_path_join(run, "metrics.json", &e);
     mr_metrics val, test;
-    rc = path ? lru_write_metrics(&m, &d, path, &val, &test, &e) : MR_ERR_INTERNAL;
+    rc = path ? rt_write_metrics(&m, &d, path, &val, &test, &e) : MR_ERR_INTERNAL;
     if (!rc) {
         char *text = NULL;
         size_t len;
@@ -147,7 +202,7 @@ CLI_COMMAND(cmd_retriever_eval) {
         mr_metrics_free(&test);
     }
     free(path);
-    lru_model_free(&m);
+    rt_model_free(&m);
     mr_dataset_free(&d);
     return rc ? cli_report(cmd, &e) : 0;
 }
@@ -170,15 +225,15 @@ CLI_COMMAND(cmd_retriever_candidates) {
     if (k < 1 || k > 10000) return cli_usage_error(cmd, "-k must be in 1..10000 (got %lld)", (long long)k);
     mr_error e = {0};
     mr_dataset d;
-    lru_model m;
+    rt_model m;
     memset(&m, 0, sizeof m);
     rc = load_run(cmd, dataset, run, threads, &d, &m, &e);
     if (rc) return rc;
     char *path = mr_path_join(run, "candidates.tsv", &e);
-    rc = path ? lru_write_candidates(&m, &d, path, (int)k, &e) : MR_ERR_INTERNAL;
+    rc = path ? rt_write_candidates(&m, &d, path, (int)k, &e) : MR_ERR_INTERNAL;
     if (!rc) printf("%s\n", path);
     free(path);
-    lru_model_free(&m);
+    rt_model_free(&m);
     mr_dataset_free(&d);
     return rc ? cli_report(cmd, &e) : 0;
 }

@@ -320,8 +320,8 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
         mr_dataset d;
         mr_error de = {0};
         if (!mr_dataset_load(&d, dataset, &de)) {
-            lru_train_options o;
-            lru_train_defaults(&o, &d);
+            rt_train_options o;
+            rt_train_defaults(&o, &d, "lru", &de);
             snprintf(def_maxlen, sizeof def_maxlen, "%d", o.model.max_len);
             snprintf(def_batch, sizeof def_batch, "%d", o.batch);
             mr_dataset_free(&d);

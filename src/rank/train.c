@@ -4,6 +4,9 @@
  * validation NDCG@10 with early stopping; interruptible and resumable. */
 #include "mllm4rec/ranker.h"
 
+#include "nn/adamw.h"
+#include "nn/trainer.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +47,6 @@ static int64_t count_examples(const mr_dataset *d) {
     return n;
 }
 
-static uint64_t mix(uint64_t a, uint64_t b) {
-    uint64_t z = a * 0x9e3779b97f4a7c15ULL + b + 0x632be59bd9b4e019ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* The order of examples in an epoch: a seeded shuffle of the list in (user,
  * position) order, so that any epoch's order can be rebuilt on resuming. */
 static void epoch_order(const mr_dataset *d, example_ref *ex, int64_t n, uint64_t seed, int64_t epoch) {
@@ -58,7 +54,7 @@ static void epoch_order(const mr_dataset *d, example_ref *ex, int64_t n, uint64_
     for (int64_t u = 1; u <= d->n_users; u++)
         for (int32_t p = 1; p < d->seq_len[u] - 2; p++) ex[k++] = (example_ref){(int32_t)u, p};
     mr_rng rng;
-    mr_rng_seed(&rng, mix(seed, 0x4550u + (uint64_t)epoch));
+    mr_rng_seed(&rng, mr_hash2(seed, 0x4550u + (uint64_t)epoch));
     for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = (int64_t)mr_rng_below(&rng, (uint64_t)i + 1);
         example_ref t = ex[i];
@@ -81,7 +77,7 @@ static int example_candidates(const mr_dataset *d, const example_ref *x, int n_c
     const int32_t *seq = d->seqs[x->user];
     const int32_t answer = seq[x->pos];
     mr_rng rng;
-    mr_rng_seed(&rng, mix(mix(seed, (uint64_t)epoch), ((uint64_t)x->user << 32) | (uint32_t)x->pos));
+    mr_rng_seed(&rng, mr_hash2(mr_hash2(seed, (uint64_t)epoch), ((uint64_t)x->user << 32) | (uint32_t)x->pos));
     cands[0] = answer;
     int n = 1;
     /* items available: every item not in the prefix; if there are too few, allow repeats */
@@ -104,58 +100,80 @@ static int example_candidates(const mr_dataset *d, const example_ref *x, int n_c
     return 0;
 }
 
-/* ---- state file for resuming ---- */
+/* ---- checkpoint for resuming (the skeleton's format, nn/trainer.h) ---- */
 
-#define STATE_MAGIC 0x4d525254u /* "TRRM" */
-#define STATE_VERSION 1u
+#define CKPT_FORMAT "mllm4rec-ranker-checkpoint-1"
 
 typedef struct train_state_header {
-    uint32_t magic, version;
-    int64_t n_params;
     int64_t step, epoch, epoch_pos;
     int64_t best_step;
     int32_t bad_validations, stopped;
     double best_val, val_before, val_loss_before, best_val_loss, first_loss;
-    uint64_t seed;
-    int32_t r, targets;
+    long log_bytes; /* size of train.jsonl at this state */
 } train_state_header;
 
 static int state_write(const char *path, const train_state_header *h, const llm_adapter *l, const float *adam_m,
-                       const float *adam_v, mr_error *e) {
-    mr_atomic_file af;
-    int rc = mr_atomic_open(&af, path, e);
+                       const float *adam_v, const mr_rank_train_opts *o, mr_error *e) {
+    tr_ckpt_writer w;
+    int rc = tr_ckpt_begin(&w, CKPT_FORMAT, e);
     if (rc) return rc;
-    size_t n = (size_t)l->n_params;
-    if (fwrite(h, sizeof *h, 1, af.f) != 1 || fwrite(l->buf, sizeof(float), n, af.f) != n ||
-        fwrite(adam_m, sizeof(float), n, af.f) != n || fwrite(adam_v, sizeof(float), n, af.f) != n)
-        return mr_atomic_fail(&af, e);
-    return mr_atomic_commit(&af, e);
+    tr_ckpt_f32(&w, "adapter", l->buf, l->n_params);
+    tr_ckpt_f32(&w, "adam_m", adam_m, l->n_params);
+    tr_ckpt_f32(&w, "adam_v", adam_v, l->n_params);
+    tr_ckpt_meta(&w, "n_params", "%lld", (long long)l->n_params);
+    tr_ckpt_meta(&w, "r", "%d", l->r);
+    tr_ckpt_meta(&w, "targets", "%u", (unsigned)l->targets);
+    tr_ckpt_meta(&w, "seed", "%llu", (unsigned long long)o->seed);
+    tr_ckpt_meta(&w, "step", "%lld", (long long)h->step);
+    tr_ckpt_meta(&w, "epoch", "%lld", (long long)h->epoch);
+    tr_ckpt_meta(&w, "epoch_pos", "%lld", (long long)h->epoch_pos);
+    tr_ckpt_meta(&w, "best_step", "%lld", (long long)h->best_step);
+    tr_ckpt_meta(&w, "bad_validations", "%d", (int)h->bad_validations);
+    tr_ckpt_meta(&w, "stopped", "%d", (int)h->stopped);
+    tr_ckpt_meta(&w, "best_val", "%.17g", h->best_val);
+    tr_ckpt_meta(&w, "val_before", "%.17g", h->val_before);
+    tr_ckpt_meta(&w, "val_loss_before", "%.17g", h->val_loss_before);
+    tr_ckpt_meta(&w, "best_val_loss", "%.17g", h->best_val_loss);
+    tr_ckpt_meta(&w, "first_loss", "%.17g", h->first_loss);
+    tr_ckpt_meta(&w, "log_bytes", "%ld", h->log_bytes);
+    return tr_ckpt_commit(&w, path, e);
 }
 
 static int state_read(const char *path, train_state_header *h, llm_adapter *l, float *adam_m, float *adam_v,
                       const mr_rank_train_opts *o, mr_error *e) {
-    char *data;
-    size_t len;
-    int rc = mr_read_file(path, &data, &len, e);
+    static const char *const formats[] = {CKPT_FORMAT, NULL};
+    tr_ckpt c;
+    int rc = tr_ckpt_open(&c, path, formats, NULL, "ranker", e);
     if (rc) return rc;
-    size_t n = (size_t)l->n_params;
-    if (len != sizeof *h + 3 * n * sizeof(float)) {
-        free(data);
-        return mr_fail(e, MR_ERR_INPUT, "%s: %zu bytes, expected %zu (another adapter shape?)", path, len,
-                       sizeof *h + 3 * n * sizeof(float));
-    }
-    memcpy(h, data, sizeof *h);
-    if (h->magic != STATE_MAGIC || h->version != STATE_VERSION || h->n_params != l->n_params || h->r != l->r ||
-        (unsigned)h->targets != l->targets || h->seed != o->seed) {
-        free(data);
-        return mr_fail(e, MR_ERR_INPUT,
-                       "%s: made with other settings (rank, targets or seed differ): start again without --resume", path);
-    }
-    const char *p = data + sizeof *h;
-    memcpy(l->buf, p, n * sizeof(float));
-    memcpy(adam_m, p + n * sizeof(float), n * sizeof(float));
-    memcpy(adam_v, p + 2 * n * sizeof(float), n * sizeof(float));
-    free(data);
+    char want[4][32];
+    snprintf(want[0], 32, "%lld", (long long)l->n_params);
+    snprintf(want[1], 32, "%d", l->r);
+    snprintf(want[2], 32, "%u", (unsigned)l->targets);
+    snprintf(want[3], 32, "%llu", (unsigned long long)o->seed);
+    const char *keys[4] = {"n_params", "r", "targets", "seed"};
+    for (int i = 0; i < 4 && !rc; i++) rc = tr_ckpt_same(&c, keys[i], want[i], 0, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "adapter", l->buf, l->n_params, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "adam_m", adam_m, l->n_params, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "adam_v", adam_v, l->n_params, e);
+    int64_t bad = 0, stopped = 0, log_bytes = 0;
+    if (!rc) rc = tr_ckpt_i64(&c, "step", &h->step, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "epoch", &h->epoch, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "epoch_pos", &h->epoch_pos, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "best_step", &h->best_step, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "bad_validations", &bad, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "stopped", &stopped, e);
+    if (!rc) rc = tr_ckpt_num(&c, "best_val", &h->best_val, e);
+    if (!rc) rc = tr_ckpt_num(&c, "val_before", &h->val_before, e);
+    if (!rc) rc = tr_ckpt_num(&c, "val_loss_before", &h->val_loss_before, e);
+    if (!rc) rc = tr_ckpt_num(&c, "best_val_loss", &h->best_val_loss, e);
+    if (!rc) rc = tr_ckpt_num(&c, "first_loss", &h->first_loss, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "log_bytes", &log_bytes, e);
+    tr_ckpt_close(&c);
+    if (rc) return rc;
+    h->bad_validations = (int32_t)bad;
+    h->stopped = (int32_t)stopped;
+    h->log_bytes = (long)log_bytes;
+    if (h->step < 0 || h->epoch < 0 || h->epoch_pos < 0) return mr_fail(e, MR_ERR_INPUT, "%s: bad position", path);
     return MR_OK;
 }
 
@@ -169,24 +187,15 @@ static double lr_at(const mr_rank_train_opts *o, int64_t step, int64_t total) {
     return o->lr * (f > 0 ? f : 0);
 }
 
-/* Clips the gradient norm, then one AdamW step (betas 0.9, 0.999, eps 1e-8). */
+/* Clips the gradient norm, then one AdamW step (betas 0.9, 0.999, eps 1e-8), both
+ * nn/adamw's. Returns the norm before clipping. */
 static double adamw_step(llm_adapter *l, float *m, float *v, int64_t t, double lr, const mr_rank_train_opts *o) {
-    const int64_t n = l->n_params;
+    const size_t n = (size_t)l->n_params;
     float *p = l->buf, *g = l->buf + n;
-    double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
-    const double norm = sqrt(ss);
-    const float clip = (o->max_grad_norm > 0 && norm > o->max_grad_norm) ? (float)(o->max_grad_norm / (norm + 1e-6)) : 1.0f;
-    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-    for (int64_t i = 0; i < n; i++) {
-        const float gi = g[i] * clip;
-        m[i] = (float)(b1 * m[i] + (1 - b1) * gi);
-        v[i] = (float)(b2 * v[i] + (1 - b2) * (double)gi * gi);
-        double pi = p[i] * (1.0 - lr * o->weight_decay);
-        pi -= lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + eps);
-        p[i] = (float)pi;
-    }
+    const double norm = o->max_grad_norm > 0 ? clip_grad_norm(g, n, o->max_grad_norm) : grad_l2_norm(g, n);
+    adamw_config ac = {.lr = (float)lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                       .weight_decay = (float)o->weight_decay};
+    adamw_update(p, g, m, v, n, &ac, (float)o->weight_decay, (long)t);
     return norm;
 }
 
@@ -228,8 +237,8 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     int rc = mr_mkdir_p(o->out_dir, e);
     if (rc) return rc;
     char *adapter_path = mr_path_join(o->out_dir, "adapter.gguf", e);
-    char *state_path = mr_path_join(o->out_dir, "train_state.bin", e);
-    char *log_path = mr_path_join(o->out_dir, "train_log.tsv", e);
+    char *state_path = mr_path_join(o->out_dir, "checkpoint.safetensors", e);
+    char *log_path = mr_path_join(o->out_dir, "train.jsonl", e);
     example_ref *ex = mr_alloc((size_t)n_ex * sizeof *ex, e);
     float *adam_m = mr_calloc((size_t)l->n_params, sizeof(float), e);
     float *adam_v = mr_calloc((size_t)l->n_params, sizeof(float), e);
@@ -245,7 +254,6 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     }
     llm_state ws_state, *ws = NULL;
     if (llm_state_init(&ws_state, r->m, max_T, max_T, mode, e) == MR_OK) ws = &ws_state;
-    FILE *logf = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
     if (!adapter_path || !state_path || !log_path || !ex || !adam_m || !adam_v || !ws) {
@@ -254,14 +262,9 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     }
     train_state_header h;
     memset(&h, 0, sizeof h);
-    h.magic = STATE_MAGIC;
-    h.version = STATE_VERSION;
-    h.n_params = l->n_params;
-    h.seed = o->seed;
-    h.r = l->r;
-    h.targets = (int32_t)l->targets;
     h.best_val = -1;
-    if (o->resume && mr_file_exists(state_path)) {
+    const int resumed = o->resume && mr_file_exists(state_path);
+    if (resumed) {
         if ((rc = state_read(state_path, &h, l, adam_m, adam_v, o, e))) goto done;
         mr_log("resuming at step %lld (best validation NDCG@10 %.4f at step %lld)", (long long)h.step, h.best_val,
                (long long)h.best_step);
@@ -279,15 +282,19 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
         mr_log("step 0: validation NDCG@10 %.4f, letter loss %.4f (before training)", ndcg, vloss);
         if ((rc = save_best(r, o, adapter_path, e))) goto done;
     }
-    logf = fopen(log_path, h.step > 0 ? "a" : "w");
-    if (!logf) {
-        rc = mr_fail(e, MR_ERR_INTERNAL, "%s: cannot open for writing", log_path);
-        goto done;
-    }
-    if (h.step == 0) {
-        fprintf(logf, "step\tlr\ttrain_loss\tgrad_norm\tval_ndcg10\tval_letter_loss\tseconds\n");
-        fprintf(logf, "0\t0\t\t\t%.6f\t%.6f\t0\n", h.val_before, h.val_loss_before);
-        fflush(logf);
+    /* the JSON-lines log: cut back to the checkpoint on resuming, else started with
+     * the validation of the untrained adapter */
+    if ((rc = tr_log_start(log_path, resumed, h.log_bytes, e))) goto done;
+    if (!resumed) {
+        json_t *line = json_object();
+        json_object_set_new(line, "step", json_integer(0));
+        json_object_set_new(line, "lr", json_real(0));
+        json_object_set_new(line, "train_loss", json_null());
+        json_object_set_new(line, "grad_norm", json_null());
+        json_object_set_new(line, "val_ndcg10", json_real(h.val_before));
+        json_object_set_new(line, "val_letter_loss", json_real(h.val_loss_before));
+        json_object_set_new(line, "seconds", json_real(0));
+        if ((rc = tr_log_append(log_path, line, &h.log_bytes, e))) goto done;
     }
     epoch_order(d, ex, n_ex, o->seed, h.epoch);
     int32_t cands[26];
@@ -303,7 +310,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
         double batch_loss = 0;
         const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
         for (int b = 0; b < o->batch; b++) {
-            if (o->interrupted && *o->interrupted) break;
+            if (o->stop && *o->stop) break;
             if (h.epoch_pos >= n_ex) {
                 h.epoch++;
                 h.epoch_pos = 0;
@@ -324,7 +331,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             int64_t pos[2] = {n - 3, n - 2};
             int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
             llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
-                                 .dropout_seed = mix(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
+                                 .dropout_seed = mr_hash2(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
             const double ts = mr_now();
             rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
             train_s += mr_now() - ts;
@@ -335,13 +342,13 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             tokens += n;
             examples++;
         }
-        if (o->interrupted && *o->interrupted) {
+        if (o->stop && *o->stop) {
             /* the half-accumulated batch is dropped: the saved state is the last
              * step's, so a resumed run repeats exactly what an uninterrupted one does */
             res->interrupted = 1;
             h.epoch = batch_epoch;
             h.epoch_pos = batch_pos;
-            rc = state_write(state_path, &h, l, adam_m, adam_v, e);
+            rc = state_write(state_path, &h, l, adam_m, adam_v, o, e);
             mr_log("interrupted at step %lld: state saved, continue with --resume", (long long)h.step);
             break;
         }
@@ -364,9 +371,15 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             const double train_loss = loss_acc / (double)loss_n;
             if (res->first_train_loss == 0) res->first_train_loss = train_loss;
             res->last_train_loss = train_loss;
-            fprintf(logf, "%lld\t%.3g\t%.6f\t%.4f\t%.6f\t%.6f\t%.1f\n", (long long)h.step, lr, train_loss,
-                    norm_acc / (double)loss_n, ndcg, vloss, mr_now() - t0);
-            fflush(logf);
+            json_t *line = json_object();
+            json_object_set_new(line, "step", json_integer(h.step));
+            json_object_set_new(line, "lr", json_real(lr));
+            json_object_set_new(line, "train_loss", json_real(train_loss));
+            json_object_set_new(line, "grad_norm", json_real(norm_acc / (double)loss_n));
+            json_object_set_new(line, "val_ndcg10", json_real(ndcg));
+            json_object_set_new(line, "val_letter_loss", json_real(vloss));
+            json_object_set_new(line, "seconds", json_real(mr_now() - t0));
+            if ((rc = tr_log_append(log_path, line, &h.log_bytes, e))) goto stop;
             mr_log("step %lld: train loss %.4f, validation NDCG@10 %.4f, letter loss %.4f", (long long)h.step,
                    train_loss, ndcg, vloss);
             loss_acc = norm_acc = 0;
@@ -382,7 +395,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
                 mr_log("no improvement in %d validations: stopping (best step %lld)", o->patience,
                        (long long)h.best_step);
             }
-            if ((rc = state_write(state_path, &h, l, adam_m, adam_v, e))) goto stop;
+            if ((rc = state_write(state_path, &h, l, adam_m, adam_v, o, e))) goto stop;
             if (h.stopped) break;
             if (o->stop_after > 0 && h.step >= o->stop_after) break;
         }
@@ -415,7 +428,6 @@ finish:
         if (rc) goto done;
     }
 done:
-    if (logf) fclose(logf);
     free(text);
     free(ids);
     if (ws) llm_state_free(ws);

@@ -70,6 +70,11 @@ typedef struct rt_batch {
     const int32_t *tokens;  /* [n_rows] input item at each row */
     const int32_t *labels;  /* [n_rows] target item, 0 = not scored; NULL outside training */
     const int64_t *example; /* [n_seqs] global example index of each sequence (keys randomness); may be NULL */
+    /* Added for negative sampling (STOSA's BPR): each sequence's user's training items,
+     * for excluding them from the negatives. Both NULL when the caller has none (outside
+     * training); the trainer fills them. */
+    const int32_t *const *user_items; /* [n_seqs] pointer to the user's items */
+    const int *n_user_items;          /* [n_seqs] how many */
 } rt_batch;
 
 typedef struct rt_arch {
@@ -106,5 +111,26 @@ void rt_model_free(rt_model *m);
 /* Appends one tensor to m's layout (offsets assigned in order); used by layout(). */
 int rt_model_add_tensor(rt_model *m, const char *name, int n_dims, const int64_t *shape, int decay, mr_error *e);
 const rt_tensor *rt_model_find(const rt_model *m, const char *name);
+
+/* ---- added for the shared trainer (issue 15 part A) ---- */
+
+/* The registered architectures' names, comma-separated ("lru, sasrec"), for messages;
+ * -1 when buf is too small (the text is then cut). */
+int rt_arch_names(char *buf, size_t n);
+
+/* retriever.safetensors: the tensors under their state_dict names, and the whole
+ * rt_config in the metadata (arch, n_items, hidden, blocks, heads, max_len, dropout,
+ * attn_dropout, mask_prob, reg_weight; numbers as strings). Loading reads the
+ * architecture from the file; a file without an arch key (LRURec before the
+ * contract) loads as "lru" with its shape taken from the tensors. */
+struct st_file;
+struct st_writer;
+int rt_model_save(const rt_model *m, const char *path, mr_error *e);
+int rt_model_load(rt_model *m, const char *path, mr_error *e);
+int rt_config_from_file(const struct st_file *f, rt_config *c, mr_error *e);
+int rt_config_to_metadata(const rt_config *c, struct st_writer *w, mr_error *e);
+/* Reads every tensor of m's layout by name (shape and finiteness checked) into dst,
+ * a buffer laid out like m->params. */
+int rt_read_tensors(const rt_model *m, const struct st_file *f, float *dst, mr_error *e);
 
 #endif

@@ -1,4 +1,4 @@
-/* LRURec evaluation: scores at each user's last position (only that position's
+/* Retriever evaluation (any architecture, through m->arch): scores at each user's last position (only that position's
  * item scores are computed), history masking, metrics, candidate export. */
 #include <jansson.h>
 #include <math.h>
@@ -24,13 +24,13 @@ void lru_user_history(const mr_dataset *d, int64_t user, int split, const int32_
     *target = d->seqs[user][n_hist];
 }
 
-int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user_fn fn, void *ctx, mr_error *e) {
+int rt_score_users(const rt_model *m, const mr_dataset *d, int split, lru_user_fn fn, void *ctx, mr_error *e) {
     int L = m->cfg.max_len, V = m->cfg.n_items + 1;
     if ((int64_t)m->cfg.n_items != d->n_items)
         return mr_fail(e, MR_ERR_INPUT, "the model has %d items but dataset %s has %lld", m->cfg.n_items, d->dir,
                        (long long)d->n_items);
-    lru_acts *a = NULL;
-    int rc = lru_acts_create(&a, m, EVAL_CHUNK * L, EVAL_CHUNK, 0, e);
+    void *a = NULL;
+    int rc = m->arch->acts_create(&a, m, EVAL_CHUNK * L, EVAL_CHUNK, e);
     if (rc) return rc;
     float *scores = mr_alloc_aligned((size_t)EVAL_CHUNK * V * sizeof(float), e);
     int32_t *tokens = mr_alloc((size_t)EVAL_CHUNK * L * sizeof(int32_t), e);
@@ -57,8 +57,8 @@ int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user
             seq_start[++ns] = nr;
         }
         if (!ns) break;
-        lru_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = NULL};
-        lru_scores_last(m, a, &b, scores);
+        rt_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = NULL};
+        m->arch->scores_last(m, a, &b, scores);
         /* mask the padding item and the whole history */
 #pragma omp parallel for schedule(static)
         for (int s = 0; s < ns; s++) {
@@ -84,7 +84,7 @@ int lru_score_users(const lru_model *m, const mr_dataset *d, int split, lru_user
     free(seq_start);
     free(users);
     free(targets);
-    lru_acts_free(a);
+    if (a) m->arch->acts_free(a);
     return rc;
 }
 
@@ -101,11 +101,11 @@ static int add_metrics(void *ctx, int64_t user, int32_t target, const float *sco
     return mr_metrics_add_item_scores(c->m, scores, c->n_scores, hist, n_hist, &target, 1, e);
 }
 
-int lru_evaluate(const lru_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e) {
+int rt_evaluate(const rt_model *m, const mr_dataset *d, int split, mr_metrics *out, mr_error *e) {
     int rc = mr_metrics_init(out, MR_METRICS_DEFAULT_KS, MR_METRICS_N_DEFAULT_KS, e);
     if (rc) return rc;
     metrics_ctx c = {out, (int64_t)m->cfg.n_items + 1};
-    rc = lru_score_users(m, d, split, add_metrics, &c, e);
+    rc = rt_score_users(m, d, split, add_metrics, &c, e);
     if (rc) mr_metrics_free(out);
     return rc;
 }
@@ -119,11 +119,11 @@ static json_t *metrics_section(const mr_metrics *m) {
     return o;
 }
 
-int lru_write_metrics(const lru_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
+int rt_write_metrics(const rt_model *m, const mr_dataset *d, const char *path, mr_metrics *val,
                       mr_metrics *test, mr_error *e) {
-    int rc = lru_evaluate(m, d, 0, val, e);
+    int rc = rt_evaluate(m, d, 0, val, e);
     if (rc) return rc;
-    rc = lru_evaluate(m, d, 1, test, e);
+    rc = rt_evaluate(m, d, 1, test, e);
     if (rc) {
         mr_metrics_free(val);
         return rc;
@@ -203,7 +203,7 @@ static int write_candidate_row(void *ctx, int64_t user, int32_t target, const fl
     return MR_OK;
 }
 
-int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *path, int k, mr_error *e) {
+int rt_write_candidates(const rt_model *m, const mr_dataset *d, const char *path, int k, mr_error *e) {
     if (k < 1 || k > 10000) return mr_fail(e, MR_ERR_USAGE, "-k must be in 1..10000 (got %d)", k);
     mr_atomic_file af;
     int rc = mr_atomic_open(&af, path, e);
@@ -212,9 +212,9 @@ int lru_write_candidates(const lru_model *m, const mr_dataset *d, const char *pa
                   mr_alloc((size_t)k * sizeof(float), e)};
     if (!c.ids || !c.vals) rc = MR_ERR_INTERNAL;
     if (!rc) fprintf(af.f, "split\tuser_id\tlabel\titems\tscores\n");
-    if (!rc) rc = lru_score_users(m, d, 0, write_candidate_row, &c, e);
+    if (!rc) rc = rt_score_users(m, d, 0, write_candidate_row, &c, e);
     c.split = "test";
-    if (!rc) rc = lru_score_users(m, d, 1, write_candidate_row, &c, e);
+    if (!rc) rc = rt_score_users(m, d, 1, write_candidate_row, &c, e);
     free(c.ids);
     free(c.vals);
     if (rc && ferror(af.f)) return mr_atomic_fail(&af, e); /* names the file and the cause */

@@ -18,6 +18,7 @@
 #include "nn/layernorm.h"
 #include "nn/linear.h"
 #include "nn/xent.h"
+#include "retriever/arch.h"
 
 #define LN_EPS 1e-5f
 /* rows whose [rows x V] scores are processed together in training */
@@ -429,22 +430,15 @@ const float *lru_acts_block_out(const lru_acts *a, int block, int after_ffn) {
 /* A counter-based generator: the keep decision for element (row, col) of a
  * dropout site depends only on (key, site, row, col), so masks are the same for
  * any thread count and any order of evaluation. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Fills scale [N, C] with 0 or 1 / (1 - p). Per element a 32-bit finaliser
- * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mix64. */
+ * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mr_mix64. */
 static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint64_t site) {
-    uint64_t k = mix64(key ^ mix64(site));
+    uint64_t k = mr_mix64(key ^ mr_mix64(site));
     float keep_scale = 1.0f / (1.0f - p);
     uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
 #pragma omp parallel for schedule(static) if ((long)N * C > 65536)
     for (int i = 0; i < N; i++) {
-        uint32_t rk = (uint32_t)(mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
+        uint32_t rk = (uint32_t)(mr_mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
         float *s = scale + (size_t)i * C;
 #pragma omp simd
         for (int j = 0; j < C; j++) {
@@ -822,3 +816,106 @@ void lru_scores_last(const lru_model *m, lru_acts *a, const lru_batch *b, float 
     const float *xlast = lru_forward_last(m, a, b);
     linear_forward(scores, xlast, m->p.tok_emb, m->p.out_bias, b->n_seqs, a->D, a->V);
 }
+
+/* ------------------------------------------------------------------ the "lru" architecture */
+
+/* LRURec behind the retriever contract (arch.h): the layout is build_layout's, in
+ * the same order, so the flat buffer and every number equal lru_model's; impl is an
+ * lru_model whose params / grads point into the rt_model's buffers (not owned). */
+static lru_config lru_config_of(const rt_config *c) {
+    lru_config l = {.n_items = c->n_items, .hidden = c->hidden, .blocks = c->blocks, .max_len = c->max_len,
+                    .dropout = c->dropout};
+    return l;
+}
+
+static lru_tensor_info *layout_of(lru_model *l, const lru_config *c, mr_error *e) {
+    memset(l, 0, sizeof *l);
+    l->cfg = *c;
+    l->tensors = mr_calloc((size_t)(4 + TENSORS_PER_BLOCK * c->blocks), sizeof *l->tensors, e);
+    if (l->tensors) build_layout(l);
+    return l->tensors;
+}
+
+static int arch_layout(rt_model *m, mr_error *e) {
+    lru_config c = lru_config_of(&m->cfg);
+    int rc = lru_config_check(&c, e);
+    if (rc) return rc;
+    lru_model l;
+    if (!layout_of(&l, &c, e)) return MR_ERR_INTERNAL;
+    for (int i = 0; i < l.n_tensors && !rc; i++) {
+        const lru_tensor_info *t = &l.tensors[i];
+        rc = rt_model_add_tensor(m, t->name, t->n_dims, t->shape, t->decay, e);
+    }
+    free(l.tensors);
+    return rc;
+}
+
+static int arch_bind(rt_model *m, mr_error *e) {
+    lru_model *l = m->impl;
+    if (!l) {
+        lru_config c = lru_config_of(&m->cfg);
+        if (!(l = mr_alloc(sizeof *l, e))) return MR_ERR_INTERNAL;
+        if (!layout_of(l, &c, e)) {
+            free(l);
+            return MR_ERR_INTERNAL;
+        }
+        if (l->n_params != m->n_params) {
+            size_t n = l->n_params;
+            free(l->tensors);
+            free(l);
+            return mr_fail(e, MR_ERR_INTERNAL, "LRURec: layout of %zu floats, model of %zu", n, m->n_params);
+        }
+        m->impl = l;
+    }
+    l->params = m->params;
+    l->grads = m->grads;
+    lru_view_of(l, l->params, &l->p);
+    lru_view_of(l, l->grads, &l->g);
+    return MR_OK;
+}
+
+static void arch_unbind(rt_model *m) {
+    lru_model *l = m->impl;
+    if (l) free(l->tensors);
+    free(l);
+    m->impl = NULL;
+}
+
+static void arch_init(rt_model *m, uint64_t seed) { lru_model_init(m->impl, seed); }
+
+static int arch_acts_create(void **acts, const rt_model *m, int max_rows, int max_seqs, mr_error *e) {
+    lru_acts *a = NULL;
+    int rc = lru_acts_create(&a, m->impl, max_rows, max_seqs, max_rows, e);
+    *acts = a;
+    return rc;
+}
+
+static void arch_acts_free(void *acts) { lru_acts_free(acts); }
+
+static lru_batch lru_batch_of(const rt_batch *b) {
+    lru_batch l = {.n_seqs = b->n_seqs, .n_rows = b->n_rows, .seq_start = b->seq_start, .tokens = b->tokens,
+                   .labels = b->labels};
+    return l;
+}
+
+static double arch_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
+    lru_batch l = lru_batch_of(b);
+    return lru_loss_backward(m->impl, acts, &l, train, key, NULL);
+}
+
+static void arch_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
+    lru_batch l = lru_batch_of(b);
+    lru_scores_last(m->impl, acts, &l, scores);
+}
+
+const rt_arch rt_arch_lru = {
+    .name = "lru",
+    .layout = arch_layout,
+    .bind = arch_bind,
+    .unbind = arch_unbind,
+    .init = arch_init,
+    .acts_create = arch_acts_create,
+    .acts_free = arch_acts_free,
+    .loss_backward = arch_loss_backward,
+    .scores_last = arch_scores_last,
+};

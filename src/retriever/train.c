@@ -1,47 +1,73 @@
-/* LRURec training as the reference trains it: sliding windows over the training
+/* Retriever training (any architecture, through m->arch) as LlamaRec trains LRURec: sliding windows over the training
  * part of each user's sequence, cross-entropy over all items at every position,
  * AdamW (eps 1e-9, decay on names without "bias" / "layer_norm"), gradient norm
  * clipped, validation on Recall@10 with early stopping and the best model kept.
  * Resumable: the checkpoint holds everything the rest of the run depends on. */
-#include <cblas.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <jansson.h>
 #include <math.h>
-#include <omp.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "mllm4rec/retriever.h"
 #include "mllm4rec/safetensors.h"
 #include "nn/adamw.h"
+#include "nn/trainer.h"
 
-volatile int lru_stop_requested;
+/* Per-architecture defaults. LlamaRec's settings where they apply (hidden 64,
+ * dropout 0.2, max length and batch by dataset, lr 1e-3, weight decay 0.01, 2
+ * blocks, 2 heads, attention dropout 0.2, mask probability 0.2: its config.py for
+ * LRURec, the lineage of Yueeeeeeee/RecSys-Extraction-Attack's SASRec / BERT4Rec /
+ * NARM); GRU4Rec and NARM run one GRU layer (hidasib/GRU4Rec_PyTorch_Official's and
+ * NARM's single layer); STOSA as zfan20/STOSA's README runs Beauty (1 layer, 4 heads,
+ * attention dropout 0, weight decay 0, pvn_weight 0.005). */
+typedef struct arch_defaults {
+    const char *arch;
+    int blocks, heads;
+    float attn_dropout, mask_prob, reg_weight;
+    double weight_decay;
+} arch_defaults;
 
-static void on_signal(int sig) {
-    (void)sig;
-    lru_stop_requested = 1;
-}
+static const arch_defaults ARCH_DEFAULTS[] = {
+    {"lru", 2, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"sasrec", 2, 2, 0.2f, 0.0f, 0.0f, 0.01},
+    {"bert4rec", 2, 2, 0.2f, 0.2f, 0.0f, 0.01},
+    {"gru4rec", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"narm", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"stosa", 1, 4, 0.0f, 0.0f, 0.005f, 0.0},
+};
 
-void lru_train_defaults(lru_train_options *o, const mr_dataset *d) {
+int rt_train_defaults(rt_train_options *o, const mr_dataset *d, const char *arch, mr_error *e) {
     memset(o, 0, sizeof *o);
+    const arch_defaults *ad = NULL;
+    for (size_t i = 0; i < sizeof ARCH_DEFAULTS / sizeof ARCH_DEFAULTS[0]; i++)
+        if (!strcmp(ARCH_DEFAULTS[i].arch, arch)) ad = &ARCH_DEFAULTS[i];
+    if (!ad || !rt_arch_find(arch)) {
+        char names[256];
+        rt_arch_names(names, sizeof names);
+        return mr_fail(e, MR_ERR_USAGE, "--arch %s: %s (this build has: %s)", arch,
+                       ad ? "not built yet" : "unknown architecture", names);
+    }
     const char *role = d ? mr_dataset_role(d) : NULL;
     int movielens = role && !strcmp(role, "ml-100k");
+    snprintf(o->model.arch, sizeof o->model.arch, "%s", arch);
     o->model.hidden = 64;
-    o->model.blocks = 2;
+    o->model.blocks = ad->blocks;
+    o->model.heads = ad->heads;
     o->model.dropout = 0.2f;
+    o->model.attn_dropout = ad->attn_dropout;
+    o->model.mask_prob = ad->mask_prob;
+    o->model.reg_weight = ad->reg_weight;
     o->model.max_len = movielens ? 200 : 50;
     o->batch = movielens ? 16 : 64;
     o->lr = 1e-3;
-    o->weight_decay = 0.01;
+    o->weight_decay = ad->weight_decay;
     o->clip = 5.0;
     o->val_every = 500;
     o->patience = 20;
     o->max_epochs = 500;
     o->seed = 42;
     o->threads = 2;
+    return MR_OK;
 }
 
 /* A training window: items seqs[user][start .. start + len). */
@@ -108,8 +134,8 @@ typedef struct train_state {
 
 typedef struct trainer {
     const mr_dataset *d;
-    const lru_train_options *o;
-    lru_model m;
+    const rt_train_options *o;
+    rt_model m;
     float *adam_m, *adam_v, *best_params;
     window *windows;
     int64_t n_windows, n_batches;
@@ -135,185 +161,127 @@ static void start_epoch(trainer *t) {
     }
 }
 
-/* ---- checkpoint ---- */
+/* ---- checkpoint (the skeleton's format, nn/trainer.h) ---- */
 
-static int set_meta(st_writer *w, const char *key, const char *fmt, ...) MR_PRINTF(3, 4);
-static int set_meta(st_writer *w, const char *key, const char *fmt, ...) {
-    char buf[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return st_writer_set_metadata(w, key, buf, NULL);
-}
+static const char *const CKPT_FORMATS[] = {"mllm4rec-lru-checkpoint-1", "mllm4rec-lru-checkpoint-2",
+                                           "mllm4rec-retriever-checkpoint-3", NULL};
 
 static int save_checkpoint(trainer *t, mr_error *e) {
-    st_writer *w = st_writer_new(e);
-    if (!w) return MR_ERR_INTERNAL;
-    int64_t np = (int64_t)t->m.n_params, nw = t->n_windows;
-    int rc = st_writer_add(w, "params", ST_F32, 1, &np, t->m.params, e);
-    if (!rc) rc = st_writer_add(w, "adam_m", ST_F32, 1, &np, t->adam_m, e);
-    if (!rc) rc = st_writer_add(w, "adam_v", ST_F32, 1, &np, t->adam_v, e);
-    if (!rc) rc = st_writer_add(w, "best_params", ST_F32, 1, &np, t->best_params, e);
-    if (!rc) rc = st_writer_add(w, "epoch_order", ST_I32, 1, &nw, t->perm, e);
-    const lru_train_options *o = t->o;
+    tr_ckpt_writer w;
+    int rc = tr_ckpt_begin(&w, CKPT_FORMATS[2], e);
+    if (rc) return rc;
+    int64_t np = (int64_t)t->m.n_params;
+    tr_ckpt_f32(&w, "params", t->m.params, np);
+    tr_ckpt_f32(&w, "adam_m", t->adam_m, np);
+    tr_ckpt_f32(&w, "adam_v", t->adam_v, np);
+    tr_ckpt_f32(&w, "best_params", t->best_params, np);
+    tr_ckpt_i32(&w, "epoch_order", t->perm, t->n_windows);
+    const rt_train_options *o = t->o;
     const train_state *s = &t->s;
-    int bad = rc;
-    bad |= set_meta(w, "format", "mllm4rec-lru-checkpoint-2");
-    bad |= set_meta(w, "n_items", "%d", t->m.cfg.n_items);
-    bad |= set_meta(w, "hidden", "%d", o->model.hidden);
-    bad |= set_meta(w, "blocks", "%d", o->model.blocks);
-    bad |= set_meta(w, "max_len", "%d", o->model.max_len);
-    bad |= set_meta(w, "dropout", "%.9g", (double)o->model.dropout);
-    bad |= set_meta(w, "batch", "%d", o->batch);
-    bad |= set_meta(w, "lr", "%.17g", o->lr);
-    bad |= set_meta(w, "weight_decay", "%.17g", o->weight_decay);
-    bad |= set_meta(w, "seed", "%llu", (unsigned long long)o->seed);
-    bad |= set_meta(w, "iter", "%ld", s->iter);
-    bad |= set_meta(w, "adam_step", "%ld", s->adam_step);
-    bad |= set_meta(w, "epoch", "%d", s->epoch);
-    bad |= set_meta(w, "pos", "%lld", (long long)s->pos);
-    bad |= set_meta(w, "val_in_epoch", "%d", s->val_in_epoch);
-    bad |= set_meta(w, "best", "%.17g", s->best);
-    bad |= set_meta(w, "best_iter", "%ld", s->best_iter);
-    bad |= set_meta(w, "bad", "%d", s->bad);
-    bad |= set_meta(w, "stopped", "%d", s->stopped);
-    bad |= set_meta(w, "loss_sum", "%.17g", s->loss_sum);
-    bad |= set_meta(w, "loss_n", "%ld", s->loss_n);
-    bad |= set_meta(w, "log_bytes", "%ld", s->log_bytes);
-    bad |= set_meta(w, "elapsed", "%.6f", s->elapsed);
-    for (int i = 0; i < 4; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "rng%d", i);
-        bad |= set_meta(w, key, "%llu", (unsigned long long)t->rng.s[i]);
-    }
-    if (bad && !rc) rc = mr_fail(e, MR_ERR_INTERNAL, "could not build the checkpoint metadata");
-    if (!rc) rc = st_writer_write(w, t->ckpt_path, e);
-    st_writer_free(w);
-    return rc;
-}
-
-/* metadata values: the header JSON is parsed again with jansson */
-typedef struct meta {
-    json_t *obj;
-} meta;
-
-static int meta_get(const meta *mt, const char *key, const char **out) {
-    json_t *v = json_object_get(mt->obj, key);
-    *out = json_string_value(v);
-    return *out != NULL;
+    tr_ckpt_meta(&w, "arch", "%s", o->model.arch);
+    tr_ckpt_meta(&w, "n_items", "%d", t->m.cfg.n_items);
+    tr_ckpt_meta(&w, "hidden", "%d", o->model.hidden);
+    tr_ckpt_meta(&w, "blocks", "%d", o->model.blocks);
+    tr_ckpt_meta(&w, "max_len", "%d", o->model.max_len);
+    tr_ckpt_meta(&w, "dropout", "%.9g", (double)o->model.dropout);
+    tr_ckpt_meta(&w, "heads", "%d", o->model.heads);
+    tr_ckpt_meta(&w, "attn_dropout", "%.9g", (double)o->model.attn_dropout);
+    tr_ckpt_meta(&w, "mask_prob", "%.9g", (double)o->model.mask_prob);
+    tr_ckpt_meta(&w, "reg_weight", "%.9g", (double)o->model.reg_weight);
+    tr_ckpt_meta(&w, "batch", "%d", o->batch);
+    tr_ckpt_meta(&w, "lr", "%.17g", o->lr);
+    tr_ckpt_meta(&w, "weight_decay", "%.17g", o->weight_decay);
+    tr_ckpt_meta(&w, "seed", "%llu", (unsigned long long)o->seed);
+    tr_ckpt_meta(&w, "iter", "%ld", s->iter);
+    tr_ckpt_meta(&w, "adam_step", "%ld", s->adam_step);
+    tr_ckpt_meta(&w, "epoch", "%d", s->epoch);
+    tr_ckpt_meta(&w, "pos", "%lld", (long long)s->pos);
+    tr_ckpt_meta(&w, "val_in_epoch", "%d", s->val_in_epoch);
+    tr_ckpt_meta(&w, "best", "%.17g", s->best);
+    tr_ckpt_meta(&w, "best_iter", "%ld", s->best_iter);
+    tr_ckpt_meta(&w, "bad", "%d", s->bad);
+    tr_ckpt_meta(&w, "stopped", "%d", s->stopped);
+    tr_ckpt_meta(&w, "loss_sum", "%.17g", s->loss_sum);
+    tr_ckpt_meta(&w, "loss_n", "%ld", s->loss_n);
+    tr_ckpt_meta(&w, "log_bytes", "%ld", s->log_bytes);
+    tr_ckpt_meta(&w, "elapsed", "%.6f", s->elapsed);
+    tr_ckpt_rng(&w, &t->rng);
+    return tr_ckpt_commit(&w, t->ckpt_path, e);
 }
 
 static int load_checkpoint(trainer *t, mr_error *e) {
-    st_file f;
-    int rc = st_open(&f, t->ckpt_path, e);
+    tr_ckpt c;
+    int version;
+    int rc = tr_ckpt_open(&c, t->ckpt_path, CKPT_FORMATS, &version, "retriever", e);
     if (rc) return rc;
-    meta mt = {f.metadata_json ? json_loads(f.metadata_json, 0, NULL) : NULL};
-    const char *fmt;
-    if (!mt.obj || !meta_get(&mt, "format", &fmt) ||
-        (strcmp(fmt, "mllm4rec-lru-checkpoint-1") && strcmp(fmt, "mllm4rec-lru-checkpoint-2"))) {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: not an mllm4rec LRURec checkpoint", t->ckpt_path);
-        goto done;
-    }
     /* Version 1 drew an epoch's order at its first batch, so a checkpoint taken at the
      * start of an epoch (pos 0) holds no order yet (uninitialised memory before the first
      * epoch): its order is drawn below from the saved generator, as version 1 would. */
-    int v1 = !strcmp(fmt, "mllm4rec-lru-checkpoint-1");
-    /* the run must continue with the parameters it started with */
-    struct {
-        const char *key;
-        char want[64];
-    } same[9];
-    int ns = 0;
-#define SAME(k, ...) (snprintf(same[ns].want, sizeof same[ns].want, __VA_ARGS__), same[ns++].key = k)
-    SAME("n_items", "%d", t->m.cfg.n_items);
-    SAME("hidden", "%d", t->o->model.hidden);
-    SAME("blocks", "%d", t->o->model.blocks);
-    SAME("max_len", "%d", t->o->model.max_len);
-    SAME("dropout", "%.9g", (double)t->o->model.dropout);
-    SAME("batch", "%d", t->o->batch);
-    SAME("lr", "%.17g", t->o->lr);
-    SAME("weight_decay", "%.17g", t->o->weight_decay);
-    SAME("seed", "%llu", (unsigned long long)t->o->seed);
-#undef SAME
-    for (int i = 0; i < ns; i++) {
-        const char *v;
-        if (!meta_get(&mt, same[i].key, &v) || strcmp(v, same[i].want)) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: was made with %s = %s, this run has %s (resume with the same flags)",
-                         t->ckpt_path, same[i].key, v ? v : "(missing)", same[i].want);
-            goto done;
-        }
-    }
+    int v1 = version == 0;
+    /* the run must continue with the flags it started with; the architecture's keys are
+     * absent from LRURec checkpoints made before the contract (versions 1 and 2) */
+    const rt_train_options *o = t->o;
+    int old = version < 2 && !strcmp(o->model.arch, "lru");
+    char want[14][64];
+    const char *keys[14] = {"arch", "n_items", "hidden", "blocks", "max_len", "dropout", "batch",
+                            "lr", "weight_decay", "seed", "heads", "attn_dropout", "mask_prob", "reg_weight"};
+    snprintf(want[0], 64, "%s", o->model.arch);
+    snprintf(want[1], 64, "%d", t->m.cfg.n_items);
+    snprintf(want[2], 64, "%d", o->model.hidden);
+    snprintf(want[3], 64, "%d", o->model.blocks);
+    snprintf(want[4], 64, "%d", o->model.max_len);
+    snprintf(want[5], 64, "%.9g", (double)o->model.dropout);
+    snprintf(want[6], 64, "%d", o->batch);
+    snprintf(want[7], 64, "%.17g", o->lr);
+    snprintf(want[8], 64, "%.17g", o->weight_decay);
+    snprintf(want[9], 64, "%llu", (unsigned long long)o->seed);
+    snprintf(want[10], 64, "%d", o->model.heads);
+    snprintf(want[11], 64, "%.9g", (double)o->model.attn_dropout);
+    snprintf(want[12], 64, "%.9g", (double)o->model.mask_prob);
+    snprintf(want[13], 64, "%.9g", (double)o->model.reg_weight);
+    for (int i = 0; i < 14 && !rc; i++) rc = tr_ckpt_same(&c, keys[i], want[i], old && (i == 0 || i >= 10), e);
     int64_t np = (int64_t)t->m.n_params;
-    const char *names[4] = {"params", "adam_m", "adam_v", "best_params"};
-    float *dst[4] = {t->m.params, t->adam_m, t->adam_v, t->best_params};
-    for (int i = 0; i < 4 && !rc; i++) {
-        const st_tensor *x = st_find(&f, names[i]);
-        if (!x) rc = mr_fail(e, MR_ERR_INPUT, "%s: tensor %s is missing", t->ckpt_path, names[i]);
-        else rc = st_read_f32(x, dst[i], np, e);
-        if (!rc) rc = mr_check_finite(dst[i], (size_t)np, t->ckpt_path, names[i], e);
-    }
-    if (rc) goto done;
-    const st_tensor *order = st_find(&f, "epoch_order");
-    if (!order || order->dtype != ST_I32 || st_numel(order) != t->n_windows) {
+    if (!rc) rc = tr_ckpt_read_f32(&c, "params", t->m.params, np, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "adam_m", t->adam_m, np, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "adam_v", t->adam_v, np, e);
+    if (!rc) rc = tr_ckpt_read_f32(&c, "best_params", t->best_params, np, e);
+    if (!rc && tr_ckpt_read_i32(&c, "epoch_order", t->perm, t->n_windows, e))
         rc = mr_fail(e, MR_ERR_INPUT, "%s: epoch_order does not match the dataset's %lld training windows",
                      t->ckpt_path, (long long)t->n_windows);
-        goto done;
-    }
-    memcpy(t->perm, order->data, (size_t)t->n_windows * sizeof(int32_t));
-    const char *v;
     train_state *s = &t->s;
-#define GETL(k, dst)                                                                                       \
-    if (!meta_get(&mt, k, &v)) {                                                                           \
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: metadata %s is missing", t->ckpt_path, k);                      \
-        goto done;                                                                                         \
-    }                                                                                                      \
-    dst = strtod(v, NULL)
-    double x;
-    GETL("iter", x);
-    s->iter = (long)x;
-    GETL("adam_step", x);
-    s->adam_step = (long)x;
-    GETL("epoch", x);
-    s->epoch = (int)x;
-    GETL("pos", x);
-    s->pos = (int64_t)x;
-    GETL("val_in_epoch", x);
-    s->val_in_epoch = (int)x;
-    GETL("best", s->best);
-    GETL("best_iter", x);
-    s->best_iter = (long)x;
-    GETL("bad", x);
-    s->bad = (int)x;
-    GETL("stopped", x);
-    s->stopped = (int)x;
-    GETL("loss_sum", s->loss_sum);
-    GETL("loss_n", x);
-    s->loss_n = (long)x;
-    GETL("log_bytes", x);
-    s->log_bytes = (long)x;
-    GETL("elapsed", s->elapsed);
-#undef GETL
-    for (int i = 0; i < 4; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "rng%d", i);
-        if (!meta_get(&mt, key, &v)) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: metadata %s is missing", t->ckpt_path, key);
-            goto done;
-        }
-        t->rng.s[i] = strtoull(v, NULL, 10);
-    }
-    if (s->pos < 0 || s->pos > t->n_batches) {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: bad position", t->ckpt_path);
-        goto done;
-    }
+    int64_t iter = 0, adam_step = 0, epoch = 0, pos = 0, vie = 0, best_iter = 0, bad = 0, stopped = 0, loss_n = 0,
+            log_bytes = 0;
+    if (!rc) rc = tr_ckpt_i64(&c, "iter", &iter, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "adam_step", &adam_step, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "epoch", &epoch, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "pos", &pos, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "val_in_epoch", &vie, e);
+    if (!rc) rc = tr_ckpt_num(&c, "best", &s->best, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "best_iter", &best_iter, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "bad", &bad, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "stopped", &stopped, e);
+    if (!rc) rc = tr_ckpt_num(&c, "loss_sum", &s->loss_sum, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "loss_n", &loss_n, e);
+    if (!rc) rc = tr_ckpt_i64(&c, "log_bytes", &log_bytes, e);
+    if (!rc) rc = tr_ckpt_num(&c, "elapsed", &s->elapsed, e);
+    if (!rc) rc = tr_ckpt_read_rng(&c, &t->rng, e);
+    tr_ckpt_close(&c);
+    if (rc) return rc;
+    s->iter = (long)iter;
+    s->adam_step = (long)adam_step;
+    s->epoch = (int)epoch;
+    s->pos = pos;
+    s->val_in_epoch = (int)vie;
+    s->best_iter = (long)best_iter;
+    s->bad = (int)bad;
+    s->stopped = (int)stopped;
+    s->loss_n = (long)loss_n;
+    s->log_bytes = (long)log_bytes;
+    if (s->pos < 0 || s->pos > t->n_batches) return mr_fail(e, MR_ERR_INPUT, "%s: bad position", t->ckpt_path);
     if (v1 && s->pos == 0) start_epoch(t);
     /* the order must be a permutation of the windows: each exactly once */
     uint8_t *seen = mr_calloc((size_t)t->n_windows, 1, e);
-    if (!seen) {
-        rc = MR_ERR_INTERNAL;
-        goto done;
-    }
+    if (!seen) return MR_ERR_INTERNAL;
     for (int64_t i = 0; i < t->n_windows && !rc; i++) {
         int32_t w = t->perm[i];
         if (w < 0 || w >= t->n_windows || seen[w])
@@ -322,32 +290,18 @@ static int load_checkpoint(trainer *t, mr_error *e) {
         else seen[w] = 1;
     }
     free(seen);
-done:
-    json_decref(mt.obj);
-    st_close(&f);
     return rc;
 }
 
 /* ---- log ---- */
 
-static int append_log(trainer *t, json_t *line, mr_error *e) {
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
-    json_decref(line);
-    if (!text) return mr_fail(e, MR_ERR_INTERNAL, "out of memory writing %s", t->log_path);
-    size_t n = strlen(text);
-    text[n] = '\n'; /* json_dumps' terminator becomes the line end; the length says where it stops */
-    long size;
-    int rc = mr_append_file(t->log_path, text, n + 1, &size, e);
-    free(text);
-    if (!rc) t->s.log_bytes = size;
-    return rc;
-}
+static int append_log(trainer *t, json_t *line, mr_error *e) { return tr_log_append(t->log_path, line, &t->s.log_bytes, e); }
 
 /* ---- validation ---- */
 
 static int validate(trainer *t, mr_error *e) {
     mr_metrics val;
-    int rc = lru_evaluate(&t->m, t->d, 0, &val, e);
+    int rc = rt_evaluate(&t->m, t->d, 0, &val, e);
     if (rc) return rc;
     double r10 = mr_metrics_get(&val, MR_RECALL, 10);
     train_state *s = &t->s;
@@ -357,7 +311,7 @@ static int validate(trainer *t, mr_error *e) {
         s->best_iter = s->iter;
         s->bad = 0;
         memcpy(t->best_params, t->m.params, t->m.n_params * sizeof(float));
-        rc = lru_model_save(&t->m, t->model_path, e);
+        rc = rt_model_save(&t->m, t->model_path, e);
     } else {
         s->bad++;
         if (s->bad >= t->o->patience) s->stopped = 1;
@@ -389,14 +343,7 @@ static int validate(trainer *t, mr_error *e) {
 
 /* ---- the loop ---- */
 
-static void set_threads(int threads) {
-    if (threads < 1) threads = 1;
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-}
-
-int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_dir, int *interrupted,
-              mr_error *e) {
+int rt_train(const mr_dataset *d, const rt_train_options *o, const char *run_dir, int *interrupted, mr_error *e) {
     *interrupted = 0;
     if (o->batch < 1) return mr_fail(e, MR_ERR_USAGE, "--batch must be at least 1");
     if (o->val_every < 1) return mr_fail(e, MR_ERR_USAGE, "--val-every must be at least 1");
@@ -404,19 +351,22 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     if (o->max_epochs < 1) return mr_fail(e, MR_ERR_USAGE, "--max-epochs must be at least 1 (0 would train nothing)");
     if (!(o->lr > 0)) return mr_fail(e, MR_ERR_USAGE, "--lr must be positive");
     if (d->n_items < 1 || d->n_items > 100000000) return mr_fail(e, MR_ERR_INPUT, "%s: no items", d->dir);
-    set_threads(o->threads);
+    mr_set_threads(o->threads < 1 ? 1 : o->threads);
     trainer t;
     memset(&t, 0, sizeof t);
     t.d = d;
     t.o = o;
-    lru_config c = o->model;
+    rt_config c = o->model;
     c.n_items = (int)d->n_items;
-    lru_acts *acts = NULL;
+    void *acts = NULL;
+    int64_t *example = NULL;
+    const int32_t **user_items = NULL;
+    int *n_user_items = NULL;
     int32_t *tokens = NULL, *labels = NULL;
     int *seq_start = NULL;
     int rc = mr_mkdir_p(run_dir, e);
-    if (!rc) rc = lru_model_create(&t.m, &c, e);
-    if (!rc) rc = lru_model_alloc_grads(&t.m, e);
+    if (!rc) rc = rt_model_create(&t.m, &c, e);
+    if (!rc) rc = rt_model_alloc_grads(&t.m, e);
     if (rc) goto done;
     t.ckpt_path = mr_path_join(run_dir, "checkpoint.safetensors", e);
     t.log_path = mr_path_join(run_dir, "train.jsonl", e);
@@ -443,40 +393,36 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
     tokens = mr_alloc((size_t)B * L * sizeof(int32_t), e);
     labels = mr_alloc((size_t)B * L * sizeof(int32_t), e);
     seq_start = mr_alloc((size_t)(B + 1) * sizeof(int), e);
-    if (!t.perm || !tokens || !labels || !seq_start) {
+    example = mr_alloc((size_t)B * sizeof(int64_t), e);
+    user_items = mr_alloc((size_t)B * sizeof *user_items, e);
+    n_user_items = mr_alloc((size_t)B * sizeof(int), e);
+    if (!t.perm || !tokens || !labels || !seq_start || !example || !user_items || !n_user_items) {
         rc = MR_ERR_INTERNAL;
         goto done;
     }
-    rc = lru_acts_create(&acts, &t.m, B * L, B, B * L, e);
+    rc = t.m.arch->acts_create(&acts, &t.m, B * L, B, e);
     if (rc) goto done;
 
     if (o->resume && mr_file_exists(t.ckpt_path)) {
         rc = load_checkpoint(&t, e);
         if (rc) goto done;
-        /* forget log lines written after the checkpoint: the run repeats them */
-        if (truncate(t.log_path, t.s.log_bytes) != 0 && t.s.log_bytes > 0) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot cut back to the checkpoint: %s", t.log_path, strerror(errno));
-            goto done;
-        }
+        rc = tr_log_start(t.log_path, 1, t.s.log_bytes, e);
+        if (rc) goto done;
         mr_log("resuming %s at iteration %ld (epoch %d), best val Recall@10 %.4f", run_dir, t.s.iter, t.s.epoch + 1,
                t.s.best);
     } else {
         if (o->resume) mr_log("no checkpoint in %s: starting from scratch", run_dir);
-        lru_model_init(&t.m, o->seed);
+        t.m.arch->init(&t.m, o->seed);
         mr_rng_seed(&t.rng, o->seed ^ 0x5eed5eed5eedULL);
         memcpy(t.best_params, t.m.params, np * sizeof(float));
         t.s.best = -1.0;
         t.s.best_iter = -1;
         start_epoch(&t);
-        FILE *f = fopen(t.log_path, "w");
-        if (!f) {
-            rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", t.log_path, strerror(errno));
-            goto done;
-        }
-        fclose(f);
+        rc = tr_log_start(t.log_path, 0, 0, e);
+        if (rc) goto done;
     }
-    mr_log("LRURec: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
-           c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
+    mr_log("%s: %d items, hidden %d, %d blocks, max length %d, batch %d, %lld windows = %lld iterations per epoch",
+           c.arch, c.n_items, c.hidden, c.blocks, L, B, (long long)t.n_windows, (long long)t.n_batches);
     /* as the reference: a validation before the first iteration, so the learning curve
      * starts from the untrained model (best < 0: nothing validated yet, so not a resume) */
     if (t.s.best < 0) {
@@ -487,20 +433,6 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
 
     adamw_config ac = {.lr = (float)o->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-9f,
                        .weight_decay = (float)o->weight_decay};
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    lru_stop_requested = 0;
-
-    /* MLLM4REC_TEST_SIGNAL_AT_ITER=N:SIG raises signal SIG after iteration N: lets the
-     * tests interrupt (SIGTERM) or kill (SIGKILL) a run at an exact point. */
-    long test_signal_iter = 0;
-    int test_signal = 0;
-    const char *ts = getenv("MLLM4REC_TEST_SIGNAL_AT_ITER");
-    if (ts && sscanf(ts, "%ld:%d", &test_signal_iter, &test_signal) != 2) test_signal_iter = 0;
     mr_progress prog;
     mr_progress_start(&prog, "train", (int64_t)o->max_epochs * t.n_batches);
     double t0 = mr_now(), elapsed0 = t.s.elapsed;
@@ -513,15 +445,20 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         seq_start[0] = 0;
         for (int64_t i = first; i < last; i++) {
             nr += window_rows(d, &t.windows[t.perm[i]], L, tokens + nr, labels + nr);
+            const window *w = &t.windows[t.perm[i]];
+            example[ns] = t.perm[i];
+            user_items[ns] = d->seqs[w->user];
+            n_user_items[ns] = d->seq_len[w->user] - 2; /* the training part */
             seq_start[++ns] = nr;
         }
-        lru_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = labels};
-        uint64_t key = o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)s->iter;
-        double loss = lru_loss_backward(&t.m, acts, &b, 1, key, NULL);
+        rt_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = labels,
+                      .example = example, .user_items = user_items, .n_user_items = n_user_items};
+        uint64_t key = o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)s->iter; /* mixed by the model's dropout */
+        double loss = t.m.arch->loss_backward(&t.m, acts, &b, 1, key);
         clip_grad_norm(t.m.grads, np, o->clip);
         s->adam_step++;
         for (int ti = 0; ti < t.m.n_tensors; ti++) {
-            const lru_tensor_info *ti_ = &t.m.tensors[ti];
+            const rt_tensor *ti_ = &t.m.tensors[ti];
             adamw_update(t.m.params + ti_->offset, t.m.grads + ti_->offset, t.adam_m + ti_->offset,
                          t.adam_v + ti_->offset, ti_->numel, &ac, ti_->decay ? (float)o->weight_decay : 0.0f,
                          s->adam_step);
@@ -549,25 +486,23 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         snprintf(extra, sizeof extra, "epoch %.2f loss %.4f %.2f it/s best val R@10 %.4f",
                  s->epoch + (double)s->pos / (double)t.n_batches, loss, its, s->best < 0 ? 0.0 : s->best);
         mr_progress_update(&prog, (int64_t)s->epoch * t.n_batches + s->pos, extra);
-        if (test_signal_iter > 0 && s->iter == test_signal_iter) raise(test_signal);
-        if (lru_stop_requested) {
+        if (o->after_iter) o->after_iter(o->after_iter_ctx, s->iter);
+        if (o->stop && *o->stop) {
             rc = save_checkpoint(&t, e);
             if (!rc) *interrupted = 1;
             break;
         }
     }
     mr_progress_end(&prog);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     if (rc || *interrupted) goto done;
     if (t.s.stopped) mr_log("early stopping after %d validations without improvement", t.s.bad);
     rc = save_checkpoint(&t, e);
     if (rc) goto done;
     /* the best model: weights, metrics, candidates */
     memcpy(t.m.params, t.best_params, np * sizeof(float));
-    rc = lru_model_save(&t.m, t.model_path, e);
+    rc = rt_model_save(&t.m, t.model_path, e);
     mr_metrics val, test;
-    if (!rc) rc = lru_write_metrics(&t.m, d, t.metrics_path, &val, &test, e);
+    if (!rc) rc = rt_write_metrics(&t.m, d, t.metrics_path, &val, &test, e);
     if (!rc) {
         mr_log("best model (iteration %ld): val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f",
                t.s.best_iter, mr_metrics_get(&val, MR_RECALL, 10), mr_metrics_get(&test, MR_RECALL, 10),
@@ -583,9 +518,12 @@ int lru_train(const mr_dataset *d, const lru_train_options *o, const char *run_d
         mr_metrics_free(&val);
         mr_metrics_free(&test);
     }
-    if (!rc) rc = lru_write_candidates(&t.m, d, t.cand_path, 20, e);
+    if (!rc) rc = rt_write_candidates(&t.m, d, t.cand_path, 20, e);
 done:
-    lru_acts_free(acts);
+    if (acts) t.m.arch->acts_free(acts);
+    free(example);
+    free(user_items);
+    free(n_user_items);
     free(tokens);
     free(labels);
     free(seq_start);
@@ -599,6 +537,6 @@ done:
     free(t.model_path);
     free(t.metrics_path);
     free(t.cand_path);
-    lru_model_free(&t.m);
+    rt_model_free(&t.m);
     return rc;
 }
