@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""PyTorch references of the attention retrievers (SASRec; BERT4Rec and STOSA to come).
+
+    python3 scripts/baselines_attn_torch.py baselines [--out tests/data/baselines]
+    python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl
+
+The models are written as the public reference code writes them
+(Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/attention.py), with
+the same module names, so their state_dict names are the ones our
+retriever.safetensors holds. `baselines` runs each model in float64 on a tiny
+configuration and writes, per architecture, a safetensors file with the weights
+(state_dict names), the batch in our packed form (batch.tokens, batch.labels,
+batch.seq_start), the scores at each sequence's last row (out.scores), the loss
+(out.loss) and every parameter's gradient (grad.<name>). Dropout is 0 there: the
+C side's keyed dropout is tested on its own.
+
+Run with Debian's python3-torch (/usr/bin/python3).
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------- the reference's modules
+
+class TokenEmbedding(nn.Embedding):
+    def __init__(self, vocab_size, embed_size):
+        super().__init__(vocab_size, embed_size, padding_idx=0)
+
+
+class PositionalEmbedding(nn.Module):
+    """Positions 1.. over the non-padding tokens of a left-padded window, 0 on padding."""
+
+    def __init__(self, max_len, d_model):
+        super().__init__()
+        self.pe = nn.Embedding(max_len + 1, d_model)
+
+    def forward(self, x):
+        pose = (x > 0) * (x > 0).sum(dim=-1).unsqueeze(1).repeat(1, x.size(-1))
+        pose += torch.arange(start=-(x.size(1) - 1), end=1, step=1, device=x.device)
+        pose = pose * (x > 0)
+        return self.pe(pose)
+
+
+class LayerNorm(nn.Module):
+    """The reference's own layer norm: unbiased std, eps added to the std."""
+
+    def __init__(self, features, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+        self.eps = eps
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        std = x.std(-1, keepdim=True)
+        return self.weight * (x - mean) / (std + self.eps) + self.bias
+
+
+def attention(query, key, value, mask, dropout, causal):
+    scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))
+    scores = scores.masked_fill(mask == 0, -1e9)
+    if causal:
+        direction = torch.tril(torch.ones_like(scores))
+        scores = scores.masked_fill(direction == 0, -1e9)
+    p_attn = F.softmax(scores, dim=-1)
+    p_attn = dropout(p_attn)
+    return torch.matmul(p_attn, value)
+
+
+class SASMultiHeadedAttention(nn.Module):
+    def __init__(self, h, d_model, dropout):
+        super().__init__()
+        self.h = h
+        self.head_size = d_model // h
+        self.linear_layers = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(3)])
+        self.dropout = nn.Dropout(p=dropout)
+        self.layer_norm = LayerNorm(d_model)
+
+    def forward(self, query, key, value, mask):
+        B = query.size(0)
+        q, k, v = [l(x).view(B, -1, self.h, self.head_size).transpose(1, 2)
+                   for l, x in zip(self.linear_layers, (query, key, value))]
+        x = attention(q, k, v, mask, self.dropout, causal=True)
+        x = x.transpose(1, 2).contiguous().view(B, -1, self.h * self.head_size)
+        return self.layer_norm(x + query)
+
+
+class SASPositionwiseFeedForward(nn.Module):
+    def __init__(self, d_model, d_ff, dropout):
+        super().__init__()
+        self.conv1 = nn.Conv1d(d_model, d_ff, kernel_size=1)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(d_ff, d_model, kernel_size=1)
+        self.layer_norm = LayerNorm(d_model)
+
+    def forward(self, x):
+        x_ = self.dropout(self.activation(self.conv1(x.permute(0, 2, 1))))
+        return self.layer_norm(self.dropout(self.conv2(x_)).permute(0, 2, 1) + x)
+
+
+class SASTransformerBlock(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.layer_norm = LayerNorm(hidden)
+        self.attention = SASMultiHeadedAttention(heads, hidden, attn_dropout)
+        self.feed_forward = SASPositionwiseFeedForward(hidden, 4 * hidden, dropout)
+
+    def forward(self, x, mask):
+        x = self.attention(self.layer_norm(x), x, x, mask)
+        return self.feed_forward(x)
+
+
+class SASEmbedding(nn.Module):
+    def __init__(self, n_items, hidden, max_len, dropout):
+        super().__init__()
+        self.token = TokenEmbedding(n_items + 1, hidden)
+        self.position = PositionalEmbedding(max_len, hidden)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x):
+        mask = (x > 0).unsqueeze(1).repeat(1, x.size(1), 1).unsqueeze(1)
+        return self.dropout(self.token(x) + self.position(x)), mask
+
+
+class SASModel(nn.Module):
+    def __init__(self, hidden, heads, blocks, dropout, attn_dropout):
+        super().__init__()
+        self.transformer_blocks = nn.ModuleList(
+            [SASTransformerBlock(hidden, heads, dropout, attn_dropout) for _ in range(blocks)])
+
+    def forward(self, x, embedding_weight, mask):
+        for block in self.transformer_blocks:
+            x = block(x, mask)
+        return torch.matmul(x, embedding_weight.permute(1, 0))
+
+
+def truncated_normal_(params, mean=0.0, std=0.02, lower=-0.04, upper=0.04):
+    """The reference's inverse-CDF truncated normal over every non-layer-norm parameter."""
+    with torch.no_grad():
+        l = (1. + math.erf(((lower - mean) / std) / math.sqrt(2.))) / 2.
+        u = (1. + math.erf(((upper - mean) / std) / math.sqrt(2.))) / 2.
+        for n, p in params:
+            if 'layer_norm' not in n:
+                p.uniform_(2 * l - 1, 2 * u - 1)
+                p.erfinv_()
+                p.mul_(std * math.sqrt(2.))
+                p.add_(mean)
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+        super().__init__()
+        self.embedding = SASEmbedding(n_items, hidden, max_len, dropout)
+        self.model = SASModel(hidden, heads, blocks, dropout, attn_dropout)
+        truncated_normal_(self.model.named_parameters())
+
+    def forward(self, x):
+        x, mask = self.embedding(x)
+        return self.model(x, self.embedding.token.weight, mask)
+
+    def loss(self, tokens, labels):
+        """Cross-entropy over all items at the rows whose input and label are items
+        (the reference's trainer keeps rows with seqs > 0)."""
+        logits = self(tokens)
+        keep = (tokens > 0) & (labels > 0)
+        return F.cross_entropy(logits[keep], labels[keep])
+
+    def scores_last(self, tokens):
+        return self(tokens)[:, -1, :]
+
+
+# --------------------------------------------------------------------------- files
+
+ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int32: "I32", torch.int64: "I64"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: name -> torch tensor (contiguous CPU)."""
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the tiny baselines
+
+# Four windows of max_len 8 over 30 items: one shorter than max_len starting at
+# the sequence's start (a padding input row whose label is the first item), one
+# full, one of 6 rows starting at the start, one of 3 rows with an unlabelled row.
+TINY_SEQS = [
+    ([0, 5, 7, 9], [5, 7, 9, 11]),
+    ([3, 14, 15, 9, 26, 5, 30, 1], [14, 15, 9, 26, 5, 30, 1, 2]),
+    ([0, 21, 22, 23, 4, 8], [21, 22, 23, 4, 8, 17]),
+    ([12, 13, 28], [13, 0, 29]),
+]
+TINY = dict(n_items=30, hidden=16, heads=2, blocks=2, max_len=8)
+
+
+def padded(seqs, max_len):
+    tok = torch.zeros(len(seqs), max_len, dtype=torch.int64)
+    lab = torch.zeros(len(seqs), max_len, dtype=torch.int64)
+    for s, (t, l) in enumerate(seqs):
+        tok[s, max_len - len(t):] = torch.tensor(t)
+        lab[s, max_len - len(l):] = torch.tensor(l)
+    return tok, lab
+
+
+def packed(seqs):
+    tokens = [x for t, _ in seqs for x in t]
+    labels = [x for _, l in seqs for x in l]
+    start = [0]
+    for t, _ in seqs:
+        start.append(start[-1] + len(t))
+    return {"batch.tokens": torch.tensor(tokens, dtype=torch.int32),
+            "batch.labels": torch.tensor(labels, dtype=torch.int32),
+            "batch.seq_start": torch.tensor(start, dtype=torch.int32)}
+
+
+def perturb_layer_norms(model, gen):
+    """Layer norms start at ones and zeros; move them so the test sees their weights used."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if 'layer_norm' in n:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def make_baseline(arch, out_dir):
+    torch.manual_seed(15)
+    gen = torch.Generator().manual_seed(150)
+    c = TINY
+    if arch == "sasrec":
+        model = SASRec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
+    else:
+        raise SystemExit("unknown arch " + arch)
+    perturb_layer_norms(model, gen)
+    model = model.double()
+    tok, lab = padded(TINY_SEQS, c["max_len"])
+    model.zero_grad()
+    loss = model.loss(tok, lab)
+    loss.backward()
+    with torch.no_grad():
+        scores = model.scores_last(tok)
+    files = packed(TINY_SEQS)
+    for n, p in model.state_dict().items():
+        files[n] = p.float()
+    for n, p in model.named_parameters():
+        files["grad." + n] = p.grad.float()
+    files["out.scores"] = scores.float()
+    files["out.loss"] = loss.detach().reshape(1)
+    meta = {k: str(v) for k, v in c.items()}
+    meta["arch"] = arch
+    path = os.path.join(out_dir, arch + ".safetensors")
+    write_safetensors(path, files, meta)
+    print(f"{path}: loss {loss.item():.9f}, {len(files)} tensors, {os.path.getsize(path)} bytes")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("baselines", help="write the tiny reference files")
+    b.add_argument("--out", default="tests/data/baselines")
+    b.add_argument("--arch", action="append", help="default: all")
+    a = ap.parse_args()
+    if a.cmd == "baselines":
+        os.makedirs(a.out, exist_ok=True)
+        torch.set_default_dtype(torch.float32)
+        for arch in a.arch or ["sasrec"]:
+            make_baseline(arch, a.out)
+
+
+if __name__ == "__main__":
+    main()
