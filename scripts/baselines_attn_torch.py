@@ -22,6 +22,7 @@ import math
 import os
 import struct
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -277,14 +278,155 @@ def make_baseline(arch, out_dir):
     print(f"{path}: loss {loss.item():.9f}, {len(files)} tensors, {os.path.getsize(path)} bytes")
 
 
+# --------------------------------------------------------------------------- training (quality reference)
+
+def read_sequences(path):
+    seqs = {}
+    with open(path, encoding="utf-8") as f:
+        head = f.readline().rstrip("\n").split("\t")
+        if head[:1] != ["user_id"] or "items" not in head:
+            raise SystemExit("%s: expected a header with user_id and items" % path)
+        col = head.index("items")
+        for line in f:
+            cells = line.rstrip("\n").split("\t")
+            seqs[int(cells[0])] = [int(x) for x in cells[col].split()]
+    return seqs
+
+
+def build_model(arch, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+    if arch == "sasrec":
+        return SASRec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
+    raise SystemExit("unknown arch " + arch)
+
+
+def evaluate(model, seqs, split, max_len):
+    """Per-user Recall / NDCG / MRR at 1, 5, 10, 20, 50 from the scores at the last
+    row, the padding item and the whole history masked; the rank is the number of
+    items scoring higher plus the equal-scored items with lower ids."""
+    model.eval()
+    users = sorted(seqs)
+    ranks = []
+    cut = 2 if split == "val" else 1
+    with torch.no_grad():
+        for b in range(0, len(users), 64):
+            chunk = users[b:b + 64]
+            hists = [seqs[u][:-cut] for u in chunk]
+            targets = [seqs[u][-cut] for u in chunk]
+            x = torch.LongTensor([[0] * (max_len - len(h[-max_len:])) + h[-max_len:] for h in hists])
+            out = model.scores_last(x)
+            for h, sc, t in zip(hists, out, targets):
+                sc[0] = -float("inf")
+                sc[torch.LongTensor(h)] = -float("inf")
+                ranks.append(int((sc > sc[t]).sum()) + int((sc[:t] == sc[t]).sum()))
+    model.train()
+    ranks = torch.tensor(ranks, dtype=torch.float64)
+    m = {}
+    for k in (1, 5, 10, 20, 50):
+        hit = (ranks < k).double()
+        m["Recall@%d" % k] = float(hit.mean())
+        m["NDCG@%d" % k] = float((hit / torch.log2(ranks + 2)).mean())
+        m["MRR@%d" % k] = float((hit / (ranks + 1)).mean())
+    return m
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    seqs = read_sequences(os.path.join(a.dataset, "sequences.tsv"))
+    with open(os.path.join(a.dataset, "meta.json"), encoding="utf-8") as f:
+        movielens = json.load(f).get("format") == "movielens"
+    L = a.max_len or (200 if movielens else 50)
+    batch = a.batch or (16 if movielens else 64)
+    n_items = max(max(s) for s in seqs.values())
+    # LlamaRec's training windows (step = max length): the training part of each
+    # user (all but the last two items); one window when shorter than 2L, else
+    # non-overlapping windows counted from the end
+    windows = []
+    for u in sorted(seqs):
+        s = seqs[u][:-2]
+        if len(s) < 2 * L:
+            windows.append(s)
+        else:
+            windows += [s[i:i + L] for i in range(len(s) - L, -1, -L)]
+    tokens = torch.LongTensor([[0] * (L - len(w[:-1][-L:])) + w[:-1][-L:] for w in windows])
+    labels = torch.LongTensor([[0] * (L - len(w[-L:])) + w[-L:] for w in windows])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens, labels), batch_size=batch,
+                                         shuffle=True)
+    model = build_model(a.arch, n_items, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout)
+    named = list(model.named_parameters())
+    no_decay = ("bias", "layer_norm")
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in named if not any(x in n for x in no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in named if any(x in n for x in no_decay)], "weight_decay": 0.0}],
+        lr=a.lr, eps=1e-9)
+    t0 = time.time()
+    iteration, best, bad, epoch = 0, None, 0, 0
+    with open(a.out, "w", encoding="utf-8") as log:
+        for epoch in range(1, a.epochs + 1):
+            model.train()
+            total, n = 0.0, 0
+            for x, y in loader:
+                opt.zero_grad()
+                loss = model.loss(x, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                iteration += 1
+                total += loss.item()
+                n += 1
+                if a.max_iters and iteration >= a.max_iters:
+                    break
+            val = evaluate(model, seqs, "val", L)
+            test = evaluate(model, seqs, "test", L)
+            line = {"arch": a.arch, "seed": a.seed, "epoch": epoch, "iter": iteration, "train_loss": total / n,
+                    "val": val, "test": test, "seconds": time.time() - t0}
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            print("epoch %d: train loss %.4f, val Recall@10 %.4f, test Recall@10 %.4f (%.0f s)"
+                  % (epoch, total / n, val["Recall@10"], test["Recall@10"], time.time() - t0), flush=True)
+            # one validation per epoch; strictly better replaces the best
+            if best is None or val["Recall@10"] > best["val"]["Recall@10"]:
+                best, bad = line, 0
+            else:
+                bad += 1
+                if a.patience and bad >= a.patience:
+                    break
+            if a.max_iters and iteration >= a.max_iters:
+                break
+        log.write(json.dumps({"final": True, "arch": a.arch, "seed": a.seed, "best_epoch": best["epoch"],
+                              "epochs": epoch, "val": best["val"], "test": best["test"]}) + "\n")
+    print("best epoch %d of %d: val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f"
+          % (best["epoch"], epoch, best["val"]["Recall@10"], best["test"]["Recall@10"], best["test"]["NDCG@10"],
+             best["test"]["MRR@10"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("baselines", help="write the tiny reference files")
     b.add_argument("--out", default="tests/data/baselines")
     b.add_argument("--arch", action="append", help="default: all")
+    t = sub.add_parser("train", help="train a model with LlamaRec's recipe, logging every epoch")
+    t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
+    t.add_argument("--arch", default="sasrec", choices=["sasrec"])
+    t.add_argument("--out", required=True, help="JSON-lines log to write")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--epochs", type=int, default=500)
+    t.add_argument("--patience", type=int, default=20, help="epochs without a better val Recall@10 (0: never stop)")
+    t.add_argument("--max-iters", type=int, default=0, help="stop after this many iterations (0: no limit)")
+    t.add_argument("--max-len", type=int, default=0, help="default 200 (MovieLens) or 50")
+    t.add_argument("--batch", type=int, default=0, help="default 16 (MovieLens) or 64")
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--heads", type=int, default=2)
+    t.add_argument("--blocks", type=int, default=2)
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--attn-dropout", type=float, default=0.2)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    if a.cmd == "baselines":
+    if a.cmd == "train":
+        train(a)
+    elif a.cmd == "baselines":
         os.makedirs(a.out, exist_ok=True)
         torch.set_default_dtype(torch.float32)
         for arch in a.arch or ["sasrec"]:
