@@ -179,6 +179,124 @@ class SASRec(nn.Module):
         return self(tokens)[:, -1, :]
 
 
+# BERT4Rec (model/bert.py): bidirectional blocks with output projections and
+# post-norm sublayers, a GELU (tanh form) head, scores against the item
+# embeddings plus a bias; the token table has n_items + 2 rows (n_items + 1 is
+# the mask token).
+
+class GELU(nn.Module):
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
+
+
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, h, d_model, dropout):
+        super().__init__()
+        self.h = h
+        self.head_size = d_model // h
+        self.linear_layers = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(3)])
+        self.dropout = nn.Dropout(p=dropout)
+        self.output_linear = nn.Linear(d_model, d_model)
+
+    def forward(self, query, key, value, mask):
+        B = query.size(0)
+        q, k, v = [l(x).view(B, -1, self.h, self.head_size).transpose(1, 2)
+                   for l, x in zip(self.linear_layers, (query, key, value))]
+        x = attention(q, k, v, mask, self.dropout, causal=False)
+        x = x.transpose(1, 2).contiguous().view(B, -1, self.h * self.head_size)
+        return self.output_linear(x)
+
+
+class PositionwiseFeedForward(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+        self.activation = GELU()
+
+    def forward(self, x):
+        return self.w_2(self.activation(self.w_1(x)))
+
+
+class SublayerConnection(nn.Module):
+    def __init__(self, size, dropout):
+        super().__init__()
+        self.layer_norm = LayerNorm(size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, sublayer):
+        return self.layer_norm(x + self.dropout(sublayer(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.attention = MultiHeadedAttention(heads, hidden, attn_dropout)
+        self.feed_forward = PositionwiseFeedForward(hidden, 4 * hidden)
+        self.input_sublayer = SublayerConnection(hidden, dropout)
+        self.output_sublayer = SublayerConnection(hidden, dropout)
+
+    def forward(self, x, mask):
+        x = self.input_sublayer(x, lambda _x: self.attention(_x, _x, _x, mask))
+        return self.output_sublayer(x, self.feed_forward)
+
+
+class BERTEmbedding(nn.Module):
+    def __init__(self, n_items, hidden, max_len, dropout):
+        super().__init__()
+        self.token = TokenEmbedding(n_items + 2, hidden)
+        self.position = PositionalEmbedding(max_len, hidden)
+        self.layer_norm = LayerNorm(hidden)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x):
+        mask = (x > 0).unsqueeze(1).repeat(1, x.size(1), 1).unsqueeze(1)
+        return self.dropout(self.layer_norm(self.token(x) + self.position(x))), mask
+
+
+class BERTModel(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, dropout, attn_dropout):
+        super().__init__()
+        self.transformer_blocks = nn.ModuleList(
+            [TransformerBlock(hidden, heads, dropout, attn_dropout) for _ in range(blocks)])
+        self.linear = nn.Linear(hidden, hidden)
+        self.bias = torch.nn.Parameter(torch.zeros(n_items + 2))
+        self.activation = GELU()
+
+    def forward(self, x, embedding_weight, mask):
+        for block in self.transformer_blocks:
+            x = block(x, mask)
+        x = self.activation(self.linear(x))
+        return torch.matmul(x, embedding_weight.permute(1, 0)) + self.bias
+
+
+class BERT4Rec(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+        super().__init__()
+        self.n_items = n_items
+        self.max_len = max_len
+        self.embedding = BERTEmbedding(n_items, hidden, max_len, dropout)
+        self.model = BERTModel(n_items, hidden, heads, blocks, dropout, attn_dropout)
+        truncated_normal_(self.model.named_parameters())
+
+    def forward(self, x):
+        x, mask = self.embedding(x)
+        return self.model(x, self.embedding.token.weight, mask)
+
+    def loss(self, tokens, labels):
+        """The cloze objective on an already masked batch: cross-entropy at the
+        rows whose label is an item (the masked rows), ignore_index 0."""
+        logits = self(tokens)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=0)
+
+    def scores_last(self, tokens):
+        """The history with the mask token appended (the oldest item dropped when
+        the window is full); scores over items 0..n_items at the mask."""
+        mask = torch.full((tokens.size(0), 1), self.n_items + 1, dtype=tokens.dtype)
+        x = torch.cat([tokens, mask], 1)[:, -self.max_len:]
+        return self(x)[:, -1, :self.n_items + 1]
+
+
 # --------------------------------------------------------------------------- files
 
 ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int32: "I32", torch.int64: "I64"}
@@ -217,6 +335,17 @@ TINY_SEQS = [
     ([0, 21, 22, 23, 4, 8], [21, 22, 23, 4, 8, 17]),
     ([12, 13, 28], [13, 0, 29]),
 ]
+# BERT4Rec's batch is already masked (train = 0 on the C side takes it
+# literally; the keyed masking is tested there on its own): 31 is the mask
+# token; rows masked to the mask token, one replaced by a random item (row 3 of
+# the second window: 9 -> 17), one left as it is (row 0 of the third); labels
+# only at masked rows; a window of the full max_len, shorter ones left-padded.
+TINY_BERT_SEQS = [
+    ([5, 31, 9, 31], [0, 7, 0, 11]),
+    ([3, 14, 31, 17, 26, 5, 30, 31], [0, 0, 15, 9, 0, 0, 0, 2]),
+    ([21, 22, 31, 4, 8, 31], [21, 0, 23, 0, 0, 17]),
+    ([12, 31, 28], [0, 13, 0]),
+]
 TINY = dict(n_items=30, hidden=16, heads=2, blocks=2, max_len=8)
 
 
@@ -252,19 +381,23 @@ def make_baseline(arch, out_dir):
     torch.manual_seed(15)
     gen = torch.Generator().manual_seed(150)
     c = TINY
+    seqs = TINY_SEQS
     if arch == "sasrec":
         model = SASRec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
+    elif arch == "bert4rec":
+        model = BERT4Rec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
+        seqs = TINY_BERT_SEQS
     else:
         raise SystemExit("unknown arch " + arch)
     perturb_layer_norms(model, gen)
     model = model.double()
-    tok, lab = padded(TINY_SEQS, c["max_len"])
+    tok, lab = padded(seqs, c["max_len"])
     model.zero_grad()
     loss = model.loss(tok, lab)
     loss.backward()
     with torch.no_grad():
         scores = model.scores_last(tok)
-    files = packed(TINY_SEQS)
+    files = packed(seqs)
     for n, p in model.state_dict().items():
         files[n] = p.float()
     for n, p in model.named_parameters():
@@ -296,6 +429,8 @@ def read_sequences(path):
 def build_model(arch, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
     if arch == "sasrec":
         return SASRec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
+    if arch == "bert4rec":
+        return BERT4Rec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
     raise SystemExit("unknown arch " + arch)
 
 
@@ -429,7 +564,7 @@ def main():
     elif a.cmd == "baselines":
         os.makedirs(a.out, exist_ok=True)
         torch.set_default_dtype(torch.float32)
-        for arch in a.arch or ["sasrec"]:
+        for arch in a.arch or ["sasrec", "bert4rec"]:
             make_baseline(arch, a.out)
 
 

@@ -10,15 +10,21 @@
 
 #include "mllm4rec/safetensors.h"
 #include "retriever/arch.h"
+#include "retriever/attn_common.h"
 #include "test.h"
 
 #define BASELINES "tests/data/baselines/"
 
 static rt_config tiny_config(const char *arch) {
-    rt_config c = {.n_items = 30, .hidden = 16, .blocks = 2, .heads = 2, .max_len = 8};
+    rt_config c = {.n_items = 30, .hidden = 16, .blocks = 2, .heads = 2, .max_len = 8, .mask_prob = 0.3f};
     snprintf(c.arch, sizeof c.arch, "%s", arch);
     return c;
 }
+
+/* BERT4Rec's reference batch is already masked: compared with train = 0 (the
+ * batch taken literally). Its training draws the masks from the rows' labels
+ * (the window's items): the train-mode checks give every row an item label. */
+static int is_bert(const char *arch) { return !strcmp(arch, "bert4rec"); }
 
 /* One reference file: its model (weights loaded, gradients allocated), batch and outputs. */
 typedef struct {
@@ -88,6 +94,8 @@ static int fixture_open(fixture *x, const char *arch, rt_config c, mr_error *e) 
     if (read_ints(&x->f, "batch.tokens", x->tokens, 128, e) != x->n_rows ||
         read_ints(&x->f, "batch.labels", x->labels, 128, e) != x->n_rows)
         return mr_fail(e, MR_ERR_INPUT, "%s: batch does not match seq_start", path);
+    if (c.dropout > 0 && is_bert(arch))
+        for (int i = 0; i < x->n_rows; i++) x->labels[i] = 1 + (i * 7) % c.n_items;
     x->b = (rt_batch){.n_seqs = x->n_seqs, .n_rows = x->n_rows, .seq_start = x->seq_start,
                       .tokens = x->tokens, .labels = x->labels};
     return x->m.arch->acts_create(&x->acts, &x->m, x->n_rows, x->n_seqs, e);
@@ -108,7 +116,7 @@ static void check_against_reference(const char *arch) {
         CHECK_OK(rc, &e);
     }
     const rt_arch *A = x.m.arch;
-    const double loss = A->loss_backward(&x.m, x.acts, &x.b, 1, 99);
+    const double loss = A->loss_backward(&x.m, x.acts, &x.b, !is_bert(arch), 99);
     float ref_loss;
     CHECK_OK(st_read_f32(st_find(&x.f, "out.loss"), &ref_loss, 1, &e), &e);
     CHECK_MSG(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "%s loss %.9g, reference %.9g", arch, loss, ref_loss);
@@ -304,13 +312,18 @@ TEST(sasrec_matches_pytorch) { check_against_reference("sasrec"); }
 TEST(sasrec_finite_differences) { check_finite_differences("sasrec"); }
 TEST(sasrec_same_on_1_and_2_threads) { check_threads("sasrec"); }
 TEST(sasrec_dropout_keyed) { check_keyed("sasrec"); }
+TEST(bert4rec_matches_pytorch) { check_against_reference("bert4rec"); }
+TEST(bert4rec_finite_differences) { check_finite_differences("bert4rec"); }
+TEST(bert4rec_same_on_1_and_2_threads) { check_threads("bert4rec"); }
+TEST(bert4rec_dropout_and_masking_keyed) { check_keyed("bert4rec"); }
 
-/* The reference's init: embeddings N(0, 1) (the token table's padding row 0),
+/* The reference's init (both models): embeddings N(0, 1) (the token table's padding row 0),
  * layer norms ones and zeros, everything else truncated normal std 0.02 cut at
  * +-0.04 (std of the truncated law 0.02 * 0.8796); same seed, same weights. */
-TEST(sasrec_init_distribution) {
+static void check_init(const char *arch) {
     mr_error e = {0};
-    rt_config c = {.arch = "sasrec", .n_items = 500, .hidden = 64, .blocks = 2, .heads = 2, .max_len = 50};
+    rt_config c = {.n_items = 500, .hidden = 64, .blocks = 2, .heads = 2, .max_len = 50, .mask_prob = 0.2f};
+    snprintf(c.arch, sizeof c.arch, "%s", arch);
     rt_model m1, m2, m3;
     CHECK_OK(rt_model_create(&m1, &c, &e), &e);
     CHECK_OK(rt_model_create(&m2, &c, &e), &e);
@@ -354,11 +367,91 @@ TEST(sasrec_init_distribution) {
     CHECK(!bad);
 }
 
+TEST(sasrec_init_distribution) { check_init("sasrec"); }
+TEST(bert4rec_init_distribution) { check_init("bert4rec"); }
+
+/* The reference's cloze masking (dataloader/bert.py): each item row with
+ * probability mask_prob, the last row mask_prob + 0.1 (1 - mask_prob); of the
+ * masked rows 80% the mask token, 10% a random item, 10% unchanged; an item
+ * already masked in the window is not masked again; at most max_predictions;
+ * keyed by (key, example, position) only. */
+TEST(bert4rec_cloze_masking) {
+    enum { R = 50, WINDOWS = 20000 };
+    rt_config c = tiny_config("bert4rec");
+    c.n_items = 1000;
+    c.mask_prob = 0.3f;
+    int32_t items[R], tok[R], tgt[R], cov[R], tok2[R], tgt2[R];
+    for (int j = 0; j < R; j++) items[j] = 1 + j * 13;
+    long masked = 0, masked_last = 0, to_mask = 0, to_random = 0, kept = 0;
+    for (int w = 0; w < WINDOWS; w++) {
+        bert4rec_mask_window(&c, tok, tgt, items, R, 0, w, 9, cov);
+        for (int j = 0; j < R; j++) {
+            CHECK(tgt[j] == 0 || tgt[j] == items[j]);
+            if (!tgt[j]) {
+                CHECK(tok[j] == items[j]);
+                continue;
+            }
+            if (j == R - 1)
+                masked_last++;
+            else
+                masked++;
+            if (tok[j] == c.n_items + 1)
+                to_mask++;
+            else if (tok[j] == items[j])
+                kept++;
+            else {
+                CHECK(tok[j] >= 1 && tok[j] <= c.n_items);
+                to_random++;
+            }
+        }
+    }
+    const double rate = (double)masked / ((double)WINDOWS * (R - 1)), last = (double)masked_last / WINDOWS;
+    const double all = (double)(masked + masked_last);
+    printf("  masked %.4f of the rows (last row %.4f); of them %.4f mask token, %.4f random, %.4f unchanged\n", rate,
+           last, to_mask / all, to_random / all, kept / all);
+    CHECK_NEAR(rate, 0.3, 0.005);
+    CHECK_NEAR(last, 0.3 + 0.1 * 0.7, 0.01);
+    CHECK_NEAR(to_mask / all, 0.8, 0.01);
+    CHECK_NEAR(to_random / all, 0.1, 0.01);
+    CHECK_NEAR(kept / all, 0.1, 0.01);
+    /* the same key and example give the same masks; another example others */
+    bert4rec_mask_window(&c, tok, tgt, items, R, 0, 7, 9, cov);
+    bert4rec_mask_window(&c, tok2, tgt2, items, R, 0, 7, 9, cov);
+    CHECK(!memcmp(tok, tok2, sizeof tok) && !memcmp(tgt, tgt2, sizeof tgt));
+    bert4rec_mask_window(&c, tok2, tgt2, items, R, 0, 8, 9, cov);
+    CHECK(memcmp(tgt, tgt2, sizeof tgt) != 0);
+    /* a repeated item is masked at most once; padding never; max_predictions caps */
+    for (int j = 0; j < R; j++) items[j] = j < 5 ? 0 : 42;
+    for (int w = 0; w < 200; w++) {
+        bert4rec_mask_window(&c, tok, tgt, items, R, 0, w, 3, cov);
+        int n = 0;
+        for (int j = 0; j < R; j++) {
+            n += tgt[j] != 0;
+            CHECK(j >= 5 || (tok[j] == 0 && tgt[j] == 0));
+        }
+        CHECK(n <= 1);
+    }
+    for (int j = 0; j < R; j++) items[j] = 1 + j;
+    c.max_predictions = 3;
+    for (int w = 0; w < 200; w++) {
+        bert4rec_mask_window(&c, tok, tgt, items, R, 0, w, 3, cov);
+        int n = 0;
+        for (int j = 0; j < R; j++) n += tgt[j] != 0;
+        CHECK(n <= 3);
+    }
+}
+
 int main(void) {
     RUN(sasrec_matches_pytorch);
     RUN(sasrec_finite_differences);
     RUN(sasrec_same_on_1_and_2_threads);
     RUN(sasrec_dropout_keyed);
     RUN(sasrec_init_distribution);
+    RUN(bert4rec_matches_pytorch);
+    RUN(bert4rec_finite_differences);
+    RUN(bert4rec_same_on_1_and_2_threads);
+    RUN(bert4rec_dropout_and_masking_keyed);
+    RUN(bert4rec_cloze_masking);
+    RUN(bert4rec_init_distribution);
     return test_summary();
 }

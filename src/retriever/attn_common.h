@@ -42,4 +42,11 @@ static inline int64_t attn_example(const rt_batch *b, int s) { return b->example
 void relu_forward(float *out, const float *inp, int64_t n);
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 
+/* BERT4Rec's cloze masking of one window of r rows whose first row sits at
+ * padded position p0 (bert4rec.c): tok [r] receives the inputs and tgt [r] the
+ * labels (the item at masked rows, 0 elsewhere) for the window's items [r];
+ * covered [r] is scratch. */
+void bert4rec_mask_window(const rt_config *c, int32_t *tok, int32_t *tgt, const int32_t *items, int r, int p0,
+                          int64_t example, uint64_t key, int32_t *covered);
+
 #endif
