@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""PyTorch references of the attention retrievers (SASRec; BERT4Rec and STOSA to come).
+"""PyTorch references of the attention retrievers (SASRec, BERT4Rec).
 
     python3 scripts/baselines_attn_torch.py baselines [--out tests/data/baselines]
     python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl
 
 The models are written as the public reference code writes them
-(Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/attention.py), with
+(Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/bert.py,
+model/attention.py, the cloze masking of dataloader/bert.py), with
 the same module names, so their state_dict names are the ones our
 retriever.safetensors holds. `baselines` runs each model in float64 on a tiny
 configuration and writes, per architecture, a safetensors file with the weights
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import random
 import struct
 import sys
 import time
@@ -464,6 +466,48 @@ def evaluate(model, seqs, split, max_len):
     return m
 
 
+class ClozeWindows(torch.utils.data.Dataset):
+    """BERT4Rec's training windows, masked afresh at every access as the
+    reference's BERTTrainDataset does."""
+
+    def __init__(self, windows, max_len, mask_prob, max_predictions, n_items, rng):
+        self.windows, self.max_len, self.mask_prob = windows, max_len, mask_prob
+        self.max_predictions = max_predictions or max_len
+        self.n_items, self.rng = n_items, rng
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, index):
+        seq = self.windows[index]
+        tokens, labels, covered = [], [], set()
+        for i, s in enumerate(seq):
+            if len(covered) >= self.max_predictions or s in covered:
+                tokens.append(s)
+                labels.append(0)
+                continue
+            p = self.mask_prob
+            if i == len(seq) - 1:
+                p += 0.1 * (1 - self.mask_prob)
+            u = self.rng.random()
+            if u < p:
+                covered.add(s)
+                u /= p
+                if u < 0.8:
+                    tokens.append(self.n_items + 1)
+                elif u < 0.9:
+                    tokens.append(self.rng.randint(1, self.n_items))
+                else:
+                    tokens.append(s)
+                labels.append(s)
+            else:
+                tokens.append(s)
+                labels.append(0)
+        tokens, labels = tokens[-self.max_len:], labels[-self.max_len:]
+        pad = self.max_len - len(tokens)
+        return torch.LongTensor([0] * pad + tokens), torch.LongTensor([0] * pad + labels)
+
+
 def train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -483,10 +527,13 @@ def train(a):
             windows.append(s)
         else:
             windows += [s[i:i + L] for i in range(len(s) - L, -1, -L)]
-    tokens = torch.LongTensor([[0] * (L - len(w[:-1][-L:])) + w[:-1][-L:] for w in windows])
-    labels = torch.LongTensor([[0] * (L - len(w[-L:])) + w[-L:] for w in windows])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens, labels), batch_size=batch,
-                                         shuffle=True)
+    if a.arch == "bert4rec":
+        data = ClozeWindows(windows, L, a.mask_prob, a.max_predictions, n_items, random.Random(a.seed))
+    else:
+        tokens = torch.LongTensor([[0] * (L - len(w[:-1][-L:])) + w[:-1][-L:] for w in windows])
+        labels = torch.LongTensor([[0] * (L - len(w[-L:])) + w[-L:] for w in windows])
+        data = torch.utils.data.TensorDataset(tokens, labels)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True)
     model = build_model(a.arch, n_items, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout)
     named = list(model.named_parameters())
     no_decay = ("bias", "layer_norm")
@@ -543,7 +590,7 @@ def main():
     b.add_argument("--arch", action="append", help="default: all")
     t = sub.add_parser("train", help="train a model with LlamaRec's recipe, logging every epoch")
     t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
-    t.add_argument("--arch", default="sasrec", choices=["sasrec"])
+    t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec"])
     t.add_argument("--out", required=True, help="JSON-lines log to write")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=500)
@@ -557,6 +604,8 @@ def main():
     t.add_argument("--dropout", type=float, default=0.2)
     t.add_argument("--attn-dropout", type=float, default=0.2)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec's cloze probability")
+    t.add_argument("--max-predictions", type=int, default=40, help="BERT4Rec: most masked rows per window")
     t.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     if a.cmd == "train":
