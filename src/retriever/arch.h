@@ -51,6 +51,8 @@ typedef struct rt_config {
     float attn_dropout;
     float mask_prob; /* BERT4Rec's cloze masking probability */
     float reg_weight;/* STOSA's regulariser weight (pvn_weight) */
+    int max_predictions; /* BERT4Rec: most masked rows per window (the reference's
+                          * bert_max_predictions); 0 = no limit */
 } rt_config;
 
 typedef struct rt_model {

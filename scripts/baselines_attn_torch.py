@@ -1,0 +1,621 @@
+#!/usr/bin/python3
+"""PyTorch references of the attention retrievers (SASRec, BERT4Rec).
+
+    python3 scripts/baselines_attn_torch.py baselines [--out tests/data/baselines]
+    python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl
+
+The models are written as the public reference code writes them
+(Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/bert.py,
+model/attention.py, the cloze masking of dataloader/bert.py), with
+the same module names, so their state_dict names are the ones our
+retriever.safetensors holds. `baselines` runs each model in float64 on a tiny
+configuration and writes, per architecture, a safetensors file with the weights
+(state_dict names), the batch in our packed form (batch.tokens, batch.labels,
+batch.seq_start), the scores at each sequence's last row (out.scores), the loss
+(out.loss) and every parameter's gradient (grad.<name>). Dropout is 0 there: the
+C side's keyed dropout is tested on its own.
+
+Run with Debian's python3-torch (/usr/bin/python3).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import struct
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------- the reference's modules
+
+class TokenEmbedding(nn.Embedding):
+    def __init__(self, vocab_size, embed_size):
+        super().__init__(vocab_size, embed_size, padding_idx=0)
+
+
+class PositionalEmbedding(nn.Module):
+    """Positions 1.. over the non-padding tokens of a left-padded window, 0 on padding."""
+
+    def __init__(self, max_len, d_model):
+        super().__init__()
+        self.pe = nn.Embedding(max_len + 1, d_model)
+
+    def forward(self, x):
+        pose = (x > 0) * (x > 0).sum(dim=-1).unsqueeze(1).repeat(1, x.size(-1))
+        pose += torch.arange(start=-(x.size(1) - 1), end=1, step=1, device=x.device)
+        pose = pose * (x > 0)
+        return self.pe(pose)
+
+
+class LayerNorm(nn.Module):
+    """The reference's own layer norm: unbiased std, eps added to the std."""
+
+    def __init__(self, features, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(features))
+        self.bias = nn.Parameter(torch.zeros(features))
+        self.eps = eps
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        std = x.std(-1, keepdim=True)
+        return self.weight * (x - mean) / (std + self.eps) + self.bias
+
+
+def attention(query, key, value, mask, dropout, causal):
+    scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))
+    scores = scores.masked_fill(mask == 0, -1e9)
+    if causal:
+        direction = torch.tril(torch.ones_like(scores))
+        scores = scores.masked_fill(direction == 0, -1e9)
+    p_attn = F.softmax(scores, dim=-1)
+    p_attn = dropout(p_attn)
+    return torch.matmul(p_attn, value)
+
+
+class SASMultiHeadedAttention(nn.Module):
+    def __init__(self, h, d_model, dropout):
+        super().__init__()
+        self.h = h
+        self.head_size = d_model // h
+        self.linear_layers = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(3)])
+        self.dropout = nn.Dropout(p=dropout)
+        self.layer_norm = LayerNorm(d_model)
+
+    def forward(self, query, key, value, mask):
+        B = query.size(0)
+        q, k, v = [l(x).view(B, -1, self.h, self.head_size).transpose(1, 2)
+                   for l, x in zip(self.linear_layers, (query, key, value))]
+        x = attention(q, k, v, mask, self.dropout, causal=True)
+        x = x.transpose(1, 2).contiguous().view(B, -1, self.h * self.head_size)
+        return self.layer_norm(x + query)
+
+
+class SASPositionwiseFeedForward(nn.Module):
+    def __init__(self, d_model, d_ff, dropout):
+        super().__init__()
+        self.conv1 = nn.Conv1d(d_model, d_ff, kernel_size=1)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(d_ff, d_model, kernel_size=1)
+        self.layer_norm = LayerNorm(d_model)
+
+    def forward(self, x):
+        x_ = self.dropout(self.activation(self.conv1(x.permute(0, 2, 1))))
+        return self.layer_norm(self.dropout(self.conv2(x_)).permute(0, 2, 1) + x)
+
+
+class SASTransformerBlock(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.layer_norm = LayerNorm(hidden)
+        self.attention = SASMultiHeadedAttention(heads, hidden, attn_dropout)
+        self.feed_forward = SASPositionwiseFeedForward(hidden, 4 * hidden, dropout)
+
+    def forward(self, x, mask):
+        x = self.attention(self.layer_norm(x), x, x, mask)
+        return self.feed_forward(x)
+
+
+class SASEmbedding(nn.Module):
+    def __init__(self, n_items, hidden, max_len, dropout):
+        super().__init__()
+        self.token = TokenEmbedding(n_items + 1, hidden)
+        self.position = PositionalEmbedding(max_len, hidden)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x):
+        mask = (x > 0).unsqueeze(1).repeat(1, x.size(1), 1).unsqueeze(1)
+        return self.dropout(self.token(x) + self.position(x)), mask
+
+
+class SASModel(nn.Module):
+    def __init__(self, hidden, heads, blocks, dropout, attn_dropout):
+        super().__init__()
+        self.transformer_blocks = nn.ModuleList(
+            [SASTransformerBlock(hidden, heads, dropout, attn_dropout) for _ in range(blocks)])
+
+    def forward(self, x, embedding_weight, mask):
+        for block in self.transformer_blocks:
+            x = block(x, mask)
+        return torch.matmul(x, embedding_weight.permute(1, 0))
+
+
+def truncated_normal_(params, mean=0.0, std=0.02, lower=-0.04, upper=0.04):
+    """The reference's inverse-CDF truncated normal over every non-layer-norm parameter."""
+    with torch.no_grad():
+        l = (1. + math.erf(((lower - mean) / std) / math.sqrt(2.))) / 2.
+        u = (1. + math.erf(((upper - mean) / std) / math.sqrt(2.))) / 2.
+        for n, p in params:
+            if 'layer_norm' not in n:
+                p.uniform_(2 * l - 1, 2 * u - 1)
+                p.erfinv_()
+                p.mul_(std * math.sqrt(2.))
+                p.add_(mean)
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+        super().__init__()
+        self.embedding = SASEmbedding(n_items, hidden, max_len, dropout)
+        self.model = SASModel(hidden, heads, blocks, dropout, attn_dropout)
+        truncated_normal_(self.model.named_parameters())
+
+    def forward(self, x):
+        x, mask = self.embedding(x)
+        return self.model(x, self.embedding.token.weight, mask)
+
+    def loss(self, tokens, labels):
+        """Cross-entropy over all items at the rows whose input and label are items
+        (the reference's trainer keeps rows with seqs > 0)."""
+        logits = self(tokens)
+        keep = (tokens > 0) & (labels > 0)
+        return F.cross_entropy(logits[keep], labels[keep])
+
+    def scores_last(self, tokens):
+        return self(tokens)[:, -1, :]
+
+
+# BERT4Rec (model/bert.py): bidirectional blocks with output projections and
+# post-norm sublayers, a GELU (tanh form) head, scores against the item
+# embeddings plus a bias; the token table has n_items + 2 rows (n_items + 1 is
+# the mask token).
+
+class GELU(nn.Module):
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
+
+
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, h, d_model, dropout):
+        super().__init__()
+        self.h = h
+        self.head_size = d_model // h
+        self.linear_layers = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(3)])
+        self.dropout = nn.Dropout(p=dropout)
+        self.output_linear = nn.Linear(d_model, d_model)
+
+    def forward(self, query, key, value, mask):
+        B = query.size(0)
+        q, k, v = [l(x).view(B, -1, self.h, self.head_size).transpose(1, 2)
+                   for l, x in zip(self.linear_layers, (query, key, value))]
+        x = attention(q, k, v, mask, self.dropout, causal=False)
+        x = x.transpose(1, 2).contiguous().view(B, -1, self.h * self.head_size)
+        return self.output_linear(x)
+
+
+class PositionwiseFeedForward(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.w_2 = nn.Linear(d_ff, d_model)
+        self.activation = GELU()
+
+    def forward(self, x):
+        return self.w_2(self.activation(self.w_1(x)))
+
+
+class SublayerConnection(nn.Module):
+    def __init__(self, size, dropout):
+        super().__init__()
+        self.layer_norm = LayerNorm(size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, sublayer):
+        return self.layer_norm(x + self.dropout(sublayer(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.attention = MultiHeadedAttention(heads, hidden, attn_dropout)
+        self.feed_forward = PositionwiseFeedForward(hidden, 4 * hidden)
+        self.input_sublayer = SublayerConnection(hidden, dropout)
+        self.output_sublayer = SublayerConnection(hidden, dropout)
+
+    def forward(self, x, mask):
+        x = self.input_sublayer(x, lambda _x: self.attention(_x, _x, _x, mask))
+        return self.output_sublayer(x, self.feed_forward)
+
+
+class BERTEmbedding(nn.Module):
+    def __init__(self, n_items, hidden, max_len, dropout):
+        super().__init__()
+        self.token = TokenEmbedding(n_items + 2, hidden)
+        self.position = PositionalEmbedding(max_len, hidden)
+        self.layer_norm = LayerNorm(hidden)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x):
+        mask = (x > 0).unsqueeze(1).repeat(1, x.size(1), 1).unsqueeze(1)
+        return self.dropout(self.layer_norm(self.token(x) + self.position(x))), mask
+
+
+class BERTModel(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, dropout, attn_dropout):
+        super().__init__()
+        self.transformer_blocks = nn.ModuleList(
+            [TransformerBlock(hidden, heads, dropout, attn_dropout) for _ in range(blocks)])
+        self.linear = nn.Linear(hidden, hidden)
+        self.bias = torch.nn.Parameter(torch.zeros(n_items + 2))
+        self.activation = GELU()
+
+    def forward(self, x, embedding_weight, mask):
+        for block in self.transformer_blocks:
+            x = block(x, mask)
+        x = self.activation(self.linear(x))
+        return torch.matmul(x, embedding_weight.permute(1, 0)) + self.bias
+
+
+class BERT4Rec(nn.Module):
+    def __init__(self, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+        super().__init__()
+        self.n_items = n_items
+        self.max_len = max_len
+        self.embedding = BERTEmbedding(n_items, hidden, max_len, dropout)
+        self.model = BERTModel(n_items, hidden, heads, blocks, dropout, attn_dropout)
+        truncated_normal_(self.model.named_parameters())
+
+    def forward(self, x):
+        x, mask = self.embedding(x)
+        return self.model(x, self.embedding.token.weight, mask)
+
+    def loss(self, tokens, labels):
+        """The cloze objective on an already masked batch: cross-entropy at the
+        rows whose label is an item (the masked rows), ignore_index 0."""
+        logits = self(tokens)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=0)
+
+    def scores_last(self, tokens):
+        """The history with the mask token appended (the oldest item dropped when
+        the window is full); scores over items 0..n_items at the mask."""
+        mask = torch.full((tokens.size(0), 1), self.n_items + 1, dtype=tokens.dtype)
+        x = torch.cat([tokens, mask], 1)[:, -self.max_len:]
+        return self(x)[:, -1, :self.n_items + 1]
+
+
+# --------------------------------------------------------------------------- files
+
+ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int32: "I32", torch.int64: "I64"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: name -> torch tensor (contiguous CPU)."""
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- the tiny baselines
+
+# Four windows of max_len 8 over 30 items: one shorter than max_len starting at
+# the sequence's start (a padding input row whose label is the first item), one
+# full, one of 6 rows starting at the start, one of 3 rows with an unlabelled row.
+TINY_SEQS = [
+    ([0, 5, 7, 9], [5, 7, 9, 11]),
+    ([3, 14, 15, 9, 26, 5, 30, 1], [14, 15, 9, 26, 5, 30, 1, 2]),
+    ([0, 21, 22, 23, 4, 8], [21, 22, 23, 4, 8, 17]),
+    ([12, 13, 28], [13, 0, 29]),
+]
+# BERT4Rec's batch is already masked (train = 0 on the C side takes it
+# literally; the keyed masking is tested there on its own): 31 is the mask
+# token; rows masked to the mask token, one replaced by a random item (row 3 of
+# the second window: 9 -> 17), one left as it is (row 0 of the third); labels
+# only at masked rows; a window of the full max_len, shorter ones left-padded.
+TINY_BERT_SEQS = [
+    ([5, 31, 9, 31], [0, 7, 0, 11]),
+    ([3, 14, 31, 17, 26, 5, 30, 31], [0, 0, 15, 9, 0, 0, 0, 2]),
+    ([21, 22, 31, 4, 8, 31], [21, 0, 23, 0, 0, 17]),
+    ([12, 31, 28], [0, 13, 0]),
+]
+TINY = dict(n_items=30, hidden=16, heads=2, blocks=2, max_len=8)
+
+
+def padded(seqs, max_len):
+    tok = torch.zeros(len(seqs), max_len, dtype=torch.int64)
+    lab = torch.zeros(len(seqs), max_len, dtype=torch.int64)
+    for s, (t, l) in enumerate(seqs):
+        tok[s, max_len - len(t):] = torch.tensor(t)
+        lab[s, max_len - len(l):] = torch.tensor(l)
+    return tok, lab
+
+
+def packed(seqs):
+    tokens = [x for t, _ in seqs for x in t]
+    labels = [x for _, l in seqs for x in l]
+    start = [0]
+    for t, _ in seqs:
+        start.append(start[-1] + len(t))
+    return {"batch.tokens": torch.tensor(tokens, dtype=torch.int32),
+            "batch.labels": torch.tensor(labels, dtype=torch.int32),
+            "batch.seq_start": torch.tensor(start, dtype=torch.int32)}
+
+
+def perturb_layer_norms(model, gen):
+    """Layer norms start at ones and zeros; move them so the test sees their weights used."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if 'layer_norm' in n:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def make_baseline(arch, out_dir):
+    torch.manual_seed(15)
+    gen = torch.Generator().manual_seed(150)
+    c = TINY
+    seqs = TINY_SEQS
+    if arch == "sasrec":
+        model = SASRec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
+    elif arch == "bert4rec":
+        model = BERT4Rec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
+        seqs = TINY_BERT_SEQS
+    else:
+        raise SystemExit("unknown arch " + arch)
+    perturb_layer_norms(model, gen)
+    model = model.double()
+    tok, lab = padded(seqs, c["max_len"])
+    model.zero_grad()
+    loss = model.loss(tok, lab)
+    loss.backward()
+    with torch.no_grad():
+        scores = model.scores_last(tok)
+    files = packed(seqs)
+    for n, p in model.state_dict().items():
+        files[n] = p.float()
+    for n, p in model.named_parameters():
+        files["grad." + n] = p.grad.float()
+    files["out.scores"] = scores.float()
+    files["out.loss"] = loss.detach().reshape(1)
+    meta = {k: str(v) for k, v in c.items()}
+    meta["arch"] = arch
+    path = os.path.join(out_dir, arch + ".safetensors")
+    write_safetensors(path, files, meta)
+    print(f"{path}: loss {loss.item():.9f}, {len(files)} tensors, {os.path.getsize(path)} bytes")
+
+
+# --------------------------------------------------------------------------- training (quality reference)
+
+def read_sequences(path):
+    seqs = {}
+    with open(path, encoding="utf-8") as f:
+        head = f.readline().rstrip("\n").split("\t")
+        if head[:1] != ["user_id"] or "items" not in head:
+            raise SystemExit("%s: expected a header with user_id and items" % path)
+        col = head.index("items")
+        for line in f:
+            cells = line.rstrip("\n").split("\t")
+            seqs[int(cells[0])] = [int(x) for x in cells[col].split()]
+    return seqs
+
+
+def build_model(arch, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+    if arch == "sasrec":
+        return SASRec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
+    if arch == "bert4rec":
+        return BERT4Rec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
+    raise SystemExit("unknown arch " + arch)
+
+
+def evaluate(model, seqs, split, max_len):
+    """Per-user Recall / NDCG / MRR at 1, 5, 10, 20, 50 from the scores at the last
+    row, the padding item and the whole history masked; the rank is the number of
+    items scoring higher plus the equal-scored items with lower ids."""
+    model.eval()
+    users = sorted(seqs)
+    ranks = []
+    cut = 2 if split == "val" else 1
+    with torch.no_grad():
+        for b in range(0, len(users), 64):
+            chunk = users[b:b + 64]
+            hists = [seqs[u][:-cut] for u in chunk]
+            targets = [seqs[u][-cut] for u in chunk]
+            x = torch.LongTensor([[0] * (max_len - len(h[-max_len:])) + h[-max_len:] for h in hists])
+            out = model.scores_last(x)
+            for h, sc, t in zip(hists, out, targets):
+                sc[0] = -float("inf")
+                sc[torch.LongTensor(h)] = -float("inf")
+                ranks.append(int((sc > sc[t]).sum()) + int((sc[:t] == sc[t]).sum()))
+    model.train()
+    ranks = torch.tensor(ranks, dtype=torch.float64)
+    m = {}
+    for k in (1, 5, 10, 20, 50):
+        hit = (ranks < k).double()
+        m["Recall@%d" % k] = float(hit.mean())
+        m["NDCG@%d" % k] = float((hit / torch.log2(ranks + 2)).mean())
+        m["MRR@%d" % k] = float((hit / (ranks + 1)).mean())
+    return m
+
+
+class ClozeWindows(torch.utils.data.Dataset):
+    """BERT4Rec's training windows, masked afresh at every access as the
+    reference's BERTTrainDataset does."""
+
+    def __init__(self, windows, max_len, mask_prob, max_predictions, n_items, rng):
+        self.windows, self.max_len, self.mask_prob = windows, max_len, mask_prob
+        self.max_predictions = max_predictions or max_len
+        self.n_items, self.rng = n_items, rng
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, index):
+        seq = self.windows[index]
+        tokens, labels, covered = [], [], set()
+        for i, s in enumerate(seq):
+            if len(covered) >= self.max_predictions or s in covered:
+                tokens.append(s)
+                labels.append(0)
+                continue
+            p = self.mask_prob
+            if i == len(seq) - 1:
+                p += 0.1 * (1 - self.mask_prob)
+            u = self.rng.random()
+            if u < p:
+                covered.add(s)
+                u /= p
+                if u < 0.8:
+                    tokens.append(self.n_items + 1)
+                elif u < 0.9:
+                    tokens.append(self.rng.randint(1, self.n_items))
+                else:
+                    tokens.append(s)
+                labels.append(s)
+            else:
+                tokens.append(s)
+                labels.append(0)
+        tokens, labels = tokens[-self.max_len:], labels[-self.max_len:]
+        pad = self.max_len - len(tokens)
+        return torch.LongTensor([0] * pad + tokens), torch.LongTensor([0] * pad + labels)
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    seqs = read_sequences(os.path.join(a.dataset, "sequences.tsv"))
+    with open(os.path.join(a.dataset, "meta.json"), encoding="utf-8") as f:
+        movielens = json.load(f).get("format") == "movielens"
+    L = a.max_len or (200 if movielens else 50)
+    batch = a.batch or (16 if movielens else 64)
+    n_items = max(max(s) for s in seqs.values())
+    # LlamaRec's training windows (step = max length): the training part of each
+    # user (all but the last two items); one window when shorter than 2L, else
+    # non-overlapping windows counted from the end
+    windows = []
+    for u in sorted(seqs):
+        s = seqs[u][:-2]
+        if len(s) < 2 * L:
+            windows.append(s)
+        else:
+            windows += [s[i:i + L] for i in range(len(s) - L, -1, -L)]
+    if a.arch == "bert4rec":
+        data = ClozeWindows(windows, L, a.mask_prob, a.max_predictions, n_items, random.Random(a.seed))
+    else:
+        tokens = torch.LongTensor([[0] * (L - len(w[:-1][-L:])) + w[:-1][-L:] for w in windows])
+        labels = torch.LongTensor([[0] * (L - len(w[-L:])) + w[-L:] for w in windows])
+        data = torch.utils.data.TensorDataset(tokens, labels)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True)
+    model = build_model(a.arch, n_items, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout)
+    named = list(model.named_parameters())
+    no_decay = ("bias", "layer_norm")
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in named if not any(x in n for x in no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in named if any(x in n for x in no_decay)], "weight_decay": 0.0}],
+        lr=a.lr, eps=1e-9)
+    t0 = time.time()
+    iteration, best, bad, epoch = 0, None, 0, 0
+    with open(a.out, "w", encoding="utf-8") as log:
+        for epoch in range(1, a.epochs + 1):
+            model.train()
+            total, n = 0.0, 0
+            for x, y in loader:
+                opt.zero_grad()
+                loss = model.loss(x, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+                iteration += 1
+                total += loss.item()
+                n += 1
+                if a.max_iters and iteration >= a.max_iters:
+                    break
+            val = evaluate(model, seqs, "val", L)
+            test = evaluate(model, seqs, "test", L)
+            line = {"arch": a.arch, "seed": a.seed, "epoch": epoch, "iter": iteration, "train_loss": total / n,
+                    "val": val, "test": test, "seconds": time.time() - t0}
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            print("epoch %d: train loss %.4f, val Recall@10 %.4f, test Recall@10 %.4f (%.0f s)"
+                  % (epoch, total / n, val["Recall@10"], test["Recall@10"], time.time() - t0), flush=True)
+            # one validation per epoch; strictly better replaces the best
+            if best is None or val["Recall@10"] > best["val"]["Recall@10"]:
+                best, bad = line, 0
+            else:
+                bad += 1
+                if a.patience and bad >= a.patience:
+                    break
+            if a.max_iters and iteration >= a.max_iters:
+                break
+        log.write(json.dumps({"final": True, "arch": a.arch, "seed": a.seed, "best_epoch": best["epoch"],
+                              "epochs": epoch, "val": best["val"], "test": best["test"]}) + "\n")
+    print("best epoch %d of %d: val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f"
+          % (best["epoch"], epoch, best["val"]["Recall@10"], best["test"]["Recall@10"], best["test"]["NDCG@10"],
+             best["test"]["MRR@10"]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("baselines", help="write the tiny reference files")
+    b.add_argument("--out", default="tests/data/baselines")
+    b.add_argument("--arch", action="append", help="default: all")
+    t = sub.add_parser("train", help="train a model with LlamaRec's recipe, logging every epoch")
+    t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
+    t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec"])
+    t.add_argument("--out", required=True, help="JSON-lines log to write")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--epochs", type=int, default=500)
+    t.add_argument("--patience", type=int, default=20, help="epochs without a better val Recall@10 (0: never stop)")
+    t.add_argument("--max-iters", type=int, default=0, help="stop after this many iterations (0: no limit)")
+    t.add_argument("--max-len", type=int, default=0, help="default 200 (MovieLens) or 50")
+    t.add_argument("--batch", type=int, default=0, help="default 16 (MovieLens) or 64")
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--heads", type=int, default=2)
+    t.add_argument("--blocks", type=int, default=2)
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--attn-dropout", type=float, default=0.2)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec's cloze probability")
+    t.add_argument("--max-predictions", type=int, default=40, help="BERT4Rec: most masked rows per window")
+    t.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    if a.cmd == "train":
+        train(a)
+    elif a.cmd == "baselines":
+        os.makedirs(a.out, exist_ok=True)
+        torch.set_default_dtype(torch.float32)
+        for arch in a.arch or ["sasrec", "bert4rec"]:
+            make_baseline(arch, a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+/* Shared pieces of the attention retrievers (see attn_common.h). */
+#include "retriever/attn_common.h"
+
+uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
+    uint64_t k = attn_mix64(key ^ attn_mix64(site + 0x51ed270b27a1f5c3ULL));
+    k = attn_mix64(k ^ ((uint64_t)example * 0xd6e8feb86659fd93ULL));
+    return attn_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
+}
+
+void attn_dropout_row(float *scale, int n, float p, uint64_t row_key) {
+    const float keep = 1.0f / (1.0f - p);
+    for (int c = 0; c < n; c++) scale[c] = attn_uniform(row_key, (uint64_t)c) < p ? 0.0f : keep;
+}
+
+float attn_trunc_normal(mr_rng *r, double std, double bound) {
+    for (;;) {
+        double x = mr_rng_normal(r) * std;
+        if (x >= -bound && x <= bound)
+            return (float)x;
+    }
+}
+
+void relu_forward(float *out, const float *inp, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
+}

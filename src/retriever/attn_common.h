@@ -1,0 +1,52 @@
+/* Pieces the attention retrievers (SASRec, BERT4Rec, STOSA) share: keyed
+ * dropout masks, the reference's initialisers, the padded positions of packed
+ * sequences and ReLU. */
+#ifndef MLLM4REC_RETRIEVER_ATTN_COMMON_H
+#define MLLM4REC_RETRIEVER_ATTN_COMMON_H
+
+#include <stdint.h>
+
+#include "mllm4rec/base.h"
+#include "retriever/arch.h"
+
+/* TODO: base hash (wt-skel is moving the project's copies of splitmix64's
+ * finaliser into one helper in src/base; this is a static copy until then). */
+static inline uint64_t attn_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The key of one row of one random site: (key, site, example, padded position),
+ * nothing that depends on threads or on the order of evaluation. */
+uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos);
+
+/* scale [n] = 0 with probability p, else 1 / (1 - p); element c decided by
+ * attn_mix64(row_key + c) alone. */
+void attn_dropout_row(float *scale, int n, float p, uint64_t row_key);
+
+/* A uniform in [0, 1) from a row key and a column. */
+static inline double attn_uniform(uint64_t row_key, uint64_t col) {
+    return (double)(attn_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Truncated normal (mean 0, std, cut at +-bound) by rejection: the distribution
+ * of the reference's inverse-CDF sampler (not its numbers). */
+float attn_trunc_normal(mr_rng *r, double std, double bound);
+
+/* The global example index of sequence s (b->example or s). */
+static inline int64_t attn_example(const rt_batch *b, int s) { return b->example ? b->example[s] : s; }
+
+/* ReLU: out [n] = max(inp, 0); dinp [n] = dout where inp > 0, else 0 (overwrites). */
+void relu_forward(float *out, const float *inp, int64_t n);
+void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+
+/* BERT4Rec's cloze masking of one window of r rows whose first row sits at
+ * padded position p0 (bert4rec.c): tok [r] receives the inputs and tgt [r] the
+ * labels (the item at masked rows, 0 elsewhere) for the window's items [r];
+ * covered [r] is scratch. */
+void bert4rec_mask_window(const rt_config *c, int32_t *tok, int32_t *tgt, const int32_t *items, int r, int p0,
+                          int64_t example, uint64_t key, int32_t *covered);
+
+#endif

@@ -1,0 +1,473 @@
+/* SASRec (Kang & McAuley 2018) as the LlamaRec lineage writes it
+ * (Yueeeeeeee/RecSys-Extraction-Attack, model/sasrec.py and model/attention.py):
+ *
+ *   x0 = dropout(E[tok] + P[pos])           pos = 1.. over the non-padding rows, 0 on padding
+ *   per block:
+ *     a  = attention(q = LN0(x) Wq, k = x Wk, v = x Wv)   causal, padding keys masked,
+ *                                                       dropout on the probabilities
+ *     x1 = LNa(a + LN0(x))                  (no output projection in that code)
+ *     x2 = LNf(dropout(W2 dropout(relu(W1 x1))) + x1)   (W1, W2: kernel-1 convolutions)
+ *   scores = x Eᵀ                           (tied to the item embedding, no bias)
+ *
+ * LN is the reference's own layer norm (unbiased std, eps 1e-6 outside the root:
+ * nn/layernorm_std.h). Training: cross-entropy over all items at every row whose
+ * label and input are both items; the reference's trainer selects rows with
+ * seqs > 0 the same way, so the padding input row at the start of a window is
+ * never scored (its keys are masked everywhere, so it influences nothing).
+ *
+ * Row j of a packed sequence of r rows sits at padded position max_len - r + j;
+ * positions are counted over the rows whose token is an item, as the reference's
+ * PositionalEmbedding counts them over the whole window. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/attention_masked.h"
+#include "nn/layernorm_std.h"
+#include "nn/linear.h"
+#include "nn/xent.h"
+#include "retriever/arch.h"
+#include "retriever/attn_common.h"
+
+#define SAS_LN_EPS 1e-6f
+/* Scored rows per slice of the [rows, n_items + 1] logits. */
+#define SAS_LOGIT_ROWS 128
+
+/* The tensors of one block, in state_dict order. */
+enum {
+    B_LN0_W, B_LN0_B, B_WQ, B_BQ, B_WK, B_BK, B_WV, B_BV,
+    B_LNA_W, B_LNA_B, B_W1, B_B1, B_W2, B_B2, B_LNF_W, B_LNF_B, B_COUNT
+};
+
+typedef struct {
+    int blocks;
+    float *tok, *pos;          /* [n_items + 1, d], [max_len + 1, d] */
+    float *dtok, *dpos;        /* NULL without gradients */
+    float *(*w)[B_COUNT];      /* [blocks][B_COUNT] */
+    float *(*dw)[B_COUNT];
+} sas_impl;
+
+typedef struct {
+    float *ln0, *ln0_mean, *ln0_std;  /* [N, d], [N], [N] */
+    float *q, *k, *v;                 /* [N, d] */
+    float *probs, *pdrop;             /* [heads, r, r] per sequence, at poff[s] */
+    float *att, *s1, *x1, *x1_mean, *x1_std;
+    float *hpre, *h, *hdrop;          /* [N, 4d] */
+    float *f, *fdrop, *s2, *x2, *x2_mean, *x2_std;
+} sas_block_acts;
+
+typedef struct {
+    int max_rows, max_seqs, d, F, V, heads, blocks, max_len;
+    int32_t *pos;             /* [N] */
+    uint8_t *valid;           /* [N] token > 0 */
+    size_t *poff;             /* [S + 1] offsets of each sequence's probabilities */
+    float *x0, *edrop;        /* [N, d] */
+    sas_block_acts *blk;
+    /* backward */
+    float *dx, *dx1, *ds, *dln0, *dq, *dk, *dv, *dh, *att_scratch; /* att_scratch [N] */
+    int *scored;              /* [N] rows that carry a loss */
+    float *xs, *dxs, *logits, *row_loss; /* [SAS_LOGIT_ROWS, d] x2, [SAS_LOGIT_ROWS, V], [SAS_LOGIT_ROWS] */
+    int32_t *lab;
+} sas_acts;
+
+static const char *const block_names[B_COUNT] = {
+    "layer_norm.weight", "layer_norm.bias",
+    "attention.linear_layers.0.weight", "attention.linear_layers.0.bias",
+    "attention.linear_layers.1.weight", "attention.linear_layers.1.bias",
+    "attention.linear_layers.2.weight", "attention.linear_layers.2.bias",
+    "attention.layer_norm.weight", "attention.layer_norm.bias",
+    "feed_forward.conv1.weight", "feed_forward.conv1.bias",
+    "feed_forward.conv2.weight", "feed_forward.conv2.bias",
+    "feed_forward.layer_norm.weight", "feed_forward.layer_norm.bias",
+};
+
+/* ------------------------------------------------------------------ layout */
+
+static int sas_layout(rt_model *m, mr_error *e) {
+    const rt_config *c = &m->cfg;
+    if (c->n_items < 1 || c->hidden < 2 || c->blocks < 1 || c->heads < 1 || c->max_len < 1 ||
+        c->hidden % c->heads)
+        return mr_fail(e, MR_ERR_USAGE,
+                       "sasrec: needs items, hidden >= 2 divisible by heads, blocks, max_len (got %d, %d, %d, %d, %d)",
+                       c->n_items, c->hidden, c->heads, c->blocks, c->max_len);
+    if (c->dropout < 0 || c->dropout >= 1 || c->attn_dropout < 0 || c->attn_dropout >= 1)
+        return mr_fail(e, MR_ERR_USAGE, "sasrec: dropout must be in [0, 1)");
+    const int64_t d = c->hidden, F = 4 * d;
+    int rc = rt_model_add_tensor(m, "embedding.token.weight", 2, (int64_t[]){c->n_items + 1, d}, 1, e);
+    if (!rc)
+        rc = rt_model_add_tensor(m, "embedding.position.pe.weight", 2, (int64_t[]){c->max_len + 1, d}, 1, e);
+    for (int b = 0; b < c->blocks && !rc; b++) {
+        for (int t = 0; t < B_COUNT && !rc; t++) {
+            char name[96];
+            snprintf(name, sizeof name, "model.transformer_blocks.%d.%s", b, block_names[t]);
+            int64_t shape[3];
+            int nd = 1;
+            switch (t) {
+            case B_WQ: case B_WK: case B_WV: shape[0] = d; shape[1] = d; nd = 2; break;
+            case B_W1: shape[0] = F; shape[1] = d; shape[2] = 1; nd = 3; break;
+            case B_B1: shape[0] = F; break;
+            case B_W2: shape[0] = d; shape[1] = F; shape[2] = 1; nd = 3; break;
+            default: shape[0] = d; break;
+            }
+            const int decay = !strstr(name, "bias") && !strstr(name, "layer_norm");
+            rc = rt_model_add_tensor(m, name, nd, shape, decay, e);
+        }
+    }
+    return rc;
+}
+
+static int sas_bind(rt_model *m, mr_error *e) {
+    sas_impl *p = m->impl;
+    const int nb = m->cfg.blocks;
+    if (!p) {
+        p = mr_alloc(sizeof *p, e);
+        if (!p)
+            return MR_ERR_INTERNAL;
+        memset(p, 0, sizeof *p);
+        p->blocks = nb;
+        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
+        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
+        m->impl = p;
+        if (!p->w || !p->dw)
+            return MR_ERR_INTERNAL;
+    }
+    if (m->n_tensors != 2 + nb * B_COUNT)
+        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: layout has %d tensors", m->n_tensors);
+    float *g = m->grads;
+    p->tok = m->params + m->tensors[0].offset;
+    p->pos = m->params + m->tensors[1].offset;
+    p->dtok = g ? g + m->tensors[0].offset : NULL;
+    p->dpos = g ? g + m->tensors[1].offset : NULL;
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < B_COUNT; t++) {
+            const size_t off = m->tensors[2 + b * B_COUNT + t].offset;
+            p->w[b][t] = m->params + off;
+            p->dw[b][t] = g ? g + off : NULL;
+        }
+    return MR_OK;
+}
+
+static void sas_unbind(rt_model *m) {
+    sas_impl *p = m->impl;
+    if (p) {
+        free(p->w);
+        free(p->dw);
+        free(p);
+    }
+    m->impl = NULL;
+}
+
+/* The reference: truncated normal (std 0.02, +-0.04) for every parameter of
+ * the transformer except its layer norms (ones and zeros); the embeddings keep
+ * nn.Embedding's N(0, 1), the token table with its padding row 0 zeroed. */
+static void sas_init(rt_model *m, uint64_t seed) {
+    mr_rng r;
+    mr_rng_seed(&r, seed);
+    const int d = m->cfg.hidden;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const rt_tensor *t = &m->tensors[i];
+        float *x = m->params + t->offset;
+        if (i < 2) {
+            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
+            if (i == 0)
+                memset(x, 0, (size_t)d * sizeof *x);
+        } else if (strstr(t->name, "layer_norm")) {
+            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
+            for (size_t j = 0; j < t->numel; j++) x[j] = v;
+        } else {
+            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ scratch */
+
+static void sas_acts_free(void *acts) {
+    sas_acts *a = acts;
+    if (!a)
+        return;
+    free(a->pos); free(a->valid); free(a->poff); free(a->x0); free(a->edrop);
+    if (a->blk)
+        for (int b = 0; b < a->blocks; b++) {
+            sas_block_acts *k = &a->blk[b];
+            free(k->ln0); free(k->ln0_mean); free(k->ln0_std); free(k->q); free(k->k); free(k->v);
+            free(k->probs); free(k->pdrop); free(k->att); free(k->s1); free(k->x1); free(k->x1_mean);
+            free(k->x1_std); free(k->hpre); free(k->h); free(k->hdrop); free(k->f); free(k->fdrop);
+            free(k->s2); free(k->x2); free(k->x2_mean); free(k->x2_std);
+        }
+    free(a->blk);
+    free(a->dx); free(a->dx1); free(a->ds); free(a->dln0); free(a->dq); free(a->dk); free(a->dv); free(a->dh);
+    free(a->att_scratch); free(a->scored); free(a->xs); free(a->dxs); free(a->logits); free(a->row_loss); free(a->lab);
+    free(a);
+}
+
+static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_seqs, mr_error *e) {
+    *out = NULL;
+    if (max_rows < 1 || max_seqs < 1)
+        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: scratch for %d rows in %d sequences", max_rows, max_seqs);
+    sas_acts *a = calloc(1, sizeof *a);
+    if (!a)
+        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: out of memory");
+    const rt_config *c = &m->cfg;
+    a->max_rows = max_rows;
+    a->max_seqs = max_seqs;
+    a->d = c->hidden;
+    a->F = 4 * c->hidden;
+    a->V = c->n_items + 1;
+    a->heads = c->heads;
+    a->blocks = c->blocks;
+    a->max_len = c->max_len;
+    const size_t N = (size_t)max_rows, d = (size_t)a->d, F = (size_t)a->F;
+    const int rmax = max_rows < c->max_len ? max_rows : c->max_len;
+    /* Σ r² over sequences of at most rmax rows with Σ r <= N is at most N * rmax */
+    const size_t P = (size_t)a->heads * N * (size_t)rmax;
+    int ok = 1;
+#define A(ptr, n) ok &= ((ptr) = calloc((n), sizeof *(ptr))) != NULL
+    A(a->pos, N); A(a->valid, N); A(a->poff, (size_t)max_seqs + 1); A(a->x0, N * d); A(a->edrop, N * d);
+    A(a->blk, (size_t)a->blocks);
+    for (int b = 0; ok && b < a->blocks; b++) {
+        sas_block_acts *k = &a->blk[b];
+        A(k->ln0, N * d); A(k->ln0_mean, N); A(k->ln0_std, N); A(k->q, N * d); A(k->k, N * d); A(k->v, N * d);
+        A(k->probs, P); A(k->pdrop, P); A(k->att, N * d); A(k->s1, N * d); A(k->x1, N * d); A(k->x1_mean, N);
+        A(k->x1_std, N); A(k->hpre, N * F); A(k->h, N * F); A(k->hdrop, N * F); A(k->f, N * d);
+        A(k->fdrop, N * d); A(k->s2, N * d); A(k->x2, N * d); A(k->x2_mean, N); A(k->x2_std, N);
+    }
+    A(a->dx, N * d); A(a->dx1, N * d); A(a->ds, N * d); A(a->dln0, N * d); A(a->dq, N * d); A(a->dk, N * d);
+    A(a->dv, N * d); A(a->dh, N * F); A(a->att_scratch, N); A(a->scored, N);
+    A(a->xs, (size_t)SAS_LOGIT_ROWS * d); A(a->dxs, (size_t)SAS_LOGIT_ROWS * d); A(a->logits, (size_t)SAS_LOGIT_ROWS * (size_t)a->V);
+    A(a->row_loss, SAS_LOGIT_ROWS); A(a->lab, SAS_LOGIT_ROWS);
+#undef A
+    if (!ok) {
+        sas_acts_free(a);
+        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: out of memory for %d rows", max_rows);
+    }
+    *out = a;
+    return MR_OK;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+/* Random sites, each keyed with (key, example, padded position). */
+enum { SITE_EMB = 1, SITE_ATTN = 2, SITE_FF1 = 3, SITE_FF2 = 4 };
+#define SITE(block, what) ((uint64_t)(block) * 16 + (what))
+
+/* Rows of sequence s are at [seq_start[s], seq_start[s+1]); the first at padded position max_len - r. */
+static int first_pos(const sas_acts *a, const rt_batch *b, int s) {
+    return a->max_len - (b->seq_start[s + 1] - b->seq_start[s]);
+}
+
+static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int train, uint64_t key) {
+    const sas_impl *p = m->impl;
+    const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
+    const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
+    /* padded positions and the probability offsets */
+    a->poff[0] = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+        int n = 0;
+        for (int j = 0; j < r; j++) {
+            const int item = b->tokens[r0 + j] > 0;
+            a->valid[r0 + j] = (uint8_t)item;
+            n += item;
+            a->pos[r0 + j] = item ? (n < a->max_len ? n : a->max_len) : 0;
+        }
+        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
+    }
+    /* embedding */
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < b->n_seqs; s++) {
+        const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
+        for (int i = r0; i < r1; i++) {
+            float *x = a->x0 + (size_t)i * d;
+            const float *te = p->tok + (size_t)b->tokens[i] * d, *pe = p->pos + (size_t)a->pos[i] * d;
+            for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
+            if (pd > 0) {
+                float *dm = a->edrop + (size_t)i * d;
+                attn_dropout_row(dm, d, pd, attn_row_key(key, SITE(0, SITE_EMB), attn_example(b, s), p0 + i - r0));
+                for (int c = 0; c < d; c++) x[c] *= dm[c];
+            }
+        }
+    }
+    const float *x = a->x0;
+    for (int l = 0; l < a->blocks; l++) {
+        sas_block_acts *k = &a->blk[l];
+        float *const *w = p->w[l];
+        layernorm_std_forward(k->ln0, k->ln0_mean, k->ln0_std, x, w[B_LN0_W], w[B_LN0_B], N, d, SAS_LN_EPS);
+        linear_forward(k->q, k->ln0, w[B_WQ], w[B_BQ], N, d, d);
+        linear_forward(k->k, x, w[B_WK], w[B_BK], N, d, d);
+        linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int s = 0; s < b->n_seqs; s++) {
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0, p0 = first_pos(a, b, s);
+            float *drop = NULL;
+            if (pa > 0) {
+                drop = k->pdrop + a->poff[s];
+                for (int h = 0; h < H; h++)
+                    for (int i = 0; i < r; i++) {
+                        /* row (head, query position); columns are the keys' rows */
+                        const uint64_t rk = attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1),
+                                                         attn_example(b, s), p0 + i);
+                        float *dm = drop + ((size_t)h * r + i) * r;
+                        for (int j = 0; j < r; j++)
+                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
+                    }
+            }
+            const size_t o = (size_t)r0 * d;
+            attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
+                                     a->valid + r0, drop, r, H, hd, 1);
+        }
+        for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = k->att[i] + k->ln0[i];
+        layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNA_W], w[B_LNA_B], N, d, SAS_LN_EPS);
+        linear_forward(k->hpre, k->x1, w[B_W1], w[B_B1], N, d, F);
+        relu_forward(k->h, k->hpre, (int64_t)N * F);
+        if (pd > 0) {
+#pragma omp parallel for schedule(static)
+            for (int s = 0; s < b->n_seqs; s++) {
+                const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
+                const int64_t ex = attn_example(b, s);
+                for (int i = r0; i < r1; i++) {
+                    float *hm = k->hdrop + (size_t)i * F, *fm = k->fdrop + (size_t)i * d, *hi = k->h + (size_t)i * F;
+                    attn_dropout_row(hm, F, pd, attn_row_key(key, SITE(l, SITE_FF1), ex, p0 + i - r0));
+                    attn_dropout_row(fm, d, pd, attn_row_key(key, SITE(l, SITE_FF2), ex, p0 + i - r0));
+                    for (int c = 0; c < F; c++) hi[c] *= hm[c];
+                }
+            }
+        }
+        linear_forward(k->f, k->h, w[B_W2], w[B_B2], N, F, d);
+        if (pd > 0)
+            for (size_t i = 0; i < (size_t)N * d; i++) k->f[i] *= k->fdrop[i];
+        for (size_t i = 0; i < (size_t)N * d; i++) k->s2[i] = k->f[i] + k->x1[i];
+        layernorm_std_forward(k->x2, k->x2_mean, k->x2_std, k->s2, w[B_LNF_W], w[B_LNF_B], N, d, SAS_LN_EPS);
+        x = k->x2;
+    }
+}
+
+static const float *sas_output(const sas_acts *a) { return a->blk[a->blocks - 1].x2; }
+
+/* ------------------------------------------------------------------ backward */
+
+/* dx [N, d] holds d(loss)/d(output of the last block); gradients accumulate into m->grads. */
+static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train) {
+    const sas_impl *p = m->impl;
+    const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
+    const int drop_h = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
+    const size_t Nd = (size_t)N * d;
+    for (int l = a->blocks - 1; l >= 0; l--) {
+        sas_block_acts *k = &a->blk[l];
+        float *const *w = p->w[l];
+        float *const *dw = p->dw[l];
+        const float *xin = l ? a->blk[l - 1].x2 : a->x0;
+        /* x2 = LNf(s2), s2 = f + x1 */
+        memset(a->ds, 0, Nd * sizeof(float));
+        layernorm_std_backward(a->ds, dw[B_LNF_W], dw[B_LNF_B], a->dx, k->s2, k->x2_mean, k->x2_std, w[B_LNF_W], N,
+                               d, SAS_LN_EPS);
+        memcpy(a->dx1, a->ds, Nd * sizeof(float));
+        if (drop_h)
+            for (size_t i = 0; i < Nd; i++) a->ds[i] *= k->fdrop[i];
+        memset(a->dh, 0, (size_t)N * F * sizeof(float));
+        linear_backward(a->dh, dw[B_W2], dw[B_B2], a->ds, k->h, w[B_W2], N, F, d);
+        if (drop_h)
+            for (size_t i = 0; i < (size_t)N * F; i++) a->dh[i] *= k->hdrop[i];
+        relu_backward(a->dh, a->dh, k->hpre, (int64_t)N * F);
+        linear_backward(a->dx1, dw[B_W1], dw[B_B1], a->dh, k->x1, w[B_W1], N, d, F);
+        /* x1 = LNa(s1), s1 = att + ln0 */
+        memset(a->ds, 0, Nd * sizeof(float));
+        layernorm_std_backward(a->ds, dw[B_LNA_W], dw[B_LNA_B], a->dx1, k->s1, k->x1_mean, k->x1_std, w[B_LNA_W],
+                               N, d, SAS_LN_EPS);
+        memcpy(a->dln0, a->ds, Nd * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int s = 0; s < b->n_seqs; s++) {
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+            const size_t o = (size_t)r0 * d;
+            attention_masked_backward(a->dq + o, a->dk + o, a->dv + o, a->ds + o, k->probs + a->poff[s], k->q + o,
+                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
+                                      a->att_scratch + r0); /* each sequence its own rows */
+        }
+        linear_backward(a->dln0, dw[B_WQ], dw[B_BQ], a->dq, k->ln0, w[B_WQ], N, d, d);
+        /* the block input: through k, v and LN0 */
+        memset(a->dx, 0, Nd * sizeof(float));
+        linear_backward(a->dx, dw[B_WK], dw[B_BK], a->dk, xin, w[B_WK], N, d, d);
+        linear_backward(a->dx, dw[B_WV], dw[B_BV], a->dv, xin, w[B_WV], N, d, d);
+        layernorm_std_backward(a->dx, dw[B_LN0_W], dw[B_LN0_B], a->dln0, xin, k->ln0_mean, k->ln0_std, w[B_LN0_W],
+                               N, d, SAS_LN_EPS);
+    }
+    /* embedding: the token table's padding row takes no gradient from the lookup (padding_idx = 0) */
+    if (train && m->cfg.dropout > 0)
+        for (size_t i = 0; i < Nd; i++) a->dx[i] *= a->edrop[i];
+    for (int i = 0; i < N; i++) {
+        const float *g = a->dx + (size_t)i * d;
+        float *dp = p->dpos + (size_t)a->pos[i] * d;
+        for (int c = 0; c < d; c++) dp[c] += g[c];
+        if (b->tokens[i] > 0) {
+            float *dt = p->dtok + (size_t)b->tokens[i] * d;
+            for (int c = 0; c < d; c++) dt[c] += g[c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ the contract */
+
+static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
+    sas_acts *a = acts;
+    const sas_impl *p = m->impl;
+    const int N = b->n_rows, d = a->d, V = a->V;
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    sas_forward(m, a, b, train, key);
+    int M = 0;
+    for (int i = 0; i < N; i++)
+        if (b->labels[i] > 0 && b->tokens[i] > 0)
+            a->scored[M++] = i;
+    memset(a->dx, 0, (size_t)N * d * sizeof(float));
+    if (M == 0)
+        return 0.0;
+    const float *x = sas_output(a);
+    double sum = 0.0;
+    for (int i0 = 0; i0 < M; i0 += SAS_LOGIT_ROWS) {
+        const int n = M - i0 < SAS_LOGIT_ROWS ? M - i0 : SAS_LOGIT_ROWS;
+        for (int i = 0; i < n; i++) {
+            const int row = a->scored[i0 + i];
+            memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
+            a->lab[i] = b->labels[row];
+        }
+        linear_forward(a->logits, a->xs, p->tok, NULL, n, d, V);
+        sum += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)M);
+        /* dxs = dlogits E; dE += dlogitsᵀ xs */
+        float *dxs = a->dxs;
+        memset(dxs, 0, (size_t)n * d * sizeof(float));
+        linear_backward(dxs, p->dtok, NULL, a->logits, a->xs, p->tok, n, d, V);
+        for (int i = 0; i < n; i++) {
+            float *dr = a->dx + (size_t)a->scored[i0 + i] * d;
+            for (int c = 0; c < d; c++) dr[c] += dxs[(size_t)i * d + c];
+        }
+    }
+    sas_backward(m, a, b, train);
+    return sum / M;
+}
+
+static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
+    sas_acts *a = acts;
+    const sas_impl *p = m->impl;
+    sas_forward(m, a, b, 0, 0);
+    const float *x = sas_output(a);
+    const int d = a->d;
+    for (int s0 = 0; s0 < b->n_seqs; s0 += SAS_LOGIT_ROWS) {
+        const int n = b->n_seqs - s0 < SAS_LOGIT_ROWS ? b->n_seqs - s0 : SAS_LOGIT_ROWS;
+        for (int i = 0; i < n; i++)
+            memcpy(a->xs + (size_t)i * d, x + (size_t)(b->seq_start[s0 + i + 1] - 1) * d, (size_t)d * sizeof(float));
+        linear_forward(scores + (size_t)s0 * a->V, a->xs, p->tok, NULL, n, d, a->V);
+    }
+}
+
+const rt_arch rt_arch_sasrec = {
+    .name = "sasrec",
+    .layout = sas_layout,
+    .bind = sas_bind,
+    .unbind = sas_unbind,
+    .init = sas_init,
+    .acts_create = sas_acts_create,
+    .acts_free = sas_acts_free,
+    .loss_backward = sas_loss_backward,
+    .scores_last = sas_scores_last,
+};

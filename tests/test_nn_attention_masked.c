@@ -1,0 +1,161 @@
+/* The recommenders' kernels (nn/attention_masked, nn/layernorm_std) against
+ * central finite differences of their forwards: L = Σ probe · out, so
+ * dL/dout = probe; and the forward against a direct evaluation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/attention_masked.h"
+#include "nn/layernorm_std.h"
+#include "test.h"
+
+static void fill(float *x, int n, mr_rng *r, double s) {
+    for (int i = 0; i < n; i++) x[i] = (float)(s * mr_rng_normal(r));
+}
+
+static double dot(const float *a, const float *b, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+enum { R = 6, NH = 2, HD = 4, LD = NH * HD };
+
+typedef struct {
+    float q[R * LD], k[R * LD], v[R * LD], out[R * LD], probs[NH * R * R], drop[NH * R * R], probe[R * LD];
+    uint8_t valid[R];
+    int causal, use_drop;
+} att_ctx;
+
+static double att_loss(att_ctx *c) {
+    attention_masked_forward(c->out, c->probs, c->q, c->k, c->v, LD, c->valid, c->use_drop ? c->drop : NULL, R, NH,
+                             HD, c->causal);
+    return dot(c->out, c->probe, R * LD);
+}
+
+static double fd_worst(att_ctx *c, float *x, const float *grad) {
+    double worst = 0;
+    for (int i = 0; i < R * LD; i++) {
+        const float keep = x[i], h = 1e-2f;
+        x[i] = keep + h;
+        const double lp = att_loss(c);
+        x[i] = keep - h;
+        const double lm = att_loss(c);
+        x[i] = keep;
+        const double fd = (lp - lm) / (2.0 * h), err = fabs(fd - grad[i]) / (1.0 + fabs(grad[i]));
+        worst = fmax(worst, err);
+    }
+    return worst;
+}
+
+static void check_attention(int causal, int use_drop) {
+    att_ctx *c = calloc(1, sizeof *c);
+    CHECK(c);
+    mr_rng r;
+    mr_rng_seed(&r, 3 + causal + 2 * use_drop);
+    fill(c->q, R * LD, &r, 1);
+    fill(c->k, R * LD, &r, 1);
+    fill(c->v, R * LD, &r, 1);
+    fill(c->probe, R * LD, &r, 1);
+    /* the first row is padding; in causal mode its query sees no key */
+    for (int j = 0; j < R; j++) c->valid[j] = j != 0;
+    for (int i = 0; i < NH * R * R; i++) c->drop[i] = mr_rng_uniform(&r) < 0.3 ? 0.0f : 1.0f / 0.7f;
+    c->causal = causal;
+    c->use_drop = use_drop;
+    att_loss(c);
+    /* forward against a direct evaluation of one query of each head */
+    for (int h = 0; h < NH; h++) {
+        const int i = R - 2;
+        double w[R], mx = -1e30, z = 0;
+        for (int j = 0; j < R; j++) {
+            w[j] = -1e30;
+            if (!c->valid[j] || (causal && j > i))
+                continue;
+            w[j] = 0;
+            for (int t = 0; t < HD; t++) w[j] += (double)c->q[i * LD + h * HD + t] * c->k[j * LD + h * HD + t];
+            w[j] /= 2.0; /* sqrt(HD) */
+            mx = fmax(mx, w[j]);
+        }
+        for (int j = 0; j < R; j++) z += w[j] > -1e29 ? exp(w[j] - mx) : 0;
+        for (int t = 0; t < HD; t++) {
+            double o = 0;
+            for (int j = 0; j < R; j++)
+                if (w[j] > -1e29)
+                    o += exp(w[j] - mx) / z * (use_drop ? c->drop[(h * R + i) * R + j] : 1.0) * c->v[j * LD + h * HD + t];
+            CHECK_NEAR(c->out[i * LD + h * HD + t], o, 1e-5);
+        }
+    }
+    if (causal)
+        for (int t = 0; t < LD; t++) CHECK(c->out[t] == 0.0f);
+    float dq[R * LD], dk[R * LD], dv[R * LD], scratch[R];
+    attention_masked_backward(dq, dk, dv, c->probe, c->probs, c->q, c->k, c->v, LD, use_drop ? c->drop : NULL, R, NH,
+                              HD, scratch);
+    const double eq = fd_worst(c, c->q, dq), ek = fd_worst(c, c->k, dk), ev = fd_worst(c, c->v, dv);
+    free(c);
+    CHECK_MSG(eq < 2e-3 && ek < 2e-3 && ev < 2e-3, "attention (causal %d, dropout %d): worst errors q %g k %g v %g",
+              causal, use_drop, eq, ek, ev);
+}
+
+TEST(attention_masked_causal) { check_attention(1, 0); }
+TEST(attention_masked_bidirectional) { check_attention(0, 0); }
+TEST(attention_masked_causal_dropout) { check_attention(1, 1); }
+TEST(attention_masked_bidirectional_dropout) { check_attention(0, 1); }
+
+/* ---- layernorm_std */
+enum { LN_N = 3, LN_C = 10 };
+typedef struct {
+    float x[LN_N * LN_C], w[LN_C], b[LN_C], y[LN_N * LN_C], probe[LN_N * LN_C];
+} ln_ctx;
+static double ln_loss(ln_ctx *c) {
+    layernorm_std_forward(c->y, NULL, NULL, c->x, c->w, c->b, LN_N, LN_C, 1e-6f);
+    return dot(c->y, c->probe, LN_N * LN_C);
+}
+
+TEST(layernorm_std_matches_definition_and_finite_differences) {
+    ln_ctx c;
+    mr_rng r;
+    mr_rng_seed(&r, 11);
+    fill(c.x, LN_N * LN_C, &r, 2);
+    fill(c.w, LN_C, &r, 1);
+    fill(c.b, LN_C, &r, 1);
+    fill(c.probe, LN_N * LN_C, &r, 1);
+    float mean[LN_N], sd[LN_N];
+    layernorm_std_forward(c.y, mean, sd, c.x, c.w, c.b, LN_N, LN_C, 1e-6f);
+    for (int n = 0; n < LN_N; n++) { /* unbiased std, eps outside the root */
+        double m = 0, v = 0;
+        for (int i = 0; i < LN_C; i++) m += c.x[n * LN_C + i];
+        m /= LN_C;
+        for (int i = 0; i < LN_C; i++) v += (c.x[n * LN_C + i] - m) * (c.x[n * LN_C + i] - m);
+        const double s = sqrt(v / (LN_C - 1));
+        for (int i = 0; i < LN_C; i++)
+            CHECK_NEAR(c.y[n * LN_C + i], c.w[i] * (c.x[n * LN_C + i] - m) / (s + 1e-6) + c.b[i], 1e-5);
+    }
+    float dx[LN_N * LN_C], dw[LN_C], db[LN_C];
+    for (int i = 0; i < LN_N * LN_C; i++) dx[i] = 0.5f; /* accumulates */
+    memset(dw, 0, sizeof dw);
+    memset(db, 0, sizeof db);
+    layernorm_std_backward(dx, dw, db, c.probe, c.x, mean, sd, c.w, LN_N, LN_C, 1e-6f);
+    for (int i = 0; i < LN_N * LN_C; i++) dx[i] -= 0.5f;
+    struct { float *p, *g; int n; } sets[3] = {{c.x, dx, LN_N * LN_C}, {c.w, dw, LN_C}, {c.b, db, LN_C}};
+    double worst = 0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < sets[s].n; i++) {
+            const float keep = sets[s].p[i], h = 1e-2f;
+            sets[s].p[i] = keep + h;
+            const double lp = ln_loss(&c);
+            sets[s].p[i] = keep - h;
+            const double lm = ln_loss(&c);
+            sets[s].p[i] = keep;
+            const double fd = (lp - lm) / (2.0 * h);
+            worst = fmax(worst, fabs(fd - sets[s].g[i]) / (1.0 + fabs(sets[s].g[i])));
+        }
+    CHECK_MSG(worst < 2e-3, "layernorm_std: worst relative error %g", worst);
+}
+
+int main(void) {
+    RUN(attention_masked_causal);
+    RUN(attention_masked_bidirectional);
+    RUN(attention_masked_causal_dropout);
+    RUN(attention_masked_bidirectional_dropout);
+    RUN(layernorm_std_matches_definition_and_finite_differences);
+    return test_summary();
+}
