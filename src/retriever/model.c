@@ -7,7 +7,8 @@
 #include "retriever/arch.h"
 
 /* Filled as architectures are added (their rt_arch constants). */
-static const rt_arch *const all_archs[] = {NULL};
+extern const rt_arch rt_arch_gru4rec, rt_arch_narm;
+static const rt_arch *const all_archs[] = {&rt_arch_gru4rec, &rt_arch_narm, NULL};
 
 const rt_arch *rt_arch_find(const char *name) {
     for (size_t i = 0; all_archs[i]; i++)
