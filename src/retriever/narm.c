@@ -222,6 +222,7 @@ static void narm_forward(const narm_impl *p, narm_acts *a, const rt_batch *b, in
         for (int t = t0; t <= j; t++) {
             const float *kt = a->kl + (size_t)t * H;
             float s = 0.0f;
+#pragma omp simd reduction(+ : s)
             for (int c = 0; c < H; c++) s += p->v[c] * hardsigmoid(q[c] + kt[c]);
             w[t - t0] = s;
             mx = s > mx ? s : mx;
@@ -308,6 +309,7 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
                 const float *ht = a->h + (size_t)t * H;
                 float *dht = a->dh + (size_t)t * H;
                 float dw = 0.0f;
+#pragma omp simd reduction(+ : dw)
                 for (int c = 0; c < H; c++) {
                     dw += dcl[c] * ht[c];
                     dht[c] += w[t - t0] * dcl[c];
@@ -318,9 +320,11 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
             for (int t = t0; t <= j; t++) {
                 const float *ht = a->h + (size_t)t * H, *kt = a->kl + (size_t)t * H;
                 float dw = 0.0f;
+#pragma omp simd reduction(+ : dw)
                 for (int c = 0; c < H; c++) dw += dcl[c] * ht[c];
                 const float de = w[t - t0] * (dw - wdot); /* d(score_t) */
                 float *dkt = a->dkl + (size_t)t * H;
+#pragma omp simd
                 for (int c = 0; c < H; c++) {
                     const float x = (q[c] + kt[c]) / 6.0f + 0.5f;
                     dvs[c] += de * (x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x);
