@@ -1,0 +1,97 @@
+/* What the recurrent retrievers (GRU4Rec, NARM) share: the packed batch without its
+ * padding-input rows, keyed dropout masks, the reference initialisations and
+ * LlamaRec's weight-decay rule. Internal to src/retriever. */
+#ifndef MLLM4REC_RETRIEVER_RNN_COMMON_H
+#define MLLM4REC_RETRIEVER_RNN_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "retriever/arch.h"
+
+/* TODO: base hash (a static copy of splitmix64's finaliser, as lru.c has, until
+ * src/base holds the one helper). */
+static inline uint64_t rnn_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The batch a recurrent model runs on: every row of b except a sequence's first row
+ * when its input is the padding item 0 (the first label of a window that starts at
+ * the user's first item). Neither reference ever predicts a sequence's first item:
+ * GRU4Rec's official code feeds item i to predict item i + 1, and NARM's
+ * RNNTrainDataset builds prefixes of at least one item. So such a row is neither a
+ * recurrence step nor scored, and the sequence starts from the zero state at its
+ * first real item, as packing the reference's padded input does.
+ * start [n_seqs + 1], tok, lab, seq, pos [n_rows]: pos is the row's index within its
+ * sequence in b (what keys its dropout), seq the sequence. */
+typedef struct rnn_rows {
+    int n_seqs, n_rows;
+    int *start;
+    int32_t *tok, *lab;
+    int *seq, *pos;
+} rnn_rows;
+
+static inline void rnn_rows_build(rnn_rows *c, const rt_batch *b) {
+    int n = 0;
+    c->n_seqs = b->n_seqs;
+    c->start[0] = 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        for (int r = b->seq_start[s]; r < b->seq_start[s + 1]; r++) {
+            if (r == b->seq_start[s] && b->tokens[r] <= 0)
+                continue;
+            c->tok[n] = b->tokens[r];
+            c->lab[n] = b->labels ? b->labels[r] : 0;
+            c->seq[n] = s;
+            c->pos[n] = r - b->seq_start[s];
+            n++;
+        }
+        c->start[s + 1] = n;
+    }
+    c->n_rows = n;
+}
+
+/* mask [n_rows, C] of 0 or 1 / (1 - p) for dropout site `site`: each row's pattern
+ * depends only on (key, site, the sequence's example index, the row's position), so
+ * masks are the same for any thread count, batch composition or call order. */
+static inline void rnn_dropout_mask(float *mask, const rnn_rows *c, const rt_batch *b, int C, float p,
+                                    uint64_t key, uint64_t site) {
+    const uint64_t k = rnn_mix64(key ^ rnn_mix64(site));
+    const float keep_scale = 1.0f / (1.0f - p);
+    const uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
+#pragma omp parallel for schedule(static) if ((long)c->n_rows * C > 65536)
+    for (int i = 0; i < c->n_rows; i++) {
+        const int s = c->seq[i];
+        const uint64_t ex = b->example ? (uint64_t)b->example[s] : (uint64_t)s;
+        const uint32_t rk = (uint32_t)(rnn_mix64(k ^ rnn_mix64(ex * 0x632be59bd9b4e019ULL + (uint64_t)c->pos[i])) >> 32);
+        float *m = mask + (size_t)i * C;
+#pragma omp simd
+        for (int j = 0; j < C; j++) {
+            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u; /* murmur3's 32-bit finaliser */
+            x ^= x >> 16;
+            x *= 0x85ebca6bu;
+            x ^= x >> 13;
+            x *= 0xc2b2ae35u;
+            x ^= x >> 16;
+            m[j] = x < threshold ? 0.0f : keep_scale;
+        }
+    }
+}
+
+/* Truncated normal by rejection: the distribution of the reference's inverse-CDF
+ * truncated_normal_init (not its numbers: those come from torch's generator). */
+static inline float rnn_trunc_normal(mr_rng *r, double std, double bound) {
+    for (;;) {
+        double x = mr_rng_normal(r) * std;
+        if (x >= -bound && x <= bound)
+            return (float)x;
+    }
+}
+
+/* LlamaRec's AdamW groups: no decay on names holding "bias" or "layer_norm". */
+static inline int rnn_decays(const char *name) { return !strstr(name, "bias") && !strstr(name, "layer_norm"); }
+
+#endif
