@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "mllm4rec/dist.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 #include "mllm4rec/tokenizer.h"
@@ -223,9 +224,11 @@ CLI_COMMAND(cmd_ranker_eval) {
     mr_rank_eval ev;
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;
     mr_rank_eval_print(stdout, &ev, co.split);
-    fprintf(stderr, "ranked %lld users in %.1f s (%.2f prompts/s)\n", (long long)ev.n_subset, ev.seconds,
-            ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0);
-    if (out_dir) {
+    if (mr_dist_rank() == 0) /* under mpirun rank 0 alone reports and writes */
+        fprintf(stderr, "ranked %lld users in %.1f s (%.2f prompts/s) on %d rank%s\n", (long long)ev.n_subset,
+                ev.seconds, ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0, mr_dist_size(),
+                mr_dist_size() > 1 ? "s" : "");
+    if (out_dir && mr_dist_rank() == 0) {
         if (!(rc = mr_mkdir_p(out_dir, &e))) {
             char *p = mr_path_join(out_dir, "metrics.json", &e);
             rc = p ? mr_rank_eval_write_json(&ev, co.split, p, &e) : e.code;
