@@ -379,7 +379,25 @@ TEST(caption_two_ranks_equal_one) {
     CHECK_MSG(rc == 2, "exit %d: %s", rc, out2);
 }
 
+/* Under ASan, the ranks' leak check must tell Open MPI's leftovers from ours: full
+ * stack unwinding (libmpi has no frame pointers) so that every such stack shows an
+ * Open MPI library, components kept loaded so that theirs are named, and the
+ * suppressions in tests/lsan-mpi.supp, which name only those libraries. */
+static void sanitizer_env(void) {
+    if (!test_under_sanitizer()) return;
+    static char asan[1024], lsan[2048], cwd[1024];
+    const char *a = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "%s%sfast_unwind_on_malloc=0", a && *a ? a : "", a && *a ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+    if (!getcwd(cwd, sizeof cwd)) return;
+    snprintf(lsan, sizeof lsan, "suppressions=%s/tests/lsan-mpi.supp", cwd);
+    setenv("LSAN_OPTIONS", lsan, 1);
+    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
+    setenv("PMIX_MCA_mca_base_component_disable_dlclose", "1", 1);
+}
+
 int main(void) {
+    sanitizer_env();
     RUN(ranker_eval_two_ranks_equal_one);
     RUN(failing_rank_ends_the_job);
     RUN(retriever_eval_and_candidates_two_ranks_equal_one);

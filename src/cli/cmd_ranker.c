@@ -225,7 +225,7 @@ CLI_COMMAND(cmd_ranker_eval) {
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;
     mr_rank_eval_print(stdout, &ev, co.split);
     if (mr_dist_rank() == 0) /* under mpirun rank 0 alone reports and writes */
-        fprintf(stderr, "ranked %lld users in %.1f s (%.2f prompts/s) on %d rank%s\n", (long long)ev.n_subset,
+        fprintf(stderr, "ranked %lld users in %.3f s (%.4f prompts/s) on %d rank%s\n", (long long)ev.n_subset,
                 ev.seconds, ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0, mr_dist_size(),
                 mr_dist_size() > 1 ? "s" : "");
     if (out_dir && mr_dist_rank() == 0) {
