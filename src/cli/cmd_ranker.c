@@ -225,9 +225,11 @@ CLI_COMMAND(cmd_ranker_eval) {
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;
     mr_rank_eval_print(stdout, &ev, co.split);
     if (mr_dist_rank() == 0) /* under mpirun rank 0 alone reports and writes */
-        fprintf(stderr, "ranked %lld users in %.3f s (%.4f prompts/s) on %d rank%s\n", (long long)ev.n_subset,
-                ev.seconds, ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0, mr_dist_size(),
-                mr_dist_size() > 1 ? "s" : "");
+        fprintf(stderr,
+                "ranked %lld users in %.3f s (%.4f prompts/s) on %d rank%s; the busiest rank's CPU time %.3f s "
+                "(%.4f prompts per CPU-second of the busiest rank)\n",
+                (long long)ev.n_subset, ev.seconds, ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0, mr_dist_size(),
+                mr_dist_size() > 1 ? "s" : "", ev.cpu_seconds, ev.cpu_seconds > 0 ? ev.n_subset / ev.cpu_seconds : 0.0);
     if (out_dir && mr_dist_rank() == 0) {
         if (!(rc = mr_mkdir_p(out_dir, &e))) {
             char *p = mr_path_join(out_dir, "metrics.json", &e);

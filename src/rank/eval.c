@@ -10,8 +10,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const int EVAL_KS[] = {1, 5, 10, 20};
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 #define N_EVAL_KS 4
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
@@ -179,7 +186,7 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
     mr_progress prog;
     if (show_progress)
         mr_progress_start(&prog, split == MR_SPLIT_TEST ? "ranking test users" : "ranking val users", count);
-    const double t0 = mr_now();
+    const double t0 = mr_now(), c0 = cpu_now();
     float scores[26];
     for (int64_t k = 0; k < count && !rc; k++) {
         const int32_t u = sub[first + k];
@@ -196,6 +203,10 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
         mine[(size_t)k * rec + nc] = loss;
         if (show_progress) mr_progress_update(&prog, k + 1, NULL);
     }
+    /* the busiest rank's CPU time (microseconds): the speed on free cores */
+    int64_t cpu_us = (int64_t)((cpu_now() - c0) * 1e6);
+    if (!rc) rc = mr_dist_allreduce_max_i64(&cpu_us, 1, e);
+    ev->cpu_seconds = (double)cpu_us * 1e-6;
     char *all = NULL;
     size_t n_all = 0;
     if (!rc) rc = mr_dist_gather(mine, sizeof(double) * rec * (size_t)count, 1, &all, &n_all, e);
