@@ -14,6 +14,17 @@ ALLCFLAGS = -std=c11 $(WARN) -fopenmp $(CFLAGS) $(CPPFLAGS)
 LDLIBS  := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas -ljansson -lmicrohttpd -lpcre2-8 -lz -lcurl -lpng16 -ljpeg -lwebp -lyaml -lm
 LDFLAGS := -fopenmp
 
+# Open MPI (mllm4rec/dist.h): on by default; `make MPI=0` builds the same sources
+# without it (src/dist/dist.c is then the one-process case). Only dist.c includes
+# mpi.h; everything links libmpi. The stamp rebuilds dist.o when MPI changes.
+MPI ?= 1
+ifeq ($(MPI),1)
+MPI_CFLAGS = $(shell pkg-config --cflags ompi-c) -DMR_HAVE_MPI=1
+MPI_LIBS   = $(shell pkg-config --libs ompi-c)
+endif
+LDLIBS += $(MPI_LIBS)
+MPI_STAMP := $(BUILD)/.mpi-$(MPI)
+
 Q := $(if $(V),,@)   # make V=1 shows the full compiler lines
 
 LIB_SRC   := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
@@ -41,6 +52,16 @@ $(BUILD)/obj/%.o: %.c $(HEADERS) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC $<";)
 	$(Q)$(CC) $(ALLCFLAGS) -c $< -o $@
+
+$(MPI_STAMP): | $(DEPS_STAMP)
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/.mpi-*
+	@touch $@
+
+$(BUILD)/obj/src/dist/dist.o: src/dist/dist.c $(HEADERS) $(MPI_STAMP) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC $< (MPI=$(MPI))";)
+	$(Q)$(CC) $(ALLCFLAGS) $(MPI_CFLAGS) -c $< -o $@
 
 $(BUILD)/libmllm4rec.a: $(LIB_OBJ)
 	@rm -f $@

@@ -2,7 +2,7 @@
 # Installs the Debian -dev packages mllm4rec builds against, only when one is missing.
 # Called by `make`; needs root (or sudo) the first time on a fresh machine.
 set -eu
-pkgs="gcc make pkg-config libopenblas-openmp-dev libpcre2-dev libjansson-dev libmicrohttpd-dev zlib1g-dev libcurl4-openssl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libyaml-dev unzip"
+pkgs="gcc make pkg-config libopenblas-openmp-dev libpcre2-dev libjansson-dev libmicrohttpd-dev zlib1g-dev libcurl4-openssl-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libyaml-dev unzip libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

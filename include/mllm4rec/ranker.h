@@ -173,7 +173,8 @@ typedef struct mr_rank_eval {
     mr_metrics subset, retr_subset, retr_other, overall, retr_overall;
     int64_t n_users, n_subset;
     double letter_loss; /* mean cross-entropy of the true letter over the whole vocabulary (subset) */
-    double seconds;
+    double seconds;     /* wall time of the ranking (with the gather of every rank's scores) */
+    double cpu_seconds; /* CPU time of the busiest rank's own scoring (all its threads) */
 } mr_rank_eval;
 
 /* max_users > 0 evaluates only the first max_users subset users (validation during

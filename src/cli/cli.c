@@ -1,5 +1,6 @@
 /* Flag parsing and error reporting for all commands. */
 #include "cli.h"
+#include "mllm4rec/dist.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -86,6 +87,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 int cli_claim_folder(const char *cmd, const char *dir, const char *const *run_files, int resume, int force) {
     if (resume && force) return cli_usage_error(cmd, "--resume and --force exclude each other");
     mr_error e = {0};
+    /* under mpirun only rank 0 writes, so only rank 0 claims; the others read */
+    if (mr_dist_rank() != 0) return 0;
     int fd;
     int rc = mr_folder_lock(dir, &fd, &e);
     if (rc) return cli_report(cmd, &e);

@@ -3,6 +3,7 @@
  * is checked against transformers). */
 #include "cli.h"
 #include "mllm4rec/caption.h"
+#include "mllm4rec/dist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,8 @@ int cmd_caption(int argc, char **argv) {
         return cli_usage_error(cmd, "--decoder-type must be q8_0, q4_0, bf16, f16, f32 or stored");
     mr_error e = {0};
     mr_caption_stats st;
+    if (mr_dist_size() > 1 && (import || image)) /* only a dataset's images are shared among ranks */
+        return cli_usage_error(cmd, "--import and --image run in one process: leave out mpirun/srun");
 
     if (import) {
         if (!dataset) return cli_usage_error(cmd, "--import needs --dataset");

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "mllm4rec/exp.h"
+#include "mllm4rec/dist.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 #include "mllm4rec/tokenizer.h"
@@ -221,9 +222,13 @@ CLI_COMMAND(cmd_ranker_eval) {
     mr_rank_eval ev;
     if ((rc = mr_ranker_evaluate(&r, split, max_users, 1, &ev, &e))) goto done;
     mr_rank_eval_print(stdout, &ev, co.split);
-    fprintf(stderr, "ranked %lld users in %.1f s (%.2f prompts/s)\n", (long long)ev.n_subset, ev.seconds,
-            ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0);
-    if (out_dir) {
+    if (mr_dist_rank() == 0) /* under mpirun rank 0 alone reports and writes */
+        fprintf(stderr,
+                "ranked %lld users in %.3f s (%.4f prompts/s) on %d rank%s; the busiest rank's CPU time %.3f s "
+                "(%.4f prompts per CPU-second of the busiest rank)\n",
+                (long long)ev.n_subset, ev.seconds, ev.seconds > 0 ? ev.n_subset / ev.seconds : 0.0, mr_dist_size(),
+                mr_dist_size() > 1 ? "s" : "", ev.cpu_seconds, ev.cpu_seconds > 0 ? ev.n_subset / ev.cpu_seconds : 0.0);
+    if (out_dir && mr_dist_rank() == 0) {
         if (!(rc = mr_mkdir_p(out_dir, &e))) {
             char *p = mr_path_join(out_dir, "metrics.json", &e);
             rc = p ? mr_rank_eval_write_json(&ev, co.split, p, &e) : e.code;

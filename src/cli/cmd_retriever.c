@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "mllm4rec/exp.h"
+#include "mllm4rec/dist.h"
 #include "mllm4rec/retriever.h"
 
 static int check_range(const char *cmd, const char *flag, int64_t v, int64_t lo, int64_t hi) {
@@ -171,11 +172,11 @@ static int load_run(const char *cmd, const char *dataset, const char *run, int64
 CLI_COMMAND(cmd_retriever_eval) {
     const char *cmd = "retriever eval";
     const char *dataset = NULL, *run = NULL;
-    int64_t threads = 2;
+    int64_t threads = mr_dist_default_threads(2);
     cli_flag flags[] = {
         {"--dataset", FLAG_STR, &dataset, "prepared dataset folder (required)", 0},
         {"--run", FLAG_STR, &run, "run folder with retriever.safetensors (required)", 0},
-        {"--threads", FLAG_INT, &threads, "threads (2)", 0},
+        {"--threads", FLAG_INT, &threads, "threads (2; under mpirun: the host's cores shared among its ranks)", 0},
     };
     const char *usage = "usage: mllm4rec retriever eval --dataset DIR --run RUN\n"
                         "Recomputes RUN/metrics.json (val and test) and prints it.";
@@ -191,13 +192,15 @@ CLI_COMMAND(cmd_retriever_eval) {
     char *path = mr_path_join(run, "metrics.json", &e);
     mr_metrics val, test;
     rc = path ? rt_write_metrics(&m, &d, path, &val, &test, &e) : MR_ERR_INTERNAL;
-    if (!rc) {
+    if (!rc && mr_dist_rank() == 0) { /* the file and the tables from rank 0 only */
         char *text = NULL;
         size_t len;
         if (mr_read_file(path, &text, &len, &e) == 0) fputs(text, stdout);
         free(text);
         mr_metrics_print_table(stderr, "val", &val);
         mr_metrics_print_table(stderr, "test", &test);
+    }
+    if (!rc) {
         mr_metrics_free(&val);
         mr_metrics_free(&test);
     }
@@ -210,12 +213,12 @@ CLI_COMMAND(cmd_retriever_eval) {
 CLI_COMMAND(cmd_retriever_candidates) {
     const char *cmd = "retriever candidates";
     const char *dataset = NULL, *run = NULL;
-    int64_t k = 20, threads = 2;
+    int64_t k = 20, threads = mr_dist_default_threads(2);
     cli_flag flags[] = {
         {"--dataset", FLAG_STR, &dataset, "prepared dataset folder (required)", 0},
         {"--run", FLAG_STR, &run, "run folder with retriever.safetensors (required)", 0},
         {"-k", FLAG_INT, &k, "candidates per user (20)", 0},
-        {"--threads", FLAG_INT, &threads, "threads (2)", 0},
+        {"--threads", FLAG_INT, &threads, "threads (2; under mpirun: the host's cores shared among its ranks)", 0},
     };
     const char *usage = "usage: mllm4rec retriever candidates --dataset DIR --run RUN [-k 20]\n"
                         "Writes RUN/candidates.tsv: split, user_id, label, items, scores (comma-separated, best first).";

@@ -1,8 +1,12 @@
 /* mllm4rec <command> [options]: dispatches to the command functions. Commands
  * with subcommands ("retriever train") are listed with both words. */
 #include "cli.h"
+#include "mllm4rec/dist.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* One line per command; each is defined in its own cmd_*.c file. */
@@ -78,7 +82,52 @@ static const command COMMANDS[] = {
 };
 
 
+/* The commands that share their work among the ranks of an mpirun / srun job
+ * (docs/scale.md); any other refuses to run on more than one rank. */
+static int runs_distributed(const command *c) {
+    static const char *const names[] = {"ranker eval", "caption", "retriever eval", "retriever candidates", NULL};
+    char name[64];
+    snprintf(name, sizeof name, "%s%s%s", c->group ? c->group : "", c->group ? " " : "", c->name);
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(name, names[i])) return 1;
+    return 0;
+}
+
+static int dispatch(int argc, char **argv);
+
+/* Under mpirun / srun: MPI up before anything else, results and logs from rank 0
+ * only, threads shared out among the ranks of a host, and a failing rank ends the
+ * whole job with its message (the others may be waiting for it in a collective). */
 int main(int argc, char **argv) {
+    mr_error e = {0};
+    if (mr_dist_init(&argc, &argv, &e)) {
+        fprintf(stderr, "mllm4rec: error: %s\n", e.msg);
+        return e.code;
+    }
+    if (mr_dist_launched()) {
+        if (mr_dist_rank() != 0) {
+            mr_log_quiet = 1;
+            if (!freopen("/dev/null", "w", stdout)) mr_dist_abort(MR_ERR_INTERNAL);
+        }
+        if (!getenv("OMP_NUM_THREADS")) { /* --threads still overrides */
+            int t = mr_dist_default_threads(0);
+            if (t > 0) {
+                omp_set_num_threads(t);
+                openblas_set_num_threads(t);
+            }
+        }
+    }
+    int rc = dispatch(argc, argv);
+    if (rc && mr_dist_size() > 1) {
+        fprintf(stderr, "mllm4rec: rank %d of %d failed (exit %d): ending the job\n", mr_dist_rank(), mr_dist_size(),
+                rc);
+        mr_dist_abort(rc);
+    }
+    mr_dist_finalize();
+    return rc;
+}
+
+static int dispatch(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         FILE *out = argc < 2 ? stderr : stdout;
         fprintf(out, "usage: mllm4rec <command> [options]   (mllm4rec <command> --help for details)\n\ncommands:\n");
@@ -94,10 +143,21 @@ int main(int argc, char **argv) {
         if (c->group) {
             if (strcmp(c->group, argv[1])) continue;
             group_seen = 1;
-            if (argc >= 3 && !strcmp(c->name, argv[2])) return c->run(argc - 2, argv + 2);
+            if (argc >= 3 && !strcmp(c->name, argv[2])) {
+                if (mr_dist_size() > 1 && !runs_distributed(c)) break;
+                return c->run(argc - 2, argv + 2);
+            }
         } else if (!strcmp(c->name, argv[1])) {
+            if (mr_dist_size() > 1 && !runs_distributed(c)) break;
             return c->run(argc - 1, argv + 1);
         }
+    }
+    if (mr_dist_size() > 1) {
+        fprintf(stderr, "mllm4rec %s%s%s: runs in one process only (%d ranks here): run it without mpirun/srun or "
+                        "with one rank; ranker eval, caption, retriever eval and retriever candidates share their "
+                        "work among ranks\n",
+                argv[1], argc >= 3 ? " " : "", argc >= 3 ? argv[2] : "", mr_dist_size());
+        return MR_ERR_USAGE;
     }
     if (group_seen) {
         fprintf(stderr, "mllm4rec %s: expected one of:", argv[1]);

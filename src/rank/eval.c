@@ -2,6 +2,7 @@
  * the score of candidate i is the logit, at the last prompt position, of the token
  * of its letter; users whose true item the retriever missed are not ranked and
  * count with the retriever's metrics in the overall figures. */
+#include "mllm4rec/dist.h"
 #include "mllm4rec/llm.h"
 #include "mllm4rec/ranker.h"
 
@@ -9,8 +10,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const int EVAL_KS[] = {1, 5, 10, 20};
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 #define N_EVAL_KS 4
 
 int mr_ranker_init(mr_ranker *r, const mr_dataset *d, const mr_candidates *c, const mr_rank_tok *tok,
@@ -146,41 +154,83 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
         (rc = mr_metrics_init(&ev->retr_overall, EVAL_KS, N_EVAL_KS, e)))
         return rc;
     const mr_candidates *c = r->cands;
-    int64_t total_subset = 0;
-    for (int64_t i = 0; i < c->n_rows; i++)
-        if (c->rows[i].split == split && mr_cand_row_hit(&c->rows[i], r->n_cand)) total_subset++;
-    if (max_users > 0 && max_users < total_subset) total_subset = max_users;
-    mr_progress prog;
-    if (show_progress) mr_progress_start(&prog, split == MR_SPLIT_TEST ? "ranking test users" : "ranking val users",
-                                         total_subset);
-    const double t0 = mr_now();
-    float scores[26];
-    /* users in id order, so a cap takes the same users every time */
-    for (int32_t u = 1; u <= c->max_user && !rc; u++) {
+    const int nc = r->n_cand;
+    /* The users the LLM ranks, in id order (so a cap takes the same users every time);
+     * the others count with the retriever's metrics. Every rank lists them alike. */
+    int64_t n_sub = 0;
+    int32_t *sub = mr_alloc(sizeof(int32_t) * (size_t)(c->n_rows > 0 ? c->n_rows : 1), e);
+    if (!sub) {
+        mr_rank_eval_free(ev);
+        return e->code;
+    }
+    for (int32_t u = 1; u <= c->max_user; u++) {
         const mr_cand_row *row = mr_candidates_get(c, split, u);
         if (!row) continue;
-        if (!mr_cand_row_hit(row, r->n_cand)) {
+        if (!mr_cand_row_hit(row, nc)) {
             if (max_users > 0) continue; /* a capped validation looks at the subset only */
-            mr_metrics_add_ranked(&ev->retr_other, row->items, r->n_cand, &row->label, 1);
+            mr_metrics_add_ranked(&ev->retr_other, row->items, nc, &row->label, 1);
             ev->n_users++;
             continue;
         }
-        if (max_users > 0 && ev->n_subset >= max_users) continue;
+        if (max_users > 0 && n_sub >= max_users) continue;
+        sub[n_sub++] = u;
+    }
+    /* This rank's block of them (mllm4rec/dist.h): per user the letters' scores and
+     * the letter loss, nc + 1 doubles (floats convert exactly), gathered on every rank
+     * in user order, so the sums below run in the same order for any rank count. */
+    int64_t first, count;
+    mr_dist_block(n_sub, &first, &count);
+    const size_t rec = (size_t)nc + 1;
+    double *mine = mr_alloc(sizeof(double) * rec * (size_t)(count > 0 ? count : 1), e);
+    if (!mine) rc = e->code;
+    mr_progress prog;
+    if (show_progress)
+        mr_progress_start(&prog, split == MR_SPLIT_TEST ? "ranking test users" : "ranking val users", count);
+    const double t0 = mr_now(), c0 = cpu_now();
+    float scores[26];
+    for (int64_t k = 0; k < count && !rc; k++) {
+        const int32_t u = sub[first + k];
+        const mr_cand_row *row = mr_candidates_get(c, split, u);
         int32_t label_idx = 0;
-        for (int i = 0; i < r->n_cand; i++)
+        for (int i = 0; i < nc; i++)
             if (row->items[i] == row->label) {
                 label_idx = i;
                 break;
             }
         double loss = 0;
         if ((rc = mr_ranker_score(r, split, u, scores, label_idx, &loss, e))) break;
-        ev->letter_loss += loss;
-        if ((rc = mr_metrics_add_scores(&ev->subset, scores, r->n_cand, NULL, 0, &label_idx, 1, e))) break;
-        mr_metrics_add_ranked(&ev->retr_subset, row->items, r->n_cand, &row->label, 1);
+        for (int i = 0; i < nc; i++) mine[(size_t)k * rec + i] = scores[i];
+        mine[(size_t)k * rec + nc] = loss;
+        if (show_progress) mr_progress_update(&prog, k + 1, NULL);
+    }
+    /* the busiest rank's CPU time (microseconds): the speed on free cores */
+    int64_t cpu_us = (int64_t)((cpu_now() - c0) * 1e6);
+    if (!rc) rc = mr_dist_allreduce_max_i64(&cpu_us, 1, e);
+    ev->cpu_seconds = (double)cpu_us * 1e-6;
+    char *all = NULL;
+    size_t n_all = 0;
+    if (!rc) rc = mr_dist_gather(mine, sizeof(double) * rec * (size_t)count, 1, &all, &n_all, e);
+    if (!rc && n_all != sizeof(double) * rec * (size_t)n_sub)
+        rc = mr_fail(e, MR_ERR_INTERNAL, "ranker eval: gathered %zu bytes for %lld users", n_all, (long long)n_sub);
+    for (int64_t k = 0; k < n_sub && !rc; k++) {
+        const mr_cand_row *row = mr_candidates_get(c, split, sub[k]);
+        const double *v = (const double *)all + (size_t)k * rec;
+        int32_t label_idx = 0;
+        for (int i = 0; i < nc; i++) scores[i] = (float)v[i];
+        for (int i = 0; i < nc; i++)
+            if (row->items[i] == row->label) {
+                label_idx = i;
+                break;
+            }
+        ev->letter_loss += v[nc];
+        if ((rc = mr_metrics_add_scores(&ev->subset, scores, nc, NULL, 0, &label_idx, 1, e))) break;
+        mr_metrics_add_ranked(&ev->retr_subset, row->items, nc, &row->label, 1);
         ev->n_subset++;
         ev->n_users++;
-        if (show_progress) mr_progress_update(&prog, ev->n_subset, NULL);
     }
+    free(all);
+    free(mine);
+    free(sub);
     if (show_progress) mr_progress_end(&prog);
     ev->seconds = mr_now() - t0;
     if (ev->n_subset) ev->letter_loss /= (double)ev->n_subset;

@@ -2,12 +2,14 @@
 #include "mllm4rec/caption.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "mllm4rec/dataset.h"
+#include "mllm4rec/dist.h"
 #include "mllm4rec/tokenizer.h"
 
 int mr_captioner_open(mr_captioner *c, const char *model_dir, const mr_blip2_options *opt, const char *prompt_text,
@@ -492,18 +494,96 @@ static int batch_alloc(cap_batch *b, int max, size_t image_floats, mr_error *e) 
     return MR_OK;
 }
 
-/* Captions the `todo` items not done yet, in item order, batch by batch: the
- * helper thread prepares batch k + 1 while batch k runs; rows are appended as
- * each caption is made. */
+/* One image's outcome, as a rank sends it to rank 0: item id, kind, text length,
+ * then the text (the caption, or why the image failed). */
+enum { CAP_MISSING, CAP_FAILED, CAP_DONE };
+typedef struct cap_record {
+    int64_t item;
+    int32_t kind, len;
+} cap_record;
+
+static int record_add(char **buf, size_t *n, size_t *cap, int64_t item, int kind, const char *text, mr_error *e) {
+    size_t len = text ? strlen(text) : 0;
+    if (len > INT32_MAX) len = INT32_MAX;
+    size_t need = *n + sizeof(cap_record) + len;
+    if (need > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < need) c *= 2;
+        char *nb = mr_realloc(*buf, c, e);
+        if (!nb) return MR_ERR_INTERNAL;
+        *buf = nb;
+        *cap = c;
+    }
+    cap_record r = {item, kind, (int32_t)len};
+    memcpy(*buf + *n, &r, sizeof r);
+    if (len) memcpy(*buf + *n + sizeof r, text, len);
+    *n = need;
+    return MR_OK;
+}
+
+/* Rank 0 takes one round's records, in item order: captions into the dataset, rows
+ * appended to captions.tsv, counts. */
+static int records_apply(mr_dataset *d, const char *all, size_t n_all, FILE *cf, const char *cache_path,
+                         mr_caption_stats *st, int64_t *n_done, mr_error *e) {
+    size_t off = 0;
+    int rc = MR_OK;
+    while (off < n_all && !rc) {
+        cap_record r;
+        if (n_all - off < sizeof r) return mr_fail(e, MR_ERR_INTERNAL, "caption: a cut record");
+        memcpy(&r, all + off, sizeof r);
+        off += sizeof r;
+        if (r.len < 0 || (size_t)r.len > n_all - off || r.item < 1 || r.item > d->n_items)
+            return mr_fail(e, MR_ERR_INTERNAL, "caption: a bad record");
+        char *text = mr_alloc((size_t)r.len + 1, e);
+        if (!text) return MR_ERR_INTERNAL;
+        memcpy(text, all + off, (size_t)r.len);
+        text[r.len] = 0;
+        off += (size_t)r.len;
+        const char *sid = d->items[r.item].source_id;
+        if (r.kind == CAP_MISSING) {
+            st->missing++;
+            rc = set_caption(d, (int32_t)r.item, "", e);
+        } else if (r.kind == CAP_FAILED) {
+            st->failed++;
+            mr_log("caption: %s", text);
+            rc = set_caption(d, (int32_t)r.item, "", e);
+            if (!rc) rc = append_row(cf, sid, "", cache_path, e);
+        } else {
+            st->captioned++;
+            rc = set_caption(d, (int32_t)r.item, text, e);
+            if (!rc) rc = append_row(cf, sid, d->items[r.item].caption, cache_path, e);
+        }
+        free(text);
+        (*n_done)++;
+    }
+    return rc;
+}
+
+/* Rank r's batch of the round that starts at list index round_first: B images from
+ * round_first + r B (fewer at the end, none past it). */
+static void my_batch(cap_prefetch *q, int64_t round_first, int64_t n, int B, int64_t r) {
+    int64_t s = round_first + r * B;
+    q->first = s < n ? s : n;
+    q->count = s < n ? (n - s < B ? n - s : B) : 0;
+}
+
+/* Captions the `todo` items not done yet, in item order, in rounds: in each round
+ * every rank (mllm4rec/dist.h) takes the next batch of B images, rank r the r-th,
+ * and rank 0 gathers the outcomes in item order and appends the rows (cf is NULL on
+ * the other ranks, which write nothing). Within a rank the helper thread prepares
+ * the next round's batch while this one runs. With one process a round is a batch. */
 static int caption_pipeline(mr_captioner *c, mr_dataset *d, const char *images_dir, char **files, const uint8_t *done,
                             int64_t todo, FILE *cf, const char *cache_path, mr_caption_stats *st, mr_error *e) {
     const mr_blip2_info *in = mr_blip2_get_info(c->model);
     int B = mr_blip2_get_options(c->model)->max_batch;
+    const int64_t P = mr_dist_size(), R = mr_dist_rank();
     size_t image_floats = 3 * (size_t)in->image_size * in->image_size;
     size_t feat_floats = (size_t)in->vision_tokens * in->vision_hidden;
     int64_t *list = mr_alloc(sizeof(int64_t) * (size_t)(todo > 0 ? todo : 1), e);
     float *features = mr_alloc_aligned(sizeof(float) * feat_floats * B, e);
     cap_batch bt[2] = {{0}};
+    char *recs = NULL;
+    size_t n_recs = 0, cap_recs = 0;
     int rc = (list && features) ? MR_OK : MR_ERR_INTERNAL;
     if (!rc) rc = batch_alloc(&bt[0], B, image_floats, e);
     if (!rc) rc = batch_alloc(&bt[1], B, image_floats, e);
@@ -517,17 +597,17 @@ static int caption_pipeline(mr_captioner *c, mr_dataset *d, const char *images_d
     for (int k = 0; k < 2; k++)
         pf[k] = (cap_prefetch){&bt[k], mr_blip2_processor(c->model), d, images_dir, files, list, 0, 0, image_floats};
     int64_t n_done = 0;
-    pf[0].count = n < B ? n : B;
+    const int64_t round = (int64_t)B * P;
+    my_batch(&pf[0], 0, n, B, R);
     prefetch_run(&pf[0]);
-    for (int64_t first = 0, k = 0; first < n && !rc; first += B, k ^= 1) {
+    for (int64_t first = 0, k = 0; first < n && !rc; first += round, k ^= 1) {
         cap_batch *b = &bt[k];
         pthread_t th;
         int started = 0;
-        int64_t next = first + B;
+        int64_t next = first + round;
         if (next < n) {
             cap_prefetch *q = &pf[k ^ 1];
-            q->first = next;
-            q->count = n - next < B ? n - next : B;
+            my_batch(q, next, n, B, R);
             if (pthread_create(&th, NULL, prefetch_run, q) == 0) started = 1;
             else prefetch_run(q); /* no thread: prepare it here, in turn */
         }
@@ -541,49 +621,48 @@ static int caption_pipeline(mr_captioner *c, mr_dataset *d, const char *images_d
             rc = vrc;
             *e = ve;
         }
+        n_recs = 0;
         for (int j = 0; j < b->n && !rc; j++) {
             int64_t i = b->item[j];
-            const char *sid = d->items[i].source_id;
             if (b->state[j] == IMG_MISSING) {
-                st->missing++;
-                rc = set_caption(d, (int32_t)i, "", e);
-            } else {
-                mr_error ie = {0};
-                int n_ids = 0, r = MR_OK;
-                char *text = NULL;
-                if (b->state[j] == IMG_FAILED) {
-                    r = b->err[j].code ? b->err[j].code : MR_ERR_INPUT;
-                    ie = b->err[j];
-                } else if (vrc) {
-                    r = vrc;
-                    ie = ve;
-                } else {
-                    r = mr_blip2_generate_image(c->model, features + feat_floats * b->slot[j], c->prompt, c->n_prompt,
-                                                c->max_new_tokens, c->ids, &n_ids, &ie);
-                    if (!r) r = mr_caption_text(c, c->ids, n_ids, &text, &ie);
-                }
-                if (r == MR_ERR_INTERNAL) {
-                    rc = r;
-                    *e = ie;
-                } else if (r) {
-                    st->failed++;
-                    mr_log("caption: %s", ie.msg);
-                    rc = set_caption(d, (int32_t)i, "", e);
-                    if (!rc) rc = append_row(cf, sid, "", cache_path, e);
-                } else {
-                    st->captioned++;
-                    rc = set_caption(d, (int32_t)i, text, e);
-                    if (!rc) rc = append_row(cf, sid, d->items[i].caption, cache_path, e);
-                }
-                free(text);
+                rc = record_add(&recs, &n_recs, &cap_recs, i, CAP_MISSING, NULL, e);
+                continue;
             }
-            n_done++;
+            mr_error ie = {0};
+            int n_ids = 0, r = MR_OK;
+            char *text = NULL;
+            if (b->state[j] == IMG_FAILED) {
+                r = b->err[j].code ? b->err[j].code : MR_ERR_INPUT;
+                ie = b->err[j];
+            } else if (vrc) {
+                r = vrc;
+                ie = ve;
+            } else {
+                r = mr_blip2_generate_image(c->model, features + feat_floats * b->slot[j], c->prompt, c->n_prompt,
+                                            c->max_new_tokens, c->ids, &n_ids, &ie);
+                if (!r) r = mr_caption_text(c, c->ids, n_ids, &text, &ie);
+            }
+            if (r == MR_ERR_INTERNAL) {
+                rc = r;
+                *e = ie;
+            } else {
+                rc = record_add(&recs, &n_recs, &cap_recs, i, r ? CAP_FAILED : CAP_DONE, r ? ie.msg : text, e);
+            }
+            free(text);
+        }
+        if (started) pthread_join(th, NULL);
+        if (rc) break; /* under mpirun the caller ends the job; the others wait in the gather */
+        char *all = NULL;
+        size_t n_all = 0;
+        if ((rc = mr_dist_gather(recs, n_recs, 0, &all, &n_all, e))) break;
+        if (R == 0) {
+            rc = records_apply(d, all, n_all, cf, cache_path, st, &n_done, e);
             char extra[96];
             snprintf(extra, sizeof extra, "(captioned %lld, missing %lld, failed %lld)", (long long)st->captioned,
                      (long long)st->missing, (long long)st->failed);
             mr_progress_update(&pr, n_done, extra);
         }
-        if (started) pthread_join(th, NULL);
+        free(all);
     }
     mr_progress_end(&pr);
 out:
@@ -591,6 +670,7 @@ out:
     batch_free(&bt[1]);
     free(list);
     free(features);
+    free(recs);
     return rc;
 }
 
@@ -623,18 +703,21 @@ int mr_caption_dataset(mr_captioner *c, const char *dataset_dir, const char *ima
     }
     if (mr_file_exists(cache_path)) {
         cache_ctx cc = {&ix, &d, done, 0, 0};
-        if ((rc = read_tsv2(cache_path, "source_id\tcaption", 1, cache_row, &cc, e))) goto out;
+        if ((rc = read_tsv2(cache_path, "source_id\tcaption", mr_dist_rank() == 0, cache_row, &cc, e))) goto out;
     }
     for (int64_t i = 1; i <= d.n_items; i++) st->cached += done[i];
     int64_t todo = d.n_items - st->cached;
     if (st->cached) mr_log("caption: %lld of %lld items already in %s", (long long)st->cached, (long long)d.n_items, cache_path);
-    if (!(cf = open_cache_for_append(cache_path, e))) {
+    /* under mpirun rank 0 alone writes (mllm4rec/dist.h); the others caption their share */
+    const int writer = mr_dist_rank() == 0;
+    if ((rc = mr_dist_barrier(e))) goto out; /* every rank has read captions.tsv before rank 0 appends */
+    if (writer && !(cf = open_cache_for_append(cache_path, e))) {
         rc = e->code;
         goto out;
     }
     if ((rc = caption_pipeline(c, &d, images_dir, map_path ? files : NULL, done, todo, cf, cache_path, st, e)))
         goto out;
-    if (!rc) rc = mr_dataset_write_items(&d, e);
+    if (writer) rc = mr_dataset_write_items(&d, e);
 out:
     if (cf && fclose(cf) != 0 && !rc) rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", cache_path, strerror(errno));
     if (files)

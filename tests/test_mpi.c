@@ -1,0 +1,406 @@
+/* Open MPI (mllm4rec/dist.h, docs/scale.md): `ranker eval`, `caption`, `retriever eval`
+ * and `retriever candidates` on 2 ranks x 1 thread write the files of 1 process x 1
+ * thread, byte for byte; a rank that fails ends the whole job with its message and a
+ * non-zero exit instead of leaving the others waiting; commands that do not share
+ * their work refuse to run on several ranks. Skips (visibly) when mpirun is absent
+ * or the build has no MPI (make MPI=0). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mllm4rec/dist.h"
+#include "test.h"
+
+static const char *bin(void) {
+    const char *b = getenv("MLLM4REC_BIN");
+    return b && *b ? b : "build/mllm4rec";
+}
+
+/* NULL (and the reason in why) when 2-rank runs cannot be made here. */
+static const char *mpirun_prefix(const char **why) {
+    static char prefix[256];
+    if (!mr_dist_available()) {
+        *why = "built without MPI (make MPI=0)";
+        return NULL;
+    }
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        *why = "mpirun not found (apt-get install openmpi-bin)";
+        return NULL;
+    }
+    /* root needs --allow-run-as-root; two ranks on a machine of fewer cores, --oversubscribe */
+    snprintf(prefix, sizeof prefix, "timeout 300 mpirun %s--oversubscribe --mca orte_base_help_aggregate 0",
+             geteuid() == 0 ? "--allow-run-as-root " : "");
+    return prefix;
+}
+
+/* Runs a shell command line, stdout into out (may be NULL); returns the exit status. */
+static int sh(char *out, size_t outsz, const char *fmt, ...) MR_PRINTF(3, 4);
+static int sh(char *out, size_t outsz, const char *fmt, ...) {
+    char cmd[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = 0, got;
+    char tmp[4096];
+    while ((got = fread(tmp, 1, sizeof tmp, p)) > 0)
+        if (out && n + 1 < outsz) {
+            size_t take = got < outsz - 1 - n ? got : outsz - 1 - n;
+            memcpy(out + n, tmp, take);
+            n += take;
+        }
+    if (out && outsz) out[n] = 0;
+    int st = pclose(p);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static char *read_all(const char *path) {
+    char *d;
+    size_t n;
+    mr_error e;
+    return mr_read_file(path, &d, &n, &e) ? NULL : d;
+}
+
+/* Both files exist and hold the same bytes. */
+static int same_file(const char *a, const char *b) {
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    mr_error e;
+    int ok = !mr_read_file(a, &x, &nx, &e) && !mr_read_file(b, &y, &ny, &e) && nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return ok;
+}
+
+/* ---- ranker eval: stories260K on a small MovieLens-like dataset ---- */
+
+static const char *ranker_world(void) {
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ml"));
+    mkdir(dir, 0755);
+    char p[1200], buf[8192];
+    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
+                       " \"counts\": {\"after\": {\"users\": 7, \"items\": 8, \"interactions\": 42}}}\n";
+    snprintf(p, sizeof p, "%s/meta.json", dir);
+    test_write_file(p, meta, strlen(meta));
+    const char *items = "item_id\tsource_id\ttitle\timage\tcaption\n"
+                        "1\t1\tToy Story (1995)\t\ta toy cowboy and a space ranger\n"
+                        "2\t2\tJumanji (1995)\t\t\n"
+                        "3\t3\tHeat (1995)\t\ttwo men with guns\n"
+                        "4\t4\tThe Lion King (1994)\t\ta lion on a rock\n"
+                        "5\t5\tAlien (1979)\t\ta dark ship\n"
+                        "6\t6\tUp (2009)\t\ta house with balloons\n"
+                        "7\t7\tJaws (1975)\t\ta shark\n"
+                        "8\t8\tBig (1988)\t\ta piano\n";
+    snprintf(p, sizeof p, "%s/items.tsv", dir);
+    test_write_file(p, items, strlen(items));
+    size_t n = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n");
+    for (int u = 1; u <= 7; u++) {
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\t%d\t", u, u);
+        for (int j = 0; j < 6; j++) n += (size_t)snprintf(buf + n, sizeof buf - n, j ? " %d" : "%d", (u + 2 * j) % 8 + 1);
+        buf[n++] = '\n';
+    }
+    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
+    test_write_file(p, buf, n);
+    /* candidates: the label among them for most users (ranked by the LLM), not for user 5 */
+    n = (size_t)snprintf(buf, sizeof buf, "split\tuser_id\tlabel\titems\tscores\n");
+    for (int s = 0; s < 2; s++)
+        for (int u = 1; u <= 7; u++) {
+            int label = (u + 2 * (s ? 5 : 4)) % 8 + 1, c[4], m = 0, hit = u != 5;
+            for (int k = 0; m < 4; k++) {
+                if (hit && m == u % 4) {
+                    c[m++] = label;
+                    continue;
+                }
+                int it = (label + u + k) % 8 + 1;
+                if (it != label) c[m++] = it;
+            }
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\t%d\t%d\t%d,%d,%d,%d\t4,3,2,1\n", s ? "test" : "val", u,
+                                  label, c[0], c[1], c[2], c[3]);
+        }
+    snprintf(p, sizeof p, "%s/cands.tsv", dir);
+    test_write_file(p, buf, n);
+    return dir;
+}
+
+TEST(ranker_eval_two_ranks_equal_one) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = ranker_world();
+    char common[4096], a[1024], b[1024], pa[1200], pb[1200];
+    snprintf(common, sizeof common,
+             "ranker eval --dataset %s --candidates %s/cands.tsv --model %s --num-candidates 4 --threads 1 "
+             "--history 3 --max-title-tokens 6 --max-tokens 256 --split %%s --out %%s",
+             w, w, model);
+    static char out1[1 << 15], out2[1 << 15];
+    const char *splits[2] = {"val", "test"};
+    for (int s = 0; s < 2; s++) {
+        snprintf(a, sizeof a, "%s_%s", test_tmp_path("rank1"), splits[s]);
+        snprintf(b, sizeof b, "%s_%s", test_tmp_path("rank2"), splits[s]);
+        char args_a[4400], args_b[4400];
+        snprintf(args_a, sizeof args_a, common, splits[s], a);
+        snprintf(args_b, sizeof args_b, common, splits[s], b);
+        int rc = sh(out1, sizeof out1, "%s %s 2>/dev/null", bin(), args_a);
+        CHECK_MSG(rc == 0, "one process: exit %d", rc);
+        rc = sh(out2, sizeof out2, "%s -np 2 %s %s 2>&1 >%s", mpi, bin(), args_b, test_tmp_path("stdout2"));
+        CHECK_MSG(rc == 0, "2 ranks: exit %d: %s", rc, out2);
+        char *o2 = read_all(test_tmp_path("stdout2"));
+        CHECK(o2);
+        /* rank 0 alone prints: the same table once */
+        CHECK_MSG(!strcmp(out1, o2), "stdout differs:\n%s\n---\n%s", out1, o2);
+        free(o2);
+        CHECK_MSG(strstr(out1, "7 users, 6 with the true item"), "%s", out1);
+        snprintf(pa, sizeof pa, "%s/metrics.json", a);
+        snprintf(pb, sizeof pb, "%s/metrics.json", b);
+        CHECK_MSG(same_file(pa, pb), "%s: metrics.json of 2 ranks differs from 1 process's", splits[s]);
+    }
+    /* three ranks: blocks of 2 users each */
+    snprintf(b, sizeof b, "%s", test_tmp_path("rank3"));
+    char args_b[4400];
+    snprintf(args_b, sizeof args_b, common, "test", b);
+    int rc = sh(NULL, 0, "%s -np 3 %s %s >/dev/null 2>&1", mpi, bin(), args_b);
+    CHECK_MSG(rc == 0, "3 ranks: exit %d", rc);
+    snprintf(pa, sizeof pa, "%s_test/metrics.json", test_tmp_path("rank1"));
+    snprintf(pb, sizeof pb, "%s/metrics.json", b);
+    CHECK_MSG(same_file(pa, pb), "metrics.json of 3 ranks differs from 1 process's");
+}
+
+/* ---- one rank fails: the job ends with its message ---- */
+
+TEST(failing_rank_ends_the_job) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = ranker_world();
+    char good[4096], bad[4096];
+    snprintf(good, sizeof good,
+             "ranker eval --dataset %s --candidates %s/cands.tsv --model %s --num-candidates 4 --threads 1 "
+             "--history 3 --max-title-tokens 6 --max-tokens 256",
+             w, w, model);
+    /* rank 1 (the second program of an MPMD line) gets a model file that is not there:
+     * rank 0 ranks its users and would wait for rank 1's forever */
+    snprintf(bad, sizeof bad,
+             "ranker eval --dataset %s --candidates %s/cands.tsv --model %s/no-such-model.gguf --num-candidates 4 "
+             "--threads 1 --history 3 --max-title-tokens 6 --max-tokens 256",
+             w, w, w);
+    static char out[1 << 16];
+    int rc = sh(out, sizeof out, "%s -np 1 %s %s : -np 1 %s %s 2>&1", mpi, bin(), good, bin(), bad);
+    CHECK_MSG(rc != 0 && rc != 124, "exit %d (124: timed out, a hang): %s", rc, out);
+    CHECK_MSG(strstr(out, "no-such-model.gguf") && strstr(out, "rank 1 of 2 failed"), "%s", out);
+    /* a bad candidates file for rank 0 only: rank 1 waits in the gather, rank 0 ends it */
+    snprintf(bad, sizeof bad,
+             "ranker eval --dataset %s --candidates %s/nothing.tsv --model %s --num-candidates 4 --threads 1 "
+             "--history 3 --max-title-tokens 6 --max-tokens 256",
+             w, w, model);
+    rc = sh(out, sizeof out, "%s -np 1 %s %s : -np 1 %s %s 2>&1", mpi, bin(), bad, bin(), good);
+    CHECK_MSG(rc == 1, "exit %d: %s", rc, out);
+    CHECK_MSG(strstr(out, "nothing.tsv") && strstr(out, "rank 0 of 2 failed"), "%s", out);
+    /* a command that does not share its work refuses several ranks (usage, exit 2) */
+    rc = sh(out, sizeof out, "%s -np 2 %s llm info --model %s 2>&1", mpi, bin(), model);
+    CHECK_MSG(rc == 2 && strstr(out, "runs in one process only"), "exit %d: %s", rc, out);
+}
+
+/* ---- retriever eval and candidates ---- */
+
+#define N_USERS 37
+#define N_ITEMS 50
+
+static const char *walk_dataset(void) {
+    static char dir[512];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("walk"));
+    mkdir(dir, 0755);
+    char path[600];
+    static char buf[200000];
+    size_t n = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    for (int i = 1; i <= N_ITEMS; i++) n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\ts%d\tItem %d\t\t\n", i, i, i);
+    snprintf(path, sizeof path, "%s/items.tsv", dir);
+    test_write_file(path, buf, n);
+    mr_rng r;
+    mr_rng_seed(&r, 5);
+    int interactions = 0;
+    n = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n");
+    for (int u = 1; u <= N_USERS; u++) {
+        int len = 5 + (int)mr_rng_below(&r, 20), item = 1 + (int)mr_rng_below(&r, N_ITEMS);
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\tu%d\t", u, u);
+        for (int j = 0; j < len; j++) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, j ? " %d" : "%d", item);
+            item = (item + 1 + (int)mr_rng_below(&r, 2)) % N_ITEMS + 1;
+        }
+        buf[n++] = '\n';
+        interactions += len;
+    }
+    snprintf(path, sizeof path, "%s/sequences.tsv", dir);
+    test_write_file(path, buf, n);
+    n = (size_t)snprintf(buf, sizeof buf,
+                         "{\"format_version\": 1, \"format\": \"sequences\", \"name\": \"walk\", \"counts\": "
+                         "{\"after\": {\"users\": %d, \"items\": %d, \"interactions\": %d}}}\n",
+                         N_USERS, N_ITEMS, interactions);
+    snprintf(path, sizeof path, "%s/meta.json", dir);
+    test_write_file(path, buf, n);
+    return dir;
+}
+
+TEST(retriever_eval_and_candidates_two_ranks_equal_one) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *ds = walk_dataset();
+    char run[1024], p[1200], keep_m[1200], keep_c[1200];
+    snprintf(run, sizeof run, "%s", test_tmp_path("lru_run"));
+    int rc = sh(NULL, 0,
+                "%s retriever train --dataset %s --out %s --max-len 8 --hidden 16 --batch 8 --max-epochs 2 "
+                "--val-every 5 --seed 3 --threads 1 >/dev/null 2>&1",
+                bin(), ds, run);
+    CHECK_MSG(rc == 0, "retriever train: exit %d", rc);
+    snprintf(keep_m, sizeof keep_m, "%s", test_tmp_path("metrics_1.json"));
+    snprintf(keep_c, sizeof keep_c, "%s", test_tmp_path("candidates_1.tsv"));
+    /* one process, one thread */
+    CHECK(sh(NULL, 0, "%s retriever eval --dataset %s --run %s --threads 1 >/dev/null 2>&1", bin(), ds, run) == 0);
+    CHECK(sh(NULL, 0, "%s retriever candidates --dataset %s --run %s -k 7 --threads 1 >/dev/null 2>&1", bin(), ds,
+             run) == 0);
+    snprintf(p, sizeof p, "%s/metrics.json", run);
+    CHECK(rename(p, keep_m) == 0);
+    snprintf(p, sizeof p, "%s/candidates.tsv", run);
+    CHECK(rename(p, keep_c) == 0);
+    /* two ranks, one thread each */
+    static char out[1 << 16];
+    rc = sh(out, sizeof out, "%s -np 2 %s retriever eval --dataset %s --run %s --threads 1 2>&1 >/dev/null", mpi,
+            bin(), ds, run);
+    CHECK_MSG(rc == 0, "eval on 2 ranks: exit %d: %s", rc, out);
+    rc = sh(out, sizeof out, "%s -np 2 %s retriever candidates --dataset %s --run %s -k 7 --threads 1 2>&1 >/dev/null",
+            mpi, bin(), ds, run);
+    CHECK_MSG(rc == 0, "candidates on 2 ranks: exit %d: %s", rc, out);
+    snprintf(p, sizeof p, "%s/metrics.json", run);
+    CHECK_MSG(same_file(p, keep_m), "metrics.json of 2 ranks differs from 1 process's");
+    snprintf(p, sizeof p, "%s/candidates.tsv", run);
+    CHECK_MSG(same_file(p, keep_c), "candidates.tsv of 2 ranks differs from 1 process's");
+    char *c = read_all(p);
+    CHECK(c);
+    int lines = 0;
+    for (char *q = c; *q; q++) lines += *q == '\n';
+    free(c);
+    CHECK_MSG(lines == 1 + 2 * N_USERS, "%d lines", lines);
+    /* a rank's leftover temporary file would show: only rank 0 writes */
+    CHECK(sh(out, sizeof out, "ls %s | grep -c tmp", run) == 1);
+}
+
+/* ---- caption: a random BLIP-2 with GPT-2's vocabulary, a few posters ---- */
+
+static void caption_dataset(const char *dir, const char **sids, int n) {
+    mkdir(dir, 0755);
+    char p[2048], buf[1 << 14];
+    snprintf(p, sizeof p, "%s/meta.json", dir);
+    snprintf(buf, sizeof buf,
+             "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"posters\", "
+             "\"counts\": {\"after\": {\"users\": 1, \"items\": %d, \"interactions\": %d}}}\n",
+             n, n);
+    test_write_file(p, buf, strlen(buf));
+    size_t k = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    for (int i = 0; i < n; i++)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%d\t%s\tMovie %s\t\t\n", i + 1, sids[i], sids[i]);
+    snprintf(p, sizeof p, "%s/items.tsv", dir);
+    test_write_file(p, buf, k);
+    k = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n1\tu1\t");
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%d", i ? " " : "", i + 1);
+    buf[k++] = '\n';
+    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
+    test_write_file(p, buf, k);
+}
+
+TEST(caption_two_ranks_equal_one) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *vocab = test_shared_path("reference/tokenizer/ggml-vocab-gpt-2.gguf");
+    const char *posters = test_shared_path("data/ml100k-posters/jpg");
+    if (!vocab || !posters) SKIP("the GPT-2 vocabulary or the posters are not in ../shared");
+    char model[1024], imgs[1024], ds1[1024], ds2[1024], p[2048], q[2048];
+    snprintf(model, sizeof model, "%s", test_tmp_path("blip2"));
+    snprintf(imgs, sizeof imgs, "%s", test_tmp_path("imgs"));
+    CHECK(sh(NULL, 0, "%s model random --arch blip2 --out %s --vocab %s --init-std 0.3 --seed 2 >/dev/null 2>&1", bin(),
+             model, vocab) == 0);
+    /* 7 posters, a broken file and an item without an image: with --batch 2 and 2 ranks
+     * the rounds have 4 images, the last one a part of a batch */
+    mkdir(imgs, 0755);
+    const char *sids[9] = {"1", "2", "broken", "3", "10", "nothing", "21", "34", "5"};
+    for (int i = 0; i < 9; i++) {
+        if (!strcmp(sids[i], "nothing")) continue;
+        snprintf(p, sizeof p, "%s/%s.jpg", imgs, sids[i]);
+        if (!strcmp(sids[i], "broken")) {
+            test_write_file(p, "\xff\xd8\xff\xe0 not really a jpeg", 22);
+            continue;
+        }
+        char src[2048], *d;
+        size_t n;
+        mr_error e;
+        snprintf(src, sizeof src, "%s/%s.jpg", posters, sids[i]);
+        CHECK_OK(mr_read_file(src, &d, &n, &e), &e);
+        test_write_file(p, d, n);
+        free(d);
+    }
+    snprintf(ds1, sizeof ds1, "%s", test_tmp_path("cap1"));
+    snprintf(ds2, sizeof ds2, "%s", test_tmp_path("cap2"));
+    caption_dataset(ds1, sids, 9);
+    caption_dataset(ds2, sids, 9);
+    static char out1[4096], out2[1 << 16];
+    int rc = sh(out1, sizeof out1,
+                "%s caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch 2 --threads 1 2>/dev/null",
+                bin(), ds1, imgs, model);
+    CHECK_MSG(rc == 0, "one process: exit %d", rc);
+    CHECK_MSG(strstr(out1, "9 items: 7 captioned now, 0 from captions.tsv, 1 missing images, 1 failed"), "%s", out1);
+    rc = sh(out2, sizeof out2,
+            "%s -np 2 %s caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch 2 --threads 1 2>&1", mpi,
+            bin(), ds2, imgs, model);
+    CHECK_MSG(rc == 0, "2 ranks: exit %d: %s", rc, out2);
+    CHECK_MSG(strstr(out2, "9 items: 7 captioned now, 0 from captions.tsv, 1 missing images, 1 failed"), "%s", out2);
+    const char *files[2] = {"captions.tsv", "items.tsv"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(p, sizeof p, "%s/%s", ds1, files[i]);
+        snprintf(q, sizeof q, "%s/%s", ds2, files[i]);
+        CHECK_MSG(same_file(p, q), "%s of 2 ranks differs from 1 process's", files[i]);
+    }
+    /* a rerun on 2 ranks finds every row in captions.tsv and changes nothing */
+    rc = sh(out2, sizeof out2, "%s -np 2 %s caption --dataset %s --images %s --model %s --max-new-tokens 6 2>/dev/null",
+            mpi, bin(), ds2, imgs, model);
+    CHECK_MSG(rc == 0 && strstr(out2, "0 captioned now, 8 from captions.tsv, 1 missing"), "exit %d: %s", rc, out2);
+    snprintf(p, sizeof p, "%s/captions.tsv", ds1);
+    snprintf(q, sizeof q, "%s/captions.tsv", ds2);
+    CHECK(same_file(p, q));
+    /* the single-image form stays a one-process command */
+    rc = sh(out2, sizeof out2, "%s -np 2 %s caption --model %s --image %s/1.jpg 2>&1", mpi, bin(), model, imgs);
+    CHECK_MSG(rc == 2, "exit %d: %s", rc, out2);
+}
+
+/* Under ASan, the ranks' leak check must tell Open MPI's leftovers from ours: full
+ * stack unwinding (libmpi has no frame pointers) so that every such stack shows an
+ * Open MPI library, components kept loaded so that theirs are named, and the
+ * suppressions in tests/lsan-mpi.supp, which name only those libraries. */
+static void sanitizer_env(void) {
+    if (!test_under_sanitizer()) return;
+    static char asan[1024], lsan[2048], cwd[1024];
+    const char *a = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "%s%sfast_unwind_on_malloc=0", a && *a ? a : "", a && *a ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+    if (!getcwd(cwd, sizeof cwd)) return;
+    snprintf(lsan, sizeof lsan, "suppressions=%s/tests/lsan-mpi.supp", cwd);
+    setenv("LSAN_OPTIONS", lsan, 1);
+    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
+    setenv("PMIX_MCA_mca_base_component_disable_dlclose", "1", 1);
+}
+
+int main(void) {
+    sanitizer_env();
+    RUN(ranker_eval_two_ranks_equal_one);
+    RUN(failing_rank_ends_the_job);
+    RUN(retriever_eval_and_candidates_two_ranks_equal_one);
+    RUN(caption_two_ranks_equal_one);
+    return test_summary();
+}
