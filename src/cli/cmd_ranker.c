@@ -215,6 +215,11 @@ CLI_COMMAND(cmd_ranker_eval) {
     mr_ranker r;
     memset(&r, 0, sizeof r);
     char *out_dir = out ? strdup(out) : adapter ? dir_of(adapter) : NULL;
+    /* the folder metrics.json goes into is ours before any input is read */
+    if (out_dir && (rc = cli_claim_folder(cmd, out_dir, NULL, 0, 0))) {
+        free(out_dir);
+        return rc;
+    }
     if ((rc = setup_load(&s, &co, &e))) goto done;
     if ((rc = mr_ranker_load_model(&lm, &l, &have_lora, co.model, adapter, &e))) goto done;
     have_model = 1;
