@@ -161,7 +161,9 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
         if (!row) continue;
         if (!mr_cand_row_hit(row, r->n_cand)) {
             if (max_users > 0) continue; /* a capped validation looks at the subset only */
-            mr_metrics_add_ranked(&ev->retr_other, row->items, r->n_cand, &row->label, 1);
+            /* the retriever's metric over all items: its whole row (its top c->k), not
+             * the n_cand the ranker sees, or Recall@10 with 5 candidates is Recall@5 */
+            mr_metrics_add_ranked(&ev->retr_other, row->items, c->k, &row->label, 1);
             ev->n_users++;
             continue;
         }
@@ -176,7 +178,7 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
         if ((rc = mr_ranker_score(r, split, u, scores, label_idx, &loss, e))) break;
         ev->letter_loss += loss;
         if ((rc = mr_metrics_add_scores(&ev->subset, scores, r->n_cand, NULL, 0, &label_idx, 1, e))) break;
-        mr_metrics_add_ranked(&ev->retr_subset, row->items, r->n_cand, &row->label, 1);
+        mr_metrics_add_ranked(&ev->retr_subset, row->items, c->k, &row->label, 1);
         ev->n_subset++;
         ev->n_users++;
         if (show_progress) mr_progress_update(&prog, ev->n_subset, NULL);
