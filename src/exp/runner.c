@@ -358,6 +358,10 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
             const char *def = fl->def;
             if (s == EXP_RETRIEVER && !strcmp(fl->name, "max-len")) def = def_maxlen[0] ? def_maxlen : NULL;
             if (s == EXP_RETRIEVER && !strcmp(fl->name, "batch")) def = def_batch[0] ? def_batch : NULL;
+            if (!strcmp(fl->name, "captions")) { /* the template's own choice */
+                const char *t = exp_flag_value(c, r, s, "template");
+                def = t && !strcmp(t, "llamarec") ? "off" : "on";
+            }
             if (!v && !def) continue; /* prepare's unused inputs; defaults of a dataset not made yet */
             fprintf(f, "  %s: ", fl->name);
             mr_yaml_write_scalar(f, v ? v : def);
