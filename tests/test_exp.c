@@ -2,6 +2,9 @@
  * the line), the grid's expansion and stage sharing, the aggregation (mean and
  * sample sd against hand-computed values), the result tables, learning curves,
  * and a small experiment run end to end through the CLI (skip, resume, kill). */
+#include <jansson.h>
+#include <sys/stat.h>
+
 #include "test.h"
 #include "mllm4rec/exp.h"
 #include "mllm4rec/yaml.h"
@@ -446,6 +449,164 @@ TEST(experiment_runs_skips_and_reports) {
     free(tsv1);
 }
 
+/* ---- the ranker's overall metrics and --captions (issue 14) ----
+ * A dataset of 4 users and 12 items with captions, the MovieLens role, and
+ * hand-made candidates: the test label is the retriever's 1st, 3rd, 5th candidate
+ * or missing (users 1..4). */
+static const char *ranker_dataset(void) {
+    static char dir[1024];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("rankds"));
+    mkdir(dir, 0755);
+    char p[1200], buf[4096];
+    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
+                       " \"counts\": {\"after\": {\"users\": 4, \"items\": 12, \"interactions\": 20}}}\n";
+    snprintf(p, sizeof p, "%s/meta.json", dir);
+    test_write_file(p, meta, strlen(meta));
+    size_t n = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    for (int i = 1; i <= 12; i++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\ts%d\tMovie %d (199%d)\t\ta poster of movie %d\n", i, i, i,
+                              i % 10, i);
+    snprintf(p, sizeof p, "%s/items.tsv", dir);
+    test_write_file(p, buf, n);
+    const char *seqs = "user_id\tsource_user_id\titems\n1\tu1\t1 2 3 4 5\n2\tu2\t2 3 4 5 6\n3\tu3\t3 4 5 6 7\n"
+                       "4\tu4\t4 5 6 7 8\n";
+    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
+    test_write_file(p, seqs, strlen(seqs));
+    const char *cands = "split\tuser_id\tlabel\titems\tscores\n"
+                        "val\t1\t4\t4 9 10 11 12\t5 4 3 2 1\n"
+                        "val\t2\t5\t5 9 10 11 12\t5 4 3 2 1\n"
+                        "val\t3\t6\t6 9 10 11 12\t5 4 3 2 1\n"
+                        "val\t4\t7\t7 9 10 11 12\t5 4 3 2 1\n"
+                        "test\t1\t5\t5 6 7 8 9\t5 4 3 2 1\n"
+                        "test\t2\t6\t7 8 6 9 10\t5 4 3 2 1\n"
+                        "test\t3\t7\t8 9 10 11 7\t5 4 3 2 1\n"
+                        "test\t4\t8\t9 10 11 12 1\t5 4 3 2 1\n";
+    snprintf(p, sizeof p, "%s/candidates.tsv", dir);
+    test_write_file(p, cands, strlen(cands));
+    return dir;
+}
+
+static double metric_of(json_t *root, const char *section, const char *name) {
+    json_t *v = json_object_get(json_object_get(json_object_get(root, "test"), section), name);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+/* DESIGN 7: overall = (subset metric x subset size + the retriever's metric on the
+ * other users x their count) / all users, the retriever's metric being over all items
+ * (its whole candidate row), not over the --num-candidates the ranker sees. With one
+ * candidate only user 1 is ranked (rank 1 whatever the model says); users 2 and 3 have
+ * their label at the retriever's ranks 3 and 5, user 4 none:
+ *   Recall@1 = 1/4, Recall@5 = Recall@10 = Recall@20 = 3/4,
+ *   NDCG@5 = (1 + 1/log2(4) + 1/log2(6)) / 4, MRR@5 = (1 + 1/3 + 1/5) / 4.
+ * (Before the fix, Recall@5 and Recall@10 were 1/4: Recall@1 over one candidate.) */
+TEST(overall_metrics_count_the_retriever_beyond_the_ranked_candidates) {
+    const char *model = test_shared_path("reference/models/stories260K.gguf");
+    if (!model) SKIP("../shared/reference/models/stories260K.gguf absent");
+    const char *ds = ranker_dataset();
+    char out[1024], path[1200], log[8192];
+    snprintf(out, sizeof out, "%s", test_tmp_path("overall1"));
+    int rc = test_cli(log, sizeof log,
+                      "ranker eval --dataset %s --candidates %s/candidates.tsv --model %s --num-candidates 1 --out %s "
+                      "--threads 1 2>&1", ds, ds, model, out);
+    CHECK_MSG(rc == 0, "%s", log);
+    snprintf(path, sizeof path, "%s/metrics.json", out);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    CHECK_MSG(root, "%s: %s", path, je.text);
+    const double ndcg5 = (1 + 1 / log2(4.0) + 1 / log2(6.0)) / 4, mrr5 = (1 + 1 / 3.0 + 1 / 5.0) / 4;
+    const char *sections[2] = {"overall", "retriever_overall"};
+    for (int s = 0; s < 2; s++) {
+        CHECK_NEAR(metric_of(root, sections[s], "Recall@1"), 0.25, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "Recall@5"), 0.75, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "Recall@10"), 0.75, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "Recall@20"), 0.75, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "NDCG@5"), ndcg5, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "MRR@5"), mrr5, 1e-9);
+        CHECK_NEAR(metric_of(root, sections[s], "MRR@10"), mrr5, 1e-9);
+    }
+    CHECK_NEAR(metric_of(root, "subset", "NDCG@10"), 1.0, 1e-9);
+    json_decref(root);
+    /* five candidates: users 1..3 ranked, user 4 missed: every Recall@k>=5 is 3/4 */
+    snprintf(out, sizeof out, "%s", test_tmp_path("overall5"));
+    rc = test_cli(log, sizeof log,
+                  "ranker eval --dataset %s --candidates %s/candidates.tsv --model %s --num-candidates 5 --out %s "
+                  "--threads 1 2>&1", ds, ds, model, out);
+    CHECK_MSG(rc == 0, "%s", log);
+    snprintf(path, sizeof path, "%s/metrics.json", out);
+    root = json_load_file(path, 0, &je);
+    CHECK_MSG(root, "%s: %s", path, je.text);
+    CHECK_NEAR(metric_of(root, "overall", "Recall@5"), 0.75, 1e-9);
+    CHECK_NEAR(metric_of(root, "overall", "Recall@10"), 0.75, 1e-9);
+    CHECK_NEAR(metric_of(root, "retriever_overall", "NDCG@5"), ndcg5, 1e-9);
+    json_decref(root);
+}
+
+/* --captions on|off in both templates (ranker prompt shows the exact text), recorded
+ * by ranker train in R/prompt.json and used by ranker eval of the run unless told
+ * otherwise. */
+TEST(captions_on_off_in_both_templates_and_kept_by_the_run) {
+    const char *model = test_shared_path("reference/models/stories260K.gguf");
+    if (!model) SKIP("../shared/reference/models/stories260K.gguf absent");
+    const char *ds = ranker_dataset();
+    char out[16384];
+    struct {
+        const char *flags, *history, *cand;
+    } cases[] = {
+        /* mllm4rec: "{title : caption" by default and with on; "{title" with off */
+        {"", "(1) {Movie 2 (1992) : a poster of movie 2 \n (2) {Movie 3", "(A) {Movie 7 (1997) : a poster of movie 7 \n"},
+        {"--captions on", "(1) {Movie 2 (1992) : a poster of movie 2 \n", "(A) {Movie 7 (1997) : a poster of movie 7 \n"},
+        {"--captions off", "Previously browsed: (1) {Movie 2 (1992) \n (2) {Movie 3 (1993) \n",
+         "Candidate pool: (A) {Movie 7 (1997) \n (B) {Movie 8 (1998) \n"},
+        /* llamarec: titles only by default and with off; "title : caption" with on */
+        {"--template llamarec", "User history: (1) Movie 2 (1992) \n (2) Movie 3 (1993) \n",
+         "Candidate pool: (A) Movie 7 (1997) \n (B) Movie 8 (1998) \n"},
+        {"--template llamarec --captions off", "User history: (1) Movie 2 (1992) \n (2) Movie 3 (1993) \n",
+         "Candidate pool: (A) Movie 7 (1997) \n"},
+        {"--template llamarec --captions on", "User history: (1) Movie 2 (1992) : a poster of movie 2 \n",
+         "Candidate pool: (A) Movie 7 (1997) : a poster of movie 7 \n (B) Movie 8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = test_cli(out, sizeof out,
+                          "ranker prompt --dataset %s --candidates %s/candidates.tsv --model %s --user 2 --num-candidates 5 %s "
+                          "2>/dev/null",
+                          ds, ds, model, cases[i].flags);
+        CHECK_MSG(rc == 0, "'%s': exit %d", cases[i].flags, rc);
+        CHECK_MSG(strstr(out, cases[i].history) && strstr(out, cases[i].cand), "'%s':\n%s", cases[i].flags, out);
+        int off = strstr(cases[i].flags, "off") || !strcmp(cases[i].flags, "--template llamarec");
+        const char *input = strstr(out, "### Input:"); /* the mllm4rec instruction names "{item : vision ..." */
+        CHECK_MSG(input && (!off || !strstr(input, " : ")), "'%s' (no captions) writes \" : \":\n%s", cases[i].flags,
+                  out);
+    }
+    CHECK(test_cli(out, sizeof out, "ranker prompt --dataset %s --candidates %s/candidates.tsv --model %s --user 2 "
+                                    "--captions maybe 2>&1", ds, ds, model) == 2);
+    CHECK_MSG(strstr(out, "--captions must be on or off"), "%s", out);
+    /* the run keeps its setting: train with off, then eval of the run without the flag */
+    char run[1024], path[1200], log[8192];
+    snprintf(run, sizeof run, "%s", test_tmp_path("capsrun"));
+    const char *small = "--history 3 --max-title-tokens 6 --max-tokens 256 --num-candidates 5 --threads 1";
+    int rc = test_cli(log, sizeof log,
+                      "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s --captions off "
+                      "--max-steps 1 --batch 1 --val-every 1 --warmup 0 2>&1", ds, ds, model, run, small);
+    CHECK_MSG(rc == 0, "%s", log);
+    snprintf(path, sizeof path, "%s/prompt.json", run);
+    char *pj = slurp(path);
+    CHECK_MSG(pj && strstr(pj, "\"template\": \"mllm4rec\"") && strstr(pj, "\"captions\": \"off\""), "%s",
+              pj ? pj : "(no prompt.json)");
+    free(pj);
+    rc = test_cli(log, sizeof log, "ranker eval --dataset %s --candidates %s/candidates.tsv --model %s --adapter "
+                                   "%s/adapter.gguf %s 2>&1", ds, ds, model, run, small);
+    CHECK_MSG(rc == 0 && strstr(log, "prompt: template mllm4rec, captions off"), "%s", log);
+    rc = test_cli(log, sizeof log, "ranker eval --dataset %s --candidates %s/candidates.tsv --model %s --adapter "
+                                   "%s/adapter.gguf %s --captions on 2>&1", ds, ds, model, run, small);
+    CHECK_MSG(rc == 0 && strstr(log, "prompt: template mllm4rec, captions on"), "%s", log);
+    /* a resumed run keeps the setting it was started with */
+    rc = test_cli(log, sizeof log,
+                  "ranker train --dataset %s --candidates %s/candidates.tsv --model %s --out %s %s --captions on "
+                  "--max-steps 1 --batch 1 --val-every 1 --warmup 0 --resume 2>&1", ds, ds, model, run, small);
+    CHECK_MSG(rc == 2 && strstr(log, "--captions off"), "exit %d: %s", rc, log);
+}
+
 int main(void) {
     RUN(parses_a_good_config);
     RUN(grid_expansion_order_and_shared_stages);
@@ -455,5 +616,7 @@ int main(void) {
     RUN(results_tables_from_metrics);
     RUN(curves_from_a_retriever_log);
     RUN(experiment_runs_skips_and_reports);
+    RUN(overall_metrics_count_the_retriever_beyond_the_ranked_candidates);
+    RUN(captions_on_off_in_both_templates_and_kept_by_the_run);
     return test_summary();
 }

@@ -91,6 +91,27 @@ static int w_append(const char *dir, int version, mr_error *e) {
     return mr_append_file(path, line, sizeof line, NULL, e);
 }
 
+/* caption's cache: a header when the file is new, then rows appended one at a time
+ * through mr_append_open, each flushed (src/vision/caption.c's append_row) */
+static int append_rows(const char *path, int first, int n_rows, size_t row_len, mr_error *e) {
+    int fresh = !mr_file_exists(path);
+    FILE *f = mr_append_open(path, e);
+    if (!f) return e->code;
+    int rc = MR_OK;
+    if (fresh && (fputs("source_id\tcaption\n", f) < 0 || fflush(f) != 0))
+        rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    for (int r = first; r < first + n_rows && !rc; r++) {
+        char cap[1000];
+        size_t n = row_len < sizeof cap - 1 ? row_len : sizeof cap - 1;
+        for (size_t i = 0; i < n; i++) cap[i] = (char)('a' + (r * 7 + (int)i) % 26);
+        cap[n] = 0;
+        if (fprintf(f, "s%d\t%s\n", r, cap) < 0 || fflush(f) != 0)
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    }
+    if (fclose(f) != 0 && !rc) rc = mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    return rc;
+}
+
 /* A small dataset (users walking the item ids) for the retriever's writers. */
 static char ds_dir[512];
 static void make_dataset(void) {
@@ -420,8 +441,57 @@ TEST(retriever_training_survives_a_failed_write_and_resumes) {
     mr_dataset_free(&d);
 }
 
+/* Rows appended one by one (captions.tsv as caption writes it): a failure at any write
+ * step, also one inside a row (short writes of 64 bytes), leaves the file as it was
+ * before the row being appended: the rows before it complete, no part of it. */
+TEST(append_stream_keeps_whole_rows_at_every_failed_write) {
+    mr_io_fault_buffer(64);
+    char dir[1024], path[1100];
+    mr_error e = {0};
+    CHECK(fresh_dir(dir, sizeof dir, "rows_ref", 0) == 0);
+    snprintf(path, sizeof path, "%s/captions.tsv", dir);
+    mr_io_fault_set(0, 0, 0);
+    CHECK_OK(append_rows(path, 1, 6, 150, &e), &e);
+    long calls = mr_io_fault_calls(MR_IO_WRITE);
+    size_t full_len;
+    char *full = read_or_null(path, &full_len);
+    CHECK(full && calls >= 6 * 2);
+    for (long n = 1; n <= calls; n++) {
+        char d[1024], p[1100];
+        CHECK(fresh_dir(d, sizeof d, "rows", (int)n) == 0);
+        snprintf(p, sizeof p, "%s/captions.tsv", d);
+        mr_io_fault_set(MR_IO_WRITE, n, ENOSPC);
+        int rc = append_rows(p, 1, 6, 150, &e);
+        mr_io_fault_set(0, 0, 0);
+        CHECK_MSG(rc == MR_ERR_INPUT && strstr(e.msg, "No space left on device") && strstr(e.msg, p),
+                  "write %ld: %d %s", n, rc, e.msg);
+        size_t len = 0;
+        char *now = read_or_null(p, &len);
+        /* absent (the header failed) or a prefix of the full file that ends a line */
+        int whole = !now || (len < full_len && !memcmp(now, full, len) && (len == 0 || now[len - 1] == '\n'));
+        free(now);
+        CHECK_MSG(whole, "write %ld: captions.tsv holds part of a row (%zu bytes)", n, len);
+        /* appending again after the failure continues with whole rows */
+        if (n == calls / 2) {
+            int done_rows = 0;
+            char *t = read_or_null(p, &len);
+            for (size_t i = 0; t && i < len; i++) done_rows += t[i] == '\n';
+            free(t);
+            CHECK_OK(append_rows(p, done_rows ? done_rows : 1, 6 - (done_rows ? done_rows - 1 : 0), 150, &e), &e);
+            char *again = read_or_null(p, &len);
+            int eq = again && len == full_len && !memcmp(again, full, len);
+            free(again);
+            CHECK_MSG(eq, "write %ld: appending the missing rows does not give the uninterrupted file", n);
+        }
+    }
+    printf("  %ld write steps of 6 rows, each failing once: whole rows only\n", calls);
+    free(full);
+    mr_io_fault_buffer(0);
+}
+
 int main(void) {
     RUN(every_writer_leaves_old_or_new_files_on_a_failed_write);
+    RUN(append_stream_keeps_whole_rows_at_every_failed_write);
     RUN(retriever_training_survives_a_failed_write_and_resumes);
     return test_summary();
 }

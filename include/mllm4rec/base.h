@@ -72,6 +72,11 @@ void mr_atomic_abort(mr_atomic_file *af);
  * cuts the file back to its old size, so a log never ends in half a line. *size_out
  * (may be NULL) receives the new size. Errors as above: MR_ERR_INPUT, path, strerror. */
 int mr_append_file(const char *path, const void *data, size_t len, long *size_out, mr_error *e);
+/* A stdio stream that appends lines to path (created when absent): a failed write cuts
+ * the file back to the end of its last complete line (or removes the file it created),
+ * so that a line is either all there or absent; the failing fflush/fprintf leaves
+ * errno set to the cause, and the stream fails from then on. Close with fclose. */
+FILE *mr_append_open(const char *path, mr_error *e);
 /* Aborts after a failed write and sets "PATH: cannot write: <strerror>"; returns MR_ERR_INPUT. */
 int mr_atomic_fail(mr_atomic_file *af, mr_error *e);
 int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e);

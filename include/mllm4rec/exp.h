@@ -93,7 +93,8 @@ const char *exp_flag_value(const exp_config *c, const exp_run *r, int s, const c
 int exp_max_candidates(const exp_config *c, const exp_run *runs, int n_runs);
 
 /* Runs every stage of every run under out_dir. exe is the mllm4rec binary. With
- * dry_run, writes the commands to plan and runs nothing. Progress goes to stderr. */
+ * dry_run, writes the commands to plan and runs nothing. Progress goes to stderr.
+ * The caller holds out_dir's lock (mr_folder_lock), taken before it read the config. */
 int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan, mr_error *e);
 
 /* results.tsv, results.md and the sweep figures of a finished experiment folder. */

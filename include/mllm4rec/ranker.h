@@ -79,8 +79,16 @@ void mr_rank_tok_from_tokenizer(mr_rank_tok *rt, const struct tokenizer *t);
 
 typedef enum { MR_TEMPLATE_MLLM4REC = 0, MR_TEMPLATE_LLAMAREC = 1 } mr_template;
 
+/* Captions in a prompt's items: on writes "{title : caption" (mllm4rec) or
+ * "title : caption" (llamarec); off the title alone, "{title" or "title" (the paper
+ * gives no title-only form of its template: the same item without " : caption", so
+ * that the clean ablation changes nothing else); MR_CAPTIONS_TEMPLATE is the
+ * template's own choice (mllm4rec on, llamarec off). */
+enum { MR_CAPTIONS_TEMPLATE = -1, MR_CAPTIONS_OFF = 0, MR_CAPTIONS_ON = 1 };
+
 typedef struct mr_prompt_opts {
     mr_template templ;
+    int captions;         /* MR_CAPTIONS_* (MR_CAPTIONS_TEMPLATE) */
     const char *system;   /* the instruction line (mr_ranker_system) */
     int history;          /* items of history kept (20) */
     int max_title_tokens; /* tokens kept of a title and of a caption (32) */
@@ -88,6 +96,16 @@ typedef struct mr_prompt_opts {
 } mr_prompt_opts;
 
 void mr_prompt_opts_default(mr_prompt_opts *o);
+/* 1 when o's items carry captions (its captions setting, else its template's). */
+int mr_prompt_captions_on(const mr_prompt_opts *o);
+/* "on" / "off" -> MR_CAPTIONS_ON / OFF; NULL -> MR_CAPTIONS_TEMPLATE; else MR_ERR_USAGE. */
+int mr_prompt_parse_captions(const char *s, int *out, mr_error *e);
+
+/* The prompt settings of a ranker run, R/prompt.json ({"template": ..., "captions":
+ * "on"|"off"}), written by `ranker train` so that `ranker eval` of the run builds the
+ * same prompts unless told otherwise. read: *found 0 (and MR_OK) when the file is absent. */
+int mr_prompt_settings_write(const char *dir, const mr_prompt_opts *o, mr_error *e);
+int mr_prompt_settings_read(const char *dir, mr_template *templ, int *captions, int *found, mr_error *e);
 
 /* The instruction line: the built-in role + instruction of a dataset role key
  * ("ml-100k", "beauty", "toys", "games"; paper/roles.md), or role_text followed by

@@ -35,6 +35,7 @@ typedef struct mr_rec_options {
     const char *model;         /* GGUF file or Hugging Face folder; NULL: retriever only */
     const char *adapter;       /* R/adapter.gguf or a PEFT folder; NULL: the base model */
     const char *templ;         /* "mllm4rec" (default) or "llamarec" */
+    const char *captions;      /* "on", "off" or NULL (the template's: mllm4rec on, llamarec off) */
     const char *role;          /* role sentence for datasets without a built-in one */
     int history;               /* history items in the prompt (20) */
     int max_title_tokens;      /* 32 */

@@ -140,6 +140,25 @@ static int fault_now(int kind) {
 #define FAULT(kind) 0
 #endif
 
+/* Writes all n bytes with write(2), through the fault hook; 0 or the errno of the
+ * failure (a write of 0 bytes counts as a full disk). Under the test hook's small
+ * buffer each call writes at most that many bytes: a short write, as a disk that fills
+ * in the middle of a line gives, so a failure can fall inside a line. */
+static int write_all(int fd, const char *p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        size_t chunk = n - done;
+#ifdef MR_IO_FAULTS
+        if (faults.buffer && chunk > faults.buffer) chunk = faults.buffer;
+#endif
+        ssize_t w = FAULT(1) ? -1 : write(fd, p + done, chunk);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : ENOSPC;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
 /* The atomic file's stream writes through write(2) on our own descriptor (a stdio
  * cookie stream), so that the first failure's errno is kept for the message (stdio
  * may call write again or clobber errno before the writer looks) and so that the
@@ -161,15 +180,10 @@ static void io_free(mr_atomic_io *io) {
 
 static ssize_t io_write(void *cookie, const char *buf, size_t n) {
     mr_atomic_io *io = cookie;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = FAULT(1) ? -1 : write(io->fd, buf + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (!io->err) io->err = w < 0 ? errno : ENOSPC;
-            return 0; /* stdio's signal of a failed write (sets the stream's error flag) */
-        }
-        done += (size_t)w;
+    int err = write_all(io->fd, buf, n);
+    if (err) {
+        if (!io->err) io->err = err;
+        return 0; /* stdio's signal of a failed write (sets the stream's error flag) */
     }
     return (ssize_t)n;
 }
@@ -267,18 +281,7 @@ int mr_append_file(const char *path, const void *data, size_t len, long *size_ou
         close(fd);
         return mr_fail(e, MR_ERR_INPUT, "%s: %s", path, strerror(err));
     }
-    const char *p = data;
-    size_t done = 0;
-    int err = 0;
-    while (done < len) {
-        ssize_t w = FAULT(1) ? -1 : write(fd, p + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            err = w < 0 ? errno : ENOSPC;
-            break;
-        }
-        done += (size_t)w;
-    }
+    int err = write_all(fd, data, len);
     if (err) {
         if (created) unlink(path);
         else if (ftruncate(fd, st.st_size) != 0) {
@@ -290,6 +293,80 @@ int mr_append_file(const char *path, const void *data, size_t len, long *size_ou
     if (close(fd) != 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
     if (size_out) *size_out = (long)(st.st_size + (off_t)len);
     return MR_OK;
+}
+
+/* The append stream: every write(2) goes through write_all (and the fault hook); a
+ * failed one cuts the file back to the end of its last complete line (removing a file
+ * this stream created when no line was complete), and from then on every write fails
+ * with the same errno, so that stdio's retry at fflush or fclose cannot add the
+ * failed line's bytes after all. */
+typedef struct append_io {
+    int fd, created, err;
+    off_t size, line_end; /* the file's size; the end of its last complete line */
+    char *path;
+} append_io;
+
+static ssize_t append_io_write(void *cookie, const char *buf, size_t n) {
+    append_io *a = cookie;
+    int err = a->err ? a->err : write_all(a->fd, buf, n);
+    if (err) {
+        if (!a->err) {
+            a->err = err;
+            if (a->created && a->line_end == 0) unlink(a->path);
+            else if (ftruncate(a->fd, a->line_end) != 0) {
+                /* nothing better to do: the error below names the file */
+            }
+            a->size = a->line_end;
+        }
+        errno = err;
+        return -1;
+    }
+    a->size += (off_t)n;
+    const char *nl = memrchr(buf, '\n', n);
+    if (nl) a->line_end = a->size - (off_t)(n - (size_t)(nl - buf) - 1);
+    return (ssize_t)n;
+}
+
+static int append_io_close(void *cookie) {
+    append_io *a = cookie;
+    int r = close(a->fd);
+    int err = errno;
+    free(a->path);
+    free(a);
+    errno = err;
+    return r;
+}
+
+FILE *mr_append_open(const char *path, mr_error *e) {
+    append_io *a = mr_calloc(1, sizeof *a, e);
+    if (!a) return NULL;
+    if (!(a->path = mr_strdup(path, e))) {
+        free(a);
+        return NULL;
+    }
+    a->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (a->fd < 0 && errno == ENOENT) {
+        a->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+        a->created = a->fd >= 0;
+    }
+    struct stat st;
+    if (a->fd < 0 || fstat(a->fd, &st) != 0) {
+        mr_fail(e, MR_ERR_INPUT, "%s: cannot open for writing: %s", path, strerror(errno));
+        if (a->fd >= 0) close(a->fd);
+        free(a->path);
+        free(a);
+        return NULL;
+    }
+    a->size = a->line_end = st.st_size;
+    cookie_io_functions_t fns = {.read = NULL, .write = append_io_write, .seek = NULL, .close = append_io_close};
+    FILE *f = fopencookie(a, "w", fns);
+    if (!f) {
+        mr_fail(e, MR_ERR_INTERNAL, "%s: cannot open a stream", path);
+        close(a->fd);
+        free(a->path);
+        free(a);
+    }
+    return f;
 }
 
 int mr_write_file_atomic(const char *path, const void *data, size_t len, mr_error *e) {

@@ -31,12 +31,20 @@ CLI_COMMAND(cmd_experiment_run) {
     if (rc) return rc < 0 ? 0 : rc;
     if (!file) return cli_usage_error(cmd, "the config file is required");
     mr_error e = {0};
+    /* one experiment per folder: its lock before any input is read (the config
+     * first only when the folder's name comes from it) */
+    const int locked = out != NULL;
+    if (locked && !dry && (rc = cli_claim_folder(cmd, out, NULL, 0, 0))) return rc;
     exp_config c;
     if ((rc = exp_config_load(file, &c, &e))) return cli_report(cmd, &e);
     char def_out[512];
     if (!out) {
         snprintf(def_out, sizeof def_out, "build/experiments/%s", c.name);
         out = def_out;
+    }
+    if (!locked && !dry && (rc = cli_claim_folder(cmd, out, NULL, 0, 0))) {
+        exp_config_free(&c);
+        return rc;
     }
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -69,6 +77,8 @@ CLI_COMMAND(cmd_experiment_report) {
     int rc = cli_parse(argc, argv, dir ? 2 : 1, flags, (int)(sizeof flags / sizeof flags[0]), usage);
     if (rc) return rc < 0 ? 0 : rc;
     if (!dir) return cli_usage_error(cmd, "the experiment folder is required");
+    /* the report rewrites DIR's tables: not while an experiment runs there */
+    if ((rc = cli_claim_folder(cmd, dir, NULL, 0, 0))) return rc;
     mr_error e = {0};
     char path[4096];
     if (!cfg) {

@@ -14,7 +14,7 @@
 
 /* Flags every ranker command shares. */
 typedef struct common_opts {
-    const char *dataset, *candidates, *model, *templ, *role, *split;
+    const char *dataset, *candidates, *model, *templ, *role, *split, *captions;
     int64_t history, max_title_tokens, max_tokens, num_candidates, threads;
 } common_opts;
 
@@ -24,6 +24,8 @@ typedef struct common_opts {
         {"--model", FLAG_STR, &(c).model, "GGUF file or Hugging Face folder of a llama/qwen2 model (required)", 0}, \
         {"--template", FLAG_STR, &(c).templ, "mllm4rec (title : caption, role-play; default) or llamarec (titles)", 0}, \
         {"--role", FLAG_STR, &(c).role, "role sentence for datasets without a built-in one", 0},                 \
+        {"--captions", FLAG_STR, &(c).captions, "on|off: items with their captions or titles only (default: the " \
+                                                "template's, mllm4rec on, llamarec off; ranker eval: the run's)", 0}, \
         {"--history", FLAG_INT, &(c).history, "history items in the prompt (20)", 0},                              \
         {"--max-title-tokens", FLAG_INT, &(c).max_title_tokens, "tokens kept of a title and of a caption (32)", 0}, \
         {"--max-tokens", FLAG_INT, &(c).max_tokens, "whole prompt in tokens, cut from the left (1536)", 0},       \
@@ -44,6 +46,8 @@ static int common_check(const char *cmd, const common_opts *c, int need_model) {
         return cli_usage_error(cmd, "--dataset, --candidates and --model are required");
     if (c->templ && strcmp(c->templ, "mllm4rec") && strcmp(c->templ, "llamarec"))
         return cli_usage_error(cmd, "--template must be mllm4rec or llamarec (got '%s')", c->templ);
+    if (c->captions && strcmp(c->captions, "on") && strcmp(c->captions, "off"))
+        return cli_usage_error(cmd, "--captions must be on or off (got '%s')", c->captions);
     if (c->history < 0 || c->history > 100000) return cli_usage_error(cmd, "--history must be in 0..100000");
     if (c->max_title_tokens < 1 || c->max_title_tokens > 100000)
         return cli_usage_error(cmd, "--max-title-tokens must be in 1..100000");
@@ -88,6 +92,7 @@ static int setup_load(setup *s, const common_opts *co, mr_error *e) {
     mr_rank_tok_from_tokenizer(&s->rt, s->tok);
     mr_prompt_opts_default(&s->po);
     s->po.templ = co->templ && !strcmp(co->templ, "llamarec") ? MR_TEMPLATE_LLAMAREC : MR_TEMPLATE_MLLM4REC;
+    if ((rc = mr_prompt_parse_captions(co->captions, &s->po.captions, e))) return rc;
     s->po.history = (int)co->history;
     s->po.max_title_tokens = (int)co->max_title_tokens;
     s->po.max_tokens = (int)co->max_tokens;
@@ -213,8 +218,26 @@ CLI_COMMAND(cmd_ranker_eval) {
     int have_model = 0, have_lora = 0;
     mr_ranker r;
     memset(&r, 0, sizeof r);
+    memset(&s, 0, sizeof s);
     char *out_dir = out ? strdup(out) : adapter ? dir_of(adapter) : NULL;
+    /* the folder metrics.json goes into is ours before any input is read */
+    if (out_dir && (rc = cli_claim_folder(cmd, out_dir, NULL, 0, 0))) {
+        free(out_dir);
+        return rc;
+    }
+    /* the run's prompt (R/prompt.json of ranker train) unless the flags say otherwise */
+    char *run_dir = adapter ? dir_of(adapter) : NULL;
+    mr_template run_templ = MR_TEMPLATE_MLLM4REC;
+    int run_captions = MR_CAPTIONS_TEMPLATE, found = 0;
+    rc = run_dir ? mr_prompt_settings_read(run_dir, &run_templ, &run_captions, &found, &e) : MR_OK;
+    free(run_dir);
+    if (rc) goto done;
+    if (found && !co.templ) co.templ = run_templ == MR_TEMPLATE_LLAMAREC ? "llamarec" : "mllm4rec";
     if ((rc = setup_load(&s, &co, &e))) goto done;
+    if (found && !co.captions) s.po.captions = run_captions;
+    if (found)
+        fprintf(stderr, "prompt: template %s, captions %s (%s)\n", co.templ, mr_prompt_captions_on(&s.po) ? "on" : "off",
+                "the run's prompt.json, unless given");
     if ((rc = mr_ranker_load_model(&lm, &l, &have_lora, co.model, adapter, &e))) goto done;
     have_model = 1;
     if ((rc = mr_ranker_init(&r, &s.d, &s.c, &s.rt, &s.po, (int)co.num_candidates, &lm, NULL, &e))) goto done;
@@ -327,6 +350,19 @@ CLI_COMMAND(cmd_ranker_train) {
     mr_ranker r;
     memset(&r, 0, sizeof r);
     if ((rc = setup_load(&s, &co, &e))) goto done;
+    {
+        /* the prompt settings go with the run, so that its eval builds the same prompts;
+         * a resumed run keeps the ones it was started with */
+        mr_template t0;
+        int c0, found = 0;
+        if (resume && (rc = mr_prompt_settings_read(out, &t0, &c0, &found, &e))) goto done;
+        if (found && (t0 != s.po.templ || c0 != mr_prompt_captions_on(&s.po))) {
+            rc = mr_fail(&e, MR_ERR_USAGE, "%s was started with --template %s --captions %s: resume it with those", out,
+                         t0 == MR_TEMPLATE_LLAMAREC ? "llamarec" : "mllm4rec", c0 ? "on" : "off");
+            goto done;
+        }
+        if (!found && ((rc = mr_mkdir_p(out, &e)) || (rc = mr_prompt_settings_write(out, &s.po, &e)))) goto done;
+    }
     if ((rc = llm_load(&lm, co.model, &e))) goto done;
     have_model = 1;
     if (lm.cfg.n_ctx_train > 0 && co.max_tokens > lm.cfg.n_ctx_train)

@@ -72,6 +72,7 @@ CLI_COMMAND(cmd_recommend) {
         {"--json", FLAG_BOOL, &json, "print the JSON object the HTTP API returns", 0},
         {"--template", FLAG_STR, &o.templ, "prompt template as in ranker eval: mllm4rec (default) or llamarec", 0},
         {"--role", FLAG_STR, &o.role, "role sentence for datasets without a built-in one", 0},
+        {"--captions", FLAG_STR, &o.captions, "on|off: items with captions or titles only (the template's)", 0},
         {"--prompt-history", FLAG_INT, &prompt_history, "history items in the prompt (ranker's --history; 20)", 0},
         {"--max-title-tokens", FLAG_INT, &max_title, "tokens kept of a title and of a caption (32)", 0},
         {"--max-tokens", FLAG_INT, &max_tokens, "whole prompt in tokens, cut from the left (1536)", 0},
@@ -92,6 +93,8 @@ CLI_COMMAND(cmd_recommend) {
     if (threads < 0 || threads > 1024) return cli_usage_error(cmd, "--threads must be in 1..1024");
     if (o.templ && strcmp(o.templ, "mllm4rec") && strcmp(o.templ, "llamarec"))
         return cli_usage_error(cmd, "--template must be mllm4rec or llamarec (got '%s')", o.templ);
+    if (o.captions && strcmp(o.captions, "on") && strcmp(o.captions, "off"))
+        return cli_usage_error(cmd, "--captions must be on or off (got '%s')", o.captions);
     int64_t user = 0;
     if (user_s && (mr_parse_i64(user_s, &user) || user <= 0 || user > INT32_MAX))
         return cli_usage_error(cmd, "--user must be a positive user id of sequences.tsv");

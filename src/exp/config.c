@@ -61,6 +61,7 @@ static const exp_flag_def RETRIEVER_FLAGS[] = {
 #define RANKER_COMMON_FLAGS                                      \
     {"model", EXP_T_STR, NULL, NULL},                            \
     {"template", EXP_T_STR, "mllm4rec", "mllm4rec|llamarec"},    \
+    {"captions", EXP_T_STR, NULL, "on|off"},                     \
     {"role", EXP_T_STR, "", NULL},                               \
     {"history", EXP_T_INT, "20", NULL},                          \
     {"max-title-tokens", EXP_T_INT, "32", NULL},                 \

@@ -358,6 +358,10 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
             const char *def = fl->def;
             if (s == EXP_RETRIEVER && !strcmp(fl->name, "max-len")) def = def_maxlen[0] ? def_maxlen : NULL;
             if (s == EXP_RETRIEVER && !strcmp(fl->name, "batch")) def = def_batch[0] ? def_batch : NULL;
+            if (!strcmp(fl->name, "captions")) { /* the template's own choice */
+                const char *t = exp_flag_value(c, r, s, "template");
+                def = t && !strcmp(t, "llamarec") ? "off" : "on";
+            }
             if (!v && !def) continue; /* prepare's unused inputs; defaults of a dataset not made yet */
             fprintf(f, "  %s: ", fl->name);
             mr_yaml_write_scalar(f, v ? v : def);
@@ -509,23 +513,9 @@ static int prepare_stage(const runner *R, const exp_run *r0, mr_error *e) {
     return rc;
 }
 
-/* One experiment per folder at a time: an flock on OUT/.experiment.lock. */
-static int lock_folder(const char *out, int *fd_out, mr_error *e) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/.experiment.lock", out);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB)) {
-        close(fd);
-        return mr_fail(e, MR_ERR_INPUT, "%s: another experiment is running in this folder", out);
-    }
-    *fd_out = fd;
-    return MR_OK;
-}
-
 int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan, mr_error *e) {
     exp_run *runs = NULL;
-    int n = 0, rc, lock_fd = -1;
+    int n = 0, rc;
     if ((rc = exp_expand(c, &runs, &n, e))) return rc;
     runner R = {.c = c, .out = out_dir, .exe = exe, .dry_run = dry_run, .plan = plan};
     R.max_k = exp_max_candidates(c, runs, n);
@@ -536,7 +526,6 @@ int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int d
     g_stop = 0;
     if (!dry_run) {
         if ((rc = mr_mkdir_p(out_dir, e))) goto done;
-        if ((rc = lock_folder(out_dir, &lock_fd, e))) goto done;
         /* the config as given, for `experiment report` */
         char *dst = out_path(&R, "experiment.yaml", "", e);
         rc = dst ? copy_file(c->path, dst, e) : MR_ERR_INTERNAL;
@@ -563,7 +552,6 @@ restore:
         sigaction(SIGTERM, &old_term, NULL);
     }
 done:
-    if (lock_fd >= 0) close(lock_fd);
     exp_runs_free(runs, n);
     return rc;
 }

@@ -168,7 +168,9 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
         if (!row) continue;
         if (!mr_cand_row_hit(row, nc)) {
             if (max_users > 0) continue; /* a capped validation looks at the subset only */
-            mr_metrics_add_ranked(&ev->retr_other, row->items, nc, &row->label, 1);
+            /* the retriever's metric over all items: its whole row (its top c->k), not
+             * the n_cand the ranker sees, or Recall@10 with 5 candidates is Recall@5 */
+            mr_metrics_add_ranked(&ev->retr_other, row->items, c->k, &row->label, 1);
             ev->n_users++;
             continue;
         }
@@ -224,7 +226,7 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
             }
         ev->letter_loss += v[nc];
         if ((rc = mr_metrics_add_scores(&ev->subset, scores, nc, NULL, 0, &label_idx, 1, e))) break;
-        mr_metrics_add_ranked(&ev->retr_subset, row->items, nc, &row->label, 1);
+        mr_metrics_add_ranked(&ev->retr_subset, row->items, c->k, &row->label, 1);
         ev->n_subset++;
         ev->n_users++;
     }

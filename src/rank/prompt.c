@@ -4,6 +4,7 @@
  * Also LlamaRec's own prompt (titles only) for the comparison without images. */
 #include "mllm4rec/ranker.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,62 @@ static const char LLAMAREC_SYSTEM[] =
 void mr_prompt_opts_default(mr_prompt_opts *o) {
     memset(o, 0, sizeof *o);
     o->templ = MR_TEMPLATE_MLLM4REC;
+    o->captions = MR_CAPTIONS_TEMPLATE;
     o->history = 20;
     o->max_title_tokens = 32;
     o->max_tokens = 1536;
+}
+
+int mr_prompt_captions_on(const mr_prompt_opts *o) {
+    return o->captions == MR_CAPTIONS_TEMPLATE ? o->templ == MR_TEMPLATE_MLLM4REC : o->captions == MR_CAPTIONS_ON;
+}
+
+int mr_prompt_parse_captions(const char *s, int *out, mr_error *e) {
+    *out = MR_CAPTIONS_TEMPLATE;
+    if (!s) return MR_OK;
+    if (!strcmp(s, "on")) *out = MR_CAPTIONS_ON;
+    else if (!strcmp(s, "off")) *out = MR_CAPTIONS_OFF;
+    else return mr_fail(e, MR_ERR_USAGE, "captions must be on or off (got '%s')", s);
+    return MR_OK;
+}
+
+int mr_prompt_settings_write(const char *dir, const mr_prompt_opts *o, mr_error *e) {
+    char *path = mr_path_join(dir, "prompt.json", e);
+    if (!path) return e->code;
+    char text[128];
+    int n = snprintf(text, sizeof text, "{\n  \"template\": \"%s\",\n  \"captions\": \"%s\"\n}\n",
+                     o->templ == MR_TEMPLATE_LLAMAREC ? "llamarec" : "mllm4rec", mr_prompt_captions_on(o) ? "on" : "off");
+    int rc = mr_write_file_atomic(path, text, (size_t)n, e);
+    free(path);
+    return rc;
+}
+
+int mr_prompt_settings_read(const char *dir, mr_template *templ, int *captions, int *found, mr_error *e) {
+    *found = 0;
+    char *path = mr_path_join(dir, "prompt.json", e);
+    if (!path) return e->code;
+    if (!mr_file_exists(path)) {
+        free(path);
+        return MR_OK;
+    }
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    const char *t = root ? json_string_value(json_object_get(root, "template")) : NULL;
+    const char *c = root ? json_string_value(json_object_get(root, "captions")) : NULL;
+    int rc = MR_OK;
+    if (!root) rc = mr_fail(e, MR_ERR_INPUT, "%s:%d: %s", path, je.line, je.text);
+    else if (!t || (strcmp(t, "mllm4rec") && strcmp(t, "llamarec")))
+        rc = mr_fail(e, MR_ERR_INPUT, "%s: field template: expected \"mllm4rec\" or \"llamarec\"", path);
+    else if (!c || (strcmp(c, "on") && strcmp(c, "off")))
+        rc = mr_fail(e, MR_ERR_INPUT, "%s: field captions: expected \"on\" or \"off\"", path);
+    if (!rc) {
+        *templ = strcmp(t, "llamarec") ? MR_TEMPLATE_MLLM4REC : MR_TEMPLATE_LLAMAREC;
+        *captions = strcmp(c, "on") ? MR_CAPTIONS_OFF : MR_CAPTIONS_ON;
+        *found = 1;
+    }
+    json_decref(root);
+    free(path);
+    return rc;
 }
 
 /* A growing string. */
@@ -118,7 +172,9 @@ int mr_prompt_history(const mr_dataset *d, int32_t user_id, int split, int histo
     return MR_OK;
 }
 
-/* Appends one item: "(1) {title : caption" or, for llamarec, "(1) title". */
+/* Appends one item: "(1) {title : caption" (mllm4rec) or "(1) title" (llamarec);
+ * without captions "(1) {title" or "(1) title"; llamarec with captions
+ * "(1) title : caption". */
 static int add_item(sbuf *b, const mr_dataset *d, const mr_rank_tok *tok, const mr_prompt_opts *o, const char *tag,
                     int32_t item, mr_error *e) {
     if (item <= 0 || item > d->n_items) return mr_fail(e, MR_ERR_INPUT, "item %d is not in the dataset", item);
@@ -128,14 +184,12 @@ static int add_item(sbuf *b, const mr_dataset *d, const mr_rank_tok *tok, const 
     sb_str(b, "(");
     sb_str(b, tag);
     sb_str(b, ") ");
-    if (o->templ == MR_TEMPLATE_LLAMAREC) {
-        sb_str(b, title);
-    } else {
+    if (o->templ == MR_TEMPLATE_MLLM4REC) sb_str(b, "{");
+    sb_str(b, title);
+    if (mr_prompt_captions_on(o)) {
         rc = tok->truncate(tok->ctx, d->items[item].caption ? d->items[item].caption : "", o->max_title_tokens, &caption,
                            e);
         if (!rc) {
-            sb_str(b, "{");
-            sb_str(b, title);
             sb_str(b, " : ");
             sb_str(b, caption);
         }

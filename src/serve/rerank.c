@@ -55,6 +55,7 @@ int mr_reranker_open(mr_recommender *r, const mr_rec_options *o, mr_error *e) {
     mr_rank_tok_from_tokenizer(&rr->rt, rr->tok);
     mr_prompt_opts_default(&rr->po);
     rr->po.templ = o->templ && !strcmp(o->templ, "llamarec") ? MR_TEMPLATE_LLAMAREC : MR_TEMPLATE_MLLM4REC;
+    if ((rc = mr_prompt_parse_captions(o->captions, &rr->po.captions, e))) return rc;
     rr->po.history = o->history;
     rr->po.max_title_tokens = o->max_title_tokens;
     rr->po.max_tokens = o->max_tokens;

@@ -359,11 +359,8 @@ static FILE *open_cache_for_append(const char *path, mr_error *e) {
         fresh = r && fgetc(r) == EOF;
         if (r) fclose(r);
     }
-    FILE *f = fopen(path, "ab");
-    if (!f) {
-        mr_fail(e, MR_ERR_INPUT, "%s: cannot open for writing: %s", path, strerror(errno));
-        return NULL;
-    }
+    FILE *f = mr_append_open(path, e); /* a failed row is cut back: no half row is left */
+    if (!f) return NULL;
     if (fresh && (fputs("source_id\tcaption\n", f) < 0 || fflush(f) != 0)) {
         fclose(f);
         mr_fail(e, MR_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
