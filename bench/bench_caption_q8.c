@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mllm4rec/blip2.h"
 #include "mllm4rec/gguf.h"
@@ -96,7 +97,8 @@ int main(int argc, char **argv) {
     }
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%s/config.json", model);
-    if (!mr_file_exists(cfg) || !mr_file_exists(images)) {
+    struct stat st;
+    if (!mr_file_exists(cfg) || stat(images, &st) || !S_ISDIR(st.st_mode)) {
         printf("bench_caption_q8: skip (%s or %s not found)\n", cfg, images);
         return 0;
     }
