@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "mllm4rec/blip2.h"
+#include "mllm4rec/gguf.h"
 
 typedef struct figures {
     double load_s, vision1_s, vision4_s, qformer_s, prefill_s, token_s, image_s;
@@ -30,11 +31,12 @@ typedef struct figures {
 static void pr_err(const mr_error *e) { fprintf(stderr, "error: %s\n", e->msg); }
 
 /* Runs one decoder type in this process; fills f. */
-static int run_type(const char *model, int dtype, int steps, figures *f, mr_blip2_info *info) {
+static int run_type(const char *model, int dtype, int float_act, int steps, figures *f, mr_blip2_info *info) {
     mr_error e = {0};
     mr_blip2_options o;
     mr_blip2_options_default(&o);
     o.decoder_type = dtype;
+    o.decoder_float_act = float_act;
     o.max_batch = 4;
     double t0 = mr_now();
     mr_blip2 *m;
@@ -134,8 +136,14 @@ int main(int argc, char **argv) {
     snprintf(list, sizeof list, "%s", types);
     int first = 1;
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        /* TYPE-float: the same weights with float activations (matmul_forward_float) */
+        char tname[64];
+        snprintf(tname, sizeof tname, "%s", t);
+        char *suffix = strstr(tname, "-float");
+        int float_act = suffix && !suffix[6];
+        if (float_act) *suffix = 0;
         int dtype;
-        if (mr_blip2_decoder_type_parse(t, &dtype)) {
+        if (mr_blip2_decoder_type_parse(tname, &dtype)) {
             fprintf(stderr, "unknown decoder type %s\n", t);
             return 2;
         }
@@ -149,7 +157,7 @@ int main(int argc, char **argv) {
             close(fd[0]);
             figures f;
             mr_blip2_info in;
-            int rc = run_type(model, dtype, steps, &f, &in);
+            int rc = run_type(model, dtype, float_act, steps, &f, &in);
             if (!rc) {
                 if (write(fd[1], &f, sizeof f) != (ssize_t)sizeof f || write(fd[1], &in, sizeof in) != (ssize_t)sizeof in)
                     rc = 3;
@@ -174,6 +182,12 @@ int main(int argc, char **argv) {
         double H = in.text_hidden, L = in.text_layers, V = in.vocab, Tp = in.n_query + 1;
         /* OPT: 4 H^2 attention + 8 H^2 feed-forward (ffn 4H) per layer and position, the head once */
         double pre_gflop = (2 * Tp * L * 12 * H * H + 2 * L * Tp * Tp * H + 2 * V * H) / 1e9;
+        /* one further token: the products once (attention over ~40 positions is small) and
+         * the bytes of OPT's matrices read for them (the head is the tied embedding) */
+        double tok_gflop = 2 * (L * 12 * H * H + V * H) / 1e9;
+        double bytes_per_weight = dtype == GGML_TYPE_Q8_0 ? 34.0 / 32 : dtype == GGML_TYPE_Q4_0 ? 18.0 / 32
+                                : dtype == GGML_TYPE_F32 ? 4.0 : 2.0;
+        double tok_gb = (L * 12 * H * H + V * H) * bytes_per_weight / 1e9;
         if (first) {
             printf("BLIP-2 %s, %.2f B parameters (BF16 random), model %s\n", shape, in.n_params / 1e9, model);
             first = 0;
@@ -187,14 +201,15 @@ int main(int argc, char **argv) {
         printf("  %-36s %9.3f s\n", "Q-Former + projection", f.qformer_s);
         printf("  %-36s %9.2f s  (%d positions, %.0f GFLOP, %.1f GFLOP/s)\n", "OPT prefill + first token", f.prefill_s,
                in.n_query + 1, pre_gflop, pre_gflop / f.prefill_s);
-        printf("  %-36s %9.3f s  (%d steps)\n", "OPT per further token", f.token_s, f.tokens_ran);
+        printf("  %-36s %9.3f s  (%d steps, %.1f GFLOP/s, %.1f GB/s of weights)\n", "OPT per further token", f.token_s,
+               f.tokens_ran, tok_gflop / f.token_s, tok_gb / f.token_s);
         printf("  %-36s %9.2f s  -> %.4f images/s\n", "one default caption (19 tokens)", f.image_s, 1.0 / f.image_s);
         printf("  %-36s %9.0f MB (resident, includes mapped weight pages)\n", "peak memory", rss_mb);
         printf("{\"bench\":\"caption\",\"shape\":\"%s\",\"decoder\":\"%s\",\"load_s\":%.3f,\"vision1_s\":%.3f,"
                "\"vision4_s\":%.3f,\"vision_gflops_b1\":%.1f,\"vision_gflops_b4\":%.1f,\"qformer_s\":%.4f,"
-               "\"prefill_s\":%.3f,\"prefill_gflops\":%.1f,\"token_s\":%.4f,\"image_s\":%.3f,\"peak_rss_mb\":%.0f}\n",
+               "\"prefill_s\":%.3f,\"prefill_gflops\":%.1f,\"token_s\":%.4f,\"token_gbps\":%.1f,\"image_s\":%.3f,\"peak_rss_mb\":%.0f}\n",
                shape, t, f.load_s, f.vision1_s, f.vision4_s, vis_gflop / f.vision1_s, 4 * vis_gflop / f.vision4_s,
-               f.qformer_s, f.prefill_s, pre_gflop / f.prefill_s, f.token_s, f.image_s, rss_mb);
+               f.qformer_s, f.prefill_s, pre_gflop / f.prefill_s, f.token_s, tok_gb / f.token_s, f.image_s, rss_mb);
         fflush(stdout);
     }
     return 0;

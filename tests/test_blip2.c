@@ -189,13 +189,14 @@ TEST(blip2_matches_transformers_f32) { blip2_against_transformers(GGML_TYPE_F32,
 TEST(blip2_matches_transformers_bf16) { blip2_against_transformers(GGML_TYPE_BF16, 3e-2); }
 
 /* logits [9, 256] of the reference image and prompt at a decoder type. */
-static int ref_logits(int dtype, float *logits, float *ref_max, mr_error *e) {
+static int ref_logits(int dtype, int float_act, float *logits, float *ref_max, mr_error *e) {
     const char *dir = test_shared_path("reference/hf/blip2");
     char path[2048];
     mr_blip2 *m;
     mr_blip2_options o;
     mr_blip2_options_default(&o);
     o.decoder_type = dtype;
+    o.decoder_float_act = float_act;
     int rc = mr_blip2_load(&m, dir, &o, e);
     if (rc) return rc;
     st_file inputs;
@@ -223,28 +224,40 @@ static int ref_logits(int dtype, float *logits, float *ref_max, mr_error *e) {
 /* Q8_0 (the default) and Q4_0 against BF16 and F32 on the tiny reference model.
  * Its rows are 64 values of std 0.1 in blocks of 32: Q8_0's step is about
  * 1/60 of the std, a relative rounding error near 0.5% against bf16's 0.1%, and
- * through two layers the logits (|max| 3) move by about 0.05 (BF16: 0.014 from
- * F32). The bound below is what that arithmetic allows, not the 1e-2 hoped for. */
+ * through two layers the logits (|max| 3) move by about 0.05. The issue's 1e-2
+ * is below what BF16's own rounding moves them (F32 - BF16: 0.014 here, 0.023
+ * over the 1663 posters, bench/bench_caption_q8.c), so no decoder with 8-bit
+ * weights can meet it; the bound below is what the arithmetic allows. The error
+ * has two sources, measured apart: the weights' 8-bit blocks (Q8_0 with float
+ * activations, matmul_forward_float) and the activations' 8-bit blocks of the
+ * integer path, which add to it. */
 TEST(quantized_decoder_logits_near_bf16) {
     if (!test_shared_path("reference/hf/blip2")) SKIP("reference/hf/blip2 not found");
     mr_error e = {0};
-    static float lf[9 * 256], lb[9 * 256], lq[9 * 256], l4[9 * 256];
-    float mf, mb, mq, m4;
-    CHECK_OK(ref_logits(GGML_TYPE_F32, lf, &mf, &e), &e);
-    CHECK_OK(ref_logits(GGML_TYPE_BF16, lb, &mb, &e), &e);
-    CHECK_OK(ref_logits(GGML_TYPE_Q8_0, lq, &mq, &e), &e);
-    CHECK_OK(ref_logits(GGML_TYPE_Q4_0, l4, &m4, &e), &e);
-    double d8 = 0, d4 = 0, d8f = 0, dbf = 0;
+    static float lf[9 * 256], lb[9 * 256], lq[9 * 256], lw[9 * 256], l4[9 * 256];
+    float mf, mb, mq, mw, m4;
+    CHECK_OK(ref_logits(GGML_TYPE_F32, 0, lf, &mf, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_BF16, 0, lb, &mb, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_Q8_0, 0, lq, &mq, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_Q8_0, 1, lw, &mw, &e), &e);
+    CHECK_OK(ref_logits(GGML_TYPE_Q4_0, 0, l4, &m4, &e), &e);
+    double d8 = 0, dw = 0, d4 = 0, d8f = 0, dwf = 0, dbf = 0, dact = 0;
     for (int i = 0; i < 9 * 256; i++) {
         d8 = fmax(d8, fabs(lq[i] - lb[i]));
+        dw = fmax(dw, fabs(lw[i] - lb[i]));
         d4 = fmax(d4, fabs(l4[i] - lb[i]));
         d8f = fmax(d8f, fabs(lq[i] - lf[i]));
+        dwf = fmax(dwf, fabs(lw[i] - lf[i]));
         dbf = fmax(dbf, fabs(lb[i] - lf[i]));
+        dact = fmax(dact, fabs(lq[i] - lw[i]));
     }
     fprintf(stderr,
-            "  max |logit| %.3g; max |diff|: Q8_0 - BF16 %.3g, Q4_0 - BF16 %.3g, Q8_0 - F32 %.3g, BF16 - F32 %.3g\n", mb,
-            d8, d4, d8f, dbf);
+            "  max |logit| %.3g; max |diff|: BF16 - F32 %.3g; Q8_0 - BF16 %.3g (weights alone %.3g, activations alone "
+            "%.3g); Q8_0 - F32 %.3g (weights alone %.3g); Q4_0 - BF16 %.3g\n",
+            mb, dbf, d8, dw, dact, d8f, dwf, d4);
     CHECK_MSG(d8 <= 0.1, "Q8_0 logits differ from BF16's by %.3g", d8);
+    /* both sources are there, and the weights' rounding alone exceeds BF16's by far */
+    CHECK(dw > 2 * dbf && dact > 0 && dw < d8);
     CHECK(d4 > d8); /* 4-bit weights are coarser: the types really differ */
 }
 

@@ -30,6 +30,10 @@ typedef struct mr_blip2_info {
 typedef struct mr_blip2_options {
     int decoder_type; /* default GGML_TYPE_Q8_0 */
     int max_batch;    /* default 1 */
+    /* 0 (default): OPT's quantized matrices multiply 8-bit activations in
+     * integers (nn's fast path); 1: float activations with the weights
+     * dequantized, so only the weights' rounding remains (for measurements). */
+    int decoder_float_act;
 } mr_blip2_options;
 void mr_blip2_options_default(mr_blip2_options *o);
 /* "q8_0", "q4_0", "bf16", "f16", "f32" or "stored" to a decoder type; -1 when unknown. */

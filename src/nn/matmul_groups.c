@@ -9,7 +9,8 @@
 
 #include "nn/quant.h"
 
-/* Below this many dequantized values a tile is converted on one thread. */
+/* Below this many dequantized values a tile is converted on one thread (as
+ * matmul.c's MATMUL_PARALLEL_MIN). */
 #define GROUPS_PARALLEL_MIN (1 << 18)
 
 /* dst[n] = the BF16 values at src: the 16 bits are the top of the float. Kept
@@ -32,9 +33,15 @@ static void bf16_row_to_f32(const uint8_t *src, float *dst, int64_t n) {
     }
 }
 
-static void tile_row_to_f32(ggml_type t, const uint8_t *src, float *dst, int64_t n) {
-    if (t == GGML_TYPE_BF16) bf16_row_to_f32(src, dst, n);
-    else dequantize_row(t, src, dst, n);
+void matmul_dequantize_rows(const qmat *W, int64_t r0, int64_t n, float *out) {
+    const int64_t cols = W->cols;
+    const size_t rb = quant_row_bytes(W->type, cols);
+    const uint8_t *src = (const uint8_t *)W->data + (size_t)r0 * rb;
+#pragma omp parallel for schedule(static) if (n * cols >= GROUPS_PARALLEL_MIN)
+    for (int64_t r = 0; r < n; r++) {
+        if (W->type == GGML_TYPE_BF16) bf16_row_to_f32(src + (size_t)r * rb, out + r * cols, cols);
+        else dequantize_row(W->type, src + (size_t)r * rb, out + r * cols, cols);
+    }
 }
 
 void matmul_groups_forward(float *y, const float *x, int64_t G, int64_t T, const qmat *W, float beta, float *scratch,
@@ -47,14 +54,11 @@ void matmul_groups_forward(float *y, const float *x, int64_t G, int64_t T, const
                         (int)cols, (const float *)W->data, (int)cols, beta, y + g * T * rows, (int)rows);
         return;
     }
-    const size_t rb = quant_row_bytes(W->type, cols);
     int64_t tile = scratch_floats / cols;
     if (tile < 1) tile = 1;
     for (int64_t r0 = 0; r0 < rows; r0 += tile) {
         const int64_t n = rows - r0 < tile ? rows - r0 : tile;
-#pragma omp parallel for schedule(static) if (n * cols >= GROUPS_PARALLEL_MIN)
-        for (int64_t r = 0; r < n; r++)
-            tile_row_to_f32(W->type, (const uint8_t *)W->data + (size_t)(r0 + r) * rb, scratch + r * cols, cols);
+        matmul_dequantize_rows(W, r0, n, scratch);
         for (int64_t g = 0; g < G; g++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)cols, 1.0f, x + g * T * cols,
                         (int)cols, scratch, (int)cols, beta, y + g * T * rows + r0, (int)rows);

@@ -11,6 +11,12 @@
 
 #include "nn/matmul.h"
 
+/* out[n][cols] = rows r0 .. r0 + n - 1 of W as floats (a weight tile for sgemm),
+ * spread over threads when the tile is large. Bit for bit what dequantize_row
+ * gives; BF16 is converted inline (a shift), since a call per value costs more
+ * than the conversion when whole BF16 matrices are converted per batch. */
+void matmul_dequantize_rows(const qmat *W, int64_t r0, int64_t n, float *out);
+
 /* For g < G: y[g][T][rows] = x[g][T][cols] · Wᵀ (+ beta · y), one sgemm of T rows
  * per group and weight tile. scratch: matmul_scratch_floats(W, ...) floats (0
  * for F32). */

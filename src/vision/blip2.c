@@ -266,6 +266,7 @@ static int load_weights(mr_blip2 *m, mr_error *e) {
     if ((rc = opt_load(&m->lm, &LL, &oc, "language_model.model.decoder.", "language_model.lm_head.weight",
                        (ggml_type)m->opt.decoder_type, e)))
         return rc;
+    m->lm.float_act = m->opt.decoder_float_act != 0;
     return MR_OK;
 }
 
@@ -303,6 +304,7 @@ static int alloc_buffers(mr_blip2 *m, mr_error *e) {
 void mr_blip2_options_default(mr_blip2_options *o) {
     o->decoder_type = GGML_TYPE_Q8_0;
     o->max_batch = 1;
+    o->decoder_float_act = 0;
 }
 
 int mr_blip2_decoder_type_parse(const char *name, int *type) {

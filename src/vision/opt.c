@@ -231,6 +231,12 @@ static int ensure_activations(opt_model *m, int T, mr_error *e) {
     return MR_OK;
 }
 
+/* y[T][rows] = x[T][cols] Wᵀ + b through the product m->float_act selects. */
+static void opt_linear(const opt_model *m, float *y, const float *x, int T, const vw_mat *W, const float *b) {
+    if (m->float_act) vw_linear_float(y, x, T, W, b, m->mm_scratch, m->mm_scratch_floats);
+    else vw_linear(y, x, T, W, b, m->mm_scratch, m->mm_scratch_floats);
+}
+
 int opt_forward(opt_model *m, const float *embeds, int T, float *logits, int all_logits, mr_error *e) {
     const opt_config *c = &m->c;
     int H = c->hidden, hd = H / c->heads, rc;
@@ -239,8 +245,6 @@ int opt_forward(opt_model *m, const float *embeds, int T, float *logits, int all
         return mr_fail(e, MR_ERR_INPUT, "sequence of %d positions exceeds the cache of %d", m->n_past + T, m->capacity);
     if ((rc = ensure_activations(m, T, e))) return rc;
     int p0 = m->n_past;
-    float *S = m->mm_scratch;
-    int64_t SF = m->mm_scratch_floats;
     for (int t = 0; t < T; t++) {
         float *x = m->x + (size_t)t * H;
         const float *pe = m->pos + (size_t)(p0 + t + 2) * H; /* OPT's learned-position offset */
@@ -250,27 +254,27 @@ int opt_forward(opt_model *m, const float *embeds, int T, float *logits, int all
         opt_layer *y = &m->layers[l];
         float *kl = m->k_cache + (size_t)l * m->capacity * H, *vl = m->v_cache + (size_t)l * m->capacity * H;
         layernorm_forward(m->xn, NULL, NULL, m->x, y->ln1_w, y->ln1_b, T, H, 1e-5f);
-        vw_linear(m->q, m->xn, T, &y->q, y->qb, S, SF);
-        vw_linear(kl + (size_t)p0 * H, m->xn, T, &y->k, y->kb, S, SF);
-        vw_linear(vl + (size_t)p0 * H, m->xn, T, &y->v, y->vb, S, SF);
+        opt_linear(m, m->q, m->xn, T, &y->q, y->qb);
+        opt_linear(m, kl + (size_t)p0 * H, m->xn, T, &y->k, y->kb);
+        opt_linear(m, vl + (size_t)p0 * H, m->xn, T, &y->v, y->vb);
         /* (q hd^-0.5) k = hd^-0.5 (q k): attention_forward applies the scale */
         attention_forward(m->att, m->q, kl, vl, T, p0, c->heads, c->heads, hd, m->att_scratch, m->att_scratch_floats);
-        vw_linear(m->xn, m->att, T, &y->o, y->ob, S, SF);
+        opt_linear(m, m->xn, m->att, T, &y->o, y->ob);
         for (size_t i = 0; i < (size_t)T * H; i++) m->x[i] += m->xn[i];
         layernorm_forward(m->xn, NULL, NULL, m->x, y->ln2_w, y->ln2_b, T, H, 1e-5f);
-        vw_linear(m->ff, m->xn, T, &y->fc1, y->fc1_b, S, SF);
+        opt_linear(m, m->ff, m->xn, T, &y->fc1, y->fc1_b);
         vw_activate(m->ff, (size_t)T * c->ffn, c->act);
-        vw_linear(m->xn, m->ff, T, &y->fc2, y->fc2_b, S, SF);
+        opt_linear(m, m->xn, m->ff, T, &y->fc2, y->fc2_b);
         for (size_t i = 0; i < (size_t)T * H; i++) m->x[i] += m->xn[i];
     }
     m->n_past += T;
     if (!logits) return MR_OK;
     if (all_logits) {
         layernorm_forward(m->xn, NULL, NULL, m->x, m->lnf_w, m->lnf_b, T, H, 1e-5f);
-        vw_linear(logits, m->xn, T, &m->head, NULL, S, SF);
+        opt_linear(m, logits, m->xn, T, &m->head, NULL);
         return MR_OK;
     }
     layernorm_forward(m->last, NULL, NULL, m->x + (size_t)(T - 1) * H, m->lnf_w, m->lnf_b, 1, H, 1e-5f);
-    vw_linear(logits, m->last, 1, &m->head, NULL, S, SF);
+    opt_linear(m, logits, m->last, 1, &m->head, NULL);
     return MR_OK;
 }

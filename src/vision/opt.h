@@ -51,6 +51,9 @@ typedef struct opt_model {
     int64_t att_scratch_floats;
     float *mm_scratch; /* matmul_forward's tiles */
     int64_t mm_scratch_floats;
+    /* 0: quantized weights multiply 8-bit activations (nn's integer path);
+     * 1: float activations with the weights dequantized (matmul_forward_float). */
+    int float_act;
 } opt_model;
 
 /* prefix: "model.decoder." (OPTForCausalLM) or "language_model.model.decoder."

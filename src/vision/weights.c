@@ -146,20 +146,26 @@ void vw_mat_free(vw_mat *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* y[T][N] = bias in every row; returns the beta for the product that follows. */
+static float bias_rows(float *y, const float *bias, int64_t T, int64_t N) {
+    if (!bias) return 0.0f;
+    for (int64_t t = 0; t < T; t++) memcpy(y + t * N, bias, sizeof(float) * (size_t)N);
+    return 1.0f;
+}
+
 void vw_linear(float *y, const float *x, int64_t T, const vw_mat *W, const float *bias, float *scratch,
                int64_t scratch_floats) {
-    const int64_t N = W->q.rows;
-    if (bias)
-        for (int64_t t = 0; t < T; t++) memcpy(y + t * N, bias, sizeof(float) * (size_t)N);
-    matmul_forward(y, x, T, &W->q, bias ? 1.0f : 0.0f, scratch, scratch_floats);
+    matmul_forward(y, x, T, &W->q, bias_rows(y, bias, T, W->q.rows), scratch, scratch_floats);
+}
+
+void vw_linear_float(float *y, const float *x, int64_t T, const vw_mat *W, const float *bias, float *scratch,
+                     int64_t scratch_floats) {
+    matmul_forward_float(y, x, T, &W->q, bias_rows(y, bias, T, W->q.rows), scratch, scratch_floats);
 }
 
 void vw_linear_groups(float *y, const float *x, int64_t G, int64_t T, const vw_mat *W, const float *bias,
                       float *scratch, int64_t scratch_floats) {
-    const int64_t N = W->q.rows;
-    if (bias)
-        for (int64_t t = 0; t < G * T; t++) memcpy(y + t * N, bias, sizeof(float) * (size_t)N);
-    matmul_groups_forward(y, x, G, T, &W->q, bias ? 1.0f : 0.0f, scratch, scratch_floats);
+    matmul_groups_forward(y, x, G, T, &W->q, bias_rows(y, bias, G * T, W->q.rows), scratch, scratch_floats);
 }
 
 int vw_act_parse(const char *name, vw_act *out) {

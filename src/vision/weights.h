@@ -47,6 +47,10 @@ void vw_mat_free(vw_mat *w);
  * scratch: L->scratch_floats floats. */
 void vw_linear(float *y, const float *x, int64_t T, const vw_mat *W, const float *bias, float *scratch,
                int64_t scratch_floats);
+/* The same with float activations whatever W's type (nn's matmul_forward_float:
+ * quantized weights are dequantized, the activations are not quantized to 8 bits). */
+void vw_linear_float(float *y, const float *x, int64_t T, const vw_mat *W, const float *bias, float *scratch,
+                     int64_t scratch_floats);
 
 /* For g < G: y[g][T][rows] = x[g][T][cols] Wᵀ (+ bias): nn's
  * matmul_groups_forward, so each group gets what it gets alone. */
