@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/trainer.h"
+#include "train/trainer.h"
 #include "test.h"
 
 static const char *const FORMATS[] = {"test-ckpt-1", "test-ckpt-2", NULL};

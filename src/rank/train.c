@@ -5,7 +5,7 @@
 #include "mllm4rec/ranker.h"
 
 #include "nn/adamw.h"
-#include "nn/trainer.h"
+#include "train/trainer.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
 #include "mllm4rec/retriever.h"
 #include "mllm4rec/safetensors.h"
 #include "nn/adamw.h"
-#include "nn/trainer.h"
+#include "train/trainer.h"
 
 /* Per-architecture defaults. LlamaRec's settings where they apply (hidden 64,
  * dropout 0.2, max length and batch by dataset, lr 1e-3, weight decay 0.01, 2

@@ -1,5 +1,5 @@
 /* The training skeleton: checkpoint files and the JSON-lines log (nn/trainer.h). */
-#include "nn/trainer.h"
+#include "train/trainer.h"
 
 #include <errno.h>
 #include <stdarg.h>
