@@ -1,4 +1,4 @@
-/* The training skeleton (src/nn/trainer.h): a checkpoint written and read back
+/* The training skeleton (src/train/trainer.h): a checkpoint written and read back
  * exactly (tensors, metadata numbers, the generator's state), the checks a resume
  * relies on (format, same flags, tensor sizes, finite values), the JSON-lines log cut
  * back to a checkpoint's size; and the one hash of src/base. */

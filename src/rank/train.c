@@ -100,7 +100,7 @@ static int example_candidates(const mr_dataset *d, const example_ref *x, int n_c
     return 0;
 }
 
-/* ---- checkpoint for resuming (the skeleton's format, nn/trainer.h) ---- */
+/* ---- checkpoint for resuming (the skeleton's format, train/trainer.h) ---- */
 
 #define CKPT_FORMAT "mllm4rec-ranker-checkpoint-1"
 

@@ -161,7 +161,7 @@ static void start_epoch(trainer *t) {
     }
 }
 
-/* ---- checkpoint (the skeleton's format, nn/trainer.h) ---- */
+/* ---- checkpoint (the skeleton's format, train/trainer.h) ---- */
 
 static const char *const CKPT_FORMATS[] = {"mllm4rec-lru-checkpoint-1", "mllm4rec-lru-checkpoint-2",
                                            "mllm4rec-retriever-checkpoint-3", NULL};

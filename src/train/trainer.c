@@ -1,4 +1,4 @@
-/* The training skeleton: checkpoint files and the JSON-lines log (nn/trainer.h). */
+/* The training skeleton: checkpoint files and the JSON-lines log (train/trainer.h). */
 #include "train/trainer.h"
 
 #include <errno.h>
