@@ -30,6 +30,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "nn/matmul_groups.h"
 #include "nn/qdot.h"
 #include "nn/quant.h"
 
@@ -132,8 +133,8 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
                     (const float *)W->data, (int)cols, beta, y, (int)rows);
         return;
     }
-    const size_t rb = quant_row_bytes(W->type, cols);
     if (T <= MATMUL_SMALL_T) {
+        const size_t rb = quant_row_bytes(W->type, cols);
         int nbuf = (int)(scratch_floats / cols);
         int nth = omp_get_max_threads();
         if (nth > nbuf) nth = nbuf;
@@ -153,15 +154,8 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
         }
         return;
     }
-    int64_t tile = scratch_floats / cols;
-    if (tile < 1) tile = 1;
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-        const int64_t n = rows - r0 < tile ? rows - r0 : tile;
-#pragma omp parallel for schedule(static) if (n * cols >= MATMUL_PARALLEL_MIN)
-        for (int64_t r = 0; r < n; r++) dequantize_row(W->type, row_ptr(W, rb, r0 + r), scratch + r * cols, cols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)cols, 1.0f, x, (int)cols, scratch,
-                    (int)cols, beta, y + r0, (int)rows);
-    }
+    /* weight tiles dequantized once for sgemm: the products of one group of rows */
+    matmul_groups_forward(y, x, 1, T, W, beta, scratch, scratch_floats);
 }
 
 void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float *scratch,
@@ -173,13 +167,11 @@ void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W,
                     (const float *)W->data, (int)cols, 1.0f, dx, (int)cols);
         return;
     }
-    const size_t rb = quant_row_bytes(W->type, cols);
     int64_t tile = scratch_floats / cols;
     if (tile < 1) tile = 1;
     for (int64_t r0 = 0; r0 < rows; r0 += tile) {
         const int64_t n = rows - r0 < tile ? rows - r0 : tile;
-#pragma omp parallel for schedule(static) if (n * cols >= MATMUL_PARALLEL_MIN)
-        for (int64_t r = 0; r < n; r++) dequantize_row(W->type, row_ptr(W, rb, r0 + r), scratch + r * cols, cols);
+        matmul_dequantize_rows(W, r0, n, scratch);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)cols, (int)n, 1.0f, dy + r0, (int)rows,
                     scratch, (int)cols, 1.0f, dx, (int)cols);
     }
