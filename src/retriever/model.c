@@ -7,8 +7,8 @@
 #include "retriever/arch.h"
 
 /* Filled as architectures are added (their rt_arch constants). */
-extern const rt_arch rt_arch_sasrec, rt_arch_bert4rec;
-static const rt_arch *const all_archs[] = {&rt_arch_sasrec, &rt_arch_bert4rec, NULL};
+extern const rt_arch rt_arch_sasrec, rt_arch_bert4rec, rt_arch_stosa;
+static const rt_arch *const all_archs[] = {&rt_arch_sasrec, &rt_arch_bert4rec, &rt_arch_stosa, NULL};
 
 const rt_arch *rt_arch_find(const char *name) {
     for (size_t i = 0; all_archs[i]; i++)
