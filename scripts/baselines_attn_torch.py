@@ -1,19 +1,28 @@
 #!/usr/bin/python3
-"""PyTorch references of the attention retrievers (SASRec, BERT4Rec).
+"""PyTorch references of the attention retrievers (SASRec, BERT4Rec, STOSA).
 
     python3 scripts/baselines_attn_torch.py baselines [--out tests/data/baselines]
     python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl
 
 The models are written as the public reference code writes them
 (Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/bert.py,
-model/attention.py, the cloze masking of dataloader/bert.py), with
+model/attention.py, the cloze masking of dataloader/bert.py; zfan20/STOSA:
+seqmodels.py, modules.py, trainers.py), with
 the same module names, so their state_dict names are the ones our
 retriever.safetensors holds. `baselines` runs each model in float64 on a tiny
 configuration and writes, per architecture, a safetensors file with the weights
 (state_dict names), the batch in our packed form (batch.tokens, batch.labels,
 batch.seq_start), the scores at each sequence's last row (out.scores), the loss
 (out.loss) and every parameter's gradient (grad.<name>). Dropout is 0 there: the
-C side's keyed dropout is tested on its own.
+C side's keyed dropout is tested on its own. BERT4Rec's batch is stored already
+masked (the C test takes it literally, its keyed masking is tested apart);
+STOSA's holds the negatives (batch.negs) that the C side draws for key 99,
+computed here with a port of its hash.
+
+`train` trains one model with LlamaRec's recipe (the windows, AdamW, clipping,
+early stopping and per-user metrics of scripts/lru_torch.py) as the quality
+reference for ours; STOSA's negatives there are uniform over the items other
+than the label, as ours are.
 
 Run with Debian's python3-torch (/usr/bin/python3).
 """
@@ -299,6 +308,183 @@ class BERT4Rec(nn.Module):
         return self(x)[:, -1, :self.n_items + 1]
 
 
+# STOSA (zfan20/STOSA: seqmodels.py DistSAModel, modules.py DistSAEncoder /
+# DistLayer / DistSelfAttention / DistIntermediate, trainers.py bpr_optimization).
+# Items are diagonal Gaussians: a mean and a covariance embedding (ELU + 1).
+# Kept as that code runs, including its encoder's typo: DistSAEncoder assigns
+# each layer's mean output to `maen_hidden_states`, so every layer sees the
+# embedding's mean and the model's mean output IS the embedding's mean; only the
+# covariance stream goes through the layers (the mean queries and keys still
+# shape the attention). The published STOSA figures come from that code.
+
+class TFLayerNorm(nn.Module):
+    """modules.LayerNorm: biased variance, eps inside the root (torch.nn.LayerNorm's)."""
+
+    def __init__(self, hidden_size, eps=1e-12):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        u = x.mean(-1, keepdim=True)
+        s = (x - u).pow(2).mean(-1, keepdim=True)
+        return self.weight * ((x - u) / torch.sqrt(s + self.variance_epsilon)) + self.bias
+
+
+def wasserstein_distance(mean1, cov1, mean2, cov2):
+    ret = torch.sum((mean1 - mean2) * (mean1 - mean2), -1)
+    c1, c2 = torch.sqrt(torch.clamp(cov1, min=1e-24)), torch.sqrt(torch.clamp(cov2, min=1e-24))
+    return ret + torch.sum((c1 - c2) * (c1 - c2), -1)
+
+
+def wasserstein_distance_matmul(mean1, cov1, mean2, cov2):
+    mean1_2 = torch.sum(mean1 ** 2, -1, keepdim=True)
+    mean2_2 = torch.sum(mean2 ** 2, -1, keepdim=True)
+    ret = -2 * torch.matmul(mean1, mean2.transpose(-1, -2)) + mean1_2 + mean2_2.transpose(-1, -2)
+    cov1_2 = torch.sum(cov1, -1, keepdim=True)
+    cov2_2 = torch.sum(cov2, -1, keepdim=True)
+    cov_ret = -2 * torch.matmul(torch.sqrt(torch.clamp(cov1, min=1e-24)),
+                                torch.sqrt(torch.clamp(cov2, min=1e-24)).transpose(-1, -2)) + cov1_2 + cov2_2.transpose(-1, -2)
+    return ret + cov_ret
+
+
+class DistSelfAttention(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.h, self.hd = heads, hidden // heads
+        self.mean_query = nn.Linear(hidden, hidden)
+        self.cov_query = nn.Linear(hidden, hidden)
+        self.mean_key = nn.Linear(hidden, hidden)
+        self.cov_key = nn.Linear(hidden, hidden)
+        self.mean_value = nn.Linear(hidden, hidden)
+        self.cov_value = nn.Linear(hidden, hidden)
+        self.activation = nn.ELU()
+        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.mean_dense = nn.Linear(hidden, hidden)
+        self.cov_dense = nn.Linear(hidden, hidden)
+        self.out_dropout = nn.Dropout(dropout)
+        self.LayerNorm = TFLayerNorm(hidden)
+
+    def heads(self, x):
+        return x.view(x.size()[:-1] + (self.h, self.hd)).permute(0, 2, 1, 3)
+
+    def forward(self, mean_in, cov_in, attention_mask):
+        mq, mk, mv = self.heads(self.mean_query(mean_in)), self.heads(self.mean_key(mean_in)), \
+            self.heads(self.mean_value(mean_in))
+        cq = self.heads(self.activation(self.cov_query(cov_in)) + 1)
+        ck = self.heads(self.activation(self.cov_key(cov_in)) + 1)
+        cv = self.heads(self.activation(self.cov_value(cov_in)) + 1)
+        scores = -wasserstein_distance_matmul(mq, cq, mk, ck) / math.sqrt(self.hd) + attention_mask
+        probs = self.attn_dropout(F.softmax(scores, dim=-1))
+        mean_ctx = torch.matmul(probs, mv).permute(0, 2, 1, 3).contiguous()
+        cov_ctx = torch.matmul(probs ** 2, cv).permute(0, 2, 1, 3).contiguous()
+        mean_ctx = mean_ctx.view(mean_ctx.size()[:-2] + (self.h * self.hd,))
+        cov_ctx = cov_ctx.view(cov_ctx.size()[:-2] + (self.h * self.hd,))
+        mean_out = self.LayerNorm(self.out_dropout(self.mean_dense(mean_ctx)) + mean_in)
+        cov_out = self.LayerNorm(self.out_dropout(self.cov_dense(cov_ctx)) + cov_in)
+        return mean_out, cov_out, probs
+
+
+class DistIntermediate(nn.Module):
+    def __init__(self, hidden, dropout):
+        super().__init__()
+        self.dense_1 = nn.Linear(hidden, hidden * 4)
+        self.intermediate_act_fn = nn.ELU()
+        self.dense_2 = nn.Linear(hidden * 4, hidden)
+        self.LayerNorm = TFLayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.dense_2(self.intermediate_act_fn(self.dense_1(x)))
+        return self.LayerNorm(self.dropout(h) + x)
+
+
+class DistLayer(nn.Module):
+    def __init__(self, hidden, heads, dropout, attn_dropout):
+        super().__init__()
+        self.attention = DistSelfAttention(hidden, heads, dropout, attn_dropout)
+        self.mean_intermediate = DistIntermediate(hidden, dropout)
+        self.cov_intermediate = DistIntermediate(hidden, dropout)
+        self.activation_func = nn.ELU()
+
+    def forward(self, mean_h, cov_h, attention_mask):
+        mean_a, cov_a, probs = self.attention(mean_h, cov_h, attention_mask)
+        return self.mean_intermediate(mean_a), self.activation_func(self.cov_intermediate(cov_a)) + 1, probs
+
+
+class DistSAEncoder(nn.Module):
+    def __init__(self, hidden, heads, blocks, dropout, attn_dropout):
+        super().__init__()
+        self.layer = nn.ModuleList([DistLayer(hidden, heads, dropout, attn_dropout) for _ in range(blocks)])
+
+    def forward(self, mean_h, cov_h, attention_mask):
+        for layer in self.layer:
+            maen_hidden_states, cov_h, _ = layer(mean_h, cov_h, attention_mask)  # sic: the reference's typo
+        return mean_h, cov_h
+
+
+class STOSA(nn.Module):
+    """DistSAModel. item_size = n_items + 2 as in that code (ids 1..n_items and one more)."""
+
+    def __init__(self, n_items, n_users, hidden, heads, blocks, max_len, dropout, attn_dropout, pvn_weight):
+        super().__init__()
+        self.n_items, self.max_len, self.pvn_weight = n_items, max_len, pvn_weight
+        self.item_mean_embeddings = nn.Embedding(n_items + 2, hidden, padding_idx=0)
+        self.item_cov_embeddings = nn.Embedding(n_items + 2, hidden, padding_idx=0)
+        self.position_mean_embeddings = nn.Embedding(max_len, hidden)
+        self.position_cov_embeddings = nn.Embedding(max_len, hidden)
+        self.user_margins = nn.Embedding(n_users, 1)
+        self.item_encoder = DistSAEncoder(hidden, heads, blocks, dropout, attn_dropout)
+        self.LayerNorm = TFLayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.apply(self.init_weights)
+
+    @staticmethod
+    def init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.01, std=0.02)
+        elif isinstance(module, TFLayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def encode(self, x):
+        L = x.size(1)
+        pos = torch.arange(L).unsqueeze(0).expand_as(x)
+        elu = nn.ELU()
+        mean = elu(self.dropout(self.LayerNorm(self.item_mean_embeddings(x) + self.position_mean_embeddings(pos))))
+        cov = elu(self.dropout(self.LayerNorm(self.item_cov_embeddings(x) + self.position_cov_embeddings(pos)))) + 1
+        keep = (x > 0).long().unsqueeze(1).unsqueeze(2)
+        causal = (torch.triu(torch.ones((1, L, L)), diagonal=1) == 0).unsqueeze(1).long()
+        mask = (1.0 - (keep * causal).to(mean.dtype)) * (-2 ** 32 + 1)
+        return self.item_encoder(mean, cov, mask)
+
+    def item_gaussians(self, ids):
+        return self.item_mean_embeddings(ids), nn.ELU()(self.item_cov_embeddings(ids)) + 1
+
+    def loss(self, tokens, labels, negs):
+        """BPR on Wasserstein distances plus pvn_weight x the positive-vs-negative
+        regulariser, at the rows whose input and label are items."""
+        mean, cov = self.encode(tokens)
+        keep = (tokens > 0) & (labels > 0)
+        sm, sc = mean[keep], cov[keep]
+        pm, pc = self.item_gaussians(labels[keep])
+        nm, nc = self.item_gaussians(negs[keep])
+        pos = wasserstein_distance(sm, sc, pm, pc)
+        neg = wasserstein_distance(sm, sc, nm, nc)
+        pvn = wasserstein_distance(pm, pc, nm, nc)
+        bpr = torch.mean(-torch.log(torch.sigmoid(neg - pos + 1e-24)))
+        return bpr + self.pvn_weight * torch.mean(torch.clamp(pos - pvn, 0))
+
+    def scores_last(self, tokens):
+        mean, cov = self.encode(tokens)
+        im = self.item_mean_embeddings.weight[:self.n_items + 1]
+        ic = nn.ELU()(self.item_cov_embeddings.weight[:self.n_items + 1]) + 1
+        return -wasserstein_distance_matmul(mean[:, -1, :], cov[:, -1, :], im, ic)
+
+
 # --------------------------------------------------------------------------- files
 
 ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int32: "I32", torch.int64: "I64"}
@@ -371,11 +557,51 @@ def packed(seqs):
             "batch.seq_start": torch.tensor(start, dtype=torch.int32)}
 
 
+# The C side's keyed hash (src/retriever/attn_common.{h,c}), so the reference
+# uses the very negatives STOSA draws in C for a key.
+M64 = (1 << 64) - 1
+
+
+def mix64(z):
+    z = (z + 0x9e3779b97f4a7c15) & M64
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return z ^ (z >> 31)
+
+
+def row_key(key, site, example, pos):
+    k = mix64(key ^ mix64((site + 0x51ed270b27a1f5c3) & M64))
+    k = mix64(k ^ ((example * 0xd6e8feb86659fd93) & M64))
+    return mix64((k + (pos + 1) * 0x9e3779b97f4a7c15) & M64)
+
+
+def uniform(rk, col):
+    return (mix64((rk + col * 0x632be59bd9b4e019) & M64) >> 11) * (1.0 / 9007199254740992.0)
+
+
+def stosa_negative(n_items, pos, key, example, position):
+    q = 1 + int(uniform(row_key(key, 1, example, position), 0) * (n_items - 1))
+    q = min(q, n_items - 1)
+    return q + 1 if q >= pos else q
+
+
+STOSA_KEY = 99  # the key tests/test_baselines_attn.c passes for STOSA
+
+
+def stosa_negatives(seqs, n_items, max_len):
+    negs = []
+    for s, (t, l) in enumerate(seqs):
+        r = len(t)
+        negs.append([stosa_negative(n_items, l[j], STOSA_KEY, s, max_len - r + j) if t[j] > 0 and l[j] > 0 else 0
+                     for j in range(r)])
+    return negs
+
+
 def perturb_layer_norms(model, gen):
     """Layer norms start at ones and zeros; move them so the test sees their weights used."""
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if 'layer_norm' in n:
+            if 'layer_norm' in n or 'LayerNorm' in n:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
@@ -389,21 +615,34 @@ def make_baseline(arch, out_dir):
     elif arch == "bert4rec":
         model = BERT4Rec(c["n_items"], c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0)
         seqs = TINY_BERT_SEQS
+    elif arch == "stosa":
+        model = STOSA(c["n_items"], 5, c["hidden"], c["heads"], c["blocks"], c["max_len"], 0.0, 0.0, 0.5)
     else:
         raise SystemExit("unknown arch " + arch)
     perturb_layer_norms(model, gen)
     model = model.double()
     tok, lab = padded(seqs, c["max_len"])
     model.zero_grad()
-    loss = model.loss(tok, lab)
+    if arch == "stosa":
+        negs = stosa_negatives(seqs, c["n_items"], c["max_len"])
+        neg = torch.zeros_like(tok)
+        for s_, n_ in enumerate(negs):
+            neg[s_, c["max_len"] - len(n_):] = torch.tensor(n_)
+        loss = model.loss(tok, lab, neg)
+    else:
+        loss = model.loss(tok, lab)
     loss.backward()
     with torch.no_grad():
         scores = model.scores_last(tok)
     files = packed(seqs)
+    if arch == "stosa":
+        files["batch.negs"] = torch.tensor([x for n_ in negs for x in n_], dtype=torch.int32)
     for n, p in model.state_dict().items():
         files[n] = p.float()
     for n, p in model.named_parameters():
-        files["grad." + n] = p.grad.float()
+        # tensors the loss never reaches (STOSA's mean stream after the embedding,
+        # its user margins) have no .grad: their gradient is zero
+        files["grad." + n] = (p.grad if p.grad is not None else torch.zeros_like(p)).float()
     files["out.scores"] = scores.float()
     files["out.loss"] = loss.detach().reshape(1)
     meta = {k: str(v) for k, v in c.items()}
@@ -428,11 +667,13 @@ def read_sequences(path):
     return seqs
 
 
-def build_model(arch, n_items, hidden, heads, blocks, max_len, dropout, attn_dropout):
+def build_model(arch, n_items, n_users, hidden, heads, blocks, max_len, dropout, attn_dropout, pvn_weight):
     if arch == "sasrec":
         return SASRec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
     if arch == "bert4rec":
         return BERT4Rec(n_items, hidden, heads, blocks, max_len, dropout, attn_dropout)
+    if arch == "stosa":
+        return STOSA(n_items, n_users, hidden, heads, blocks, max_len, dropout, attn_dropout, pvn_weight)
     raise SystemExit("unknown arch " + arch)
 
 
@@ -534,7 +775,8 @@ def train(a):
         labels = torch.LongTensor([[0] * (L - len(w[-L:])) + w[-L:] for w in windows])
         data = torch.utils.data.TensorDataset(tokens, labels)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True)
-    model = build_model(a.arch, n_items, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout)
+    model = build_model(a.arch, n_items, max(seqs) + 1, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout,
+                        a.pvn_weight)
     named = list(model.named_parameters())
     no_decay = ("bias", "layer_norm")
     opt = torch.optim.AdamW([
@@ -549,7 +791,13 @@ def train(a):
             total, n = 0.0, 0
             for x, y in loader:
                 opt.zero_grad()
-                loss = model.loss(x, y)
+                if a.arch == "stosa":
+                    # a negative per labelled row, uniform over the items other than
+                    # the label (as our C STOSA draws them)
+                    q = torch.randint(1, n_items, y.shape)
+                    loss = model.loss(x, y, q + (q >= y).long())
+                else:
+                    loss = model.loss(x, y)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
@@ -590,7 +838,7 @@ def main():
     b.add_argument("--arch", action="append", help="default: all")
     t = sub.add_parser("train", help="train a model with LlamaRec's recipe, logging every epoch")
     t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
-    t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec"])
+    t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec", "stosa"])
     t.add_argument("--out", required=True, help="JSON-lines log to write")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=500)
@@ -606,6 +854,7 @@ def main():
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec's cloze probability")
     t.add_argument("--max-predictions", type=int, default=40, help="BERT4Rec: most masked rows per window")
+    t.add_argument("--pvn-weight", type=float, default=0.1, help="STOSA's regulariser weight")
     t.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     if a.cmd == "train":
@@ -613,7 +862,7 @@ def main():
     elif a.cmd == "baselines":
         os.makedirs(a.out, exist_ok=True)
         torch.set_default_dtype(torch.float32)
-        for arch in a.arch or ["sasrec", "bert4rec"]:
+        for arch in a.arch or ["sasrec", "bert4rec", "stosa"]:
             make_baseline(arch, a.out)
 
 

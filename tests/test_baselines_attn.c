@@ -16,7 +16,8 @@
 #define BASELINES "tests/data/baselines/"
 
 static rt_config tiny_config(const char *arch) {
-    rt_config c = {.n_items = 30, .hidden = 16, .blocks = 2, .heads = 2, .max_len = 8, .mask_prob = 0.3f};
+    rt_config c = {.n_items = 30, .hidden = 16, .blocks = 2, .heads = 2, .max_len = 8, .mask_prob = 0.3f,
+                   .reg_weight = 0.5f, .n_users = 5};
     snprintf(c.arch, sizeof c.arch, "%s", arch);
     return c;
 }
@@ -116,6 +117,21 @@ static void check_against_reference(const char *arch) {
         CHECK_OK(rc, &e);
     }
     const rt_arch *A = x.m.arch;
+    if (!strcmp(arch, "stosa")) {
+        /* the reference used the negatives our key 99 draws (its script ports the hash) */
+        int32_t negs[128];
+        const int n = read_ints(&x.f, "batch.negs", negs, 128, &e);
+        int same = n == x.n_rows;
+        for (int s = 0; same && s < x.n_seqs; s++) {
+            const int r0 = x.seq_start[s], r = x.seq_start[s + 1] - r0;
+            for (int j = 0; j < r; j++)
+                if (x.tokens[r0 + j] > 0 && x.labels[r0 + j] > 0)
+                    same &= negs[r0 + j] == stosa_negative(30, x.labels[r0 + j], 99, s, 8 - r + j);
+        }
+        if (!same)
+            fixture_free(&x);
+        CHECK_MSG(same, "stosa: the reference's negatives are not the ones key 99 draws");
+    }
     const double loss = A->loss_backward(&x.m, x.acts, &x.b, !is_bert(arch), 99);
     float ref_loss;
     CHECK_OK(st_read_f32(st_find(&x.f, "out.loss"), &ref_loss, 1, &e), &e);
@@ -302,16 +318,24 @@ static void check_keyed(const char *arch) {
     const rt_arch *A = x.m.arch;
     const double a = A->loss_backward(&x.m, x.acts, &x.b, 1, 5), b = A->loss_backward(&x.m, x.acts, &x.b, 1, 6);
     const double a2 = A->loss_backward(&x.m, x.acts, &x.b, 1, 5), ev = A->loss_backward(&x.m, x.acts, &x.b, 0, 5);
-    const double ev2 = A->loss_backward(&x.m, x.acts, &x.b, 0, 6);
+    const double ev2 = A->loss_backward(&x.m, x.acts, &x.b, 0, 6), ev3 = A->loss_backward(&x.m, x.acts, &x.b, 0, 5);
     fixture_free(&x);
     CHECK_MSG(a == a2 && a != b, "%s: keyed dropout: %.9g %.9g %.9g", arch, a, a2, b);
-    CHECK_MSG(ev == ev2 && ev != a, "%s: train = 0 must ignore the key and drop nothing", arch);
+    /* train = 0 drops nothing; STOSA's objective still draws its negatives by the key */
+    if (!strcmp(arch, "stosa"))
+        CHECK_MSG(ev == ev3 && ev != ev2 && ev != a, "stosa: train = 0: %.9g %.9g %.9g", ev, ev2, ev3);
+    else
+        CHECK_MSG(ev == ev2 && ev != a, "%s: train = 0 must ignore the key and drop nothing", arch);
 }
 
 TEST(sasrec_matches_pytorch) { check_against_reference("sasrec"); }
 TEST(sasrec_finite_differences) { check_finite_differences("sasrec"); }
 TEST(sasrec_same_on_1_and_2_threads) { check_threads("sasrec"); }
 TEST(sasrec_dropout_keyed) { check_keyed("sasrec"); }
+TEST(stosa_matches_pytorch) { check_against_reference("stosa"); }
+TEST(stosa_finite_differences) { check_finite_differences("stosa"); }
+TEST(stosa_same_on_1_and_2_threads) { check_threads("stosa"); }
+TEST(stosa_dropout_and_negatives_keyed) { check_keyed("stosa"); }
 TEST(bert4rec_matches_pytorch) { check_against_reference("bert4rec"); }
 TEST(bert4rec_finite_differences) { check_finite_differences("bert4rec"); }
 TEST(bert4rec_same_on_1_and_2_threads) { check_threads("bert4rec"); }
@@ -369,6 +393,95 @@ static void check_init(const char *arch) {
 
 TEST(sasrec_init_distribution) { check_init("sasrec"); }
 TEST(bert4rec_init_distribution) { check_init("bert4rec"); }
+
+/* A sequence longer than max_len (or a batch over the scratch) is refused with
+ * a NaN loss rather than written past the buffers. */
+static void check_refuses_long(const char *arch) {
+    mr_error e = {0};
+    rt_config c = tiny_config(arch);
+    rt_model m;
+    void *acts = NULL;
+    CHECK_OK(rt_model_create(&m, &c, &e), &e);
+    int rc = rt_model_alloc_grads(&m, &e);
+    if (!rc)
+        rc = m.arch->acts_create(&acts, &m, 16, 2, &e);
+    if (rc)
+        rt_model_free(&m);
+    CHECK_OK(rc, &e);
+    m.arch->init(&m, 1);
+    int32_t tok[16], lab[16];
+    for (int i = 0; i < 16; i++) {
+        tok[i] = 1 + i;
+        lab[i] = 2 + i;
+    }
+    const int too_long[3] = {0, 9, 12}, fine[3] = {0, 8, 12};
+    rt_batch b = {.n_seqs = 2, .n_rows = 12, .seq_start = too_long, .tokens = tok, .labels = lab};
+    const double bad = m.arch->loss_backward(&m, acts, &b, 1, 1);
+    b.seq_start = fine;
+    const double good = m.arch->loss_backward(&m, acts, &b, 1, 1);
+    m.arch->acts_free(acts);
+    rt_model_free(&m);
+    CHECK_MSG(isnan(bad) && isfinite(good), "%s: loss %g on a 9-row window, %g on 8 rows", arch, bad, good);
+}
+TEST(long_windows_refused) {
+    check_refuses_long("sasrec");
+    check_refuses_long("bert4rec");
+    check_refuses_long("stosa");
+}
+
+/* STOSA's init_weights: every Linear and Embedding weight N(0.01, 0.02), padding
+ * rows included; Linear biases 0; LayerNorms ones and zeros. */
+TEST(stosa_init_distribution) {
+    mr_error e = {0};
+    rt_config c = tiny_config("stosa");
+    c.n_items = 500;
+    c.hidden = 64;
+    c.max_len = 50;
+    rt_model m1, m2;
+    CHECK_OK(rt_model_create(&m1, &c, &e), &e);
+    CHECK_OK(rt_model_create(&m2, &c, &e), &e);
+    m1.arch->init(&m1, 42);
+    m2.arch->init(&m2, 42);
+    const int same = !memcmp(m1.params, m2.params, m1.n_params * sizeof(float));
+    int bad = 0;
+    for (int i = 0; i < m1.n_tensors && !bad; i++) {
+        const rt_tensor *t = &m1.tensors[i];
+        const float *p = m1.params + t->offset;
+        double s = 0, s2 = 0;
+        for (size_t j = 0; j < t->numel; j++) {
+            s += p[j];
+            s2 += (double)p[j] * p[j];
+        }
+        const double n = (double)t->numel, mean = s / n, sd = sqrt(fmax(s2 / n - mean * mean, 0));
+        if (strstr(t->name, "LayerNorm"))
+            bad |= mean != (strstr(t->name, "weight") ? 1.0 : 0.0) || sd > 1e-6;
+        else if (strstr(t->name, ".bias"))
+            bad |= mean != 0.0 || sd != 0.0;
+        else if (n >= 4096)
+            bad |= fabs(mean - 0.01) > 0.002 || fabs(sd - 0.02) > 0.001;
+        if (bad)
+            printf("  %s: mean %g sd %g\n", t->name, mean, sd);
+    }
+    rt_model_free(&m1);
+    rt_model_free(&m2);
+    CHECK(same);
+    CHECK(!bad);
+}
+
+/* STOSA's negatives: never the positive, uniform over the other items, keyed. */
+TEST(stosa_negatives_uniform) {
+    enum { N_ITEMS = 20, DRAWS = 40000 };
+    long count[N_ITEMS + 1] = {0};
+    for (int k = 0; k < DRAWS; k++) {
+        const int32_t q = stosa_negative(N_ITEMS, 7, 3, k / 50, k % 50);
+        CHECK(q >= 1 && q <= N_ITEMS && q != 7);
+        count[q]++;
+    }
+    for (int q = 1; q <= N_ITEMS; q++)
+        if (q != 7)
+            CHECK_NEAR(count[q] / (double)DRAWS, 1.0 / (N_ITEMS - 1), 0.006);
+    CHECK(stosa_negative(N_ITEMS, 7, 3, 11, 4) == stosa_negative(N_ITEMS, 7, 3, 11, 4));
+}
 
 /* The reference's cloze masking (dataloader/bert.py): each item row with
  * probability mask_prob, the last row mask_prob + 0.1 (1 - mask_prob); of the
@@ -453,5 +566,12 @@ int main(void) {
     RUN(bert4rec_dropout_and_masking_keyed);
     RUN(bert4rec_cloze_masking);
     RUN(bert4rec_init_distribution);
+    RUN(stosa_matches_pytorch);
+    RUN(stosa_finite_differences);
+    RUN(stosa_same_on_1_and_2_threads);
+    RUN(stosa_dropout_and_negatives_keyed);
+    RUN(stosa_init_distribution);
+    RUN(stosa_negatives_uniform);
+    RUN(long_windows_refused);
     return test_summary();
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "nn/attention_masked.h"
+#include "nn/attention_wasserstein.h"
 #include "nn/layernorm_std.h"
 #include "test.h"
 
@@ -100,6 +101,96 @@ TEST(attention_masked_bidirectional) { check_attention(0, 0); }
 TEST(attention_masked_causal_dropout) { check_attention(1, 1); }
 TEST(attention_masked_bidirectional_dropout) { check_attention(0, 1); }
 
+/* ---- Wasserstein attention */
+typedef struct {
+    float qm[R * LD], km[R * LD], qc[R * LD], kc[R * LD], vc[R * LD], out[R * LD], probs[NH * R * R],
+        drop[NH * R * R], probe[R * LD];
+    uint8_t valid[R];
+    int causal, use_drop;
+} was_ctx;
+
+static double was_loss(was_ctx *c) {
+    attention_wasserstein_forward(c->out, c->probs, c->qm, c->km, c->qc, c->kc, c->vc, LD, c->valid,
+                                  c->use_drop ? c->drop : NULL, R, NH, HD, c->causal);
+    return dot(c->out, c->probe, R * LD);
+}
+
+static double was_fd(was_ctx *c, float *x, const float *grad) {
+    double worst = 0;
+    for (int i = 0; i < R * LD; i++) {
+        const float keep = x[i], h = 1e-2f;
+        x[i] = keep + h;
+        const double lp = was_loss(c);
+        x[i] = keep - h;
+        const double lm = was_loss(c);
+        x[i] = keep;
+        const double fd = (lp - lm) / (2.0 * h);
+        worst = fmax(worst, fabs(fd - grad[i]) / (1.0 + fabs(grad[i])));
+    }
+    return worst;
+}
+
+static void check_wasserstein(int causal, int use_drop) {
+    was_ctx *c = calloc(1, sizeof *c);
+    CHECK(c);
+    mr_rng r;
+    mr_rng_seed(&r, 21 + causal + 2 * use_drop);
+    fill(c->qm, R * LD, &r, 0.7);
+    fill(c->km, R * LD, &r, 0.7);
+    fill(c->vc, R * LD, &r, 1);
+    fill(c->probe, R * LD, &r, 1);
+    for (int i = 0; i < R * LD; i++) { /* positive covariances, away from 0 */
+        c->qc[i] = 0.3f + (float)mr_rng_uniform(&r);
+        c->kc[i] = 0.3f + (float)mr_rng_uniform(&r);
+    }
+    for (int j = 0; j < R; j++) c->valid[j] = j != 0;
+    for (int i = 0; i < NH * R * R; i++) c->drop[i] = mr_rng_uniform(&r) < 0.3 ? 0.0f : 1.0f / 0.7f;
+    c->causal = causal;
+    c->use_drop = use_drop;
+    was_loss(c);
+    /* one query of each head against the definition */
+    for (int h = 0; h < NH; h++) {
+        const int i = R - 1;
+        double w[R], mx = -1e30, z = 0;
+        for (int j = 0; j < R; j++) {
+            w[j] = -1e30;
+            if (!c->valid[j] || (causal && j > i))
+                continue;
+            double dist = 0;
+            for (int t = 0; t < HD; t++) {
+                const int a = i * LD + h * HD + t, b = j * LD + h * HD + t;
+                dist += (c->qm[a] - c->km[b]) * (c->qm[a] - c->km[b]) +
+                        (sqrt(c->qc[a]) - sqrt(c->kc[b])) * (sqrt(c->qc[a]) - sqrt(c->kc[b]));
+            }
+            w[j] = -dist / 2.0;
+            mx = fmax(mx, w[j]);
+        }
+        for (int j = 0; j < R; j++) z += w[j] > -1e29 ? exp(w[j] - mx) : 0;
+        for (int t = 0; t < HD; t++) {
+            double o = 0;
+            for (int j = 0; j < R; j++)
+                if (w[j] > -1e29) {
+                    const double pd = exp(w[j] - mx) / z * (use_drop ? c->drop[(h * R + i) * R + j] : 1.0);
+                    o += pd * pd * c->vc[j * LD + h * HD + t];
+                }
+            CHECK_NEAR(c->out[i * LD + h * HD + t], o, 1e-5);
+        }
+    }
+    float dqm[R * LD], dkm[R * LD], dqc[R * LD], dkc[R * LD], dvc[R * LD], scratch[R];
+    attention_wasserstein_backward(dqm, dkm, dqc, dkc, dvc, c->probe, c->probs, c->qm, c->km, c->qc, c->kc, c->vc, LD,
+                                   use_drop ? c->drop : NULL, R, NH, HD, scratch);
+    const double e1 = was_fd(c, c->qm, dqm), e2 = was_fd(c, c->km, dkm), e3 = was_fd(c, c->qc, dqc),
+                 e4 = was_fd(c, c->kc, dkc), e5 = was_fd(c, c->vc, dvc);
+    free(c);
+    CHECK_MSG(e1 < 2e-3 && e2 < 2e-3 && e3 < 2e-3 && e4 < 2e-3 && e5 < 2e-3,
+              "wasserstein (causal %d, dropout %d): qm %g km %g qc %g kc %g vc %g", causal, use_drop, e1, e2, e3, e4,
+              e5);
+}
+
+TEST(attention_wasserstein_causal) { check_wasserstein(1, 0); }
+TEST(attention_wasserstein_causal_dropout) { check_wasserstein(1, 1); }
+TEST(attention_wasserstein_bidirectional) { check_wasserstein(0, 0); }
+
 /* ---- layernorm_std */
 enum { LN_N = 3, LN_C = 10 };
 typedef struct {
@@ -157,5 +248,8 @@ int main(void) {
     RUN(attention_masked_causal_dropout);
     RUN(attention_masked_bidirectional_dropout);
     RUN(layernorm_std_matches_definition_and_finite_differences);
+    RUN(attention_wasserstein_causal);
+    RUN(attention_wasserstein_causal_dropout);
+    RUN(attention_wasserstein_bidirectional);
     return test_summary();
 }

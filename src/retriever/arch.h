@@ -53,6 +53,8 @@ typedef struct rt_config {
     float reg_weight;/* STOSA's regulariser weight (pvn_weight) */
     int max_predictions; /* BERT4Rec: most masked rows per window (the reference's
                           * bert_max_predictions); 0 = no limit */
+    int n_users;         /* STOSA: rows of its (unused) user_margins table, kept so the
+                          * weights load into the reference model; 0 = 1 row */
 } rt_config;
 
 typedef struct rt_model {

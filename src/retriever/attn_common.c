@@ -1,4 +1,6 @@
 /* Shared pieces of the attention retrievers (see attn_common.h). */
+#include <math.h>
+
 #include "retriever/attn_common.h"
 
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
@@ -26,4 +28,35 @@ void relu_forward(float *out, const float *inp, int64_t n) {
 
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
     for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void elu_forward(float *out, const float *inp, int64_t n, float shift) {
+    for (int64_t i = 0; i < n; i++) out[i] = (inp[i] > 0.0f ? inp[i] : expm1f(inp[i])) + shift;
+}
+
+void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : dout[i] * expf(inp[i]);
+}
+
+/* The site of STOSA's negatives (stosa.c keys its dropout with sites >= 16). */
+#define STOSA_SITE_NEG 1
+
+int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position) {
+    const double u = attn_uniform(attn_row_key(key, STOSA_SITE_NEG, example, position), 0);
+    int32_t q = 1 + (int32_t)(u * (n_items - 1));
+    if (q > n_items - 1)
+        q = n_items - 1;
+    return q >= pos ? q + 1 : q;
+}
+
+int attn_batch_fits(const rt_batch *b, int max_len, int max_rows, int max_seqs) {
+    if (b->n_seqs < 0 || b->n_seqs > max_seqs || b->n_rows > max_rows || b->seq_start[0] != 0 ||
+        b->seq_start[b->n_seqs] != b->n_rows)
+        return 0;
+    for (int s = 0; s < b->n_seqs; s++) {
+        const int r = b->seq_start[s + 1] - b->seq_start[s];
+        if (r < 0 || r > max_len)
+            return 0;
+    }
+    return 1;
 }

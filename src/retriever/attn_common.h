@@ -38,9 +38,23 @@ float attn_trunc_normal(mr_rng *r, double std, double bound);
 /* The global example index of sequence s (b->example or s). */
 static inline int64_t attn_example(const rt_batch *b, int s) { return b->example ? b->example[s] : s; }
 
+/* 1 when the batch fits scratch made for max_rows rows in max_seqs sequences
+ * and no sequence is longer than max_len (the contract's windows); the
+ * architectures answer a batch that does not with a NaN loss / NaN scores. */
+int attn_batch_fits(const rt_batch *b, int max_len, int max_rows, int max_seqs);
+
 /* ReLU: out [n] = max(inp, 0); dinp [n] = dout where inp > 0, else 0 (overwrites). */
 void relu_forward(float *out, const float *inp, int64_t n);
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+
+/* ELU(x) + shift: out [n] = (x > 0 ? x : exp(x) - 1) + shift;
+ * dinp [n] = dout * (x > 0 ? 1 : exp(x)) (overwrites; dinp may equal dout). */
+void elu_forward(float *out, const float *inp, int64_t n, float shift);
+void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+
+/* STOSA's negative for a row: uniform over the items 1..n_items other than pos
+ * (n_items >= 2), keyed by (key, example, padded position). */
+int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position);
 
 /* BERT4Rec's cloze masking of one window of r rows whose first row sits at
  * padded position p0 (bert4rec.c): tok [r] receives the inputs and tgt [r] the

@@ -25,8 +25,10 @@
  * the labelled rows, mean over them. train == 0 takes the batch literally
  * (tokens as the input, labels as the cloze targets): no sampling.
  *
- * scores_last appends the mask token after the history (dropping the oldest row
- * when the window is full) and scores items 0..n_items there. */
+ * scores_last appends the mask token after the history (dropping the oldest
+ * rows when the window is full) and scores items 0..n_items there. A training
+ * batch larger than the scratch or with a sequence longer than max_len gets a
+ * NaN loss (a batch over the scratch NaN scores). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -477,6 +479,8 @@ static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     const bert_impl *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
+    if (!attn_batch_fits(b, a->max_len, a->rows - a->max_seqs, a->max_seqs))
+        return NAN;
     memcpy(a->start, b->seq_start, (size_t)(b->n_seqs + 1) * sizeof(int));
     if (train) {
         int32_t *covered = (int32_t *)a->scored; /* free until the loss */
@@ -528,6 +532,10 @@ static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
 static void bert_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     bert_acts *a = acts;
     const bert_impl *p = m->impl;
+    if (!attn_batch_fits(b, INT32_MAX, a->rows - a->max_seqs, a->max_seqs)) {
+        for (size_t i = 0; i < (size_t)b->n_seqs * (size_t)(m->cfg.n_items + 1); i++) scores[i] = NAN;
+        return;
+    }
     /* each history with the mask token appended, cut to its last max_len rows */
     a->start[0] = 0;
     for (int s = 0; s < b->n_seqs; s++) {

@@ -11,8 +11,9 @@
 extern const rt_arch rt_arch_lru; /* src/retriever/lru.c */
 
 /* Filled as architectures are added (their rt_arch constants). */
-extern const rt_arch rt_arch_sasrec, rt_arch_bert4rec, rt_arch_gru4rec, rt_arch_narm;
-static const rt_arch *const all_archs[] = {&rt_arch_lru, &rt_arch_sasrec, &rt_arch_bert4rec, &rt_arch_gru4rec, &rt_arch_narm, NULL};
+extern const rt_arch rt_arch_sasrec, rt_arch_bert4rec, rt_arch_stosa, rt_arch_gru4rec, rt_arch_narm;
+static const rt_arch *const all_archs[] = {&rt_arch_lru,     &rt_arch_sasrec, &rt_arch_bert4rec, &rt_arch_gru4rec,
+                                           &rt_arch_narm,    &rt_arch_stosa,  NULL};
 
 int rt_arch_names(char *buf, size_t n) {
     size_t used = 0;

@@ -15,6 +15,9 @@
  * seqs > 0 the same way, so the padding input row at the start of a window is
  * never scored (its keys are masked everywhere, so it influences nothing).
  *
+ * A batch larger than the scratch or with a sequence longer than max_len (the
+ * contract's windows are at most max_len rows) gets a NaN loss / NaN scores.
+ *
  * Row j of a packed sequence of r rows sits at padded position max_len - r + j;
  * positions are counted over the rows whose token is an item, as the reference's
  * PositionalEmbedding counts them over the whole window. */
@@ -414,6 +417,8 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
     const sas_impl *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
+    if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs))
+        return NAN;
     sas_forward(m, a, b, train, key);
     int M = 0;
     for (int i = 0; i < N; i++)
@@ -449,6 +454,10 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
 static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     sas_acts *a = acts;
     const sas_impl *p = m->impl;
+    if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs)) {
+        for (size_t i = 0; i < (size_t)b->n_seqs * a->V; i++) scores[i] = NAN;
+        return;
+    }
     sas_forward(m, a, b, 0, 0);
     const float *x = sas_output(a);
     const int d = a->d;
