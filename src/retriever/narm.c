@@ -36,7 +36,7 @@
 #include "nn/xent.h"
 #include "retriever/rnn_common.h"
 
-#define NARM_CHUNK 256 /* scored rows per logits block */
+#define NARM_CHUNK 1024 /* scored rows per logits block */
 
 typedef struct narm_impl {
     int D, H, V;
