@@ -197,7 +197,7 @@ static double loss_at(ref_case *c, void *acts, uint64_t key) {
     return c->m.arch->loss_backward(&c->m, acts, &b, 1, key);
 }
 
-static void finite_differences(const char *arch) {
+static void finite_differences(const char *arch, int max_len) {
     mr_error e = {0};
     ref_case c;
     int rc = case_load(&c, arch, &e);
@@ -209,6 +209,11 @@ static void finite_differences(const char *arch) {
     }
     c.m.cfg.dropout = 0.3f;
     c.m.cfg.attn_dropout = 0.3f;
+    if (max_len) {
+        /* sequences longer than max_len: NARM's local encoder looks back max_len rows */
+        c.m.cfg.max_len = max_len;
+        c.m.arch->bind(&c.m, &e);
+    }
     const uint64_t key = 1234;
     loss_at(&c, acts, key);
     float *grad = malloc(sizeof(float) * c.m.n_params);
@@ -240,16 +245,17 @@ static void finite_differences(const char *arch) {
             }
         }
     }
-    printf("# %s: finite differences through loss_backward (dropout 0.3): worst error %.3g of the tensor's max "
-           "(%s)\n", arch, worst, worst_name);
+    printf("# %s: finite differences through loss_backward (dropout 0.3%s): worst error %.3g of the tensor's max "
+           "(%s)\n", arch, max_len ? ", max_len 3" : "", worst, worst_name);
     free(grad);
     c.m.arch->acts_free(acts);
     case_free(&c);
     CHECK_MSG(worst < 2e-2, "%s: finite differences differ by %g of the tensor's max (%s)", arch, worst, worst_name);
 }
 
-TEST(gru4rec_finite_differences_with_dropout) { finite_differences("gru4rec"); }
-TEST(narm_finite_differences_with_dropout) { finite_differences("narm"); }
+TEST(gru4rec_finite_differences_with_dropout) { finite_differences("gru4rec", 0); }
+TEST(narm_finite_differences_with_dropout) { finite_differences("narm", 0); }
+TEST(narm_finite_differences_sequences_beyond_max_len) { finite_differences("narm", 3); }
 
 /* ---- threads and keyed dropout */
 
@@ -384,6 +390,7 @@ int main(void) {
     RUN(narm_matches_pytorch);
     RUN(gru4rec_finite_differences_with_dropout);
     RUN(narm_finite_differences_with_dropout);
+    RUN(narm_finite_differences_sequences_beyond_max_len);
     RUN(gru4rec_threads_and_keyed_dropout);
     RUN(narm_threads_and_keyed_dropout);
     RUN(gru4rec_init_as_the_official_code);

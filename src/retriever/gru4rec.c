@@ -33,7 +33,7 @@
 #include "nn/xent.h"
 #include "retriever/rnn_common.h"
 
-#define G4_CHUNK 256 /* scored rows per logits block */
+#define G4_CHUNK 1024 /* scored rows per logits block */
 
 typedef struct g4_layer {
     float *w_ih, *w_hh, *b_ih, *b_hh;

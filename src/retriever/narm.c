@@ -36,10 +36,10 @@
 #include "nn/xent.h"
 #include "retriever/rnn_common.h"
 
-#define NARM_CHUNK 256 /* scored rows per logits block */
+#define NARM_CHUNK 1024 /* scored rows per logits block */
 
 typedef struct narm_impl {
-    int D, H, V;
+    int D, H, V, max_len;
     float *emb, *w_ih, *w_hh, *b_ih, *b_hh, *a_global, *a_local, *v, *b;
     float *demb, *dw_ih, *dw_hh, *db_ih, *db_hh, *da_global, *da_local, *dv, *db;
 } narm_impl;
@@ -99,6 +99,7 @@ static int narm_bind(rt_model *m, mr_error *e) {
     p->D = m->cfg.hidden;
     p->H = 2 * p->D;
     p->V = m->cfg.n_items + 1;
+    p->max_len = m->cfg.max_len;
     float **w[9] = {&p->emb, &p->w_ih, &p->w_hh, &p->b_ih, &p->b_hh, &p->a_global, &p->a_local, &p->v, &p->b};
     float **g[9] = {&p->demb, &p->dw_ih, &p->dw_hh, &p->db_ih, &p->db_hh, &p->da_global, &p->da_local, &p->dv, &p->db};
     for (int i = 0; i < 9; i++) {
@@ -192,6 +193,15 @@ static inline float hardsigmoid(float x) {
     return y < 0.0f ? 0.0f : y > 1.0f ? 1.0f : y;
 }
 
+/* The first row the local encoder of the prefix ending at compact row j attends to:
+ * the sequence's first, or the last max_len rows when a sequence is longer than the
+ * contract's windows (the reference's prefixes are their last max_len items). This also
+ * bounds the attention buffer. */
+static inline int narm_first(const narm_acts *a, int j, int max_len) {
+    const int t0 = a->c.start[a->c.seq[j]];
+    return j - t0 + 1 > max_len ? j - max_len + 1 : t0;
+}
+
 /* Embedding, GRU and the two attention projections over the compact rows, then
  * proj [n_scored, 2H] for the rows in a->scored (n_scored of them). Scored rows are
  * grouped by sequence in row order, so one thread owns each sequence. */
@@ -212,11 +222,11 @@ static void narm_forward(const narm_impl *p, narm_acts *a, const rt_batch *b, in
     for (int k = 0; k < n_scored; k++) {
         const int j = a->scored[k];
         a->attn_off[k] = off;
-        off += (size_t)(j - a->c.start[a->c.seq[j]] + 1);
+        off += (size_t)(j - narm_first(a, j, p->max_len) + 1);
     }
 #pragma omp parallel for schedule(dynamic, 16)
     for (int k = 0; k < n_scored; k++) {
-        const int j = a->scored[k], t0 = a->c.start[a->c.seq[j]];
+        const int j = a->scored[k], t0 = narm_first(a, j, p->max_len);
         const float *q = a->qg + (size_t)j * H;
         float *w = a->attn + a->attn_off[k], mx = -INFINITY;
         for (int t = t0; t <= j; t++) {
@@ -293,7 +303,7 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
         for (int k = 0; k < n_scored; k++) {
             const int j = a->scored[k];
             if (a->c.seq[j] != s) continue;
-            const int t0 = a->c.start[s];
+            const int t0 = narm_first(a, j, p->max_len);
             float *dp = a->dproj + (size_t)k * P;
             if (drop_p) {
                 const float *mk = a->dropp + (size_t)j * P;
