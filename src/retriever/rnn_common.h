@@ -10,14 +10,6 @@
 
 #include "retriever/arch.h"
 
-/* TODO: base hash (a static copy of splitmix64's finaliser, as lru.c has, until
- * src/base holds the one helper). */
-static inline uint64_t rnn_mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 /* The batch a recurrent model runs on: every row of b except a sequence's first row
  * when its input is the padding item 0 (the first label of a window that starts at
@@ -59,14 +51,14 @@ static inline void rnn_rows_build(rnn_rows *c, const rt_batch *b) {
  * masks are the same for any thread count, batch composition or call order. */
 static inline void rnn_dropout_mask(float *mask, const rnn_rows *c, const rt_batch *b, int C, float p,
                                     uint64_t key, uint64_t site) {
-    const uint64_t k = rnn_mix64(key ^ rnn_mix64(site));
+    const uint64_t k = mr_mix64(key ^ mr_mix64(site));
     const float keep_scale = 1.0f / (1.0f - p);
     const uint32_t threshold = (uint32_t)((double)p * 4294967296.0);
 #pragma omp parallel for schedule(static) if ((long)c->n_rows * C > 65536)
     for (int i = 0; i < c->n_rows; i++) {
         const int s = c->seq[i];
         const uint64_t ex = b->example ? (uint64_t)b->example[s] : (uint64_t)s;
-        const uint32_t rk = (uint32_t)(rnn_mix64(k ^ rnn_mix64(ex * 0x632be59bd9b4e019ULL + (uint64_t)c->pos[i])) >> 32);
+        const uint32_t rk = (uint32_t)(mr_mix64(k ^ mr_mix64(ex * 0x632be59bd9b4e019ULL + (uint64_t)c->pos[i])) >> 32);
         float *m = mask + (size_t)i * C;
 #pragma omp simd
         for (int j = 0; j < C; j++) {
