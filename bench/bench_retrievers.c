@@ -33,6 +33,7 @@
 
 #include "mllm4rec/dataset.h"
 #include "nn/adamw.h"
+#include "mllm4rec/retriever.h"
 #include "retriever/arch.h"
 
 static const char *const arch_names[] = {"lru", "sasrec", "bert4rec", "gru4rec", "narm", "stosa"};
@@ -81,18 +82,15 @@ static int want(const char *name) {
 /* Seconds of one epoch of ours; -1 on error. */
 static double our_epoch(const char *arch, const mr_dataset *d, int L, int B, int limit, int *n_batches, double *cpu_s) {
     mr_error e = {0};
-    rt_config c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.arch, sizeof c.arch, "%s", arch);
+    /* the architecture's defaults, as retriever train would use them */
+    rt_train_options o;
+    if (rt_train_defaults(&o, d, arch, &e)) {
+        fprintf(stderr, "%s: %s\n", arch, e.msg);
+        return -1;
+    }
+    rt_config c = o.model;
     c.n_items = (int)d->n_items;
-    c.hidden = 64;
-    c.blocks = 2;
-    c.heads = 2;
     c.max_len = L;
-    c.dropout = 0.2f;
-    c.attn_dropout = 0.2f;
-    c.mask_prob = 0.2f;
-    c.reg_weight = 0.0f;
     rt_model m;
     if (rt_model_create(&m, &c, &e) || rt_model_alloc_grads(&m, &e)) {
         fprintf(stderr, "%s: %s\n", arch, e.msg);
@@ -138,7 +136,7 @@ static double our_epoch(const char *arch, const mr_dataset *d, int L, int B, int
             example[ns] = perm[k];
             seq_start[++ns] = nr;
         }
-        rt_batch b = {ns, nr, seq_start, tok, lab, example};
+        rt_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tok, .labels = lab, .example = example};
         m.arch->loss_backward(&m, acts, &b, 1, (uint64_t)step);
         clip_grad_norm(m.grads, m.n_params, 5.0);
         step++;
