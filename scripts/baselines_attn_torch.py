@@ -749,6 +749,38 @@ class ClozeWindows(torch.utils.data.Dataset):
         return torch.LongTensor([0] * pad + tokens), torch.LongTensor([0] * pad + labels)
 
 
+def train_step(arch, model, opt, x, y, n_items):
+    """One optimiser step on a batch; returns the loss."""
+    opt.zero_grad()
+    if arch == "stosa":
+        # a negative per labelled row, uniform over the items other than the label
+        # (as our C STOSA draws them)
+        q = torch.randint(1, n_items, y.shape)
+        loss = model.loss(x, y, q + (q >= y).long())
+    else:
+        loss = model.loss(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return loss.item()
+
+
+def time_epoch(a, model, opt, loader, n_items):
+    """One training epoch (or its first --max-batches batches), timed, as one JSON
+    line for bench/bench_retrievers."""
+    model.train()
+    t0, c0 = time.time(), time.process_time()
+    total, n = 0.0, 0
+    for x, y in loader:
+        total += train_step(a.arch, model, opt, x, y, n_items)
+        n += 1
+        if a.max_batches and n >= a.max_batches:
+            break
+    dt, dc = time.time() - t0, time.process_time() - c0
+    print(json.dumps({"arch": a.arch, "seconds": dt, "cpu_seconds": dc, "batches": n, "windows": len(loader.dataset),
+                      "loss": total / max(n, 1), "threads": a.threads}))
+
+
 def train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -783,6 +815,8 @@ def train(a):
         {"params": [p for n, p in named if not any(x in n for x in no_decay)], "weight_decay": 0.01},
         {"params": [p for n, p in named if any(x in n for x in no_decay)], "weight_decay": 0.0}],
         lr=a.lr, eps=1e-9)
+    if a.cmd == "time":
+        return time_epoch(a, model, opt, loader, n_items)
     t0 = time.time()
     iteration, best, bad, epoch = 0, None, 0, 0
     with open(a.out, "w", encoding="utf-8") as log:
@@ -791,18 +825,9 @@ def train(a):
             total, n = 0.0, 0
             for x, y in loader:
                 opt.zero_grad()
-                if a.arch == "stosa":
-                    # a negative per labelled row, uniform over the items other than
-                    # the label (as our C STOSA draws them)
-                    q = torch.randint(1, n_items, y.shape)
-                    loss = model.loss(x, y, q + (q >= y).long())
-                else:
-                    loss = model.loss(x, y)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
+                loss = train_step(a.arch, model, opt, x, y, n_items)
                 iteration += 1
-                total += loss.item()
+                total += loss
                 n += 1
                 if a.max_iters and iteration >= a.max_iters:
                     break
@@ -836,10 +861,27 @@ def main():
     b = sub.add_parser("baselines", help="write the tiny reference files")
     b.add_argument("--out", default="tests/data/baselines")
     b.add_argument("--arch", action="append", help="default: all")
-    t = sub.add_parser("train", help="train a model with LlamaRec's recipe, logging every epoch")
+    for name in ("train", "time"):
+        t = sub.add_parser(name, help="train a model with LlamaRec's recipe, logging every epoch" if name == "train"
+                           else "time one training epoch (JSON line)")
+        add_train_flags(t, name)
+    a = ap.parse_args()
+    if a.cmd in ("train", "time"):
+        train(a)
+    elif a.cmd == "baselines":
+        os.makedirs(a.out, exist_ok=True)
+        torch.set_default_dtype(torch.float32)
+        for arch in a.arch or ["sasrec", "bert4rec", "stosa"]:
+            make_baseline(arch, a.out)
+
+
+def add_train_flags(t, name):
     t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
     t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec", "stosa"])
-    t.add_argument("--out", required=True, help="JSON-lines log to write")
+    if name == "train":
+        t.add_argument("--out", required=True, help="JSON-lines log to write")
+    else:
+        t.add_argument("--max-batches", type=int, default=0, help="time only the first N batches (0: all)")
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--epochs", type=int, default=500)
     t.add_argument("--patience", type=int, default=20, help="epochs without a better val Recall@10 (0: never stop)")
@@ -856,14 +898,6 @@ def main():
     t.add_argument("--max-predictions", type=int, default=40, help="BERT4Rec: most masked rows per window")
     t.add_argument("--pvn-weight", type=float, default=0.1, help="STOSA's regulariser weight")
     t.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    if a.cmd == "train":
-        train(a)
-    elif a.cmd == "baselines":
-        os.makedirs(a.out, exist_ok=True)
-        torch.set_default_dtype(torch.float32)
-        for arch in a.arch or ["sasrec", "bert4rec", "stosa"]:
-            make_baseline(arch, a.out)
 
 
 if __name__ == "__main__":
