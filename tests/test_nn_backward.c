@@ -123,19 +123,28 @@ TEST(attention_backward_grouped_heads_two_blocks) {
     float *q = malloc(sizeof(float) * T * QD), *k = malloc(sizeof(float) * T * KVD), *v = malloc(sizeof(float) * T * KVD);
     float *out = malloc(sizeof(float) * T * QD), *probe = malloc(sizeof(float) * T * QD);
     float *dq = malloc(sizeof(float) * T * QD), *dk = malloc(sizeof(float) * T * KVD), *dv = malloc(sizeof(float) * T * KVD);
-    const int64_t sf = attention_scratch_floats(T, 4), bf = attention_backward_scratch_floats(T, HKV, HD, 4);
+    const int64_t sf = attention_scratch_floats(T, 4), bf = attention_backward_scratch_floats(T, H, HKV, HD, 4);
     float *scratch = malloc(sizeof(float) * (size_t)sf), *bscratch = malloc(sizeof(float) * (size_t)bf);
     fill(q, T * QD, &r, 1);
     fill(k, T * KVD, &r, 1);
     fill(v, T * KVD, &r, 1);
     fill(probe, T * QD, &r, 1);
-    attention_forward(out, q, k, v, T, 0, H, HKV, HD, scratch, sf);
-    attention_backward(dq, dk, dv, probe, out, q, k, v, T, H, HKV, HD, bscratch, bf);
+    /* the backward from the kept probabilities and from the row statistics alone */
+    float *stats = malloc(sizeof(float) * T * H * 2), *probs = malloc(sizeof(float) * attention_probs_floats(T, H));
+    float *dq2 = malloc(sizeof(float) * T * QD), *dk2 = malloc(sizeof(float) * T * KVD), *dv2 = malloc(sizeof(float) * T * KVD);
+    attention_forward_stats(out, stats, probs, q, k, v, T, 0, H, HKV, HD, scratch, sf);
+    attention_backward(dq, dk, dv, probe, out, stats, probs, q, k, v, T, H, HKV, HD, bscratch, bf);
+    attention_backward(dq2, dk2, dv2, probe, out, stats, NULL, q, k, v, T, H, HKV, HD, bscratch, bf);
+    double same = 0;
+    for (int i = 0; i < T * QD; i++) same = fmax(same, fabs(dq[i] - dq2[i]));
+    for (int i = 0; i < T * KVD; i++) same = fmax(same, fmax(fabs(dk[i] - dk2[i]), fabs(dv[i] - dv2[i])));
+    CHECK_MSG(same < 1e-6, "attention: kept and rebuilt probabilities give gradients %g apart", same);
+    free(dq2), free(dk2), free(dv2), free(probs);
     att_ctx c = {q, k, v, out, probe, scratch, sf, T, H, HKV, HD};
     double eq = fd_check(att_loss, &c, q, dq, (int64_t)T * QD, 7, 1e-2f);
     double ek = fd_check(att_loss, &c, k, dk, (int64_t)T * KVD, 5, 1e-2f);
     double ev = fd_check(att_loss, &c, v, dv, (int64_t)T * KVD, 5, 1e-2f);
-    free(q), free(k), free(v), free(out), free(probe), free(dq), free(dk), free(dv), free(scratch), free(bscratch);
+    free(q), free(k), free(v), free(out), free(probe), free(dq), free(dk), free(dv), free(scratch), free(bscratch), free(stats);
     CHECK_MSG(eq < 3e-3 && ek < 3e-3 && ev < 3e-3, "attention: worst relative errors dq %g dk %g dv %g", eq, ek, ev);
 }
 

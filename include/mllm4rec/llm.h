@@ -118,14 +118,15 @@ int llm_is_eog(const llm_model *m, int32_t id);
 typedef struct llm_acts {
     int64_t T_cap;
     int keep_layers;
-    int keep_in;            /* x_in per layer (keep_layers or recompute) */
-    int own_hidden;         /* hidden apart from gate (a backward reads gate) */
+    int keep_in;            /* training states: x_in per layer, hidden apart from gate (a backward reads gate) */
     float *x;               /* [T][d] residual stream: embeddings in, last layer's output out */
     float **x_in;           /* [L] -> [T][d] input of layer l */
     float **xn_attn;        /* [L] -> [T][d] rmsnorm(x_in)·attn_norm */
     float **rstd_attn;      /* [L] -> [T] */
     float **q;              /* [L] -> [T][qd] after bias and rope */
     float **att;            /* [L] -> [T][qd] attention output (input of wo) */
+    float **att_stats;      /* [L] -> [T][n_head][2] softmax max, 1/sum per row (training states) */
+    float **att_probs;      /* [L] -> the causal blocks of the softmax (LLM_STATE_KEEP_ACTS; nn/attention.h) */
     float **x_mid;          /* [L] -> [T][d] x_in + wo·att */
     float **xn_ffn;         /* [L] -> [T][d] */
     float **rstd_ffn;       /* [L] -> [T] */

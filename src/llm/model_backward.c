@@ -32,8 +32,9 @@ double llm_train_state_bytes(const llm_model *m, int64_t T, int flags) {
     const llm_config *c = &m->cfg;
     const double d = c->n_embd, qd = (double)c->n_head * c->head_dim, kvd = (double)c->n_head_kv * c->head_dim,
                  ff = c->n_ff, L = c->n_layer;
-    const double per_layer = T * (4 * d + 2 * qd + 3 * ff + 2); /* xn_attn, x_mid, xn_ffn, q, att, gate, up, hidden */
-    const double layers = (flags & LLM_STATE_KEEP_ACTS) ? L : 1;
+    const int keep = (flags & LLM_STATE_KEEP_ACTS) != 0; /* per layer: xn_attn, x_mid, xn_ffn, q, att, gate, up, */
+    const double per_layer = T * (4 * d + 2 * qd + 3 * ff + 2 + 2 * c->n_head) + /* hidden, stats, probs */
+                             (keep ? (double)attention_probs_floats(T, c->n_head) : 0), layers = keep ? L : 1;
     const double kept = T * d * L + 2 * T * kvd * layers;      /* x_in and the k, v cache */
     const double grads = T * (2 * d + 2 * qd + 2 * kvd + 3 * ff) + 2.0 * 2 * 64 * T;
     return 4.0 * (layers * per_layer + kept + grads);
@@ -47,7 +48,7 @@ int llm_grads_init(llm_state *s, int64_t T, mr_error *e) {
     struct llm_grads *g = mr_calloc(1, sizeof *g, e);
     if (!g) return MR_ERR_INTERNAL;
     s->g = g;
-    g->att_scratch_floats = attention_backward_scratch_floats(T, c->n_head_kv, c->head_dim, s->n_threads);
+    g->att_scratch_floats = attention_backward_scratch_floats(T, c->n_head, c->n_head_kv, c->head_dim, s->n_threads);
     float **bufs[] = {&g->dres, &g->dxn, &g->datt, &g->dq, &g->dk, &g->dv, &g->dgate, &g->dup, &g->lora_dx,
                       &g->lg, &g->dxn_out, &g->att_scratch};
     const int64_t sizes[] = {T * d, T * d, T * qd, T * qd, T * kvd, T * kvd, T * c->n_ff, T * c->n_ff, T * widest,
@@ -121,8 +122,8 @@ static void attention_block_backward(llm_state *s, int l, int64_t T, float gs, i
     rope_params rp = {c->rope_dims, c->rope_base, c->rope_freq_scale, s->m->rope_freqs, c->rope_halves};
     memset(g->datt, 0, (size_t)(T * qd) * sizeof(float));
     linear_backward(s, g->datt, g->dres, a->att[l], T, &L->wo, gs);
-    attention_backward(g->dq, g->dk, g->dv, g->datt, a->att[l], a->q[l], k, v, T, c->n_head, c->n_head_kv, c->head_dim,
-                       g->att_scratch, g->att_scratch_floats);
+    attention_backward(g->dq, g->dk, g->dv, g->datt, a->att[l], a->att_stats[l], a->att_probs ? a->att_probs[l] : NULL,
+                       a->q[l], k, v, T, c->n_head, c->n_head_kv, c->head_dim, g->att_scratch, g->att_scratch_floats);
     rope_backward(g->dq, a->rope_cs, &rp, T, c->n_head, c->head_dim);
     rope_backward(g->dk, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
     float *dxn = need_dx ? g->dxn : NULL;

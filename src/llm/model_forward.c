@@ -36,17 +36,17 @@ static int max_lora_rank(const llm_model *m) {
 
 static void acts_free(llm_acts *a, int n_layer) {
     const int n = a->keep_layers ? n_layer : 1;
-    float ***lists[] = {&a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->x_mid, &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up};
+    float ***lists[] = {&a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->att_stats, &a->att_probs, &a->x_mid, &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         float **p = *lists[i];
         if (!p) continue;
         for (int l = 0; l < n; l++) free(p[l]);
         free(p);
     }
-    /* without keep_in, x_in aliases x; without own_hidden, hidden aliases gate */
+    /* without keep_in (no backward), x_in aliases x and hidden aliases gate */
     if (a->x_in && a->keep_in)
         for (int l = 0; l < n_layer; l++) free(a->x_in[l]);
-    if (a->hidden && a->own_hidden)
+    if (a->hidden && a->keep_in)
         for (int l = 0; l < n; l++) free(a->hidden[l]);
     free(a->x_in);
     free(a->hidden);
@@ -73,6 +73,13 @@ static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_err
     return MR_OK;
 }
 
+/* A per-layer list whose entries all point at p (owned elsewhere). */
+static int alias_list(float ***out, int n_layer, float *p, mr_error *e) {
+    if (!(*out = mr_calloc((size_t)n_layer, sizeof **out, e))) return MR_ERR_INTERNAL;
+    for (int l = 0; l < n_layer; l++) (*out)[l] = p;
+    return MR_OK;
+}
+
 static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_error *e) {
     const llm_config *c = &m->cfg;
     const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, L = c->n_layer;
@@ -81,7 +88,6 @@ static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_e
     a->T_cap = T;
     a->keep_layers = keep;
     a->keep_in = train;
-    a->own_hidden = train;
     int lr = max_lora_rank(m);
     a->lora_cap = lr > 0 ? lr : 1;
     int64_t widest = d > qd ? d : qd;
@@ -93,25 +99,17 @@ static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_e
     a->lora_tmp = mr_alloc((size_t)(T * a->lora_cap) * sizeof(float), e);
     if (!a->x || !a->xn_out || !a->rstd_out || !a->rope_cs || !a->lora_tmp) return MR_ERR_INTERNAL;
     if (train && !(a->lora_x = mr_alloc_aligned((size_t)(T * widest) * sizeof(float), e))) return MR_ERR_INTERNAL;
-    if (train) {
-        if (acts_list(&a->x_in, (int)L, 1, T * d, e)) return MR_ERR_INTERNAL;
-    } else {
-        a->x_in = mr_calloc((size_t)L, sizeof *a->x_in, e);
-        if (!a->x_in) return MR_ERR_INTERNAL;
-        for (int64_t l = 0; l < L; l++) a->x_in[l] = a->x;
-    }
+    if (train ? acts_list(&a->x_in, (int)L, 1, T * d, e) : alias_list(&a->x_in, (int)L, a->x, e)) return MR_ERR_INTERNAL;
     if (acts_list(&a->xn_attn, (int)L, keep, T * d, e) || acts_list(&a->rstd_attn, (int)L, keep, T, e) ||
         acts_list(&a->q, (int)L, keep, T * qd, e) || acts_list(&a->att, (int)L, keep, T * qd, e) ||
         acts_list(&a->x_mid, (int)L, keep, T * d, e) || acts_list(&a->xn_ffn, (int)L, keep, T * d, e) ||
         acts_list(&a->rstd_ffn, (int)L, keep, T, e) || acts_list(&a->gate, (int)L, keep, T * c->n_ff, e) ||
-        acts_list(&a->up, (int)L, keep, T * c->n_ff, e))
+        acts_list(&a->up, (int)L, keep, T * c->n_ff, e) ||
+        (train && acts_list(&a->att_stats, (int)L, keep, T * c->n_head * 2, e)) ||
+        (keep && acts_list(&a->att_probs, (int)L, 1, attention_probs_floats(T, c->n_head), e)))
         return MR_ERR_INTERNAL;
-    if (train) return acts_list(&a->hidden, (int)L, keep, T * c->n_ff, e);
     /* without a backward, silu(gate)·up overwrites gate (one [T][n_ff] buffer less) */
-    a->hidden = mr_calloc((size_t)L, sizeof *a->hidden, e);
-    if (!a->hidden) return MR_ERR_INTERNAL;
-    for (int64_t l = 0; l < L; l++) a->hidden[l] = a->gate[0];
-    return MR_OK;
+    return train ? acts_list(&a->hidden, (int)L, keep, T * c->n_ff, e) : alias_list(&a->hidden, (int)L, a->gate[0], e);
 }
 
 int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_T, int flags, mr_error *e) {
@@ -174,7 +172,8 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
 }
 
 /* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
- * recomputed forward) regenerates the forward's mask without storing it. */
+ * recomputed forward) regenerates the forward's mask without storing it; one
+ * hash gives four 16-bit draws (p in steps of 2^-16): the hash was the cost. */
 static inline uint64_t mix64(uint64_t z) {
     z += 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -183,12 +182,14 @@ static inline uint64_t mix64(uint64_t z) {
 }
 
 void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
-    const uint64_t key = mix64(seed ^ ((uint64_t)(id + 1) << 40));
-    const uint64_t thresh = (uint64_t)((double)p * 18446744073709551616.0);
+    const uint64_t key = mix64(seed ^ ((uint64_t)(id + 1) << 40)), thresh = (uint64_t)((double)p * 65536.0 + 0.5);
     const float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++)
-        out[i] = (add ? out[i] : 0.0f) + (mix64(key + (uint64_t)i) < thresh ? 0.0f : x[i] * keep_scale);
+    for (int64_t i = 0; i < n; i += 4) {
+        const uint64_t h = mix64(key + (uint64_t)i);
+        for (int64_t j = i; j < i + 4 && j < n; j++)
+            out[j] = (add ? out[j] : 0.0f) + ((h >> (16 * (j - i)) & 0xffff) < thresh ? 0.0f : x[j] * keep_scale);
+    }
 }
 
 /* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
@@ -237,8 +238,9 @@ void llm_attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past)
     linear_forward(s, v, a->xn_attn[l], T, &L->wv, 0.0f);
     rope_forward(a->q[l], a->rope_cs, &rp, T, c->n_head, c->head_dim);
     rope_forward(k, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
-    attention_forward(a->att[l], a->q[l], kv_k(s, l), kv_v(s, l), T, n_past, c->n_head, c->n_head_kv, c->head_dim,
-                      s->scratch, s->scratch_floats);
+    attention_forward_stats(a->att[l], a->att_stats ? a->att_stats[l] : NULL, a->att_probs ? a->att_probs[l] : NULL,
+                            a->q[l], kv_k(s, l), kv_v(s, l), T, n_past, c->n_head, c->n_head_kv, c->head_dim,
+                            s->scratch, s->scratch_floats);
     memcpy(a->x_mid[l], a->x_in[l], (size_t)(T * d) * sizeof(float));
     linear_forward(s, a->x_mid[l], a->att[l], T, &L->wo, 1.0f);
 }
@@ -260,7 +262,7 @@ void llm_ffn_block_forward(llm_state *s, int l, int64_t T) {
 }
 
 /* logits[n_out][n_vocab] = rmsnorm(x[out_pos])·output_norm · outputᵀ */
-static void logits_forward(llm_state *s, int64_t T, const int64_t *out_pos, int n_out, float *logits) {
+static void logits_forward(llm_state *s, const int64_t *out_pos, int n_out, float *logits) {
     const llm_model *m = s->m;
     const int64_t d = m->cfg.n_embd;
     llm_acts *a = &s->acts;
@@ -268,7 +270,6 @@ static void logits_forward(llm_state *s, int64_t T, const int64_t *out_pos, int 
     rmsnorm_forward(a->xn_out, a->rstd_out, a->xn_out, m->output_norm, n_out, (int)d, m->cfg.rms_eps);
     qmat q = llm_qmat(&m->output);
     (s->flags & LLM_TRAIN_STATE ? matmul_forward_float : matmul_forward)(logits, a->xn_out, n_out, &q, 0, s->scratch, s->scratch_floats);
-    (void)T;
 }
 
 int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *out_pos, int n_out, float *logits,
@@ -300,14 +301,13 @@ int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *
         llm_ffn_block_forward(s, l, T);
     }
     if (!s->kv.one_layer) s->kv.n_past += T;
-    if (n_out > 0) logits_forward(s, T, out_pos, n_out, logits);
+    if (n_out > 0) logits_forward(s, out_pos, n_out, logits);
     return MR_OK;
 }
 
 int llm_forward(llm_state *s, const int32_t *tokens, int64_t T, const int64_t *out_pos, int n_out, float *logits,
                 mr_error *e) {
     const llm_model *m = s->m;
-    const int64_t d = m->cfg.n_embd;
     if (T > s->acts.T_cap)
         return mr_fail(e, MR_ERR_USAGE, "forward: %lld tokens in one call, the state holds %lld", (long long)T,
                        (long long)s->acts.T_cap);
@@ -317,6 +317,5 @@ int llm_forward(llm_state *s, const int32_t *tokens, int64_t T, const int64_t *o
                            (int)tokens[t], (long long)t, m->cfg.n_vocab - 1);
     qmat q = llm_qmat(&m->tok_embd);
     embedding_forward(s->acts.x, &q, tokens, T);
-    (void)d;
     return llm_forward_embd(s, s->acts.x, T, out_pos, n_out, logits, e);
 }

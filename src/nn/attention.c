@@ -27,7 +27,9 @@ static inline __m256 exp8(__m256 x) {
 }
 #endif
 
-void softmax_row_forward(float *row, int64_t n) {
+/* softmax in place; st (when not NULL) gets the row's max and 1 / sum, from which
+ * softmax_row_replay rebuilds the same probabilities from the same scores. */
+static void softmax_row(float *row, int64_t n, float *st) {
     float mx = -INFINITY;
     int64_t j = 0;
 #if defined(__AVX2__) && defined(__FMA__)
@@ -61,6 +63,21 @@ void softmax_row_forward(float *row, int64_t n) {
     }
     const float inv = 1.0f / sum;
     for (j = 0; j < n; j++) row[j] *= inv;
+    if (st) st[0] = mx, st[1] = inv;
+}
+
+void softmax_row_forward(float *row, int64_t n) { softmax_row(row, n, NULL); }
+
+/* row[0..n) = exp(row - st[0]) · st[1]: softmax_row's probabilities in one pass. */
+static void softmax_row_replay(float *row, int64_t n, const float *st) {
+    const float mx = st[0], inv = st[1];
+    int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 vmx = _mm256_set1_ps(mx), vinv = _mm256_set1_ps(inv);
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(row + j, _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), vmx)), vinv));
+#endif
+    for (; j < n; j++) row[j] = expf(row[j] - mx) * inv;
 }
 
 int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
@@ -69,6 +86,24 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
 
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats) {
+    attention_forward_stats(out, NULL, NULL, q, k, v, T, pos0, n_head, n_head_kv, hd, scratch, scratch_floats);
+}
+
+/* Where head h's probabilities of query block b start in a probs buffer: the
+ * blocks in order, each [n_head][nq][nk] (every block before the last is full),
+ * so the heads of one kv head are adjacent rows. */
+static int64_t probs_offset(int64_t b, int h, int n_head, int64_t T) {
+    const int64_t Q = ATTENTION_QBLOCK, nq = T - b * Q < Q ? T - b * Q : Q;
+    return n_head * Q * Q * (b * (b + 1) / 2) + h * nq * (b * Q + nq);
+}
+
+int64_t attention_probs_floats(int64_t T, int n_head) {
+    const int64_t last = (T - 1) / ATTENTION_QBLOCK; /* its nq rows see all T keys */
+    return probs_offset(last, 0, n_head, T) + n_head * (T - last * ATTENTION_QBLOCK) * T;
+}
+
+void attention_forward_stats(float *out, float *stats, float *probs, const float *q, const float *k, const float *v, int64_t T,
+                             int64_t pos0, int n_head, int n_head_kv, int hd, float *scratch, int64_t scratch_floats) {
     const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
     const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, n_keys_max = pos0 + T;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -80,7 +115,7 @@ void attention_forward(float *out, const float *q, const float *k, const float *
     /* Work items are (head, query block); the big blocks (late queries) first. */
 #pragma omp parallel num_threads(nth)
     {
-        float *S = scratch + (int64_t)omp_get_thread_num() * ATTENTION_QBLOCK * n_keys_max;
+        float *S_t = scratch + (int64_t)omp_get_thread_num() * ATTENTION_QBLOCK * n_keys_max;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < (int64_t)n_head * n_blocks; item++) {
             const int64_t b = n_blocks - 1 - item / n_head;
@@ -88,12 +123,13 @@ void attention_forward(float *out, const float *q, const float *k, const float *
             const int64_t t0 = b * ATTENTION_QBLOCK, nq = T - t0 < ATTENTION_QBLOCK ? T - t0 : ATTENTION_QBLOCK;
             const int64_t nk = pos0 + t0 + nq; /* keys visible to the last query of the block */
             /* S[nq][nk] = scale · Q_h Kᵀ_g */
+            float *S = probs ? probs + probs_offset(b, h, n_head, T) : S_t;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, q + t0 * q_stride + h * hd,
                         q_stride, k + g * hd, kv_stride, 0.0f, S, (int)nk);
             for (int64_t i = 0; i < nq; i++) {
                 float *row = S + i * nk;
                 const int64_t n_vis = pos0 + t0 + i + 1;
-                softmax_row_forward(row, n_vis);
+                softmax_row(row, n_vis, stats ? stats + ((t0 + i) * n_head + h) * 2 : NULL);
                 for (int64_t j = n_vis; j < nk; j++) row[j] = 0.0f;
             }
             /* out_h[nq][hd] = S V_g */
@@ -103,71 +139,86 @@ void attention_forward(float *out, const float *q, const float *k, const float *
     }
 }
 
-int64_t attention_backward_scratch_floats(int64_t T, int n_head_kv, int hd, int n_threads) {
-    return (int64_t)n_threads * (2 * ATTENTION_QBLOCK * T + 2 * T * n_head_kv * hd);
+/* Per thread: P and dP [G·QBLOCK][T], the group's stacked q, dout and dq rows
+ * [G·QBLOCK][hd], private dK and dV [T][kvd]. */
+int64_t attention_backward_scratch_floats(int64_t T, int n_head, int n_head_kv, int hd, int n_threads) {
+    const int64_t rows = (int64_t)(n_head / n_head_kv) * ATTENTION_QBLOCK;
+    return (int64_t)n_threads * (2 * rows * T + 3 * rows * hd + 2 * T * n_head_kv * hd);
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
-                        const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
-                        int64_t scratch_floats) {
-    const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *stats,
+                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd,
+                        float *scratch, int64_t scratch_floats) {
+    const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, G = n_head / n_head_kv;
     const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, kv_n = T * kv_stride;
-    const int64_t per_thread = 2 * ATTENTION_QBLOCK * T + 2 * kv_n;
+    const int64_t rows = (int64_t)G * ATTENTION_QBLOCK, per_thread = 2 * rows * T + 3 * rows * hd + 2 * kv_n;
     const float scale = 1.0f / sqrtf((float)hd);
     int nth = (int)(scratch_floats / per_thread);
     if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
     if ((double)n_head * T * T * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
-    /* Work items (head, query block) in a fixed round-robin over threads, each
-     * thread summing dK, dV privately: the same numbers for a thread count. */
+    /* Work items (kv head, query block), the G query heads of the kv head stacked
+     * into one [G·nq] block of rows so each product is G times taller (dK, dV sum
+     * over G·nq rows at once); a fixed round-robin over threads, each thread
+     * summing dK, dV privately: the same numbers for a thread count. */
 #pragma omp parallel num_threads(nth)
     {
         const int tid = omp_get_thread_num();
-        float *P = scratch + tid * per_thread, *dP = P + ATTENTION_QBLOCK * T;
-        float *dk_t = dP + ATTENTION_QBLOCK * T, *dv_t = dk_t + kv_n;
+        float *P_t = scratch + tid * per_thread, *dP = P_t + rows * T, *Qs = dP + rows * T, *dOs = Qs + rows * hd;
+        float *dQs = dOs + rows * hd, *dk_t = dQs + rows * hd, *dv_t = dk_t + kv_n;
         for (int64_t i = 0; i < 2 * kv_n; i++) dk_t[i] = 0.0f;
 #pragma omp for schedule(static, 1)
-        for (int64_t item = 0; item < (int64_t)n_head * n_blocks; item++) {
-            const int64_t b = n_blocks - 1 - item / n_head;
-            const int h = (int)(item % n_head), g = h / group;
+        for (int64_t item = 0; item < (int64_t)n_head_kv * n_blocks; item++) {
+            const int64_t b = n_blocks - 1 - item / n_head_kv;
+            const int g = (int)(item % n_head_kv);
             const int64_t t0 = b * ATTENTION_QBLOCK, nq = T - t0 < ATTENTION_QBLOCK ? T - t0 : ATTENTION_QBLOCK;
-            const int64_t nk = t0 + nq;
-            const float *dO = dout + t0 * q_stride + h * hd;
-            /* P[nq][nk]: the forward's probabilities, recomputed as it computed them */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, q + t0 * q_stride + h * hd,
-                        q_stride, k + g * hd, kv_stride, 0.0f, P, (int)nk);
-            for (int64_t i = 0; i < nq; i++) {
-                float *row = P + i * nk;
-                softmax_row_forward(row, t0 + i + 1);
-                for (int64_t j = t0 + i + 1; j < nk; j++) row[j] = 0.0f;
+            const int64_t nk = t0 + nq, m = G * nq; /* stacked row hh·nq + i: head g·G + hh, query t0 + i */
+            for (int64_t r = 0; r < m; r++) {
+                const int64_t off = (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
+                for (int c = 0; c < hd; c++) Qs[r * hd + c] = q[off + c], dOs[r * hd + c] = dout[off + c];
+            }
+            /* P[m][nk]: the forward's probabilities, kept or rebuilt from its scores and row statistics */
+            const float *P = probs ? probs + probs_offset(b, g * G, n_head, T) : P_t;
+            if (!probs) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, hd, scale, Qs, hd,
+                                    k + g * hd, kv_stride, 0.0f, P_t, (int)nk);
+            for (int64_t r = 0; r < m && !probs; r++) {
+                const int64_t t = t0 + r % nq;
+                float *row = P_t + r * nk;
+                softmax_row_replay(row, t + 1, stats + (t * n_head + g * G + r / nq) * 2);
+                for (int64_t j = t + 1; j < nk; j++) row[j] = 0.0f;
             }
             /* dV_g[0:nk] += Pᵀ dO ; dP = dO V_gᵀ */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)nq, 1.0f, P, (int)nk, dO, q_stride,
-                        1.0f, dv_t + g * hd, kv_stride);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, 1.0f, dO, q_stride, v + g * hd,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)m, 1.0f, P, (int)nk, dOs, hd, 1.0f,
+                        dv_t + g * hd, kv_stride);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, hd, 1.0f, dOs, hd, v + g * hd,
                         kv_stride, 0.0f, dP, (int)nk);
             /* dS = P ⊙ (dP − Σ_j P dP), where Σ_j P_ij dP_ij = dO_i · O_i (hd terms, not nk) */
-            for (int64_t i = 0; i < nq; i++) {
-                const float *p = P + i * nk, *o = out + (t0 + i) * q_stride + h * hd, *g = dO + i * q_stride;
-                float *d = dP + i * nk;
+            for (int64_t r = 0; r < m; r++) {
+                const float *p = P + r * nk, *o = out + (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
+                const float *gr = dOs + r * hd;
+                float *d = dP + r * nk;
                 double dot = 0;
-                for (int c = 0; c < hd; c++) dot += (double)g[c] * o[c];
+                for (int c = 0; c < hd; c++) dot += (double)gr[c] * o[c];
                 const float D = (float)dot;
                 for (int64_t j = 0; j < nk; j++) d[j] = p[j] * (d[j] - D);
             }
-            /* dQ_h[t0:t0+nq] = scale dS K_g ; dK_g[0:nk] += scale dSᵀ Q_h */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, scale, dP, (int)nk, k + g * hd,
-                        kv_stride, 0.0f, dq + t0 * q_stride + h * hd, q_stride);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)nq, scale, dP, (int)nk,
-                        q + t0 * q_stride + h * hd, q_stride, 1.0f, dk_t + g * hd, kv_stride);
+            /* dQ = scale dS K_g (scattered back to the heads' columns) ; dK_g[0:nk] += scale dSᵀ Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, hd, (int)nk, scale, dP, (int)nk, k + g * hd,
+                        kv_stride, 0.0f, dQs, hd);
+            for (int64_t r = 0; r < m; r++) {
+                float *dst = dq + (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
+                for (int c = 0; c < hd; c++) dst[c] = dQs[r * hd + c];
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)m, scale, dP, (int)nk, Qs, hd, 1.0f,
+                        dk_t + g * hd, kv_stride);
         }
         /* the implicit barrier above: every private sum is complete */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < kv_n; i++) {
             float sk = 0, sv = 0;
             for (int t = 0; t < omp_get_num_threads(); t++) {
-                sk += scratch[t * per_thread + 2 * ATTENTION_QBLOCK * T + i];
-                sv += scratch[t * per_thread + 2 * ATTENTION_QBLOCK * T + kv_n + i];
+                sk += scratch[t * per_thread + 2 * rows * T + 3 * rows * hd + i];
+                sv += scratch[t * per_thread + 2 * rows * T + 3 * rows * hd + kv_n + i];
             }
             dk[i] = sk;
             dv[i] = sv;

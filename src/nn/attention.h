@@ -19,17 +19,30 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads);
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
+/* Floats of the probabilities of a whole sequence (the causal blocks only). */
+int64_t attention_probs_floats(int64_t T, int n_head);
+
+/* attention_forward that also keeps, for attention_backward (each NULL: not kept):
+ * stats[T][n_head][2], each query row's softmax max and 1 / sum, from which the
+ * probabilities are rebuilt with one product and one exp pass; probs
+ * [attention_probs_floats], the probabilities themselves (pos0 0 only). */
+void attention_forward_stats(float *out, float *stats, float *probs, const float *q, const float *k, const float *v, int64_t T,
+                             int64_t pos0, int n_head, int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
+
 /* Scratch floats attention_backward needs. */
-int64_t attention_backward_scratch_floats(int64_t T, int n_head_kv, int hd, int n_threads);
+int64_t attention_backward_scratch_floats(int64_t T, int n_head, int n_head_kv, int hd, int n_threads);
 
 /* The gradient of attention_forward over a whole sequence (pos0 = 0): given
- * dout[T][n_head*hd] and the forward's output out[T][n_head*hd] and q, k, v,
- * writes dq[T][n_head*hd], dk[T][n_head_kv*hd], dv[T][n_head_kv*hd]
- * (overwritten). The probabilities are recomputed block by block, nothing
- * T x T is kept; the softmax's row term Σ_j P dP comes from dout · out. */
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *q,
-                        const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd, float *scratch,
-                        int64_t scratch_floats);
+ * dout[T][n_head*hd], the forward's output out[T][n_head*hd], its row statistics
+ * stats[T][n_head][2] or probabilities (probs, when not NULL) from
+ * attention_forward_stats, and q, k, v, writes
+ * dq[T][n_head*hd], dk[T][n_head_kv*hd], dv[T][n_head_kv*hd] (overwritten).
+ * Without probs they are rebuilt block by block from the scores and the
+ * statistics, nothing T x T is kept; the softmax's row term Σ_j P dP comes
+ * from dout · out. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *stats,
+                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int n_head,
+                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
 /* row[0..n) = softmax(row[0..n)) in place (max-subtracted, fp32 sums); every
  * attention kernel (causal here, unmasked and cross in attention_full.c) uses it. */
