@@ -134,7 +134,7 @@ static void *retriever_worker(void *arg) {
     mr_rec_result *out = calloc((size_t)s->o.max_batch, sizeof *out);
     /* one forward of the largest batch first: every page of the workspace is
      * touched before the first request, so the resident size stays flat under load */
-    const int L = s->r->lru.cfg.max_len;
+    const int L = s->r->rt.cfg.max_len;
     int32_t *warm = malloc((size_t)L * sizeof *warm);
     if (w && q && out && warm) {
         for (int i = 0; i < L; i++) warm[i] = (int32_t)(i % s->r->d.n_items + 1);
