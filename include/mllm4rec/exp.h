@@ -33,6 +33,12 @@ typedef struct exp_flag_def {
 /* The table of stage s, NULL-terminated. */
 const exp_flag_def *exp_stage_flags(int s);
 const exp_flag_def *exp_find_flag(int s, const char *name);
+/* The default `retriever train --arch arch` uses for flag (hidden, dropout, ...), as
+ * text in buf, from rt_train_defaults (d may be NULL: then max-len and batch, which
+ * follow the dataset, have none). 1 when there is one, 0 otherwise (an unknown
+ * architecture, a flag without an architecture default). */
+struct mr_dataset;
+int exp_retriever_default(const char *arch, const struct mr_dataset *d, const char *flag, char *buf, size_t n);
 
 typedef struct exp_kv {
     char *key, *value;

@@ -314,23 +314,22 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
     const exp_config *c = R->c;
     char *path = out_path(R, r->dir, "/config.yaml", e);
     if (!path) return MR_ERR_INTERNAL;
-    /* max-len and batch default from the dataset, as retriever train decides them */
-    char def_maxlen[32] = "", def_batch[32] = "";
+    /* the retriever's defaults are those of its architecture (and max-len and batch
+     * those of the dataset), as retriever train decides them */
+    mr_dataset d;
+    int have_d = 0;
     if (!R->dry_run || mr_is_dir(dataset)) {
-        mr_dataset d;
         mr_error de = {0};
-        if (!mr_dataset_load(&d, dataset, &de)) {
-            rt_train_options o;
-            rt_train_defaults(&o, &d, "lru", &de);
-            snprintf(def_maxlen, sizeof def_maxlen, "%d", o.model.max_len);
-            snprintf(def_batch, sizeof def_batch, "%d", o.batch);
-            mr_dataset_free(&d);
-        }
+        have_d = !mr_dataset_load(&d, dataset, &de);
     }
+    const char *arch = exp_flag_value(c, r, EXP_RETRIEVER, "arch");
     mr_atomic_file af;
     int rc = mr_atomic_open(&af, path, e);
     free(path);
-    if (rc) return rc;
+    if (rc) {
+        if (have_d) mr_dataset_free(&d);
+        return rc;
+    }
     FILE *f = af.f;
     fprintf(f, "# run %d of experiment %s: every flag of every stage, defaults included\n", r->index + 1, c->name);
     fprintf(f, "experiment: ");
@@ -356,8 +355,9 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
         for (const exp_flag_def *fl = exp_stage_flags(s); fl->name; fl++) {
             const char *v = exp_flag_value(c, r, s, fl->name);
             const char *def = fl->def;
-            if (s == EXP_RETRIEVER && !strcmp(fl->name, "max-len")) def = def_maxlen[0] ? def_maxlen : NULL;
-            if (s == EXP_RETRIEVER && !strcmp(fl->name, "batch")) def = def_batch[0] ? def_batch : NULL;
+            char rt_def[64];
+            if (s == EXP_RETRIEVER)
+                def = exp_retriever_default(arch, have_d ? &d : NULL, fl->name, rt_def, sizeof rt_def) ? rt_def : NULL;
             if (!strcmp(fl->name, "captions")) { /* the template's own choice */
                 const char *t = exp_flag_value(c, r, s, "template");
                 def = t && !strcmp(t, "llamarec") ? "off" : "on";
@@ -369,6 +369,7 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
         }
         if (s == EXP_RETRIEVER) fprintf(f, "  candidates: %d  # exported per user (the largest num-candidates, at least 20)\n", R->max_k);
     }
+    if (have_d) mr_dataset_free(&d);
     return mr_atomic_commit(&af, e);
 }
 
