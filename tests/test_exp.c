@@ -513,6 +513,42 @@ TEST(experiment_runs_skips_and_reports) {
     char *tsv3 = slurp(path);
     CHECK_MSG(tsv3 && !strcmp(tsv1, tsv3), "after the kill:\n%s\nuninterrupted:\n%s", tsv3, tsv1);
     free(tsv3);
+    /* SIGINT in the middle (the CLI's handler sets the flag the runner polls): the
+     * running stage is terminated and checkpoints, the runner exits 1 saying so,
+     * nothing keeps running, and a second run finishes with the same results */
+    const char *out3 = test_tmp_path("tiny-sigint"), *err3 = test_tmp_path("tiny-sigint.err");
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(err3, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execl(bin, bin, "experiment", "run", cfg_path, "--out", out3, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(done3, sizeof done3, "%s/retriever/seed=1,dropout=0.2.done", out3);
+    snprintf(log3, sizeof log3, "%s/retriever/seed=1,dropout=0.2/train.jsonl", out3);
+    for (int i = 0; i < 12000 && !mr_file_exists(done3); i++) {
+        char *l = slurp(log3);
+        int n = 0;
+        for (const char *p = l; p && *p; p++) n += *p == '\n';
+        free(l);
+        if (n >= 3) break;
+        usleep(5000);
+    }
+    kill(pid, SIGINT);
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "experiment run after SIGINT: status %d", st);
+    char *msg = slurp(err3);
+    CHECK_MSG(msg && strstr(msg, "interrupted (signal 2)"), "stderr: %s", msg ? msg : "(none)");
+    free(msg);
+    snprintf(path, sizeof path, "%s/results.tsv", out3);
+    CHECK_MSG(!mr_file_exists(path), "the experiment had finished before SIGINT");
+    snprintf(cmd, sizeof cmd, "pgrep -f -- '[-]-out %s/' > /dev/null", out3);
+    CHECK_MSG(system(cmd) != 0, "a stage of the interrupted experiment is still running");
+    CHECK(test_cli(NULL, 0, "experiment run %s --out %s 2>/dev/null", cfg_path, out3) == 0);
+    char *tsv4 = slurp(path);
+    CHECK_MSG(tsv4 && !strcmp(tsv1, tsv4), "after SIGINT:\n%s\nuninterrupted:\n%s", tsv4, tsv1);
+    free(tsv4);
     free(tsv1);
 }
 

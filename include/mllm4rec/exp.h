@@ -15,6 +15,7 @@
 #ifndef MLLM4REC_EXP_H
 #define MLLM4REC_EXP_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "mllm4rec/base.h"
@@ -100,8 +101,13 @@ int exp_max_candidates(const exp_config *c, const exp_run *runs, int n_runs);
 
 /* Runs every stage of every run under out_dir. exe is the mllm4rec binary. With
  * dry_run, writes the commands to plan and runs nothing. Progress goes to stderr.
- * The caller holds out_dir's lock (mr_folder_lock), taken before it read the config. */
-int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan, mr_error *e);
+ * The caller holds out_dir's lock (mr_folder_lock), taken before it read the config.
+ * stop is the caller's interrupt flag (its signal handler sets it, to the signal's
+ * number; NULL: none): the runner polls it, and once it is set sends SIGTERM to the
+ * running child's process group, waits for it, starts nothing more and returns
+ * MR_ERR_INPUT ("interrupted"). Children die with the runner (PR_SET_PDEATHSIG). */
+int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan,
+                volatile sig_atomic_t *stop, mr_error *e);
 
 /* results.tsv, results.md and the sweep figures of a finished experiment folder. */
 int exp_report(const exp_config *c, const char *out_dir, mr_error *e);
