@@ -97,6 +97,8 @@ typedef struct server {
     char err_path[600];
 } server;
 
+static const char *serve_run; /* the retriever run serve loads; NULL: run */
+
 static int server_start(server *s, const char *extra) {
     const char *bin = getenv("MLLM4REC_BIN");
     if (!bin) bin = "build/mllm4rec";
@@ -104,7 +106,7 @@ static int server_start(server *s, const char *extra) {
     snprintf(s->err_path, sizeof s->err_path, "%s/server%d.err", test_tmpdir(), count++);
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec %s serve --dataset %s --retriever %s --port 0 --threads 2 --images %s/posters %s 2>%s",
-             bin, ds, run, test_tmpdir(), extra, s->err_path);
+             bin, ds, serve_run ? serve_run : run, test_tmpdir(), extra, s->err_path);
     s->pid = fork();
     if (s->pid < 0) return -1;
     if (s->pid == 0) {
@@ -355,7 +357,8 @@ TEST(recommend_command) {
 /* recommend over a run of another architecture (the file names it): a GRU4Rec and a
  * NARM run trained here for one epoch; for users whose test history fits a query,
  * `recommend --history <the history before the test item>` returns the items and
- * scores `retriever candidates` lists for that user's test row. */
+ * scores `retriever candidates` lists for that user's test row; serve over the run
+ * answers as recommend does. */
 static void recommend_equals_candidates(const char *arch) {
     make_world();
     if (prepared < 0) CHECK_MSG(0, "could not prepare the dataset");
@@ -434,9 +437,22 @@ static void recommend_equals_candidates(const char *arch) {
     free(cands);
     free(seqs);
     CHECK(compared == 6);
-    /* the run's file names its architecture: --user works too, and the model is not mistaken for LRURec */
+    /* serve loads the same run: POST /v1/recommend equals recommend --json */
     static char out[1 << 16];
-    CHECK(test_cli(out, sizeof out, "recommend --dataset %s --retriever %s --user 3 -k 5 2>/dev/null", ds, arun) == 0);
+    CHECK(test_cli(out, sizeof out, "recommend --dataset %s --retriever %s --user 3 -k 10 --json 2>/dev/null", ds,
+                   arun) == 0);
+    server s2;
+    serve_run = arun;
+    rc = server_start(&s2, "");
+    serve_run = NULL;
+    CHECK_MSG(rc == 0, "serve over the %s run did not start", arch);
+    resp r = {0};
+    int ok = http(s2.port, "POST", "/v1/recommend", "{\"user_id\": 3, \"k\": 10}", &r) == 0 && r.status == 200;
+    char why[2048] = "no answer";
+    if (ok) ok = same_result(out, r.body, 1e-6, why, sizeof why);
+    resp_free(&r);
+    CHECK(server_stop(&s2) == 0);
+    CHECK_MSG(ok, "%s: serve differs from recommend: %s", arch, why);
 }
 
 TEST(recommend_gru4rec_equals_candidates) { recommend_equals_candidates("gru4rec"); }
