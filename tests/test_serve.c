@@ -451,8 +451,16 @@ static void recommend_equals_candidates(const char *arch) {
     char why[2048] = "no answer";
     if (ok) ok = same_result(out, r.body, 1e-6, why, sizeof why);
     resp_free(&r);
+    /* /healthz names the architecture the run's file holds */
+    int arch_ok = http(s2.port, "GET", "/healthz", NULL, &r) == 0 && r.status == 200;
+    json_t *h = arch_ok ? json_loads(r.body, 0, NULL) : NULL;
+    arch_ok = h && json_string_value(json_object_get(h, "retriever_arch")) &&
+              !strcmp(json_string_value(json_object_get(h, "retriever_arch")), arch);
+    json_decref(h);
+    resp_free(&r);
     CHECK(server_stop(&s2) == 0);
     CHECK_MSG(ok, "%s: serve differs from recommend: %s", arch, why);
+    CHECK_MSG(arch_ok, "/healthz of the %s run does not name it", arch);
 }
 
 TEST(recommend_gru4rec_equals_candidates) { recommend_equals_candidates("gru4rec"); }

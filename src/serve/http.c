@@ -439,6 +439,7 @@ static enum MHD_Result handle_healthz(server *s, struct MHD_Connection *c, int *
     json_object_set_new(o, "items", json_integer(s->r->d.n_items));
     json_object_set_new(o, "users", json_integer(s->r->d.n_users));
     json_object_set_new(o, "retriever", json_true());
+    json_object_set_new(o, "retriever_arch", json_string(s->r->rt.cfg.arch)); /* from the run's file */
     json_object_set_new(o, "llm", s->r->rr ? json_string(mr_rerank_model_name(s->r)) : json_null());
     *status = 200;
     return send_json(c, 200, o, NULL, NULL);
