@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <sys/stat.h>
 
+#include "mllm4rec/retriever.h"
 #include "test.h"
 #include "mllm4rec/exp.h"
 #include "mllm4rec/yaml.h"
@@ -151,6 +152,72 @@ TEST(bad_configs_name_the_key_and_line) {
     CHECK(bad("prepare: {format: movielens}\ncaption:\n  modle: m\nretriever: {}\n", 3, "caption.modle"));
     CHECK(bad("prepare: {format: movielens}\ncaption: {import: c}\nretriever: {}\ngrid:\n  caption.model: [a]\n", 5,
               "grid.caption.model"));
+}
+
+/* The retriever's architecture and its flags (issue 15): good values parse, bad ones
+ * name the key and the line; the defaults a run's config.yaml shows are those of
+ * rt_train_defaults for that architecture. */
+TEST(retriever_arch_keys) {
+    exp_config c;
+    mr_error e = {0};
+    CHECK_OK(parse("dataset: d\nretriever:\n  arch: sasrec\n  heads: 4\n  attn-dropout: 0.1\n  mask-prob: 0.3\n"
+                   "  reg-weight: 0.01\ngrid:\n  retriever.dropout: [0.1, 0.2]\n",
+                   &c, &e),
+             &e);
+    CHECK(c.stage[EXP_RETRIEVER].n == 5);
+    CHECK(!strcmp(c.stage[EXP_RETRIEVER].kv[0].key, "arch") && !strcmp(c.stage[EXP_RETRIEVER].kv[0].value, "sasrec"));
+    CHECK(!strcmp(c.stage[EXP_RETRIEVER].kv[4].key, "reg-weight") && c.stage[EXP_RETRIEVER].kv[4].line == 7);
+    exp_config_free(&c);
+    /* a grid over every trainable architecture: one run each, the flag reaching the retriever only */
+    CHECK_OK(parse("dataset: d\nretriever: {}\ngrid:\n  arch: [lru, sasrec, bert4rec, gru4rec, narm]\n", &c, &e), &e);
+    CHECK(c.n_axes == 1 && c.axes[0].n == 5 && c.axes[0].stage_mask == 1 << EXP_RETRIEVER);
+    exp_run *r = NULL;
+    int n = 0;
+    CHECK_OK(exp_expand(&c, &r, &n, &e), &e);
+    CHECK(n == 5);
+    CHECK(!strcmp(exp_flag_value(&c, &r[3], EXP_RETRIEVER, "arch"), "gru4rec"));
+    exp_runs_free(r, n);
+    exp_config_free(&c);
+    /* bad values: the key and the line */
+    CHECK(bad("dataset: d\nretriever:\n  arch: transformerxl\n", 3, "retriever.arch"));
+    CHECK(bad("dataset: d\nretriever:\n  arch: \"\"\n", 3, "retriever.arch"));
+    CHECK(bad("dataset: d\nretriever:\n  hidden: 8\n  heads: two\n", 4, "retriever.heads"));
+    CHECK(bad("dataset: d\nretriever:\n  heads: -1\n", 3, "retriever.heads"));
+    CHECK(bad("dataset: d\nretriever:\n  attn-dropout: 0.1x\n", 3, "retriever.attn-dropout"));
+    CHECK(bad("dataset: d\nretriever:\n  mask-prob: nan\n", 3, "retriever.mask-prob"));
+    CHECK(bad("dataset: d\nretriever:\n  reg-weight: [1, 2]\n", 3, "retriever.reg-weight"));
+    CHECK(bad("dataset: d\nretriever:\n  arch:\n", 3, "retriever.arch"));
+    CHECK(bad("dataset: d\nretriever: {}\ngrid:\n  arch:\n    - lru\n    - lstm\n", 6, "grid.arch"));
+    CHECK(bad("dataset: d\nretriever: {}\ngrid:\n  retriever.mask-prob: [0.2, high]\n", 4, "grid.retriever.mask-prob"));
+    /* the message lists what the build has */
+    CHECK(parse("dataset: d\nretriever:\n  arch: lstm\n", &c, &e) == MR_ERR_INPUT);
+    CHECK_MSG(strstr(e.msg, "gru4rec") && strstr(e.msg, "'lstm'"), "%s", e.msg);
+    /* defaults: rt_train_defaults' for each architecture, flag by flag */
+    static const char *const archs[] = {"lru", "sasrec", "bert4rec", "gru4rec", "narm"};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        rt_train_options o;
+        CHECK_OK(rt_train_defaults(&o, NULL, archs[i], &e), &e);
+        char buf[64], want[64];
+        CHECK(exp_retriever_default(archs[i], NULL, "arch", buf, sizeof buf) && !strcmp(buf, archs[i]));
+        snprintf(want, sizeof want, "%d", o.model.blocks);
+        CHECK(exp_retriever_default(archs[i], NULL, "blocks", buf, sizeof buf) && !strcmp(buf, want));
+        snprintf(want, sizeof want, "%d", o.model.heads);
+        CHECK(exp_retriever_default(archs[i], NULL, "heads", buf, sizeof buf) && !strcmp(buf, want));
+        snprintf(want, sizeof want, "%g", (double)o.model.attn_dropout);
+        CHECK(exp_retriever_default(archs[i], NULL, "attn-dropout", buf, sizeof buf) && !strcmp(buf, want));
+        snprintf(want, sizeof want, "%g", (double)o.model.mask_prob);
+        CHECK(exp_retriever_default(archs[i], NULL, "mask-prob", buf, sizeof buf) && !strcmp(buf, want));
+        snprintf(want, sizeof want, "%g", o.weight_decay);
+        CHECK(exp_retriever_default(archs[i], NULL, "weight-decay", buf, sizeof buf) && !strcmp(buf, want));
+        /* without a dataset, max-len and batch have no default */
+        CHECK(!exp_retriever_default(archs[i], NULL, "max-len", buf, sizeof buf));
+        CHECK(!exp_retriever_default(archs[i], NULL, "batch", buf, sizeof buf));
+    }
+    char buf[64];
+    CHECK(!exp_retriever_default("lstm", NULL, "hidden", buf, sizeof buf));
+    /* the architectures differ where their authors' code does */
+    CHECK(exp_retriever_default("gru4rec", NULL, "blocks", buf, sizeof buf) && !strcmp(buf, "1"));
+    CHECK(exp_retriever_default("sasrec", NULL, "heads", buf, sizeof buf) && !strcmp(buf, "2"));
 }
 
 TEST(yaml_scalars_round_trip) {
@@ -446,6 +513,42 @@ TEST(experiment_runs_skips_and_reports) {
     char *tsv3 = slurp(path);
     CHECK_MSG(tsv3 && !strcmp(tsv1, tsv3), "after the kill:\n%s\nuninterrupted:\n%s", tsv3, tsv1);
     free(tsv3);
+    /* SIGINT in the middle (the CLI's handler sets the flag the runner polls): the
+     * running stage is terminated and checkpoints, the runner exits 1 saying so,
+     * nothing keeps running, and a second run finishes with the same results */
+    const char *out3 = test_tmp_path("tiny-sigint"), *err3 = test_tmp_path("tiny-sigint.err");
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(err3, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execl(bin, bin, "experiment", "run", cfg_path, "--out", out3, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(done3, sizeof done3, "%s/retriever/seed=1,dropout=0.2.done", out3);
+    snprintf(log3, sizeof log3, "%s/retriever/seed=1,dropout=0.2/train.jsonl", out3);
+    for (int i = 0; i < 12000 && !mr_file_exists(done3); i++) {
+        char *l = slurp(log3);
+        int n = 0;
+        for (const char *p = l; p && *p; p++) n += *p == '\n';
+        free(l);
+        if (n >= 3) break;
+        usleep(5000);
+    }
+    kill(pid, SIGINT);
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "experiment run after SIGINT: status %d", st);
+    char *msg = slurp(err3);
+    CHECK_MSG(msg && strstr(msg, "interrupted (signal 2)"), "stderr: %s", msg ? msg : "(none)");
+    free(msg);
+    snprintf(path, sizeof path, "%s/results.tsv", out3);
+    CHECK_MSG(!mr_file_exists(path), "the experiment had finished before SIGINT");
+    snprintf(cmd, sizeof cmd, "pgrep -f -- '[-]-out %s/' > /dev/null", out3);
+    CHECK_MSG(system(cmd) != 0, "a stage of the interrupted experiment is still running");
+    CHECK(test_cli(NULL, 0, "experiment run %s --out %s 2>/dev/null", cfg_path, out3) == 0);
+    char *tsv4 = slurp(path);
+    CHECK_MSG(tsv4 && !strcmp(tsv1, tsv4), "after SIGINT:\n%s\nuninterrupted:\n%s", tsv4, tsv1);
+    free(tsv4);
     free(tsv1);
 }
 
@@ -453,6 +556,51 @@ TEST(experiment_runs_skips_and_reports) {
  * A dataset of 4 users and 12 items with captions, the MovieLens role, and
  * hand-made candidates: the test label is the retriever's 1st, 3rd, 5th candidate
  * or missing (users 1..4). */
+/* A grid over architectures runs: each run's config.yaml shows its architecture's
+ * own defaults, and each retriever run is that architecture. */
+TEST(experiment_grid_over_architectures) {
+    const char *ds = tiny_dataset();
+    CHECK_MSG(ds != NULL, "could not prepare the tiny dataset");
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "name: archs\ndataset: %s\nretriever:\n  hidden: 8\n  max-len: 16\n  batch: 8\n"
+             "  max-epochs: 1\n  val-every: 5\n  threads: 1\ngrid:\n  arch: [lru, gru4rec]\n"
+             "report:\n  metrics: [Recall@10]\n", ds);
+    const char *cfg_path = test_tmp_path("archs.yaml"), *out = test_tmp_path("archs-exp");
+    test_write_file(cfg_path, cfg, strlen(cfg));
+    char plan[8192];
+    CHECK(test_cli(plan, sizeof plan, "experiment run %s --out %s --dry-run", cfg_path, out) == 0);
+    CHECK_MSG(strstr(plan, "--arch lru") && strstr(plan, "--arch gru4rec"), "%s", plan);
+    CHECK(test_cli(NULL, 0, "experiment run %s --out %s 2>/dev/null", cfg_path, out) == 0);
+    static const char *const archs[] = {"lru", "gru4rec"};
+    for (int i = 0; i < 2; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/runs/%02d-arch=%s/config.yaml", out, i + 1, archs[i]);
+        char *conf = slurp(path);
+        CHECK_MSG(conf != NULL, "%s missing", path);
+        char want[64], line[128];
+        snprintf(line, sizeof line, "  arch: %s\n", archs[i]);
+        CHECK_MSG(strstr(conf, line), "%s", conf);
+        CHECK_MSG(exp_retriever_default(archs[i], NULL, "blocks", want, sizeof want), "no default");
+        snprintf(line, sizeof line, "  blocks: %s  # default\n", want);
+        CHECK_MSG(strstr(conf, line), "wanted '%s' in %s", line, conf);
+        CHECK_MSG(strstr(conf, "  heads: 0  # default\n") && strstr(conf, "  hidden: 8\n"), "%s", conf);
+        free(conf);
+        /* the run's weights are that architecture (the file's metadata) */
+        snprintf(path, sizeof path, "%s/retriever/arch=%s/retriever.safetensors", out, archs[i]);
+        rt_model m;
+        mr_error e = {0};
+        CHECK_OK(rt_model_load(&m, path, &e), &e);
+        CHECK_MSG(!strcmp(m.arch->name, archs[i]), "%s holds %s", path, m.arch->name);
+        rt_model_free(&m);
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/results.tsv", out);
+    char *tsv = slurp(path);
+    CHECK(tsv && strstr(tsv, "run\tarch\t") && strstr(tsv, "\tgru4rec\t"));
+    free(tsv);
+}
+
 static const char *ranker_dataset(void) {
     static char dir[1024];
     if (dir[0]) return dir;
@@ -611,11 +759,13 @@ int main(void) {
     RUN(parses_a_good_config);
     RUN(grid_expansion_order_and_shared_stages);
     RUN(bad_configs_name_the_key_and_line);
+    RUN(retriever_arch_keys);
     RUN(yaml_scalars_round_trip);
     RUN(mean_and_sample_sd);
     RUN(results_tables_from_metrics);
     RUN(curves_from_a_retriever_log);
     RUN(experiment_runs_skips_and_reports);
+    RUN(experiment_grid_over_architectures);
     RUN(overall_metrics_count_the_retriever_beyond_the_ranked_candidates);
     RUN(captions_on_off_in_both_templates_and_kept_by_the_run);
     return test_summary();

@@ -97,6 +97,8 @@ typedef struct server {
     char err_path[600];
 } server;
 
+static const char *serve_run; /* the retriever run serve loads; NULL: run */
+
 static int server_start(server *s, const char *extra) {
     const char *bin = getenv("MLLM4REC_BIN");
     if (!bin) bin = "build/mllm4rec";
@@ -104,7 +106,7 @@ static int server_start(server *s, const char *extra) {
     snprintf(s->err_path, sizeof s->err_path, "%s/server%d.err", test_tmpdir(), count++);
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec %s serve --dataset %s --retriever %s --port 0 --threads 2 --images %s/posters %s 2>%s",
-             bin, ds, run, test_tmpdir(), extra, s->err_path);
+             bin, ds, serve_run ? serve_run : run, test_tmpdir(), extra, s->err_path);
     s->pid = fork();
     if (s->pid < 0) return -1;
     if (s->pid == 0) {
@@ -351,6 +353,118 @@ TEST(recommend_command) {
     CHECK(test_cli(out, sizeof out, "recommend --dataset %s --retriever %s/nope --user 1 2>/dev/null", ds, run) == 1);
     CHECK(test_cli(out, sizeof out, "recommend --help") == 0 && strstr(out, "--num-candidates"));
 }
+
+/* recommend over a run of another architecture (the file names it): a GRU4Rec and a
+ * NARM run trained here for one epoch; for users whose test history fits a query,
+ * `recommend --history <the history before the test item>` returns the items and
+ * scores `retriever candidates` lists for that user's test row; serve over the run
+ * answers as recommend does. */
+static void recommend_equals_candidates(const char *arch) {
+    make_world();
+    if (prepared < 0) CHECK_MSG(0, "could not prepare the dataset");
+    char arun[600];
+    snprintf(arun, sizeof arun, "%s", test_tmp_path(arch));
+    int rc = test_cli(NULL, 0,
+                      "retriever train --arch %s --dataset %s --out %s --max-len 8 --hidden 16 --batch 8 "
+                      "--max-epochs 1 --threads 1 --seed 3 2>/dev/null",
+                      arch, ds, arun);
+    CHECK_MSG(rc == 0, "retriever train --arch %s exited %d", arch, rc);
+    CHECK(test_cli(NULL, 0, "retriever candidates --dataset %s --run %s -k 10 2>/dev/null", ds, arun) == 0);
+    char path[700], *cands, *seqs;
+    size_t len;
+    mr_error e = {0};
+    snprintf(path, sizeof path, "%s/candidates.tsv", arun);
+    CHECK_OK(mr_read_file(path, &cands, &len, &e), &e);
+    snprintf(path, sizeof path, "%s/sequences.tsv", ds);
+    CHECK_OK(mr_read_file(path, &seqs, &len, &e), &e);
+    int compared = 0;
+    static const int users[] = {1, 3, 7, 12, 25, 39};
+    for (size_t ui = 0; ui < sizeof users / sizeof users[0]; ui++) {
+        const int u = users[ui];
+        /* the user's test history: the sequence without its last item */
+        char key[64];
+        snprintf(key, sizeof key, "\n%d\tu%d\t", u, u);
+        char *line = strstr(seqs, key);
+        CHECK(line);
+        line += strlen(key);
+        int seq[64], ns = 0;
+        while (*line && *line != '\n' && ns < 64) {
+            seq[ns++] = (int)strtol(line, &line, 10);
+            while (*line == ' ') line++;
+        }
+        CHECK(ns >= 3);
+        char hs[512];
+        size_t off = 0;
+        for (int h = 0; h < ns - 1; h++) off += (size_t)snprintf(hs + off, sizeof hs - off, h ? " %d" : "%d", seq[h]);
+        /* candidates.tsv: test <TAB> user <TAB> label <TAB> ids <TAB> scores */
+        snprintf(key, sizeof key, "\ntest\t%d\t", u);
+        char *row = strstr(cands, key);
+        CHECK_MSG(row, "no test row for user %d in candidates.tsv", u);
+        row += strlen(key);
+        CHECK((int)strtol(row, &row, 10) == seq[ns - 1]);
+        int ids[10];
+        double sc[10];
+        row++;
+        for (int i = 0; i < 10; i++) {
+            ids[i] = (int)strtol(row, &row, 10);
+            row++;
+        }
+        for (int i = 0; i < 10; i++) {
+            sc[i] = strtod(row, &row);
+            row++;
+        }
+        static char out[1 << 16];
+        rc = test_cli(out, sizeof out, "recommend --dataset %s --retriever %s --history \"%s\" -k 10 --json 2>/dev/null",
+                      ds, arun, hs);
+        CHECK_MSG(rc == 0, "recommend over the %s run exited %d", arch, rc);
+        json_error_t je;
+        json_t *j = json_loads(out, 0, &je);
+        CHECK_MSG(j, "not JSON: %s", je.text);
+        json_t *items = json_object_get(j, "items");
+        CHECK(json_array_size(items) == 10);
+        for (int i = 0; i < 10; i++) {
+            json_t *it = json_array_get(items, (size_t)i);
+            int id = (int)json_integer_value(json_object_get(it, "item_id"));
+            double s = json_number_value(json_object_get(it, "score"));
+            CHECK_MSG(id == ids[i], "%s, user %d, rank %d: recommend gives item %d, candidates item %d", arch, u, i + 1,
+                      id, ids[i]);
+            CHECK_MSG(fabs(s - sc[i]) <= 1e-5 * (1 + fabs(sc[i])), "%s, user %d, rank %d: score %.9g vs %.9g", arch, u,
+                      i + 1, s, sc[i]);
+        }
+        json_decref(j);
+        compared++;
+    }
+    free(cands);
+    free(seqs);
+    CHECK(compared == 6);
+    /* serve loads the same run: POST /v1/recommend equals recommend --json */
+    static char out[1 << 16];
+    CHECK(test_cli(out, sizeof out, "recommend --dataset %s --retriever %s --user 3 -k 10 --json 2>/dev/null", ds,
+                   arun) == 0);
+    server s2;
+    serve_run = arun;
+    rc = server_start(&s2, "");
+    serve_run = NULL;
+    CHECK_MSG(rc == 0, "serve over the %s run did not start", arch);
+    resp r = {0};
+    int ok = http(s2.port, "POST", "/v1/recommend", "{\"user_id\": 3, \"k\": 10}", &r) == 0 && r.status == 200;
+    char why[2048] = "no answer";
+    if (ok) ok = same_result(out, r.body, 1e-6, why, sizeof why);
+    resp_free(&r);
+    /* /healthz names the architecture the run's file holds */
+    int arch_ok = http(s2.port, "GET", "/healthz", NULL, &r) == 0 && r.status == 200;
+    json_t *h = arch_ok ? json_loads(r.body, 0, NULL) : NULL;
+    arch_ok = h && json_string_value(json_object_get(h, "retriever_arch")) &&
+              !strcmp(json_string_value(json_object_get(h, "retriever_arch")), arch);
+    json_decref(h);
+    resp_free(&r);
+    CHECK(server_stop(&s2) == 0);
+    CHECK_MSG(ok, "%s: serve differs from recommend: %s", arch, why);
+    CHECK_MSG(arch_ok, "/healthz of the %s run does not name it", arch);
+}
+
+TEST(recommend_gru4rec_equals_candidates) { recommend_equals_candidates("gru4rec"); }
+TEST(recommend_narm_equals_candidates) { recommend_equals_candidates("narm"); }
 
 /* ------------------------------------------------------------------ the service */
 
@@ -871,6 +985,8 @@ TEST(serve_usage_errors) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     RUN(recommend_command);
+    RUN(recommend_gru4rec_equals_candidates);
+    RUN(recommend_narm_equals_candidates);
     RUN(serve_endpoints);
     RUN(serve_bad_requests);
     RUN(serve_path_traversal);

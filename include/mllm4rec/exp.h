@@ -15,6 +15,7 @@
 #ifndef MLLM4REC_EXP_H
 #define MLLM4REC_EXP_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "mllm4rec/base.h"
@@ -33,6 +34,12 @@ typedef struct exp_flag_def {
 /* The table of stage s, NULL-terminated. */
 const exp_flag_def *exp_stage_flags(int s);
 const exp_flag_def *exp_find_flag(int s, const char *name);
+/* The default `retriever train --arch arch` uses for flag (hidden, dropout, ...), as
+ * text in buf, from rt_train_defaults (d may be NULL: then max-len and batch, which
+ * follow the dataset, have none). 1 when there is one, 0 otherwise (an unknown
+ * architecture, a flag without an architecture default). */
+struct mr_dataset;
+int exp_retriever_default(const char *arch, const struct mr_dataset *d, const char *flag, char *buf, size_t n);
 
 typedef struct exp_kv {
     char *key, *value;
@@ -94,8 +101,13 @@ int exp_max_candidates(const exp_config *c, const exp_run *runs, int n_runs);
 
 /* Runs every stage of every run under out_dir. exe is the mllm4rec binary. With
  * dry_run, writes the commands to plan and runs nothing. Progress goes to stderr.
- * The caller holds out_dir's lock (mr_folder_lock), taken before it read the config. */
-int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan, mr_error *e);
+ * The caller holds out_dir's lock (mr_folder_lock), taken before it read the config.
+ * stop is the caller's interrupt flag (its signal handler sets it, to the signal's
+ * number; NULL: none): the runner polls it, and once it is set sends SIGTERM to the
+ * running child's process group, waits for it, starts nothing more and returns
+ * MR_ERR_INPUT ("interrupted"). Children die with the runner (PR_SET_PDEATHSIG). */
+int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan,
+                volatile sig_atomic_t *stop, mr_error *e);
 
 /* results.tsv, results.md and the sweep figures of a finished experiment folder. */
 int exp_report(const exp_config *c, const char *out_dir, mr_error *e);

@@ -2,7 +2,8 @@
  * service that keeps the models loaded and answers many (`mllm4rec serve`).
  *
  * Layers of this module (src/serve/):
- *   recommender  the dataset, the LRURec retriever and (optionally) the LLM
+ *   recommender  the dataset, the retriever (any architecture of
+ *                src/retriever/arch.h, read from its file) and (optionally) the LLM
  *                ranker, loaded once; a query is a history of item ids in time
  *                order; retriever ranking of a batch of queries in one forward
  *   rerank       the LLM's verbalizer scores of the retriever's top candidates
@@ -51,10 +52,10 @@ struct mr_reranker;
 
 typedef struct mr_recommender {
     mr_dataset d;
-    lru_model lru;
+    rt_model rt;            /* the retriever; rt.arch from the run's file */
     struct mr_reranker *rr; /* NULL when no model is loaded */
     int num_candidates;
-    int have_d, have_lru;
+    int have_d, have_rt;
 } mr_recommender;
 
 /* Loads the dataset, the retriever (checked against the dataset) and, when

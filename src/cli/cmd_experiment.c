@@ -1,6 +1,7 @@
 /* mllm4rec experiment run | report | curves: the paper's experiments from YAML
  * configs (docs/experiments.md). */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,11 @@
 static const char *positional(int argc, char **argv) {
     return argc >= 2 && strncmp(argv[1], "-", 1) ? argv[1] : NULL;
 }
+
+/* SIGINT / SIGTERM: the runner (which polls this flag) terminates the running
+ * stage's process group, waits for it and stops; the run continues next time. */
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = sig; }
 
 CLI_COMMAND(cmd_experiment_run) {
     const char *cmd = "experiment run";
@@ -54,7 +60,20 @@ CLI_COMMAND(cmd_experiment_run) {
         return cli_report(cmd, &e);
     }
     exe[n] = 0;
-    rc = exp_run_all(&c, out, exe, dry, stdout, &e);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: a signal cuts the runner's sleep short */
+    sigemptyset(&sa.sa_mask);
+    g_stop = 0;
+    if (!dry) {
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+    }
+    rc = exp_run_all(&c, out, exe, dry, stdout, &g_stop, &e);
+    if (!dry) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
     if (!rc && !dry) {
         printf("%s/results.tsv\n%s/results.md\n", out, out);
         if (c.sweep >= 0) printf("%s/fig-*.svg\n", out);

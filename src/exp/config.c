@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mllm4rec/exp.h"
+#include "mllm4rec/retriever.h"
 #include "mllm4rec/yaml.h"
 
 const char *const EXP_STAGE_NAMES[EXP_N_STAGES] = {"prepare", "caption", "retriever", "ranker", "eval"};
@@ -42,21 +43,57 @@ static const exp_flag_def CAPTION_FLAGS[] = {
     {"import", EXP_T_STR, NULL, NULL},
     {NULL, 0, NULL, NULL},
 };
+/* retriever train: the defaults marked RT_DEF depend on the architecture (and max-len,
+ * batch on the dataset too); they come from rt_train_defaults, the one table of them
+ * (exp_retriever_default). */
+#define RT_DEF NULL
 static const exp_flag_def RETRIEVER_FLAGS[] = {
-    {"max-len", EXP_T_INT, NULL, NULL},
-    {"hidden", EXP_T_INT, "64", NULL},
-    {"blocks", EXP_T_INT, "2", NULL},
-    {"dropout", EXP_T_FLOAT, "0.2", NULL},
-    {"batch", EXP_T_INT, NULL, NULL},
-    {"lr", EXP_T_FLOAT, "0.001", NULL},
-    {"weight-decay", EXP_T_FLOAT, "0.01", NULL},
-    {"val-every", EXP_T_INT, "500", NULL},
-    {"patience", EXP_T_INT, "20", NULL},
-    {"max-epochs", EXP_T_INT, "500", NULL},
-    {"seed", EXP_T_INT, "42", NULL},
-    {"threads", EXP_T_INT, "2", NULL},
+    {"arch", EXP_T_STR, "lru", NULL}, /* checked against the registered architectures */
+    {"max-len", EXP_T_INT, RT_DEF, NULL},
+    {"hidden", EXP_T_INT, RT_DEF, NULL},
+    {"blocks", EXP_T_INT, RT_DEF, NULL},
+    {"heads", EXP_T_INT, RT_DEF, NULL},
+    {"dropout", EXP_T_FLOAT, RT_DEF, NULL},
+    {"attn-dropout", EXP_T_FLOAT, RT_DEF, NULL},
+    {"mask-prob", EXP_T_FLOAT, RT_DEF, NULL},
+    {"reg-weight", EXP_T_FLOAT, RT_DEF, NULL},
+    {"batch", EXP_T_INT, RT_DEF, NULL},
+    {"lr", EXP_T_FLOAT, RT_DEF, NULL},
+    {"weight-decay", EXP_T_FLOAT, RT_DEF, NULL},
+    {"val-every", EXP_T_INT, RT_DEF, NULL},
+    {"patience", EXP_T_INT, RT_DEF, NULL},
+    {"max-epochs", EXP_T_INT, RT_DEF, NULL},
+    {"seed", EXP_T_INT, RT_DEF, NULL},
+    {"threads", EXP_T_INT, RT_DEF, NULL},
     {NULL, 0, NULL, NULL},
 };
+
+int exp_retriever_default(const char *arch, const mr_dataset *d, const char *flag, char *buf, size_t n) {
+    rt_train_options o;
+    mr_error e = {0};
+    if (rt_train_defaults(&o, d, arch ? arch : "lru", &e)) return 0;
+    if (!d && (!strcmp(flag, "max-len") || !strcmp(flag, "batch"))) return 0; /* the dataset's */
+    const rt_config *m = &o.model;
+    if (!strcmp(flag, "arch")) snprintf(buf, n, "%s", m->arch);
+    else if (!strcmp(flag, "max-len")) snprintf(buf, n, "%d", m->max_len);
+    else if (!strcmp(flag, "hidden")) snprintf(buf, n, "%d", m->hidden);
+    else if (!strcmp(flag, "blocks")) snprintf(buf, n, "%d", m->blocks);
+    else if (!strcmp(flag, "heads")) snprintf(buf, n, "%d", m->heads);
+    else if (!strcmp(flag, "dropout")) snprintf(buf, n, "%g", (double)m->dropout);
+    else if (!strcmp(flag, "attn-dropout")) snprintf(buf, n, "%g", (double)m->attn_dropout);
+    else if (!strcmp(flag, "mask-prob")) snprintf(buf, n, "%g", (double)m->mask_prob);
+    else if (!strcmp(flag, "reg-weight")) snprintf(buf, n, "%g", (double)m->reg_weight);
+    else if (!strcmp(flag, "batch")) snprintf(buf, n, "%d", o.batch);
+    else if (!strcmp(flag, "lr")) snprintf(buf, n, "%g", o.lr);
+    else if (!strcmp(flag, "weight-decay")) snprintf(buf, n, "%g", o.weight_decay);
+    else if (!strcmp(flag, "val-every")) snprintf(buf, n, "%ld", o.val_every);
+    else if (!strcmp(flag, "patience")) snprintf(buf, n, "%d", o.patience);
+    else if (!strcmp(flag, "max-epochs")) snprintf(buf, n, "%d", o.max_epochs);
+    else if (!strcmp(flag, "seed")) snprintf(buf, n, "%llu", (unsigned long long)o.seed);
+    else if (!strcmp(flag, "threads")) snprintf(buf, n, "%d", o.threads);
+    else return 0;
+    return 1;
+}
 /* the flags ranker train and ranker eval share (the prompt and the model) */
 #define RANKER_COMMON_FLAGS                                      \
     {"model", EXP_T_STR, NULL, NULL},                            \
@@ -134,6 +171,16 @@ static int check_value(const char *file, int line, const char *key, const exp_fl
             return mr_fail(e, MR_ERR_INPUT, "%s:%d: %s: expected true or false, got '%s'", file, line, key, v);
         break;
     case EXP_T_STR:
+        if (f == &RETRIEVER_FLAGS[0]) { /* arch: a registered architecture */
+            rt_train_options o;
+            mr_error ae = {0};
+            if (rt_train_defaults(&o, NULL, v, &ae)) {
+                char names[256];
+                rt_arch_names(names, sizeof names);
+                return mr_fail(e, MR_ERR_INPUT, "%s:%d: %s: %s '%s' (this build has: %s)", file, line, key,
+                               rt_arch_find(v) ? "architecture not trainable yet" : "unknown architecture", v, names);
+            }
+        }
         break;
     }
     if (f->choices) {

@@ -1,6 +1,9 @@
 /* The experiment runner: every stage of every run as a child process of the
  * mllm4rec binary, in its own process group and killed with the runner
  * (PR_SET_PDEATHSIG), so a SIGKILL of `experiment run` leaves nothing running.
+ * Signals are the caller's (the CLI's): it passes its interrupt flag, which the
+ * runner polls while a child runs; once it is set, the child's process group gets
+ * SIGTERM (trainers checkpoint and stop) and no further stage starts.
  *
  * Bookkeeping lives beside each stage's folder, never inside it (prepare --force
  * replaces its folder; training commands own theirs): STAGE.log (the child's
@@ -19,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mllm4rec/dataset.h"
@@ -76,11 +80,10 @@ static char *av_line(const argvec *a, int from, mr_error *e) {
     return s;
 }
 
-static volatile sig_atomic_t g_child_pgid = 0, g_stop = 0;
+static int stopped(volatile sig_atomic_t *stop) { return stop && *stop; }
 
-static void on_signal(int sig) {
-    g_stop = sig;
-    if (g_child_pgid > 0) kill(-(pid_t)g_child_pgid, SIGTERM);
+static int interrupted(volatile sig_atomic_t *stop, mr_error *e) {
+    return mr_fail(e, MR_ERR_INPUT, "interrupted (signal %d); run the experiment again to continue", (int)*stop);
 }
 
 /* Last non-empty line of a log, for the error message. */
@@ -101,8 +104,11 @@ static void log_tail(const char *path, char *buf, size_t sz) {
     fclose(f);
 }
 
-/* Runs argv (argv[0] = the binary) with stdout and stderr appended to log_path. */
-static int run_child(const argvec *a, const char *log_path, mr_error *e) {
+/* Runs argv (argv[0] = the binary) with stdout and stderr appended to log_path.
+ * Polls *stop (may be NULL) while the child runs: once it is set, the child's
+ * process group gets SIGTERM and the child is waited for. */
+static int run_child(const argvec *a, const char *log_path, volatile sig_atomic_t *stop, mr_error *e) {
+    if (stopped(stop)) return interrupted(stop, e);
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return mr_fail(e, MR_ERR_INPUT, "%s: cannot open for writing: %s", log_path, strerror(errno));
     char *line = av_line(a, 0, e);
@@ -121,8 +127,7 @@ static int run_child(const argvec *a, const char *log_path, mr_error *e) {
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(137); /* the runner died before prctl */
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
+        /* the caller's signal handlers are reset to the default by execv */
         if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
@@ -131,18 +136,25 @@ static int run_child(const argvec *a, const char *log_path, mr_error *e) {
         _exit(127);
     }
     close(fd);
-    setpgid(pid, pid); /* also here, so the group exists before a signal reaches us */
-    g_child_pgid = pid;
-    int status = 0;
+    setpgid(pid, pid); /* also here, so the group exists before we signal it */
+    int status = 0, termed = 0;
     pid_t w;
-    while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
+    for (;;) {
+        w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR)) break;
+        if (!termed && stopped(stop)) {
+            kill(-pid, SIGTERM); /* the whole group: a child's own children too */
+            termed = 1;
+        }
+        /* 20 ms between looks; a signal to this process cuts the sleep short */
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
     }
-    g_child_pgid = 0;
     if (w < 0) return mr_fail(e, MR_ERR_INTERNAL, "waitpid: %s", strerror(errno));
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return MR_OK;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return MR_OK; /* finished: its .done is written */
+    if (stopped(stop)) return interrupted(stop, e);
     char tail[600];
     log_tail(log_path, tail, sizeof tail);
-    if (g_stop) return mr_fail(e, MR_ERR_INPUT, "interrupted (signal %d); run the experiment again to continue", (int)g_stop);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return mr_fail(e, code == 3 ? MR_ERR_INTERNAL : MR_ERR_INPUT, "%s %s exited with status %d (log %s): %s",
                    a->n > 1 ? a->v[1] : "", a->n > 2 ? a->v[2] : "", code, log_path, tail);
@@ -154,6 +166,7 @@ typedef struct runner {
     int dry_run;
     FILE *plan;
     int max_k;
+    volatile sig_atomic_t *stop; /* the caller's interrupt flag; may be NULL */
 } runner;
 
 static char *out_path(const runner *R, const char *rel, const char *suffix, mr_error *e) {
@@ -284,8 +297,8 @@ static int run_stage(const runner *R, const exp_run *r, int s, const char *label
     rc = mr_mkdir_p(parent, e);
     free(parent);
     if (rc) goto out;
-    if ((rc = run_child(cmd, log, e))) goto out;
-    if (extra && (rc = run_child(extra, log, e))) goto out;
+    if ((rc = run_child(cmd, log, R->stop, e))) goto out;
+    if (extra && (rc = run_child(extra, log, R->stop, e))) goto out;
     if (s == EXP_RETRIEVER || s == EXP_RANKER) {
         mr_error ce = {0};
         if (exp_write_curves(dir, &ce)) mr_log("warning: %s: no curves.svg: %s", dir, ce.msg);
@@ -314,23 +327,22 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
     const exp_config *c = R->c;
     char *path = out_path(R, r->dir, "/config.yaml", e);
     if (!path) return MR_ERR_INTERNAL;
-    /* max-len and batch default from the dataset, as retriever train decides them */
-    char def_maxlen[32] = "", def_batch[32] = "";
+    /* the retriever's defaults are those of its architecture (and max-len and batch
+     * those of the dataset), as retriever train decides them */
+    mr_dataset d;
+    int have_d = 0;
     if (!R->dry_run || mr_is_dir(dataset)) {
-        mr_dataset d;
         mr_error de = {0};
-        if (!mr_dataset_load(&d, dataset, &de)) {
-            rt_train_options o;
-            rt_train_defaults(&o, &d, "lru", &de);
-            snprintf(def_maxlen, sizeof def_maxlen, "%d", o.model.max_len);
-            snprintf(def_batch, sizeof def_batch, "%d", o.batch);
-            mr_dataset_free(&d);
-        }
+        have_d = !mr_dataset_load(&d, dataset, &de);
     }
+    const char *arch = exp_flag_value(c, r, EXP_RETRIEVER, "arch");
     mr_atomic_file af;
     int rc = mr_atomic_open(&af, path, e);
     free(path);
-    if (rc) return rc;
+    if (rc) {
+        if (have_d) mr_dataset_free(&d);
+        return rc;
+    }
     FILE *f = af.f;
     fprintf(f, "# run %d of experiment %s: every flag of every stage, defaults included\n", r->index + 1, c->name);
     fprintf(f, "experiment: ");
@@ -356,8 +368,9 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
         for (const exp_flag_def *fl = exp_stage_flags(s); fl->name; fl++) {
             const char *v = exp_flag_value(c, r, s, fl->name);
             const char *def = fl->def;
-            if (s == EXP_RETRIEVER && !strcmp(fl->name, "max-len")) def = def_maxlen[0] ? def_maxlen : NULL;
-            if (s == EXP_RETRIEVER && !strcmp(fl->name, "batch")) def = def_batch[0] ? def_batch : NULL;
+            char rt_def[64];
+            if (s == EXP_RETRIEVER)
+                def = exp_retriever_default(arch, have_d ? &d : NULL, fl->name, rt_def, sizeof rt_def) ? rt_def : NULL;
             if (!strcmp(fl->name, "captions")) { /* the template's own choice */
                 const char *t = exp_flag_value(c, r, s, "template");
                 def = t && !strcmp(t, "llamarec") ? "off" : "on";
@@ -369,6 +382,7 @@ static int write_run_config(const runner *R, const exp_run *r, const char *datas
         }
         if (s == EXP_RETRIEVER) fprintf(f, "  candidates: %d  # exported per user (the largest num-candidates, at least 20)\n", R->max_k);
     }
+    if (have_d) mr_dataset_free(&d);
     return mr_atomic_commit(&af, e);
 }
 
@@ -513,17 +527,13 @@ static int prepare_stage(const runner *R, const exp_run *r0, mr_error *e) {
     return rc;
 }
 
-int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan, mr_error *e) {
+int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int dry_run, FILE *plan,
+                volatile sig_atomic_t *stop, mr_error *e) {
     exp_run *runs = NULL;
     int n = 0, rc;
     if ((rc = exp_expand(c, &runs, &n, e))) return rc;
-    runner R = {.c = c, .out = out_dir, .exe = exe, .dry_run = dry_run, .plan = plan};
+    runner R = {.c = c, .out = out_dir, .exe = exe, .dry_run = dry_run, .plan = plan, .stop = stop};
     R.max_k = exp_max_candidates(c, runs, n);
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    g_stop = 0;
     if (!dry_run) {
         if ((rc = mr_mkdir_p(out_dir, e))) goto done;
         /* the config as given, for `experiment report` */
@@ -531,14 +541,12 @@ int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int d
         rc = dst ? copy_file(c->path, dst, e) : MR_ERR_INTERNAL;
         free(dst);
         if (rc) goto done;
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
     }
     if (dry_run) fprintf(plan, "# experiment %s: %d runs in %s\n", c->name, n, out_dir);
-    if (c->stage[EXP_PREPARE].present && (rc = prepare_stage(&R, &runs[0], e))) goto restore;
+    if (c->stage[EXP_PREPARE].present && (rc = prepare_stage(&R, &runs[0], e))) goto done;
     for (int i = 0; i < n && !rc; i++) {
-        if (g_stop) {
-            rc = mr_fail(e, MR_ERR_INPUT, "interrupted (signal %d); run the experiment again to continue", (int)g_stop);
+        if (stopped(stop)) {
+            rc = interrupted(stop, e);
             break;
         }
         if (dry_run) fprintf(plan, "# run %s\n", runs[i].dir);
@@ -546,11 +554,6 @@ int exp_run_all(const exp_config *c, const char *out_dir, const char *exe, int d
         if (rc) mr_error_prefix(e, "run %s: ", runs[i].dir);
     }
     if (!rc && !dry_run) rc = exp_report(c, out_dir, e);
-restore:
-    if (!dry_run) {
-        sigaction(SIGINT, &old_int, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
-    }
 done:
     exp_runs_free(runs, n);
     return rc;

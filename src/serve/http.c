@@ -134,7 +134,7 @@ static void *retriever_worker(void *arg) {
     mr_rec_result *out = calloc((size_t)s->o.max_batch, sizeof *out);
     /* one forward of the largest batch first: every page of the workspace is
      * touched before the first request, so the resident size stays flat under load */
-    const int L = s->r->lru.cfg.max_len;
+    const int L = s->r->rt.cfg.max_len;
     int32_t *warm = malloc((size_t)L * sizeof *warm);
     if (w && q && out && warm) {
         for (int i = 0; i < L; i++) warm[i] = (int32_t)(i % s->r->d.n_items + 1);
@@ -439,6 +439,7 @@ static enum MHD_Result handle_healthz(server *s, struct MHD_Connection *c, int *
     json_object_set_new(o, "items", json_integer(s->r->d.n_items));
     json_object_set_new(o, "users", json_integer(s->r->d.n_users));
     json_object_set_new(o, "retriever", json_true());
+    json_object_set_new(o, "retriever_arch", json_string(s->r->rt.cfg.arch)); /* from the run's file */
     json_object_set_new(o, "llm", s->r->rr ? json_string(mr_rerank_model_name(s->r)) : json_null());
     *status = 200;
     return send_json(c, 200, o, NULL, NULL);

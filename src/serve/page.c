@@ -119,7 +119,7 @@ const char mr_serve_page_html[] =
     "(async () => {\n"
     "  try {\n"
     "    const h = await (await fetch('/healthz')).json();\n"
-    "    $('model').textContent = (h.dataset || '') + ' \\u00b7 ' + h.items + ' items \\u00b7 LRURec retriever' +\n"
+    "    $('model').textContent = (h.dataset || '') + ' \\u00b7 ' + h.items + ' items \\u00b7 ' + (h.retriever_arch || 'lru') + ' retriever' +\n"
     "      (h.llm ? ' + LLM ' + h.llm : '');\n"
     "    if (h.llm) { $('rerankbox').style.display = 'block'; }\n"
     "  } catch (e) {}\n"

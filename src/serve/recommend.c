@@ -1,4 +1,4 @@
-/* The recommender: dataset + LRURec retriever (+ the LLM ranker) loaded once;
+/* The recommender: dataset + retriever of any architecture (+ the LLM ranker) loaded once;
  * retriever ranking of a batch of histories in one forward; the result JSON. */
 #include "mllm4rec/serve.h"
 
@@ -32,15 +32,16 @@ int mr_recommender_open(mr_recommender *r, const mr_rec_options *o, mr_error *e)
     char *p = mr_is_dir(o->retriever_run) ? mr_path_join(o->retriever_run, "retriever.safetensors", e)
                                           : mr_strdup(o->retriever_run, e);
     if (!p) goto fail;
-    rc = lru_model_load(&r->lru, p, e);
+    /* the architecture comes from the file (rt_model_load reads it) */
+    rc = rt_model_load(&r->rt, p, e);
     if (rc) {
         mr_error_prefix(e, "retriever %s: ", p);
         free(p);
         goto fail;
     }
-    r->have_lru = 1;
-    if ((int64_t)r->lru.cfg.n_items != r->d.n_items) {
-        rc = mr_fail(e, MR_ERR_INPUT, "retriever %s has %d items but dataset %s has %lld", p, r->lru.cfg.n_items,
+    r->have_rt = 1;
+    if ((int64_t)r->rt.cfg.n_items != r->d.n_items) {
+        rc = mr_fail(e, MR_ERR_INPUT, "retriever %s has %d items but dataset %s has %lld", p, r->rt.cfg.n_items,
                      o->dataset, (long long)r->d.n_items);
         free(p);
         goto fail;
@@ -56,7 +57,7 @@ fail:
 
 void mr_recommender_close(mr_recommender *r) {
     mr_reranker_close(r);
-    if (r->have_lru) lru_model_free(&r->lru);
+    if (r->have_rt) rt_model_free(&r->rt);
     if (r->have_d) mr_dataset_free(&r->d);
     memset(r, 0, sizeof *r);
 }
@@ -86,7 +87,8 @@ int mr_rec_check_history(const mr_recommender *r, const int32_t *hist, int n, mr
 
 struct mr_rec_ws {
     int max_batch, L, V;
-    lru_acts *acts;
+    const rt_arch *arch; /* the one that made acts */
+    void *acts;
     float *scores;   /* [max_batch, V] */
     int32_t *tokens; /* [max_batch * L] */
     int *seq_start;  /* [max_batch + 1] */
@@ -97,9 +99,10 @@ mr_rec_ws *mr_rec_ws_new(const mr_recommender *r, int max_batch, mr_error *e) {
     mr_rec_ws *w = mr_calloc(1, sizeof *w, e);
     if (!w) return NULL;
     w->max_batch = max_batch;
-    w->L = r->lru.cfg.max_len;
-    w->V = r->lru.cfg.n_items + 1;
-    int rc = lru_acts_create(&w->acts, &r->lru, max_batch * w->L, max_batch, 0, e);
+    w->L = r->rt.cfg.max_len;
+    w->V = r->rt.cfg.n_items + 1;
+    w->arch = r->rt.arch;
+    int rc = w->arch->acts_create(&w->acts, &r->rt, max_batch * w->L, max_batch, e);
     if (!rc) {
         w->scores = mr_alloc_aligned((size_t)max_batch * w->V * sizeof(float), e);
         w->tokens = mr_alloc((size_t)max_batch * w->L * sizeof(int32_t), e);
@@ -114,7 +117,7 @@ mr_rec_ws *mr_rec_ws_new(const mr_recommender *r, int max_batch, mr_error *e) {
 
 void mr_rec_ws_free(mr_rec_ws *w) {
     if (!w) return;
-    lru_acts_free(w->acts);
+    if (w->acts) w->arch->acts_free(w->acts);
     free(w->scores);
     free(w->tokens);
     free(w->seq_start);
@@ -190,8 +193,8 @@ int mr_rec_retrieve(const mr_recommender *r, mr_rec_ws *w, const mr_rec_query *q
         nr += take;
         w->seq_start[s + 1] = nr;
     }
-    lru_batch b = {.n_seqs = n, .n_rows = nr, .seq_start = w->seq_start, .tokens = w->tokens, .labels = NULL};
-    lru_scores_last(&r->lru, w->acts, &b, w->scores);
+    rt_batch b = {.n_seqs = n, .n_rows = nr, .seq_start = w->seq_start, .tokens = w->tokens, .labels = NULL};
+    r->rt.arch->scores_last(&r->rt, w->acts, &b, w->scores);
     for (int s = 0; s < n; s++) {
         float *row = w->scores + (size_t)s * V;
         row[0] = -INFINITY;
