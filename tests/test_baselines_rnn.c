@@ -114,7 +114,7 @@ static int case_load(ref_case *c, const char *arch, mr_error *e) {
 }
 
 static rt_batch case_batch(const ref_case *c, int with_labels) {
-    rt_batch b = {c->n_seqs, c->n_rows, c->seq_start, c->tokens, with_labels ? c->labels : NULL, c->example};
+    rt_batch b = {c->n_seqs, c->n_rows, c->seq_start, c->tokens, with_labels ? c->labels : NULL, c->example, NULL, NULL};
     return b;
 }
 
@@ -291,7 +291,7 @@ static void threads_and_keys(const char *arch) {
     int counted = 0;
     for (int s = 0; s < c.n_seqs; s++) {
         int st[2] = {0, c.seq_start[s + 1] - c.seq_start[s]};
-        rt_batch one = {1, st[1], st, c.tokens + c.seq_start[s], c.labels + c.seq_start[s], c.example + s};
+        rt_batch one = {1, st[1], st, c.tokens + c.seq_start[s], c.labels + c.seq_start[s], c.example + s, NULL, NULL};
         rows_one = 0;
         for (int r = c.seq_start[s]; r < c.seq_start[s + 1]; r++)
             rows_one += c.labels[r] > 0 && !(r == c.seq_start[s] && c.tokens[r] == 0);

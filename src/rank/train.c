@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void mr_rank_train_opts_default(mr_rank_train_opts *o) {
@@ -211,6 +212,12 @@ static double adamw_step(llm_adapter *l, float *m, float *v, int64_t t, double l
 
 /* ---- many ranks ---- */
 
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Every rank must hold the same adapter after each step (the summed gradient is the
  * same on every rank, and so is the AdamW step): a hash of its bytes compared over
  * the ranks (the maximum of h and of -h agree only when every rank has h). */
@@ -334,7 +341,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     const int32_t *seq;
     double loss_acc = 0, norm_acc = 0;
     int64_t loss_n = 0, tokens = 0, examples = 0;
-    double train_s = 0;
+    double train_s = 0, train_cpu = 0; /* in forwards, backwards and optimiser steps */
     const double t0 = mr_now();
     mr_progress prog;
     mr_progress_start(&prog, "ranker training", total_steps);
@@ -366,9 +373,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
             llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
                                  .dropout_seed = mr_hash2(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
-            const double ts = mr_now();
+            const double ts = mr_now(), cs = cpu_now();
             rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
             train_s += mr_now() - ts;
+            train_cpu += cpu_now() - cs;
             if (rc) goto stop;
             free(ids);
             ids = NULL;
@@ -394,9 +402,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
         /* the batch's gradient: the sum of every rank's share */
         if ((rc = mr_dist_allreduce_sum_f32(l->buf + l->n_params, (size_t)l->n_params, e))) goto stop;
         const double lr = lr_at(o, h.step, total_steps);
-        const double ts = mr_now();
+        const double ts = mr_now(), cs = cpu_now();
         const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
         train_s += mr_now() - ts;
+        train_cpu += cpu_now() - cs;
         h.step++;
         if ((rc = same_adapter_on_every_rank(l, h.step, e))) goto stop;
         batch_loss /= o->batch;
@@ -449,18 +458,25 @@ stop:
     mr_progress_end(&prog);
     if (rc) goto done;
     {
-        /* the job's throughput: every rank's examples and tokens, over the slowest rank's time */
+        /* the job's throughput: every rank's examples and tokens, over the slowest rank's
+         * time in training steps; the busiest rank's CPU time in them (the speed on free
+         * cores: MPI's busy waiting in the sums is not in it) */
         double counts[2] = {(double)examples, (double)tokens};
-        int64_t train_us = (int64_t)(train_s * 1e6);
-        if ((rc = mr_dist_allreduce_sum_f64(counts, 2, e)) || (rc = mr_dist_allreduce_max_i64(&train_us, 1, e)))
-            goto done;
+        int64_t us[2] = {(int64_t)(train_s * 1e6), (int64_t)(train_cpu * 1e6)};
+        if ((rc = mr_dist_allreduce_sum_f64(counts, 2, e)) || (rc = mr_dist_allreduce_max_i64(us, 2, e))) goto done;
         if (mr_dist_size() > 1) {
             examples = (int64_t)counts[0];
             tokens = (int64_t)counts[1];
-            train_s = (double)train_us / 1e6;
+            train_s = (double)us[0] * 1e-6;
+            train_cpu = (double)us[1] * 1e-6;
         }
     }
     res->seconds = mr_now() - t0;
+    res->train_cpu_seconds = train_cpu;
+    mr_log("trained %lld examples (%lld tokens) in %.3f s on %d rank%s (%.3f examples/s; CPU time in training steps "
+           "%.3f s on the busiest rank)",
+           (long long)examples, (long long)tokens, res->seconds, mr_dist_size(), mr_dist_size() > 1 ? "s" : "",
+           res->seconds > 0 ? (double)examples / res->seconds : 0.0, train_cpu);
     res->examples_per_second = res->seconds > 0 ? examples / res->seconds : 0;
     res->tokens_per_second = res->seconds > 0 ? tokens / res->seconds : 0;
     res->train_seconds = train_s;
