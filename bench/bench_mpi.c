@@ -13,10 +13,22 @@
  * metrics.json. The load average is printed: on a shared machine the ratio is only
  * as good as the two free cores.
  *
+ * Then data-parallel LoRA training (`ranker train`, stories260K) with the same global
+ * batch on 1 process x 1 thread and on np ranks x 1 thread: the training examples per
+ * second that `ranker train` reports (the whole loop: steps, the gradient sums, the
+ * final validation of a few users), its ratio (goal: at least 1.7x), the CPU-bound
+ * ratio (one process's CPU seconds in training steps against the busiest rank's,
+ * MPI's busy waiting excluded), the end-to-end wall times, and how far the two
+ * adapters are apart (largest max|diff| / max|t| over the tensors; printed, not
+ * counted as a failure).
+ *
  *   build/bench/bench_mpi            (MLLM4REC_BIN overrides build/mllm4rec)
  * Environment: MLLM4REC_BENCH_USERS_SMALL (48; stories260K users), MLLM4REC_BENCH_USERS
  * (8; SmolLM2-shaped users), MLLM4REC_BENCH_TOKENS (1024; prompt cap of the 135M model),
- * MLLM4REC_BENCH_NP (2). */
+ * MLLM4REC_BENCH_NP (2), MLLM4REC_BENCH_TRAIN_STEPS (8; optimizer steps of the training
+ * case), MLLM4REC_BENCH_TRAIN_BATCH (8; its global batch), MLLM4REC_BENCH_TRAIN_ONLY (1:
+ * the training case alone). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +36,7 @@
 #include <unistd.h>
 
 #include "mllm4rec/base.h"
+#include "mllm4rec/llm.h"
 
 static const char *bin(void) {
     const char *b = getenv("MLLM4REC_BIN");
@@ -144,6 +157,89 @@ static int run_eval(const char *model, const char *world, const char *out, int n
     return 0;
 }
 
+typedef struct train_fig {
+    double examples_per_s, wall_s, cpu_s; /* cpu_s: the busiest rank's CPU seconds in training steps */
+    long examples;
+} train_fig;
+
+/* Runs one `ranker train` (np 0: no mpirun) and reads its "trained N examples" line. */
+static int run_train(const char *model, const char *world, const char *out, int np, int batch, int steps,
+                     train_fig *f) {
+    char cmd[4096], log[1200];
+    snprintf(log, sizeof log, "%s.log", out);
+    char mpi[256] = "";
+    if (np)
+        snprintf(mpi, sizeof mpi, "mpirun %s--oversubscribe -np %d ", geteuid() == 0 ? "--allow-run-as-root " : "",
+                 np);
+    snprintf(cmd, sizeof cmd,
+             "%s%s ranker train --dataset %s --candidates %s/cands.tsv --model %s --threads 1 --max-tokens 512 "
+             "--batch %d --max-steps %d --val-every %d --val-users 4 --warmup 1 --lr 1e-3 --force --out %s "
+             ">/dev/null 2>%s",
+             mpi, bin(), world, world, model, batch, steps, steps, out, log);
+    double t0 = mr_now();
+    int rc = system(cmd);
+    f->wall_s = mr_now() - t0;
+    if (rc) return fprintf(stderr, "failed (%d): %s\n", rc, cmd), 1;
+    char *text;
+    size_t len;
+    mr_error e = {0};
+    if (mr_read_file(log, &text, &len, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
+    const char *l = strstr(text, "trained ");
+    const char *p = l ? strstr(l, "examples/s; CPU time in training steps ") : NULL;
+    double secs;
+    long tokens;
+    if (!l || !p || sscanf(l, "trained %ld examples (%ld tokens) in %lf s", &f->examples, &tokens, &secs) != 3 ||
+        sscanf(p, "examples/s; CPU time in training steps %lf", &f->cpu_s) != 1) {
+        fprintf(stderr, "no 'trained N examples' line in %s\n", log);
+        free(text);
+        return 1;
+    }
+    f->examples_per_s = secs > 0 ? (double)f->examples / secs : 0;
+    free(text);
+    return 0;
+}
+
+/* Both adapters read through the project's reader agree: every tensor t, max|diff| <= 1e-6 max|t|.
+ * *worst: the largest max|diff| / max|t| over the tensors. */
+static int same_adapter(const char *model, const char *a, const char *b, double *worst) {
+    llm_model m;
+    llm_adapter x, y;
+    mr_error e = {0};
+    if (llm_load(&m, model, &e)) return fprintf(stderr, "%s\n", e.msg), 0;
+    int ok = 0;
+    *worst = INFINITY;
+    if (!llm_adapter_read_gguf(&x, &m, a, &e)) {
+        *worst = 0;
+        if (!llm_adapter_read_gguf(&y, &m, b, &e)) {
+            ok = x.n_params == y.n_params && x.n_layer == y.n_layer;
+            for (int i = 0; ok && i < x.n_layer * LLM_LORA_N_TARGETS; i++) {
+                const llm_lora *p = &x.mats[i], *q = &y.mats[i];
+                if (!p->a || !q->a) {
+                    ok = !p->a == !q->a;
+                    continue;
+                }
+                for (int ab = 0; ab < 2; ab++) {
+                    const float *u = ab ? p->b : p->a, *v = ab ? q->b : q->a;
+                    const size_t n = (size_t)p->rank * (size_t)(ab ? p->out : p->in);
+                    double mx = 0, d = 0;
+                    for (size_t k = 0; k < n; k++) {
+                        if (fabs(u[k]) > mx) mx = fabs(u[k]);
+                        if (fabs((double)u[k] - v[k]) > d) d = fabs((double)u[k] - v[k]);
+                    }
+                    if (d > 1e-6 * mx) ok = 0;
+                    const double ratio = mx > 0 ? d / mx : (d > 0 ? INFINITY : 0);
+                    if (ratio > *worst) *worst = ratio;
+                }
+            }
+            llm_adapter_free(&y);
+        }
+        llm_adapter_free(&x);
+    }
+    if (e.code) fprintf(stderr, "%s\n", e.msg);
+    llm_free(&m);
+    return ok;
+}
+
 static int same_file(const char *a, const char *b) {
     char *x = NULL, *y = NULL;
     size_t nx = 0, ny = 0;
@@ -195,7 +291,8 @@ int main(void) {
     size_t jn = (size_t)snprintf(json, sizeof json, "{\"bench\": \"mpi_ranker_eval\", \"np\": %d, \"loadavg\": \"%s\", \"cases\": [",
                                  np, loadavg);
     int bad = 0;
-    for (int c = 0; c < 2; c++) {
+    const int eval_cases = env_int("MLLM4REC_BENCH_TRAIN_ONLY", 0) ? 0 : 2;
+    for (int c = 0; c < eval_cases; c++) {
         if (!mr_file_exists(cases[c].model)) {
             printf("| %s | absent | | | | | | |\n", cases[c].name);
             continue;
@@ -225,7 +322,45 @@ int main(void) {
                                c ? ", " : "", cases[c].name, f1.users, f1.prompts_per_s, np, f2.prompts_per_s, ratio,
                                cpu_ratio, f1.wall_s, np, f2.wall_s, same ? "true" : "false");
     }
-    snprintf(json + jn, sizeof json - jn, "]}");
+    /* data-parallel LoRA training */
+    const char *tmodel = cases[0].model;
+    if (mr_file_exists(tmodel)) {
+        const int batch = env_int("MLLM4REC_BENCH_TRAIN_BATCH", 8), steps = env_int("MLLM4REC_BENCH_TRAIN_STEPS", 8);
+        char world[256], o1[300], o2[300], a1[400], a2[400];
+        snprintf(world, sizeof world, "build/bench/mpi-world-%d", cases[0].users);
+        snprintf(o1, sizeof o1, "build/bench/mpi-train-1");
+        snprintf(o2, sizeof o2, "build/bench/mpi-train-%d", np);
+        train_fig f1, f2;
+        if (write_world(world, cases[0].users) || run_train(tmodel, world, o1, 0, batch, steps, &f1) ||
+            run_train(tmodel, world, o2, np, batch, steps, &f2))
+            return 1;
+        snprintf(a1, sizeof a1, "%s/adapter.gguf", o1);
+        snprintf(a2, sizeof a2, "%s/adapter.gguf", o2);
+        double worst = INFINITY;
+        /* reported, not a failure: the sums' order differs from one process's, and AdamW
+         * can magnify that in elements whose gradient is near zero (tests/test_mpi.c
+         * holds the bound on its run) */
+        const int same = same_adapter(tmodel, a1, a2, &worst);
+        const double ratio = f1.examples_per_s > 0 ? f2.examples_per_s / f1.examples_per_s : 0;
+        const double cpu_ratio = f2.cpu_s > 0 ? f1.cpu_s / f2.cpu_s : 0;
+        printf("\nranker train (LoRA, %s), global batch %d, %d steps: 1 process x 1 thread against %d ranks x 1 "
+               "thread\n\n",
+               cases[0].name, batch, steps, np);
+        printf("| examples | 1x1 examples/s | %dx1 examples/s | ratio | CPU-bound ratio | 1x1 wall s | %dx1 wall s | "
+               "adapter max|diff| / max|t| (<= 1e-6) |\n|---:|---:|---:|---:|---:|---:|---:|---|\n",
+               np, np);
+        printf("| %ld | %.3f | %.3f | %.2fx (goal 1.7x) | %.2fx | %.1f | %.1f | %.2g %s |\n", f1.examples,
+               f1.examples_per_s, f2.examples_per_s, ratio, cpu_ratio, f1.wall_s, f2.wall_s, worst,
+               same ? "yes" : "NO");
+        jn += (size_t)snprintf(json + jn, sizeof json - jn,
+                               "], \"train\": {\"model\": \"%s\", \"batch\": %d, \"steps\": %d, \"examples\": %ld, "
+                               "\"examples_per_s_1x1\": %.4f, \"examples_per_s_%dx1\": %.4f, \"ratio\": %.4f, "
+                               "\"cpu_ratio\": %.4f, \"wall_s_1x1\": %.3f, \"wall_s_%dx1\": %.3f, \"adapter_diff\": %.3g, \"same_adapter\": %s}}",
+                               cases[0].name, batch, steps, f1.examples, f1.examples_per_s, np, f2.examples_per_s, ratio,
+                               cpu_ratio, f1.wall_s, np, f2.wall_s, worst, same ? "true" : "false");
+    } else {
+        jn += (size_t)snprintf(json + jn, sizeof json - jn, "]}");
+    }
     printf("\n%s\n", json);
     return bad;
 }

@@ -1,18 +1,25 @@
 /* Open MPI (mllm4rec/dist.h, docs/scale.md): `ranker eval`, `caption`, `retriever eval`
  * and `retriever candidates` on 2 ranks x 1 thread write the files of 1 process x 1
- * thread, byte for byte; a rank that fails ends the whole job with its message and a
+ * thread, byte for byte; data-parallel `ranker train` on 2 ranks ends with the adapter
+ * (up to the reduction order) and the validation NDCG of 1 process with the same
+ * global batch, also when killed (SIGKILL) and resumed on 2 ranks or on 1; a rank that fails ends the whole job with its message and a
  * non-zero exit instead of leaving the others waiting; commands that do not share
  * their work refuse to run on several ranks. Skips (visibly) when mpirun is absent
  * or the build has no MPI (make MPI=0). */
+#include <dirent.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mllm4rec/dist.h"
+#include "mllm4rec/llm.h"
 #include "test.h"
 
 static const char *bin(void) {
@@ -172,6 +179,251 @@ TEST(ranker_eval_two_ranks_equal_one) {
     snprintf(pa, sizeof pa, "%s_test/metrics.json", test_tmp_path("rank1"));
     snprintf(pb, sizeof pb, "%s/metrics.json", b);
     CHECK_MSG(same_file(pa, pb), "metrics.json of 3 ranks differs from 1 process's");
+}
+
+/* ---- data-parallel ranker train ---- */
+
+/* The adapters a and b (read through the project's GGUF reader) agree: every tensor t,
+ * max|diff| <= 1e-6 max|t|. Fills worst with the largest ratio seen. */
+static int same_adapter(const llm_model *m, const char *a, const char *b, double *worst) {
+    llm_adapter x, y;
+    mr_error e = {0};
+    *worst = INFINITY;
+    if (llm_adapter_read_gguf(&x, m, a, &e)) {
+        fprintf(stderr, "  %s\n", e.msg);
+        return 0;
+    }
+    if (llm_adapter_read_gguf(&y, m, b, &e)) {
+        fprintf(stderr, "  %s\n", e.msg);
+        llm_adapter_free(&x);
+        return 0;
+    }
+    int ok = x.n_params == y.n_params && x.n_layer == y.n_layer && x.r == y.r;
+    *worst = 0;
+    for (int i = 0; ok && i < x.n_layer * LLM_LORA_N_TARGETS; i++) {
+        const llm_lora *p = &x.mats[i], *q = &y.mats[i];
+        if (!p->a != !q->a || (p->a && (p->in != q->in || p->out != q->out || p->rank != q->rank))) {
+            ok = 0;
+            break;
+        }
+        if (!p->a) continue;
+        for (int ab = 0; ab < 2; ab++) {
+            const float *u = ab ? p->b : p->a, *v = ab ? q->b : q->a;
+            const size_t n = (size_t)p->rank * (size_t)(ab ? p->out : p->in);
+            double mx = 0, d = 0;
+            for (size_t k = 0; k < n; k++) {
+                if (fabs(u[k]) > mx) mx = fabs(u[k]);
+                if (fabs((double)u[k] - v[k]) > d) d = fabs((double)u[k] - v[k]);
+            }
+            const double ratio = mx > 0 ? d / mx : (d > 0 ? INFINITY : 0);
+            if (ratio > *worst) *worst = ratio;
+            if (d > 1e-6 * mx) ok = 0;
+        }
+    }
+    llm_adapter_free(&x);
+    llm_adapter_free(&y);
+    return ok;
+}
+
+/* The "val_ndcg10" values of a train.jsonl, in order, as written. */
+static void val_ndcgs(const char *dir, char *out, size_t n) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/train.jsonl", dir);
+    char *x = read_all(p);
+    size_t k = 0;
+    out[0] = 0;
+    for (const char *s = x ? strstr(x, "\"val_ndcg10\":") : NULL; s; s = strstr(s + 1, "\"val_ndcg10\":")) {
+        const char *v = s + strlen("\"val_ndcg10\":");
+        size_t len = strcspn(v, ",}");
+        if (k + len + 2 < n) {
+            memcpy(out + k, v, len);
+            k += len;
+            out[k++] = ' ';
+            out[k] = 0;
+        }
+    }
+    free(x);
+}
+
+/* A training run's flags (the run folder is the %s); 21 examples, batches of 5, so
+ * the ranks' shares differ in size (2 and 3) and a batch crosses the epoch's end. */
+static void train_args(char *out, size_t n, const char *w, const char *model) {
+    snprintf(out, n,
+             "ranker train --dataset %s --candidates %s/cands.tsv --model %s --num-candidates 4 --threads 1 "
+             "--history 3 --max-title-tokens 6 --max-tokens 256 --lora-r 4 --targets q,v,o --lr 1e-2 --warmup 1 "
+             "--batch 5 --max-steps 8 --val-every 2 --patience 50 --seed 7 --out %%s",
+             w, w, model);
+}
+
+TEST(ranker_train_two_ranks_equal_one) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = ranker_world();
+    char fmt[4096], args[4400], a[1024], b[1024], pa[1200], pb[1200];
+    train_args(fmt, sizeof fmt, w, model);
+    snprintf(a, sizeof a, "%s", test_tmp_path("train1"));
+    snprintf(b, sizeof b, "%s", test_tmp_path("train2"));
+    static char out1[1 << 15], out2[1 << 15];
+    snprintf(args, sizeof args, fmt, a);
+    int rc = sh(out1, sizeof out1, "%s %s 2>/dev/null", bin(), args);
+    CHECK_MSG(rc == 0, "one process: exit %d", rc);
+    snprintf(args, sizeof args, fmt, b);
+    rc = sh(out2, sizeof out2, "%s -np 2 %s %s 2>&1 >%s", mpi, bin(), args, test_tmp_path("stdout2"));
+    CHECK_MSG(rc == 0, "2 ranks: exit %d: %s", rc, out2);
+    llm_model m;
+    mr_error e = {0};
+    CHECK_MSG(!llm_load(&m, model, &e), "%s", e.msg);
+    snprintf(pa, sizeof pa, "%s/adapter.gguf", a);
+    snprintf(pb, sizeof pb, "%s/adapter.gguf", b);
+    double worst;
+    CHECK_MSG(same_adapter(&m, pa, pb, &worst), "2 ranks' adapter differs from 1 process's: max|diff| / max|t| = %g",
+              worst);
+    fprintf(stderr, "  adapter 2 ranks vs 1: max|diff| / max|t| = %.3g\n", worst);
+    /* the adapter moved (a run that trained nothing would pass the comparison) */
+    llm_adapter t0, t1;
+    CHECK(!llm_adapter_init(&t0, &m, 4, 32.0f, 0.05f, (1u << LLM_LORA_Q) | (1u << LLM_LORA_V) | (1u << LLM_LORA_O), 7, &e));
+    CHECK_MSG(!llm_adapter_read_gguf(&t1, &m, pa, &e), "%s", e.msg);
+    CHECK(t0.n_params == t1.n_params);
+    double moved = 0;
+    for (int64_t k = 0; k < t0.n_params; k++) moved = fmax(moved, fabs(t0.buf[k] - t1.buf[k]));
+    CHECK_MSG(moved > 1e-4, "training left the adapter where it started (max change %g)", moved);
+    llm_adapter_free(&t0);
+    llm_adapter_free(&t1);
+    /* the same validation NDCG at every check, and the same table from rank 0 alone */
+    char n1[2048], n2[2048];
+    val_ndcgs(a, n1, sizeof n1);
+    val_ndcgs(b, n2, sizeof n2);
+    CHECK_MSG(strlen(n1) > 0 && !strcmp(n1, n2), "validation NDCG@10: 1 process %s, 2 ranks %s", n1, n2);
+    char *o2 = read_all(test_tmp_path("stdout2"));
+    CHECK(o2);
+    const char *l1 = strstr(out1, "| validation NDCG@10"), *l2 = o2 ? strstr(o2, "| validation NDCG@10") : NULL;
+    CHECK_MSG(l1 && l2 && !strncmp(l1, l2, strcspn(l1, "\n") + 1), "tables differ:\n%s\n---\n%s", out1, o2 ? o2 : "");
+    CHECK_MSG(strstr(out1, "| steps | 8 |") && o2 && strstr(o2, "| steps | 8 |"), "%s", out1);
+    free(o2);
+    /* rank 0 alone wrote the run folder: one copy of each file, a complete log */
+    snprintf(pb, sizeof pb, "%s/train.jsonl", b);
+    char *log = read_all(pb);
+    int lines = 0;
+    for (const char *s = log; s && *s; s++) lines += *s == '\n';
+    CHECK_MSG(lines == 5, "train.jsonl of 2 ranks has %d lines, not 5 (step 0 and 4 validations)", lines);
+    free(log);
+    llm_free(&m);
+}
+
+/* Starts the shell command line (which execs mpirun) with stdout and stderr to
+ * /dev/null; returns its pid. */
+static pid_t start_job(const char *cmdline) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(127);
+        execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* SIGKILL to pid and every process below it (mpirun puts its ranks in process groups
+ * of their own, so killing its group alone would leave them running): the ranks
+ * first, found through /proc's parent links, then mpirun. */
+static void kill_tree(pid_t pid) {
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char p[300], buf[512];
+        pid_t child = (pid_t)atoi(de->d_name);
+        if (child <= 0) continue;
+        snprintf(p, sizeof p, "/proc/%d/stat", (int)child);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
+        char state;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == (int)pid) kill_tree(child);
+    }
+    if (d) closedir(d);
+    kill(pid, SIGKILL);
+}
+
+/* Waits for pid; SIGKILL to its whole tree (mpirun and its ranks) once dir holds a
+ * checkpoint and a log of at least `lines` lines. Returns 1 when it was killed before
+ * the end. */
+static int kill_when(pid_t pid, const char *dir, int lines) {
+    char log[1200], ckpt[1200];
+    snprintf(log, sizeof log, "%s/train.jsonl", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", dir);
+    int st = 0, killed = 0;
+    const double t0 = mr_now();
+    for (;;) {
+        if (waitpid(pid, &st, WNOHANG) == pid) break;
+        char *x = killed ? NULL : read_all(log);
+        int n = 0;
+        for (const char *s = x; s && *s; s++) n += *s == '\n';
+        free(x);
+        if (!killed && ((n >= lines && mr_file_exists(ckpt)) || mr_now() - t0 > 250)) {
+            kill_tree(pid);
+            killed = 1;
+        }
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return killed && !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST(ranker_train_two_ranks_killed_and_resumed) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = ranker_world();
+    char fmt[4096], args[4400], line[8192], ref[1024], pa[1200], pb[1200];
+    train_args(fmt, sizeof fmt, w, model);
+    /* the uninterrupted run: one process */
+    snprintf(ref, sizeof ref, "%s", test_tmp_path("train_ref"));
+    snprintf(args, sizeof args, fmt, ref);
+    int rc = sh(NULL, 0, "%s %s >/dev/null 2>&1", bin(), args);
+    CHECK_MSG(rc == 0, "uninterrupted run: exit %d", rc);
+    snprintf(pa, sizeof pa, "%s/adapter.gguf", ref);
+    llm_model m;
+    mr_error e = {0};
+    CHECK_MSG(!llm_load(&m, model, &e), "%s", e.msg);
+    /* killed on 2 ranks after the validation of step 4 (log: step 0, 2, 4), resumed on
+     * 2 ranks; then killed after step 2's and resumed on 1 rank */
+    const int resume_ranks[2] = {2, 1}, kill_at[2] = {3, 2};
+    for (int k = 0; k < 2; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s_%d", test_tmp_path("train_kill"), k);
+        snprintf(args, sizeof args, fmt, dir);
+        snprintf(line, sizeof line, "exec %s -np 2 %s %s", mpi, bin(), args);
+        pid_t pid = start_job(line);
+        CHECK(pid > 0);
+        CHECK_MSG(kill_when(pid, dir, kill_at[k]), "run %d was not killed before its end", k);
+        snprintf(pb, sizeof pb, "%s/checkpoint.safetensors", dir);
+        CHECK_MSG(mr_file_exists(pb), "run %d: no checkpoint after the kill", k);
+        static char out[1 << 15];
+        if (resume_ranks[k] == 2)
+            rc = sh(out, sizeof out, "%s -np 2 %s %s --resume 2>&1 >/dev/null", mpi, bin(), args);
+        else
+            rc = sh(out, sizeof out, "%s %s --resume 2>&1 >/dev/null", bin(), args);
+        CHECK_MSG(rc == 0, "run %d: resumed on %d rank(s): exit %d: %s", k, resume_ranks[k], rc, out);
+        snprintf(pb, sizeof pb, "%s/adapter.gguf", dir);
+        double worst;
+        CHECK_MSG(same_adapter(&m, pa, pb, &worst),
+                  "run %d (killed on 2 ranks, resumed on %d): adapter differs from the uninterrupted one's: %g", k,
+                  resume_ranks[k], worst);
+        fprintf(stderr, "  killed on 2 ranks, resumed on %d: max|diff| / max|t| = %.3g\n", resume_ranks[k], worst);
+        char n1[2048], n2[2048];
+        val_ndcgs(ref, n1, sizeof n1);
+        val_ndcgs(dir, n2, sizeof n2);
+        CHECK_MSG(strlen(n1) > 0 && !strcmp(n1, n2), "run %d: validation NDCG@10 %s, uninterrupted %s", k, n2, n1);
+    }
+    llm_free(&m);
 }
 
 /* ---- one rank fails: the job ends with its message ---- */
@@ -400,6 +652,8 @@ int main(void) {
     sanitizer_env();
     RUN(ranker_eval_two_ranks_equal_one);
     RUN(failing_rank_ends_the_job);
+    RUN(ranker_train_two_ranks_equal_one);
+    RUN(ranker_train_two_ranks_killed_and_resumed);
     RUN(retriever_eval_and_candidates_two_ranks_equal_one);
     RUN(caption_two_ranks_equal_one);
     return test_summary();

@@ -244,6 +244,7 @@ typedef struct mr_rank_train_result {
     double seconds, examples_per_second, tokens_per_second;
     double train_seconds;          /* in forward, backward and optimiser steps (validation excluded) */
     double train_tokens_per_second; /* training prompt tokens / train_seconds */
+    double train_cpu_seconds;       /* CPU time in training steps (the busiest rank's under mpirun) */
 } mr_rank_train_result;
 
 /* LoRA instruction tuning (DESIGN 7): examples are every prefix of every training

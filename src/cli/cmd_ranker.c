@@ -361,7 +361,10 @@ CLI_COMMAND(cmd_ranker_train) {
                          t0 == MR_TEMPLATE_LLAMAREC ? "llamarec" : "mllm4rec", c0 ? "on" : "off");
             goto done;
         }
-        if (!found && ((rc = mr_mkdir_p(out, &e)) || (rc = mr_prompt_settings_write(out, &s.po, &e)))) goto done;
+        /* under mpirun rank 0 alone writes the run folder */
+        if (!found && mr_dist_rank() == 0 &&
+            ((rc = mr_mkdir_p(out, &e)) || (rc = mr_prompt_settings_write(out, &s.po, &e))))
+            goto done;
     }
     if ((rc = llm_load(&lm, co.model, &e))) goto done;
     have_model = 1;
@@ -383,7 +386,7 @@ CLI_COMMAND(cmd_ranker_train) {
         goto done;
     }
     /* every training run draws its learning curve (DESIGN 8) */
-    if ((rc = exp_write_curves(out, &e))) goto done;
+    if (mr_dist_rank() == 0 && (rc = exp_write_curves(out, &e))) goto done;
     printf("| | value |\n|---|---:|\n");
     printf("| steps | %lld |\n| best step | %lld |\n", (long long)res.steps, (long long)res.best_step);
     printf("| train loss (first / last interval) | %.4f / %.4f |\n", res.first_train_loss, res.last_train_loss);

@@ -85,7 +85,7 @@ static const command COMMANDS[] = {
 /* The commands that share their work among the ranks of an mpirun / srun job
  * (docs/scale.md); any other refuses to run on more than one rank. */
 static int runs_distributed(const command *c) {
-    static const char *const names[] = {"ranker eval", "caption", "retriever eval", "retriever candidates", NULL};
+    static const char *const names[] = {"ranker eval", "ranker train", "caption", "retriever eval", "retriever candidates", NULL};
     char name[64];
     snprintf(name, sizeof name, "%s%s%s", c->group ? c->group : "", c->group ? " " : "", c->name);
     for (int i = 0; names[i]; i++)
@@ -154,7 +154,7 @@ static int dispatch(int argc, char **argv) {
     }
     if (mr_dist_size() > 1) {
         fprintf(stderr, "mllm4rec %s%s%s: runs in one process only (%d ranks here): run it without mpirun/srun or "
-                        "with one rank; ranker eval, caption, retriever eval and retriever candidates share their "
+                        "with one rank; ranker eval, ranker train, caption, retriever eval and retriever candidates share their "
                         "work among ranks\n",
                 argv[1], argc >= 3 ? " " : "", argc >= 3 ? argv[2] : "", mr_dist_size());
         return MR_ERR_USAGE;

@@ -1,7 +1,17 @@
 /* LoRA instruction tuning of the ranker (paper section 3.4, DESIGN 7): prompts with
  * the true item among 19 random negatives, loss on the label letter and the end
  * token, AdamW with linear warm-up and decay, gradient accumulation and clipping,
- * validation NDCG@10 with early stopping; interruptible and resumable. */
+ * validation NDCG@10 with early stopping; interruptible and resumable.
+ *
+ * Data parallel under mpirun (mllm4rec/dist.h, docs/scale.md): every rank holds the
+ * model and walks the same global batches; rank r trains the examples b of a batch
+ * of B in [B r / P, B (r + 1) / P) (the batch's positions, so which rank trains an
+ * example never changes its draws: candidates are keyed by the example, dropout by
+ * (step, b)); the LoRA gradients and the loss are summed over the ranks, every rank
+ * takes the same AdamW step, and rank 0 alone writes the log, the checkpoint and the
+ * adapter. Validation is sharded as eval is. The checkpoint holds nothing per rank,
+ * so a run resumes on any rank count. */
+#include "mllm4rec/dist.h"
 #include "mllm4rec/ranker.h"
 
 #include "nn/adamw.h"
@@ -10,6 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void mr_rank_train_opts_default(mr_rank_train_opts *o) {
@@ -199,6 +210,31 @@ static double adamw_step(llm_adapter *l, float *m, float *v, int64_t t, double l
     return norm;
 }
 
+/* ---- many ranks ---- */
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Every rank must hold the same adapter after each step (the summed gradient is the
+ * same on every rank, and so is the AdamW step): a hash of its bytes compared over
+ * the ranks (the maximum of h and of -h agree only when every rank has h). */
+static int same_adapter_on_every_rank(const llm_adapter *l, int64_t step, mr_error *e) {
+    if (mr_dist_size() == 1) return MR_OK;
+    const unsigned char *p = (const unsigned char *)l->buf;
+    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
+    for (size_t i = 0; i < (size_t)l->n_params * sizeof(float); i++) h = (h ^ p[i]) * 0x100000001b3u;
+    const int64_t mine = (int64_t)(h >> 2); /* 62 bits: -mine does not overflow */
+    int64_t x[2] = {mine, -mine};
+    int rc = mr_dist_allreduce_max_i64(x, 2, e);
+    if (rc) return rc;
+    if (x[0] != -x[1])
+        return mr_fail(e, MR_ERR_INTERNAL, "ranker train: the ranks' adapters differ after step %lld", (long long)step);
+    return MR_OK;
+}
+
 /* ---- the loop ---- */
 
 static int validate(mr_ranker *r, const mr_rank_train_opts *o, double *ndcg, double *loss, mr_error *e) {
@@ -212,6 +248,7 @@ static int validate(mr_ranker *r, const mr_rank_train_opts *o, double *ndcg, dou
 }
 
 static int save_best(mr_ranker *r, const mr_rank_train_opts *o, const char *adapter_path, mr_error *e) {
+    if (mr_dist_rank() != 0) return MR_OK; /* rank 0 alone writes */
     int rc = llm_adapter_write_gguf(r->lora, r->m, adapter_path, e);
     if (rc || !o->peft) return rc;
     char *dir = mr_path_join(o->out_dir, "peft", e);
@@ -234,6 +271,9 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
         return mr_fail(e, MR_ERR_INPUT, "%lld items are too few for %d candidates", (long long)d->n_items, r->n_cand);
     const int64_t steps_per_epoch = (n_ex + o->batch - 1) / o->batch;
     const int64_t total_steps = o->max_steps > 0 ? o->max_steps : steps_per_epoch;
+    const int writer = mr_dist_rank() == 0; /* rank 0 alone writes the log and the checkpoint */
+    int64_t my_first, my_count; /* this rank's examples of each batch: b in [my_first, my_first + my_count) */
+    mr_dist_block_of(o->batch, mr_dist_rank(), &my_first, &my_count);
     int rc = mr_mkdir_p(o->out_dir, e);
     if (rc) return rc;
     char *adapter_path = mr_path_join(o->out_dir, "adapter.gguf", e);
@@ -284,8 +324,8 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     }
     /* the JSON-lines log: cut back to the checkpoint on resuming, else started with
      * the validation of the untrained adapter */
-    if ((rc = tr_log_start(log_path, resumed, h.log_bytes, e))) goto done;
-    if (!resumed) {
+    if (writer && (rc = tr_log_start(log_path, resumed, h.log_bytes, e))) goto done;
+    if (writer && !resumed) {
         json_t *line = json_object();
         json_object_set_new(line, "step", json_integer(0));
         json_object_set_new(line, "lr", json_real(0));
@@ -301,7 +341,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     const int32_t *seq;
     double loss_acc = 0, norm_acc = 0;
     int64_t loss_n = 0, tokens = 0, examples = 0;
-    double train_s = 0;
+    double train_s = 0, train_cpu = 0; /* in forwards, backwards and optimiser steps */
     const double t0 = mr_now();
     mr_progress prog;
     mr_progress_start(&prog, "ranker training", total_steps);
@@ -317,6 +357,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
                 epoch_order(d, ex, n_ex, o->seed, h.epoch);
             }
             const example_ref *x = &ex[h.epoch_pos++];
+            if (b < my_first || b >= my_first + my_count) continue; /* another rank's */
             seq = d->seqs[x->user];
             const int label = example_candidates(d, x, r->n_cand, o->seed, h.epoch, cands);
             int start = x->pos - r->po.history;
@@ -332,9 +373,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             int32_t tgt[2] = {ids[n - 2], ids[n - 1]};
             llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
                                  .dropout_seed = mr_hash2(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
-            const double ts = mr_now();
+            const double ts = mr_now(), cs = cpu_now();
             rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
             train_s += mr_now() - ts;
+            train_cpu += cpu_now() - cs;
             if (rc) goto stop;
             free(ids);
             ids = NULL;
@@ -342,21 +384,30 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             tokens += n;
             examples++;
         }
-        if (o->stop && *o->stop) {
+        /* the loss and whether any rank was interrupted, summed over the ranks */
+        double sums[2] = {batch_loss, o->stop && *o->stop ? 1.0 : 0.0};
+        if ((rc = mr_dist_allreduce_sum_f64(sums, 2, e))) goto stop;
+        batch_loss = sums[0];
+        if (sums[1] > 0) {
             /* the half-accumulated batch is dropped: the saved state is the last
              * step's, so a resumed run repeats exactly what an uninterrupted one does */
             res->interrupted = 1;
             h.epoch = batch_epoch;
             h.epoch_pos = batch_pos;
-            rc = state_write(state_path, &h, l, adam_m, adam_v, o, e);
+            if (writer) rc = state_write(state_path, &h, l, adam_m, adam_v, o, e);
             mr_log("interrupted at step %lld: state saved, continue with --resume", (long long)h.step);
+            if (!rc) rc = mr_dist_barrier(e); /* no rank ends the job before rank 0 has written */
             break;
         }
+        /* the batch's gradient: the sum of every rank's share */
+        if ((rc = mr_dist_allreduce_sum_f32(l->buf + l->n_params, (size_t)l->n_params, e))) goto stop;
         const double lr = lr_at(o, h.step, total_steps);
-        const double ts = mr_now();
+        const double ts = mr_now(), cs = cpu_now();
         const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
         train_s += mr_now() - ts;
+        train_cpu += cpu_now() - cs;
         h.step++;
+        if ((rc = same_adapter_on_every_rank(l, h.step, e))) goto stop;
         batch_loss /= o->batch;
         if (h.step == 1) h.first_loss = batch_loss;
         loss_acc += batch_loss;
@@ -379,7 +430,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             json_object_set_new(line, "val_ndcg10", json_real(ndcg));
             json_object_set_new(line, "val_letter_loss", json_real(vloss));
             json_object_set_new(line, "seconds", json_real(mr_now() - t0));
-            if ((rc = tr_log_append(log_path, line, &h.log_bytes, e))) goto stop;
+            if (!writer)
+                json_decref(line);
+            else if ((rc = tr_log_append(log_path, line, &h.log_bytes, e)))
+                goto stop;
             mr_log("step %lld: train loss %.4f, validation NDCG@10 %.4f, letter loss %.4f", (long long)h.step,
                    train_loss, ndcg, vloss);
             loss_acc = norm_acc = 0;
@@ -395,7 +449,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
                 mr_log("no improvement in %d validations: stopping (best step %lld)", o->patience,
                        (long long)h.best_step);
             }
-            if ((rc = state_write(state_path, &h, l, adam_m, adam_v, o, e))) goto stop;
+            if (writer && (rc = state_write(state_path, &h, l, adam_m, adam_v, o, e))) goto stop;
             if (h.stopped) break;
             if (o->stop_after > 0 && h.step >= o->stop_after) break;
         }
@@ -403,7 +457,26 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
 stop:
     mr_progress_end(&prog);
     if (rc) goto done;
+    {
+        /* the job's throughput: every rank's examples and tokens, over the slowest rank's
+         * time in training steps; the busiest rank's CPU time in them (the speed on free
+         * cores: MPI's busy waiting in the sums is not in it) */
+        double counts[2] = {(double)examples, (double)tokens};
+        int64_t us[2] = {(int64_t)(train_s * 1e6), (int64_t)(train_cpu * 1e6)};
+        if ((rc = mr_dist_allreduce_sum_f64(counts, 2, e)) || (rc = mr_dist_allreduce_max_i64(us, 2, e))) goto done;
+        if (mr_dist_size() > 1) {
+            examples = (int64_t)counts[0];
+            tokens = (int64_t)counts[1];
+            train_s = (double)us[0] * 1e-6;
+            train_cpu = (double)us[1] * 1e-6;
+        }
+    }
     res->seconds = mr_now() - t0;
+    res->train_cpu_seconds = train_cpu;
+    mr_log("trained %lld examples (%lld tokens) in %.3f s on %d rank%s (%.3f examples/s; CPU time in training steps "
+           "%.3f s on the busiest rank)",
+           (long long)examples, (long long)tokens, res->seconds, mr_dist_size(), mr_dist_size() > 1 ? "s" : "",
+           res->seconds > 0 ? (double)examples / res->seconds : 0.0, train_cpu);
     res->examples_per_second = res->seconds > 0 ? examples / res->seconds : 0;
     res->tokens_per_second = res->seconds > 0 ? tokens / res->seconds : 0;
     res->train_seconds = train_s;
@@ -417,7 +490,8 @@ finish:
     res->best_step = h.best_step;
     res->stopped_early = h.stopped;
     if (res->first_train_loss == 0) res->first_train_loss = h.first_loss;
-    /* leave the best adapter in r->lora */
+    /* leave the best adapter in r->lora (once rank 0 has written it) */
+    if ((rc = mr_dist_barrier(e))) goto done;
     {
         llm_adapter best;
         if ((rc = llm_adapter_read_gguf(&best, r->m, adapter_path, e))) goto done;
