@@ -282,6 +282,12 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     example_ref *ex = mr_alloc((size_t)n_ex * sizeof *ex, e);
     float *adam_m = mr_calloc((size_t)l->n_params, sizeof(float), e);
     float *adam_v = mr_calloc((size_t)l->n_params, sizeof(float), e);
+    /* The batch's gradient is summed in double, example by example, and then over the
+     * ranks: float sums in another order (one rank's share, then the other's) moved
+     * the adapter by 2e-6 of its size after a few AdamW steps, which amplifies the
+     * rounding of near-zero gradients; double sums round to the same floats whatever
+     * the rank count. */
+    double *grad_sum = mr_calloc((size_t)l->n_params, sizeof(double), e);
     int mode = o->mode;
     const int64_t max_T = r->po.max_tokens + 1;
     if (mode < 0) {
@@ -296,7 +302,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     if (llm_state_init(&ws_state, r->m, max_T, max_T, mode, e) == MR_OK) ws = &ws_state;
     char *text = NULL;
     int32_t *ids = NULL;
-    if (!adapter_path || !state_path || !log_path || !ex || !adam_m || !adam_v || !ws) {
+    if (!adapter_path || !state_path || !log_path || !ex || !adam_m || !adam_v || !grad_sum || !ws) {
         rc = e->code ? e->code : MR_ERR_INTERNAL;
         goto done;
     }
@@ -346,7 +352,7 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
     mr_progress prog;
     mr_progress_start(&prog, "ranker training", total_steps);
     while (h.step < total_steps) {
-        llm_adapter_zero_grad(l);
+        memset(grad_sum, 0, (size_t)l->n_params * sizeof(double));
         double batch_loss = 0;
         const int64_t batch_epoch = h.epoch, batch_pos = h.epoch_pos;
         for (int b = 0; b < o->batch; b++) {
@@ -374,7 +380,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             llm_train_step st = {.ids = ids, .T = n, .loss_pos = pos, .loss_target = tgt, .n_loss = 2, .train = 1,
                                  .dropout_seed = mr_hash2(o->seed, (uint64_t)h.step * 1024 + (uint64_t)b)};
             const double ts = mr_now(), cs = cpu_now();
+            llm_adapter_zero_grad(l);
             rc = llm_train_step_run(ws, &st, 1.0f / (float)o->batch, e);
+            const float *g = l->buf + l->n_params;
+            for (int64_t i = 0; !rc && i < l->n_params; i++) grad_sum[i] += g[i];
             train_s += mr_now() - ts;
             train_cpu += cpu_now() - cs;
             if (rc) goto stop;
@@ -400,7 +409,8 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             break;
         }
         /* the batch's gradient: the sum of every rank's share */
-        if ((rc = mr_dist_allreduce_sum_f32(l->buf + l->n_params, (size_t)l->n_params, e))) goto stop;
+        if ((rc = mr_dist_allreduce_sum_f64(grad_sum, (size_t)l->n_params, e))) goto stop;
+        for (int64_t i = 0; i < l->n_params; i++) l->buf[l->n_params + i] = (float)grad_sum[i];
         const double lr = lr_at(o, h.step, total_steps);
         const double ts = mr_now(), cs = cpu_now();
         const double norm = adamw_step(l, adam_m, adam_v, h.step + 1, lr, o);
@@ -507,6 +517,7 @@ done:
     if (ws) llm_state_free(ws);
     free(adam_m);
     free(adam_v);
+    free(grad_sum);
     free(ex);
     free(adapter_path);
     free(state_path);
