@@ -4,9 +4,9 @@
 #include "retriever/attn_common.h"
 
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
-    uint64_t k = attn_mix64(key ^ attn_mix64(site + 0x51ed270b27a1f5c3ULL));
-    k = attn_mix64(k ^ ((uint64_t)example * 0xd6e8feb86659fd93ULL));
-    return attn_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
+    uint64_t k = mr_mix64(key ^ mr_mix64(site + 0x51ed270b27a1f5c3ULL));
+    k = mr_mix64(k ^ ((uint64_t)example * 0xd6e8feb86659fd93ULL));
+    return mr_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
 }
 
 void attn_dropout_row(float *scale, int n, float p, uint64_t row_key) {
