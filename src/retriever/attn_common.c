@@ -41,8 +41,33 @@ void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
 /* The site of STOSA's negatives (stosa.c keys its dropout with sites >= 16). */
 #define STOSA_SITE_NEG 1
 
-int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position) {
-    const double u = attn_uniform(attn_row_key(key, STOSA_SITE_NEG, example, position), 0);
+static int item_seen(const int32_t *seen, int n_seen, int32_t q) {
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i] == q) return 1;
+    return 0;
+}
+
+int32_t stosa_negative(int n_items, int32_t pos, const int32_t *seen, int n_seen, uint64_t key, int64_t example,
+                       int position) {
+    const uint64_t rk = attn_row_key(key, STOSA_SITE_NEG, example, position);
+    if (seen && n_seen > 0) {
+        /* rejection: exact while tries last; a user who has seen nearly every item
+         * falls through to the k-th unseen item after 64 tries */
+        for (uint64_t t = 1; t <= 64; t++) {
+            int32_t q = 1 + (int32_t)(attn_uniform(rk, t) * n_items);
+            if (q > n_items) q = n_items;
+            if (!item_seen(seen, n_seen, q)) return q;
+        }
+        int64_t unseen = 0;
+        for (int32_t q = 1; q <= n_items; q++) unseen += !item_seen(seen, n_seen, q);
+        if (unseen > 0) {
+            int64_t k = (int64_t)(attn_uniform(rk, 0) * (double)unseen);
+            if (k >= unseen) k = unseen - 1;
+            for (int32_t q = 1; q <= n_items; q++)
+                if (!item_seen(seen, n_seen, q) && k-- == 0) return q;
+        }
+    }
+    const double u = attn_uniform(rk, 0);
     int32_t q = 1 + (int32_t)(u * (n_items - 1));
     if (q > n_items - 1)
         q = n_items - 1;

@@ -43,9 +43,13 @@ void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 void elu_forward(float *out, const float *inp, int64_t n, float shift);
 void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 
-/* STOSA's negative for a row: uniform over the items 1..n_items other than pos
- * (n_items >= 2), keyed by (key, example, padded position). */
-int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position);
+/* STOSA's negative for a row, keyed by (key, example, padded position). With the
+ * user's training items seen [n_seen] (the reference's neg_sample over set(items)):
+ * uniform over the items 1..n_items outside them, drawn by keyed rejection (try t
+ * uses column t of the row key); when they cover every item, the draw below. With
+ * seen NULL: uniform over the items 1..n_items other than pos (n_items >= 2). */
+int32_t stosa_negative(int n_items, int32_t pos, const int32_t *seen, int n_seen, uint64_t key, int64_t example,
+                       int position);
 
 /* BERT4Rec's cloze masking of one window of r rows whose first row sits at
  * padded position p0 (bert4rec.c): tok [r] receives the inputs and tgt [r] the
