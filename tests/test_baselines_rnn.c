@@ -114,7 +114,8 @@ static int case_load(ref_case *c, const char *arch, mr_error *e) {
 }
 
 static rt_batch case_batch(const ref_case *c, int with_labels) {
-    rt_batch b = {c->n_seqs, c->n_rows, c->seq_start, c->tokens, with_labels ? c->labels : NULL, c->example};
+    rt_batch b = {.n_seqs = c->n_seqs, .n_rows = c->n_rows, .seq_start = c->seq_start, .tokens = c->tokens,
+                  .labels = with_labels ? c->labels : NULL, .example = c->example};
     return b;
 }
 
@@ -291,7 +292,8 @@ static void threads_and_keys(const char *arch) {
     int counted = 0;
     for (int s = 0; s < c.n_seqs; s++) {
         int st[2] = {0, c.seq_start[s + 1] - c.seq_start[s]};
-        rt_batch one = {1, st[1], st, c.tokens + c.seq_start[s], c.labels + c.seq_start[s], c.example + s};
+        rt_batch one = {.n_seqs = 1, .n_rows = st[1], .seq_start = st, .tokens = c.tokens + c.seq_start[s],
+                        .labels = c.labels + c.seq_start[s], .example = c.example + s};
         rows_one = 0;
         for (int r = c.seq_start[s]; r < c.seq_start[s + 1]; r++)
             rows_one += c.labels[r] > 0 && !(r == c.seq_start[s] && c.tokens[r] == 0);
