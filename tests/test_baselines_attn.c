@@ -126,7 +126,7 @@ static void check_against_reference(const char *arch) {
             const int r0 = x.seq_start[s], r = x.seq_start[s + 1] - r0;
             for (int j = 0; j < r; j++)
                 if (x.tokens[r0 + j] > 0 && x.labels[r0 + j] > 0)
-                    same &= negs[r0 + j] == stosa_negative(30, x.labels[r0 + j], 99, s, 8 - r + j);
+                    same &= negs[r0 + j] == stosa_negative(30, x.labels[r0 + j], NULL, 0, 99, s, 8 - r + j);
         }
         if (!same)
             fixture_free(&x);
@@ -473,14 +473,41 @@ TEST(stosa_negatives_uniform) {
     enum { N_ITEMS = 20, DRAWS = 40000 };
     long count[N_ITEMS + 1] = {0};
     for (int k = 0; k < DRAWS; k++) {
-        const int32_t q = stosa_negative(N_ITEMS, 7, 3, k / 50, k % 50);
+        const int32_t q = stosa_negative(N_ITEMS, 7, NULL, 0, 3, k / 50, k % 50);
         CHECK(q >= 1 && q <= N_ITEMS && q != 7);
         count[q]++;
     }
     for (int q = 1; q <= N_ITEMS; q++)
         if (q != 7)
             CHECK_NEAR(count[q] / (double)DRAWS, 1.0 / (N_ITEMS - 1), 0.006);
-    CHECK(stosa_negative(N_ITEMS, 7, 3, 11, 4) == stosa_negative(N_ITEMS, 7, 3, 11, 4));
+    CHECK(stosa_negative(N_ITEMS, 7, NULL, 0, 3, 11, 4) == stosa_negative(N_ITEMS, 7, NULL, 0, 3, 11, 4));
+}
+
+/* With the user's training items given (the trainer's rt_batch.user_items), STOSA's
+ * negatives avoid all of them, as the reference's neg_sample over set(items) does:
+ * uniform over the rest, keyed; a user who has seen all but one item gets that one. */
+TEST(stosa_negatives_avoid_the_users_items) {
+    enum { N_ITEMS = 20, DRAWS = 40000 };
+    const int32_t seen[] = {7, 2, 19, 5, 7, 11, 3};
+    long count[N_ITEMS + 1] = {0};
+    for (int k = 0; k < DRAWS; k++) {
+        const int32_t q = stosa_negative(N_ITEMS, 7, seen, 7, 3, k / 50, k % 50);
+        CHECK(q >= 1 && q <= N_ITEMS);
+        count[q]++;
+    }
+    for (int q = 1; q <= N_ITEMS; q++) {
+        int in = 0;
+        for (int i = 0; i < 7; i++) in |= seen[i] == q;
+        if (in)
+            CHECK_MSG(count[q] == 0, "item %d of the user's sequence drawn %ld times", q, count[q]);
+        else
+            CHECK_NEAR(count[q] / (double)DRAWS, 1.0 / 14, 0.006);
+    }
+    CHECK(stosa_negative(N_ITEMS, 7, seen, 7, 3, 11, 4) == stosa_negative(N_ITEMS, 7, seen, 7, 3, 11, 4));
+    int32_t all_but_13[N_ITEMS - 1];
+    for (int q = 1, n = 0; q <= N_ITEMS; q++)
+        if (q != 13) all_but_13[n++] = q;
+    for (int k = 0; k < 200; k++) CHECK(stosa_negative(N_ITEMS, 7, all_but_13, N_ITEMS - 1, 3, k, 0) == 13);
 }
 
 /* The reference's cloze masking (dataloader/bert.py): each item row with
@@ -572,6 +599,7 @@ int main(void) {
     RUN(stosa_dropout_and_negatives_keyed);
     RUN(stosa_init_distribution);
     RUN(stosa_negatives_uniform);
+    RUN(stosa_negatives_avoid_the_users_items);
     RUN(long_windows_refused);
     return test_summary();
 }

@@ -494,6 +494,64 @@ TEST(arch_is_recorded_and_read_back_from_the_run) {
     free(svg);
 }
 
+/* BERT4Rec's max_predictions (the reference's default for the dataset, or
+ * --max-predictions) and STOSA's n_users (the dataset's users) reach the model, are
+ * recorded in retriever.safetensors and load back; eval reads the run. */
+static void check_config_round_trip(const char *arch, const char *flags, const char *key, int want) {
+    char name[64];
+    snprintf(name, sizeof name, "run_cfg_%s_%d", arch, want);
+    char r[512];
+    snprintf(r, sizeof r, "%s", test_tmp_path(name));
+    CHECK(test_cli(NULL, 0, "retriever train --arch %s --dataset %s --out %s %s --max-epochs 1 %s --force 2>/dev/null",
+                   arch, dataset_dir, r, TRAIN_FLAGS, flags) == 0);
+    mr_error e = {0};
+    st_file f;
+    CHECK_OK(st_open(&f, run_path(r, "retriever.safetensors"), &e), &e);
+    json_t *meta = f.metadata_json ? json_loads(f.metadata_json, 0, NULL) : NULL;
+    const char *v = json_string_value(json_object_get(meta, key));
+    char w[32];
+    snprintf(w, sizeof w, "%d", want);
+    CHECK_MSG(v && !strcmp(v, w), "%s: metadata %s = %s, want %s", arch, key, v ? v : "(none)", w);
+    json_decref(meta);
+    st_close(&f);
+    rt_model m;
+    CHECK_OK(rt_model_load(&m, run_path(r, "retriever.safetensors"), &e), &e);
+    const int got = !strcmp(key, "n_users") ? m.cfg.n_users : m.cfg.max_predictions;
+    CHECK_MSG(!strcmp(m.cfg.arch, arch) && got == want, "%s: loaded %s = %d, want %d", arch, key, got, want);
+    rt_model_free(&m);
+    CHECK(remove(run_path(r, "metrics.json")) == 0);
+    CHECK(test_cli(NULL, 0, "retriever eval --dataset %s --run %s 2>/dev/null", dataset_dir, r) == 0);
+    char *metrics = NULL;
+    size_t n = 0;
+    CHECK_OK(mr_read_file(run_path(r, "metrics.json"), &metrics, &n, &e), &e);
+    CHECK(metrics && strstr(metrics, "\"Recall@10\"") != NULL);
+    free(metrics);
+}
+
+TEST(attention_config_fields_are_recorded_and_read_back) {
+    make_dataset();
+    mr_error e = {0};
+    mr_dataset d;
+    CHECK_OK(mr_dataset_load(&d, dataset_dir, &e), &e);
+    rt_train_options o;
+    CHECK_OK(rt_train_defaults(&o, &d, "bert4rec", &e), &e);
+    const char *role = mr_dataset_role(&d);
+    const int max_pred = !role                       ? 20
+                         : !strcmp(role, "ml-100k") ? 40
+                         : !strcmp(role, "beauty")  ? 30
+                         : !strcmp(role, "games")   ? 25
+                                                    : 20;
+    CHECK(o.model.max_predictions == max_pred);
+    CHECK_OK(rt_train_defaults(&o, &d, "stosa", &e), &e);
+    CHECK(o.model.n_users == N_USERS && o.model.max_predictions == 0);
+    CHECK_OK(rt_train_defaults(&o, &d, "sasrec", &e), &e);
+    CHECK(o.model.n_users == 0 && o.model.max_predictions == 0);
+    mr_dataset_free(&d);
+    check_config_round_trip("bert4rec", "", "max_predictions", max_pred);
+    check_config_round_trip("bert4rec", "--max-predictions 3", "max_predictions", 3);
+    check_config_round_trip("stosa", "", "n_users", N_USERS);
+}
+
 /* An architecture that is not registered: a usage error (exit 2) naming those that are,
  * before anything is written. */
 TEST(unknown_arch_is_a_usage_error) {
@@ -610,6 +668,7 @@ int main(void) {
     RUN(one_writer_per_run_folder);
     RUN(errors_are_reported);
     RUN(arch_is_recorded_and_read_back_from_the_run);
+    RUN(attention_config_fields_are_recorded_and_read_back);
     RUN(unknown_arch_is_a_usage_error);
     RUN(lru_file_without_arch_loads_as_lru);
     RUN(lru_checkpoint_of_version_2_resumes);

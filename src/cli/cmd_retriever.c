@@ -37,8 +37,8 @@ static void raise_at(void *ctx, long iter) {
 CLI_COMMAND(cmd_retriever_train) {
     const char *cmd = "retriever train";
     const char *dataset = NULL, *out = NULL, *arch = "lru";
-    int64_t max_len = 0, hidden = 0, blocks = 0, heads = 0, batch = 0, val_every = 500, patience = 20,
-            max_epochs = 500, threads = 2;
+    int64_t max_len = 0, max_pred = 0, hidden = 0, blocks = 0, heads = 0, batch = 0, val_every = 500,
+            patience = 20, max_epochs = 500, threads = 2;
     uint64_t seed = 42;
     double dropout = 0, attn_dropout = 0, mask_prob = 0, reg_weight = 0, lr = 0, wd = 0;
     int resume = 0, force = 0;
@@ -54,6 +54,8 @@ CLI_COMMAND(cmd_retriever_train) {
         {"--attn-dropout", FLAG_DOUBLE, &attn_dropout, "attention dropout (0.2 for sasrec, bert4rec; 0 for stosa)", 0},
         {"--mask-prob", FLAG_DOUBLE, &mask_prob, "BERT4Rec's cloze masking probability (0.2)", 0},
         {"--reg-weight", FLAG_DOUBLE, &reg_weight, "STOSA's regulariser weight, pvn_weight (0.005)", 0},
+        {"--max-predictions", FLAG_INT, &max_pred,
+         "BERT4Rec's most masked rows per window, bert_max_predictions (40 MovieLens, 30 beauty, 25 games, else 20)", 0},
         {"--batch", FLAG_INT, &batch, "batch size (default 16 for MovieLens, 64 otherwise)", 0},
         {"--lr", FLAG_DOUBLE, &lr, "AdamW learning rate (1e-3)", 0},
         {"--weight-decay", FLAG_DOUBLE, &wd, "AdamW weight decay (0.01; 0 for stosa)", 0},
@@ -65,7 +67,9 @@ CLI_COMMAND(cmd_retriever_train) {
         {"--resume", FLAG_BOOL, &resume, "continue from OUT/checkpoint.safetensors (starts afresh when there is none)", 0},
         {"--force", FLAG_BOOL, &force, "start over in an OUT that holds a run (its run files are removed first)", 0},
     };
-    enum { F_ARCH = 2, F_MAXLEN, F_HIDDEN, F_BLOCKS, F_HEADS, F_DROPOUT, F_ATTN, F_MASK, F_REG, F_BATCH, F_LR, F_WD };
+    enum {
+        F_ARCH = 2, F_MAXLEN, F_HIDDEN, F_BLOCKS, F_HEADS, F_DROPOUT, F_ATTN, F_MASK, F_REG, F_MAXPRED, F_BATCH, F_LR, F_WD
+    };
     const char *usage = "usage: mllm4rec retriever train --dataset DIR --out RUN [--arch lru] [options]";
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]), usage);
     if (rc) return rc < 0 ? 0 : rc;
@@ -84,6 +88,7 @@ CLI_COMMAND(cmd_retriever_train) {
         (rc = check_range(cmd, "--threads", threads, 1, 1024)))
         return rc;
     if (flags[F_MAXLEN].seen && (rc = check_range(cmd, "--max-len", max_len, 1, 100000))) return rc;
+    if (flags[F_MAXPRED].seen && (rc = check_range(cmd, "--max-predictions", max_pred, 1, 100000))) return rc;
     if (flags[F_BATCH].seen && (rc = check_range(cmd, "--batch", batch, 1, 1000000))) return rc;
     if (flags[F_DROPOUT].seen && !(dropout >= 0 && dropout < 1)) return cli_usage_error(cmd, "--dropout must be in [0, 1)");
     if (flags[F_ATTN].seen && !(attn_dropout >= 0 && attn_dropout < 1))
@@ -107,6 +112,7 @@ CLI_COMMAND(cmd_retriever_train) {
     if (flags[F_ATTN].seen) o.model.attn_dropout = (float)attn_dropout;
     if (flags[F_MASK].seen) o.model.mask_prob = (float)mask_prob;
     if (flags[F_REG].seen) o.model.reg_weight = (float)reg_weight;
+    if (flags[F_MAXPRED].seen) o.model.max_predictions = (int)max_pred;
     if (flags[F_BATCH].seen) o.batch = (int)batch;
     if (flags[F_LR].seen) o.lr = lr;
     if (flags[F_WD].seen) o.weight_decay = wd;

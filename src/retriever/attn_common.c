@@ -4,9 +4,9 @@
 #include "retriever/attn_common.h"
 
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
-    uint64_t k = attn_mix64(key ^ attn_mix64(site + 0x51ed270b27a1f5c3ULL));
-    k = attn_mix64(k ^ ((uint64_t)example * 0xd6e8feb86659fd93ULL));
-    return attn_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
+    uint64_t k = mr_mix64(key ^ mr_mix64(site + 0x51ed270b27a1f5c3ULL));
+    k = mr_mix64(k ^ ((uint64_t)example * 0xd6e8feb86659fd93ULL));
+    return mr_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
 }
 
 void attn_dropout_row(float *scale, int n, float p, uint64_t row_key) {
@@ -41,8 +41,33 @@ void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
 /* The site of STOSA's negatives (stosa.c keys its dropout with sites >= 16). */
 #define STOSA_SITE_NEG 1
 
-int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position) {
-    const double u = attn_uniform(attn_row_key(key, STOSA_SITE_NEG, example, position), 0);
+static int item_seen(const int32_t *seen, int n_seen, int32_t q) {
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i] == q) return 1;
+    return 0;
+}
+
+int32_t stosa_negative(int n_items, int32_t pos, const int32_t *seen, int n_seen, uint64_t key, int64_t example,
+                       int position) {
+    const uint64_t rk = attn_row_key(key, STOSA_SITE_NEG, example, position);
+    if (seen && n_seen > 0) {
+        /* rejection: exact while tries last; a user who has seen nearly every item
+         * falls through to the k-th unseen item after 64 tries */
+        for (uint64_t t = 1; t <= 64; t++) {
+            int32_t q = 1 + (int32_t)(attn_uniform(rk, t) * n_items);
+            if (q > n_items) q = n_items;
+            if (!item_seen(seen, n_seen, q)) return q;
+        }
+        int64_t unseen = 0;
+        for (int32_t q = 1; q <= n_items; q++) unseen += !item_seen(seen, n_seen, q);
+        if (unseen > 0) {
+            int64_t k = (int64_t)(attn_uniform(rk, 0) * (double)unseen);
+            if (k >= unseen) k = unseen - 1;
+            for (int32_t q = 1; q <= n_items; q++)
+                if (!item_seen(seen, n_seen, q) && k-- == 0) return q;
+        }
+    }
+    const double u = attn_uniform(rk, 0);
     int32_t q = 1 + (int32_t)(u * (n_items - 1));
     if (q > n_items - 1)
         q = n_items - 1;

@@ -9,26 +9,17 @@
 #include "mllm4rec/base.h"
 #include "retriever/arch.h"
 
-/* TODO: base hash (wt-skel is moving the project's copies of splitmix64's
- * finaliser into one helper in src/base; this is a static copy until then). */
-static inline uint64_t attn_mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* The key of one row of one random site: (key, site, example, padded position),
  * nothing that depends on threads or on the order of evaluation. */
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos);
 
 /* scale [n] = 0 with probability p, else 1 / (1 - p); element c decided by
- * attn_mix64(row_key + c) alone. */
+ * mr_mix64(row_key + c) alone (src/base, the project's one hash). */
 void attn_dropout_row(float *scale, int n, float p, uint64_t row_key);
 
 /* A uniform in [0, 1) from a row key and a column. */
 static inline double attn_uniform(uint64_t row_key, uint64_t col) {
-    return (double)(attn_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(mr_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 /* Truncated normal (mean 0, std, cut at +-bound) by rejection: the distribution
@@ -52,9 +43,13 @@ void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 void elu_forward(float *out, const float *inp, int64_t n, float shift);
 void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 
-/* STOSA's negative for a row: uniform over the items 1..n_items other than pos
- * (n_items >= 2), keyed by (key, example, padded position). */
-int32_t stosa_negative(int n_items, int32_t pos, uint64_t key, int64_t example, int position);
+/* STOSA's negative for a row, keyed by (key, example, padded position). With the
+ * user's training items seen [n_seen] (the reference's neg_sample over set(items)):
+ * uniform over the items 1..n_items outside them, drawn by keyed rejection (try t
+ * uses column t of the row key); when they cover every item, the draw below. With
+ * seen NULL: uniform over the items 1..n_items other than pos (n_items >= 2). */
+int32_t stosa_negative(int n_items, int32_t pos, const int32_t *seen, int n_seen, uint64_t key, int64_t example,
+                       int position);
 
 /* BERT4Rec's cloze masking of one window of r rows whose first row sits at
  * padded position p0 (bert4rec.c): tok [r] receives the inputs and tgt [r] the

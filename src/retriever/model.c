@@ -147,6 +147,8 @@ int rt_config_to_metadata(const rt_config *c, st_writer *w, mr_error *e) {
     PUT("attn_dropout", "%.9g", (double)c->attn_dropout);
     PUT("mask_prob", "%.9g", (double)c->mask_prob);
     PUT("reg_weight", "%.9g", (double)c->reg_weight);
+    PUT("max_predictions", "%d", c->max_predictions);
+    PUT("n_users", "%d", c->n_users);
 #undef PUT
     return rc;
 }
@@ -213,6 +215,17 @@ int rt_config_from_file(const st_file *f, rt_config *c, mr_error *e) {
             c->attn_dropout = (float)v[6];
             c->mask_prob = (float)v[7];
             c->reg_weight = (float)v[8];
+        }
+        /* absent from files written before these keys existed: 0 (no limit / one row) */
+        const char *opt[2] = {"max_predictions", "n_users"};
+        int *dst[2] = {&c->max_predictions, &c->n_users};
+        for (int i = 0; i < 2 && !rc; i++) {
+            double x = 0;
+            if (meta_str(root, opt[i]) && (rc = meta_num(root, f->path, opt[i], &x, e))) break;
+            if (!(x >= 0 && x <= 2e9))
+                rc = mr_fail(e, MR_ERR_INPUT, "%s: metadata %s = %g is out of range", f->path, opt[i], x);
+            else
+                *dst[i] = (int)x;
         }
         if (!rc && !rt_arch_find(c->arch)) {
             char names[256];

@@ -21,9 +21,10 @@
  *
  * Objective at every row whose input and label are items (the reference's
  * rows: its inputs are the sequence shifted by one): with a negative q drawn
- * uniformly over the items other than the label p (keyed by (key, example,
- * position); the reference draws from outside the user's whole sequence, which
- * the batch does not carry),
+ * uniformly over the items outside the user's training items when the batch
+ * carries them (b->user_items: the reference's neg_sample over the user's whole
+ * training sequence), else over the items other than the label p; keyed by
+ * (key, example, position),
  *   loss = mean(-log σ(W(s, q) - W(s, p) + 1e-24)) + reg_weight · mean(max(W(s, p) - W(p, q), 0))
  * with W the squared 2-Wasserstein distance. scores_last = -W(s, item) for the
  * items 0..n_items. The tables have n_items + 2 rows as the reference's
@@ -480,7 +481,9 @@ static double stosa_loss_backward(rt_model *m, void *acts, const rt_batch *b, in
             const int i = r0 + j;
             if (b->labels[i] > 0 && b->tokens[i] > 0) {
                 a->scored[M++] = i;
-                a->neg[i] = stosa_negative(a->n_items, b->labels[i], key, attn_example(b, s), a->max_len - r + j);
+                a->neg[i] = stosa_negative(a->n_items, b->labels[i], b->user_items ? b->user_items[s] : NULL,
+                                           b->n_user_items ? b->n_user_items[s] : 0, key, attn_example(b, s),
+                                           a->max_len - r + j);
             }
         }
     }

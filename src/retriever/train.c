@@ -19,7 +19,18 @@
  * LRURec, the lineage of Yueeeeeeee/RecSys-Extraction-Attack's SASRec / BERT4Rec /
  * NARM); GRU4Rec and NARM run one GRU layer (hidasib/GRU4Rec_PyTorch_Official's and
  * NARM's single layer); STOSA as zfan20/STOSA's README runs Beauty (1 layer, 4 heads,
- * attention dropout 0, weight decay 0, pvn_weight 0.005). */
+ * attention dropout 0, weight decay 0, pvn_weight 0.005). BERT4Rec's
+ * bert_max_predictions is RecSys-Extraction-Attack's templates.py per dataset
+ * (LlamaRec's config.py has none): 40 for MovieLens (its ml-1m, max length 200, as
+ * our ml-100k role), 30 for beauty, 25 for games, 20 otherwise (ml-20m, steam,
+ * yoochoose). STOSA's user_margins table has one row per user of the dataset. */
+static int bert_max_predictions(const char *role) {
+    if (!role) return 20;
+    if (!strcmp(role, "ml-100k")) return 40;
+    if (!strcmp(role, "beauty")) return 30;
+    if (!strcmp(role, "games")) return 25;
+    return 20;
+}
 typedef struct arch_defaults {
     const char *arch;
     int blocks, heads;
@@ -57,6 +68,8 @@ int rt_train_defaults(rt_train_options *o, const mr_dataset *d, const char *arch
     o->model.attn_dropout = ad->attn_dropout;
     o->model.mask_prob = ad->mask_prob;
     o->model.reg_weight = ad->reg_weight;
+    o->model.max_predictions = !strcmp(arch, "bert4rec") ? bert_max_predictions(role) : 0;
+    o->model.n_users = !strcmp(arch, "stosa") && d ? (int)d->n_users : 0;
     o->model.max_len = movielens ? 200 : 50;
     o->batch = movielens ? 16 : 64;
     o->lr = 1e-3;
@@ -188,6 +201,7 @@ static int save_checkpoint(trainer *t, mr_error *e) {
     tr_ckpt_meta(&w, "attn_dropout", "%.9g", (double)o->model.attn_dropout);
     tr_ckpt_meta(&w, "mask_prob", "%.9g", (double)o->model.mask_prob);
     tr_ckpt_meta(&w, "reg_weight", "%.9g", (double)o->model.reg_weight);
+    tr_ckpt_meta(&w, "max_predictions", "%d", o->model.max_predictions);
     tr_ckpt_meta(&w, "batch", "%d", o->batch);
     tr_ckpt_meta(&w, "lr", "%.17g", o->lr);
     tr_ckpt_meta(&w, "weight_decay", "%.17g", o->weight_decay);
@@ -222,9 +236,10 @@ static int load_checkpoint(trainer *t, mr_error *e) {
      * absent from LRURec checkpoints made before the contract (versions 1 and 2) */
     const rt_train_options *o = t->o;
     int old = version < 2 && !strcmp(o->model.arch, "lru");
-    char want[14][64];
-    const char *keys[14] = {"arch", "n_items", "hidden", "blocks", "max_len", "dropout", "batch",
-                            "lr", "weight_decay", "seed", "heads", "attn_dropout", "mask_prob", "reg_weight"};
+    char want[15][64];
+    const char *keys[15] = {"arch",  "n_items",      "hidden",    "blocks",     "max_len",
+                            "dropout", "batch",      "lr",        "weight_decay", "seed",
+                            "heads", "attn_dropout", "mask_prob", "reg_weight", "max_predictions"};
     snprintf(want[0], 64, "%s", o->model.arch);
     snprintf(want[1], 64, "%d", t->m.cfg.n_items);
     snprintf(want[2], 64, "%d", o->model.hidden);
@@ -239,7 +254,10 @@ static int load_checkpoint(trainer *t, mr_error *e) {
     snprintf(want[11], 64, "%.9g", (double)o->model.attn_dropout);
     snprintf(want[12], 64, "%.9g", (double)o->model.mask_prob);
     snprintf(want[13], 64, "%.9g", (double)o->model.reg_weight);
-    for (int i = 0; i < 14 && !rc; i++) rc = tr_ckpt_same(&c, keys[i], want[i], old && (i == 0 || i >= 10), e);
+    snprintf(want[14], 64, "%d", o->model.max_predictions);
+    /* max_predictions is absent from checkpoints written before it was recorded */
+    for (int i = 0; i < 15 && !rc; i++)
+        rc = tr_ckpt_same(&c, keys[i], want[i], i == 14 || (old && (i == 0 || i >= 10)), e);
     int64_t np = (int64_t)t->m.n_params;
     if (!rc) rc = tr_ckpt_read_f32(&c, "params", t->m.params, np, e);
     if (!rc) rc = tr_ckpt_read_f32(&c, "adam_m", t->adam_m, np, e);
