@@ -27,8 +27,9 @@ int mr_dist_launched(void);
 int mr_dist_init(int *argc, char ***argv, mr_error *e);
 /* Finalises MPI when mr_dist_init started it. */
 void mr_dist_finalize(void);
-/* Ends every rank of the job with exit status code (MPI_Abort); plain exit() alone. */
-_Noreturn void mr_dist_abort(int code);
+/* Ends every rank of the job with exit status code (MPI_Abort) when MPI is running;
+ * otherwise returns, and the caller ends its own process. */
+void mr_dist_abort(int code);
 
 int mr_dist_rank(void);       /* 0 .. size-1; 0 without MPI */
 int mr_dist_size(void);       /* ranks in the job; 1 without MPI */

@@ -107,7 +107,10 @@ int main(int argc, char **argv) {
     if (mr_dist_launched()) {
         if (mr_dist_rank() != 0) {
             mr_log_quiet = 1;
-            if (!freopen("/dev/null", "w", stdout)) mr_dist_abort(MR_ERR_INTERNAL);
+            if (!freopen("/dev/null", "w", stdout)) {
+                mr_dist_abort(MR_ERR_INTERNAL);
+                return MR_ERR_INTERNAL;
+            }
         }
         if (!getenv("OMP_NUM_THREADS")) { /* --threads still overrides */
             int t = mr_dist_default_threads(0);
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mllm4rec: rank %d of %d failed (exit %d): ending the job\n", mr_dist_rank(), mr_dist_size(),
                 rc);
         mr_dist_abort(rc);
+        return rc;
     }
     mr_dist_finalize();
     return rc;
