@@ -247,12 +247,16 @@ static void val_ndcgs(const char *dir, char *out, size_t n) {
 
 /* A training run's flags (the run folder is the %s); 21 examples, batches of 5, so
  * the ranks' shares differ in size (2 and 3) and a batch crosses the epoch's end. */
-static void train_args(char *out, size_t n, const char *w, const char *model) {
+static void train_args_steps(char *out, size_t n, const char *w, const char *model, int steps) {
     snprintf(out, n,
              "ranker train --dataset %s --candidates %s/cands.tsv --model %s --num-candidates 4 --threads 1 "
              "--history 3 --max-title-tokens 6 --max-tokens 256 --lora-r 4 --targets q,v,o --lr 1e-2 --warmup 1 "
-             "--batch 5 --max-steps 8 --val-every 2 --patience 50 --seed 7 --out %%s",
-             w, w, model);
+             "--batch 5 --max-steps %d --val-every 2 --patience 50 --seed 7 --out %%s",
+             w, w, model, steps);
+}
+
+static void train_args(char *out, size_t n, const char *w, const char *model) {
+    train_args_steps(out, n, w, model, 8);
 }
 
 TEST(ranker_train_two_ranks_equal_one) {
@@ -424,6 +428,279 @@ TEST(ranker_train_two_ranks_killed_and_resumed) {
         CHECK_MSG(strlen(n1) > 0 && !strcmp(n1, n2), "run %d: validation NDCG@10 %s, uninterrupted %s", k, n2, n1);
     }
     llm_free(&m);
+}
+
+/* ---- Ctrl-C: SIGINT to mpirun ---- */
+
+/* mpirun without `timeout`: GNU timeout sends a signal it gets to its whole process
+ * group as well, so mpirun would see a second SIGINT (which makes it kill at once). */
+static const char *mpirun_plain(void) {
+    static char prefix[256];
+    snprintf(prefix, sizeof prefix, "mpirun %s--oversubscribe --mca orte_base_help_aggregate 0",
+             geteuid() == 0 ? "--allow-run-as-root " : "");
+    return prefix;
+}
+
+/* The mllm4rec processes below pid (mpirun's ranks), at most max; returns how many. */
+static int job_ranks(pid_t pid, pid_t *out, int max) {
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char p[300], buf[512];
+        pid_t child = (pid_t)atoi(de->d_name);
+        if (child <= 0) continue;
+        snprintf(p, sizeof p, "/proc/%d/stat", (int)child);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        const char *rp = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != (int)pid) continue;
+        if (strstr(buf, "(mllm4rec)") && n < max) out[n++] = child;
+        n += job_ranks(child, out + n, max - n);
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* 1 when no pid of the list is a live mllm4rec any more (a zombie counts as ended),
+ * after waiting up to 10 s for them. */
+static int ranks_gone(const pid_t *pids, int n) {
+    const double t0 = mr_now();
+    for (;;) {
+        int live = 0;
+        for (int i = 0; i < n; i++) {
+            char p[64], buf[512];
+            snprintf(p, sizeof p, "/proc/%d/stat", (int)pids[i]);
+            FILE *f = fopen(p, "r");
+            if (!f) continue;
+            size_t got = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[got] = 0;
+            const char *rp = strrchr(buf, ')');
+            char state = 0;
+            if (strstr(buf, "(mllm4rec)") && rp && sscanf(rp + 1, " %c", &state) == 1 && state != 'Z') live++;
+        }
+        if (!live) return 1;
+        if (mr_now() - t0 > 10) return 0;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int file_lines(const char *path) {
+    char *x = read_all(path);
+    int n = 0;
+    for (const char *s = x; s && *s; s++) n += *s == '\n';
+    free(x);
+    return n;
+}
+
+/* Starts `cmdline` (which execs mpirun), waits until ready(ctx) says the ranks are at
+ * work (or 250 s), notes the ranks, sends SIGINT to mpirun as a terminal's Ctrl-C
+ * does, and waits for it. Returns the wait status; *n_ranks and ranks: the ranks seen. */
+static int sigint_job(const char *cmdline, int (*ready)(const void *), const void *ctx, pid_t *ranks, int *n_ranks) {
+    pid_t pid = start_job(cmdline);
+    *n_ranks = 0;
+    if (pid <= 0) return -1;
+    const double t0 = mr_now();
+    int st = 0, sent = 0;
+    for (;;) {
+        if (waitpid(pid, &st, WNOHANG) == pid) break;
+        if (!sent && *n_ranks < 2) *n_ranks = job_ranks(pid, ranks, 8);
+        if (!sent && *n_ranks >= 2 && ready(ctx)) {
+            *n_ranks = job_ranks(pid, ranks, 8);
+            kill(pid, SIGINT);
+            sent = 1;
+        }
+        if (mr_now() - t0 > 250) { /* a hang: end it, the checks below fail */
+            kill_tree(pid);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return sent ? st : -1;
+}
+
+static int log_has_two_lines(const void *dir) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/train.jsonl", (const char *)dir);
+    return file_lines(p) >= 2; /* step 0 and the first validation: training under way */
+}
+
+/* mpirun forwards a Ctrl-C to its ranks as SIGTERM (then SIGKILL after
+ * odls_base_sigkill_timeout, 1 s): the ranks agree on the stop after the example
+ * each is in, rank 0 saves the last step's state, and every rank ends with exit 1;
+ * the folder's lock is free, no rank is left, and --resume ends with the adapter of
+ * an uninterrupted run. */
+TEST(ranker_train_two_ranks_sigint) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = ranker_world();
+    enum { STEPS = 60 };
+    char fmt[4096], args[4400], line[8192], ref[1024], dir[1024], pa[1200], pb[1200], errp[1200];
+    train_args_steps(fmt, sizeof fmt, w, model, STEPS);
+    snprintf(ref, sizeof ref, "%s", test_tmp_path("sigint_ref"));
+    snprintf(args, sizeof args, fmt, ref);
+    int rc = sh(NULL, 0, "%s %s >/dev/null 2>&1", bin(), args);
+    CHECK_MSG(rc == 0, "uninterrupted run: exit %d", rc);
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("sigint_train"));
+    snprintf(errp, sizeof errp, "%s", test_tmp_path("sigint_train.err"));
+    snprintf(args, sizeof args, fmt, dir);
+    snprintf(line, sizeof line, "exec %s -np 2 %s %s 2>%s", mpirun_plain(), bin(), args, errp);
+    pid_t ranks[8];
+    int n_ranks = 0;
+    int st = sigint_job(line, log_has_two_lines, dir, ranks, &n_ranks);
+    char *err = read_all(errp);
+    CHECK_MSG(st != -1, "the job hung or never started training: %s", err ? err : "");
+    CHECK_MSG(n_ranks == 2, "%d ranks seen", n_ranks);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) != 0, "mpirun after SIGINT: status %#x (not a non-zero exit): %s", st,
+              err ? err : "");
+    CHECK_MSG(ranks_gone(ranks, n_ranks), "a rank is still running after mpirun ended");
+    /* stopped by agreement: rank 0's message, no rank ended the job by failing */
+    CHECK_MSG(err && strstr(err, "interrupted at step") && !strstr(err, "failed"), "stderr: %s", err ? err : "");
+    free(err);
+    snprintf(pb, sizeof pb, "%s/train.jsonl", dir);
+    const int lines = file_lines(pb);
+    CHECK_MSG(lines < 1 + STEPS / 2, "the run ended (%d log lines) before the SIGINT reached it", lines);
+    snprintf(pb, sizeof pb, "%s/checkpoint.safetensors", dir);
+    CHECK_MSG(mr_file_exists(pb), "no checkpoint after the SIGINT");
+    /* the lock is free (a held one makes this exit 1) and the run continues to the end */
+    static char out[1 << 15];
+    rc = sh(out, sizeof out, "%s -np 2 %s %s --resume 2>&1 >/dev/null", mpi, bin(), args);
+    CHECK_MSG(rc == 0, "resumed: exit %d: %s", rc, out);
+    llm_model m;
+    mr_error e = {0};
+    CHECK_MSG(!llm_load(&m, model, &e), "%s", e.msg);
+    snprintf(pa, sizeof pa, "%s/adapter.gguf", ref);
+    snprintf(pb, sizeof pb, "%s/adapter.gguf", dir);
+    double worst;
+    CHECK_MSG(same_adapter(&m, pa, pb, &worst), "interrupted and resumed: adapter differs from the uninterrupted one's: %g",
+              worst);
+    fprintf(stderr, "  SIGINT to mpirun at log line %d, resumed on 2 ranks: max|diff| / max|t| = %.3g\n", lines, worst);
+    char n1[4096], n2[4096];
+    val_ndcgs(ref, n1, sizeof n1);
+    val_ndcgs(dir, n2, sizeof n2);
+    CHECK_MSG(strlen(n1) > 0 && !strcmp(n1, n2), "validation NDCG@10 %s, uninterrupted %s", n2, n1);
+    llm_free(&m);
+}
+
+/* A dataset of n users whose prompts fill 512 tokens of stories260K (so that ranking
+ * them takes seconds), 20 candidates each, the true item among them. */
+static const char *long_world(int n_users) {
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("ml_long"));
+    mkdir(dir, 0755);
+    static const char *words[] = {"red", "house", "river", "night", "story", "city", "garden", "winter", "silent", "storm"};
+    const int n_items = 60;
+    size_t cap = (size_t)1 << 21, n = 0;
+    char *buf = malloc(cap), p[1200];
+    if (!buf) return NULL;
+    n = (size_t)snprintf(buf, cap, "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\", "
+                                   "\"counts\": {\"after\": {\"users\": %d, \"items\": %d, \"interactions\": %d}}}\n",
+                         n_users, n_items, n_users * 30);
+    snprintf(p, sizeof p, "%s/meta.json", dir);
+    test_write_file(p, buf, n);
+    n = (size_t)snprintf(buf, cap, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    for (int i = 1; i <= n_items; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%d\t%d\tThe %s %s of the %s (19%02d)\t\t\n", i, i, words[i % 10],
+                              words[(i * 7) % 10], words[(i * 3) % 10], 50 + i % 50);
+    snprintf(p, sizeof p, "%s/items.tsv", dir);
+    test_write_file(p, buf, n);
+    n = (size_t)snprintf(buf, cap, "user_id\tsource_user_id\titems\n");
+    for (int u = 1; u <= n_users; u++) {
+        n += (size_t)snprintf(buf + n, cap - n, "%d\t%d\t", u, u);
+        for (int j = 0; j < 30; j++) n += (size_t)snprintf(buf + n, cap - n, j ? " %d" : "%d", (u * 7 + j * 3) % n_items + 1);
+        buf[n++] = '\n';
+    }
+    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
+    test_write_file(p, buf, n);
+    n = (size_t)snprintf(buf, cap, "split\tuser_id\tlabel\titems\tscores\n");
+    for (int s = 0; s < 2; s++)
+        for (int u = 1; u <= n_users; u++) {
+            const int label = (u * 7 + (s ? 29 : 28) * 3) % n_items + 1, at = u % 20;
+            n += (size_t)snprintf(buf + n, cap - n, "%s\t%d\t%d\t", s ? "test" : "val", u, label);
+            for (int k = 0, c = 0; k < 20; k++) {
+                int it = label;
+                if (k != at) {
+                    do it = (label + ++c) % n_items + 1;
+                    while (it == label);
+                }
+                n += (size_t)snprintf(buf + n, cap - n, k ? ",%d" : "%d", it);
+            }
+            buf[n++] = '\t';
+            for (int k = 0; k < 20; k++) n += (size_t)snprintf(buf + n, cap - n, k ? ",%d" : "%d", 20 - k);
+            buf[n++] = '\n';
+        }
+    snprintf(p, sizeof p, "%s/cands.tsv", dir);
+    test_write_file(p, buf, n);
+    free(buf);
+    return dir;
+}
+
+static int ranks_had_time(const void *t0) {
+    return mr_now() - *(const double *)t0 > 1.0; /* past start-up and loading: ranking */
+}
+
+/* `ranker eval` under mpirun, Ctrl-C'd while ranking: exit non-zero, no rank left,
+ * the folder's metrics.json as it was (written whole or not at all), its lock free. */
+TEST(ranker_eval_two_ranks_sigint) {
+    const char *why, *mpi = mpirun_prefix(&why);
+    if (!mpi) SKIP("%s", why);
+    const char *model = "models/stories260K.gguf";
+    if (!mr_file_exists(model)) SKIP("%s absent", model);
+    const char *w = long_world(2000);
+    CHECK(w);
+    char common[4096], line[8192], dir[1024], pm[1200], errp[1200];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("sigint_eval"));
+    snprintf(common, sizeof common,
+             "ranker eval --dataset %s --candidates %s/cands.tsv --model %s --threads 1 --max-tokens 512 --out %s", w,
+             w, model, dir);
+    /* an earlier run's metrics.json in the folder */
+    int rc = sh(NULL, 0, "%s %s --max-users 2 >/dev/null 2>&1", bin(), common);
+    CHECK_MSG(rc == 0, "a first eval of 2 users: exit %d", rc);
+    snprintf(pm, sizeof pm, "%s/metrics.json", dir);
+    char *before = read_all(pm);
+    CHECK(before);
+    snprintf(errp, sizeof errp, "%s", test_tmp_path("sigint_eval.err"));
+    snprintf(line, sizeof line, "exec %s -np 2 %s %s 2>%s", mpirun_plain(), bin(), common, errp);
+    pid_t ranks[8];
+    int n_ranks = 0;
+    const double t0 = mr_now();
+    int st = sigint_job(line, ranks_had_time, &t0, ranks, &n_ranks);
+    char *err = read_all(errp);
+    CHECK_MSG(st != -1, "the job hung: %s", err ? err : "");
+    CHECK_MSG(n_ranks == 2, "%d ranks seen", n_ranks);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) != 0, "mpirun after SIGINT: status %#x (2000 users ranked before it?): %s",
+              st, err ? err : "");
+    free(err);
+    CHECK_MSG(ranks_gone(ranks, n_ranks), "a rank is still running after mpirun ended");
+    char *after = read_all(pm);
+    CHECK_MSG(after && !strcmp(before, after), "metrics.json changed by the interrupted run");
+    free(before);
+    free(after);
+    /* nothing half-written beside it */
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int others = 0;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, "metrics.json")) {
+            fprintf(stderr, "  left in the folder: %s\n", de->d_name);
+            others++;
+        }
+    if (d) closedir(d);
+    CHECK_MSG(others == 0, "%d other files in %s", others, dir);
+    /* the lock is free: the next run of the folder claims it */
+    rc = sh(NULL, 0, "%s -np 2 %s %s --max-users 4 >/dev/null 2>&1", mpi, bin(), common);
+    CHECK_MSG(rc == 0, "the next eval in the folder: exit %d", rc);
 }
 
 /* ---- one rank fails: the job ends with its message ---- */
@@ -654,6 +931,8 @@ int main(void) {
     RUN(failing_rank_ends_the_job);
     RUN(ranker_train_two_ranks_equal_one);
     RUN(ranker_train_two_ranks_killed_and_resumed);
+    RUN(ranker_train_two_ranks_sigint);
+    RUN(ranker_eval_two_ranks_sigint);
     RUN(retriever_eval_and_candidates_two_ranks_equal_one);
     RUN(caption_two_ranks_equal_one);
     return test_summary();

@@ -31,6 +31,14 @@ void mr_dist_finalize(void);
  * otherwise returns, and the caller ends its own process. */
 void mr_dist_abort(int code);
 
+/* Says that every rank of the job ends here with the same non-zero status, by
+ * agreement (an interruption that all ranks have seen through a collective): the CLI
+ * then finalizes MPI and returns the status instead of aborting the job, so an
+ * interrupted run ends like a finished one (no "rank failed" message, no MPI_Abort). */
+void mr_dist_agree_exit(void);
+/* 1 after mr_dist_agree_exit (cleared by mr_dist_finalize). */
+int mr_dist_exit_agreed(void);
+
 int mr_dist_rank(void);       /* 0 .. size-1; 0 without MPI */
 int mr_dist_size(void);       /* ranks in the job; 1 without MPI */
 int mr_dist_local_size(void); /* ranks on this host; 1 without MPI */

@@ -380,8 +380,9 @@ CLI_COMMAND(cmd_ranker_train) {
     mr_rank_train_result res;
     if ((rc = mr_ranker_train(&r, &o, &res, &e))) goto done;
     if (res.interrupted) {
-        fprintf(stderr, "mllm4rec %s: interrupted at step %lld; state saved in %s (continue with --resume)\n", cmd,
-                (long long)res.steps, out);
+        if (mr_dist_rank() == 0) /* every rank stopped at the same step */
+            fprintf(stderr, "mllm4rec %s: interrupted at step %lld; state saved in %s (continue with --resume)\n", cmd,
+                    (long long)res.steps, out);
         rc = -1;
         goto done;
     }

@@ -121,7 +121,9 @@ int main(int argc, char **argv) {
         }
     }
     int rc = dispatch(argc, argv);
-    if (rc && mr_dist_size() > 1) {
+    /* a failing rank may leave the others waiting in a collective: end them all; an
+     * end that every rank agreed on (an interruption) finalizes like a normal one */
+    if (rc && mr_dist_size() > 1 && !mr_dist_exit_agreed()) {
         fprintf(stderr, "mllm4rec: rank %d of %d failed (exit %d): ending the job\n", mr_dist_rank(), mr_dist_size(),
                 rc);
         mr_dist_abort(rc);

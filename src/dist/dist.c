@@ -16,7 +16,7 @@
 #include <mpi.h>
 #endif
 
-static int g_inited, g_rank, g_size = 1, g_local_size = 1;
+static int g_inited, g_rank, g_size = 1, g_local_size = 1, g_exit_agreed;
 
 static int env_int(const char *name, long *v) {
     const char *s = getenv(name);
@@ -75,6 +75,7 @@ void mr_dist_finalize(void) {
     if (g_inited) MPI_Finalize();
 #endif
     g_inited = 0;
+    g_exit_agreed = 0;
     g_rank = 0;
     g_size = g_local_size = 1;
 }
@@ -88,6 +89,9 @@ void mr_dist_abort(int code) {
     (void)code;
 #endif
 }
+
+void mr_dist_agree_exit(void) { g_exit_agreed = 1; }
+int mr_dist_exit_agreed(void) { return g_exit_agreed; }
 
 int mr_dist_rank(void) { return g_rank; }
 int mr_dist_size(void) { return g_size; }

@@ -393,8 +393,19 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             tokens += n;
             examples++;
         }
+        /* interrupted here: rank 0 saves the last step's state (nothing of it changes
+         * within a batch) before it waits for the others' examples, since mpirun's
+         * SIGTERM is followed by a SIGKILL (docs/scale.md) */
+        const int stopping = o->stop && *o->stop;
+        int saved = 0;
+        if (stopping && writer) {
+            h.epoch = batch_epoch;
+            h.epoch_pos = batch_pos;
+            if ((rc = state_write(state_path, &h, l, adam_m, adam_v, o, e))) goto stop;
+            saved = 1;
+        }
         /* the loss and whether any rank was interrupted, summed over the ranks */
-        double sums[2] = {batch_loss, o->stop && *o->stop ? 1.0 : 0.0};
+        double sums[2] = {batch_loss, stopping ? 1.0 : 0.0};
         if ((rc = mr_dist_allreduce_sum_f64(sums, 2, e))) goto stop;
         batch_loss = sums[0];
         if (sums[1] > 0) {
@@ -403,9 +414,10 @@ int mr_ranker_train(mr_ranker *r, const mr_rank_train_opts *o, mr_rank_train_res
             res->interrupted = 1;
             h.epoch = batch_epoch;
             h.epoch_pos = batch_pos;
-            if (writer) rc = state_write(state_path, &h, l, adam_m, adam_v, o, e);
+            if (writer && !saved) rc = state_write(state_path, &h, l, adam_m, adam_v, o, e);
             mr_log("interrupted at step %lld: state saved, continue with --resume", (long long)h.step);
             if (!rc) rc = mr_dist_barrier(e); /* no rank ends the job before rank 0 has written */
+            if (!rc) mr_dist_agree_exit(); /* every rank stops here: the job ends without an abort */
             break;
         }
         /* the batch's gradient: the sum of every rank's share */
