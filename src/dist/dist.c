@@ -41,6 +41,14 @@ int mr_dist_launched(void) {
 int mr_dist_init(int *argc, char ***argv, mr_error *e) {
     if (g_inited || !mr_dist_launched()) return MR_OK;
 #if MR_HAVE_MPI
+    long tasks = 0;
+    /* srun without PMIx (--mpi=none, pmi2): Open MPI, as Debian builds it, wires up
+     * through PMIx only and would fail inside MPI_Init with a page of text */
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && env_int("SLURM_STEP_NUM_TASKS", &tasks) && tasks > 1)
+        return mr_fail(e, MR_ERR_INPUT,
+                       "srun started %ld tasks without PMIx (no PMIX_RANK): run srun --mpi=pmix, or set "
+                       "MpiDefault=pmix in slurm.conf (Open MPI connects to its ranks through PMIx)",
+                       tasks);
     int provided = 0;
     /* the helper threads (OpenMP, caption prefetch) never call MPI */
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
