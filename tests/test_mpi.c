@@ -1,11 +1,14 @@
 /* Open MPI (mllm4rec/dist.h, docs/scale.md): `ranker eval`, `caption`, `retriever eval`
  * and `retriever candidates` on 2 ranks x 1 thread write the files of 1 process x 1
- * thread, byte for byte; data-parallel `ranker train` on 2 ranks ends with the adapter
- * (up to the reduction order) and the validation NDCG of 1 process with the same
- * global batch, also when killed (SIGKILL) and resumed on 2 ranks or on 1; a rank that fails ends the whole job with its message and a
- * non-zero exit instead of leaving the others waiting; commands that do not share
- * their work refuse to run on several ranks. Skips (visibly) when mpirun is absent
- * or the build has no MPI (make MPI=0). */
+ * thread, byte for byte (also from a hostfile); data-parallel `ranker train` on 2
+ * ranks ends with the adapter (up to the reduction order) and the validation NDCG of
+ * 1 process with the same global batch, also when killed (SIGKILL) and resumed on 2
+ * ranks or on 1, and when mpirun is sent SIGINT (Ctrl-C) and the run resumed; a
+ * Ctrl-C'd `ranker eval` leaves metrics.json as it was and the folder free; a rank
+ * that fails ends the whole job with its message and a non-zero exit instead of
+ * leaving the others waiting; commands that do not share their work refuse to run on
+ * several ranks. Skips (visibly) when mpirun is absent or the build has no MPI
+ * (make MPI=0). */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -179,6 +182,17 @@ TEST(ranker_eval_two_ranks_equal_one) {
     snprintf(pa, sizeof pa, "%s_test/metrics.json", test_tmp_path("rank1"));
     snprintf(pb, sizeof pb, "%s/metrics.json", b);
     CHECK_MSG(same_file(pa, pb), "metrics.json of 3 ranks differs from 1 process's");
+    /* a hostfile naming this machine with 2 slots, as on a cluster (docs/scale.md) */
+    char hosts[1024];
+    snprintf(hosts, sizeof hosts, "%s", test_tmp_path("hosts"));
+    test_write_file(hosts, "localhost slots=2\n", strlen("localhost slots=2\n"));
+    snprintf(b, sizeof b, "%s", test_tmp_path("rank_hostfile"));
+    snprintf(args_b, sizeof args_b, common, "test", b);
+    static char out3[1 << 15];
+    rc = sh(out3, sizeof out3, "%s --hostfile %s -np 2 %s %s 2>&1 >/dev/null", mpi, hosts, bin(), args_b);
+    CHECK_MSG(rc == 0 && strstr(out3, "on 2 ranks"), "--hostfile: exit %d: %s", rc, out3);
+    snprintf(pb, sizeof pb, "%s/metrics.json", b);
+    CHECK_MSG(same_file(pa, pb), "metrics.json of 2 ranks from a hostfile differs from 1 process's");
 }
 
 /* ---- data-parallel ranker train ---- */
