@@ -23,11 +23,17 @@
  * counted as a failure).
  *
  *   build/bench/bench_mpi            (MLLM4REC_BIN overrides build/mllm4rec)
- * Environment: MLLM4REC_BENCH_USERS_SMALL (48; stories260K users), MLLM4REC_BENCH_USERS
- * (8; SmolLM2-shaped users), MLLM4REC_BENCH_TOKENS (1024; prompt cap of the 135M model),
+ * The stories260K case ranks 610 users by default (ml-latest-small's user count, on a
+ * generated dataset): about 10 s of ranking on one core, so that the seconds of
+ * mpirun's start, the ranks' loading and the gather do not weigh in the ratio (with
+ * 48 users the phase lasted under 1 s). The 2-rank run's "ranks' shares" line (the
+ * least and most prompts, tokens and CPU seconds of the ranks) is printed beside it.
+ *
+ * Environment: MLLM4REC_BENCH_USERS_SMALL (610; stories260K users), MLLM4REC_BENCH_USERS
+ * (8; SmolLM2-shaped users; 0 in either leaves that case out), MLLM4REC_BENCH_TOKENS (1024; prompt cap of the 135M model),
  * MLLM4REC_BENCH_NP (2), MLLM4REC_BENCH_TRAIN_STEPS (8; optimizer steps of the training
- * case), MLLM4REC_BENCH_TRAIN_BATCH (8; its global batch), MLLM4REC_BENCH_TRAIN_ONLY (1:
- * the training case alone). */
+ * case), MLLM4REC_BENCH_TRAIN_BATCH (8; its global batch), MLLM4REC_BENCH_TRAIN_USERS (48;
+ * users of its dataset), MLLM4REC_BENCH_TRAIN_ONLY (1: the training case alone). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +124,7 @@ static int write_world(const char *dir, int n_users) {
 typedef struct run_fig {
     double prompts_per_s, wall_s, cpu_s; /* cpu_s: the busiest rank's CPU seconds of ranking */
     long users;
+    char shares[160]; /* several ranks: "least / most" prompts and CPU seconds of the ranks */
 } run_fig;
 
 /* Runs one `ranker eval` (np 0: no mpirun) and reads its "ranked N users in X s (Y prompts/s)" line. */
@@ -153,6 +160,14 @@ static int run_eval(const char *model, const char *world, const char *out, int n
         free(text);
         return 1;
     }
+    long p0 = 0, p1 = 0, k0 = 0, k1 = 0;
+    double c0 = 0, c1 = 0;
+    const char *sh = strstr(text, "ranks' shares (least / most): ");
+    snprintf(f->shares, sizeof f->shares, "-");
+    if (sh && sscanf(sh, "ranks' shares (least / most): %ld / %ld prompts, %ld / %ld tokens, %lf / %lf CPU s", &p0, &p1,
+                     &k0, &k1, &c0, &c1) == 6)
+        snprintf(f->shares, sizeof f->shares, "%ld / %ld prompts, %ld / %ld tokens, %.2f / %.2f CPU s", p0, p1, k0, k1,
+                 c0, c1);
     free(text);
     return 0;
 }
@@ -280,19 +295,20 @@ int main(void) {
     struct {
         const char *name, *model;
         int users, max_tokens;
-    } cases[2] = {{"stories260K", "models/stories260K.gguf", env_int("MLLM4REC_BENCH_USERS_SMALL", 48), 512},
+    } cases[2] = {{"stories260K", "models/stories260K.gguf", env_int("MLLM4REC_BENCH_USERS_SMALL", 610), 512},
                   {"smollm2-135m (random)", smol, env_int("MLLM4REC_BENCH_USERS", 8), env_int("MLLM4REC_BENCH_TOKENS", 1024)}};
     printf("ranker eval, 1 process x 1 thread against %d ranks x 1 thread (load average at start: %s)\n\n", np, loadavg);
     printf("| model | users | 1x1 prompts/s | %dx1 prompts/s | ratio | CPU-bound ratio | 1x1 wall s | %dx1 wall s | "
-           "same metrics.json |\n",
+           "same metrics.json | ranks' shares (least / most) |\n",
            np, np);
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     char json[4096];
     size_t jn = (size_t)snprintf(json, sizeof json, "{\"bench\": \"mpi_ranker_eval\", \"np\": %d, \"loadavg\": \"%s\", \"cases\": [",
                                  np, loadavg);
     int bad = 0;
     const int eval_cases = env_int("MLLM4REC_BENCH_TRAIN_ONLY", 0) ? 0 : 2;
     for (int c = 0; c < eval_cases; c++) {
+        if (cases[c].users <= 0) continue; /* a users count of 0 leaves the case out */
         if (!mr_file_exists(cases[c].model)) {
             printf("| %s | absent | | | | | | |\n", cases[c].name);
             continue;
@@ -314,8 +330,9 @@ int main(void) {
         /* CPU-bound: one rank's CPU seconds against the busiest of np ranks', i.e. the
          * ratio on free cores if the ranks do not slow each other (memory bandwidth) */
         double cpu_ratio = f2.cpu_s > 0 ? f1.cpu_s / f2.cpu_s : 0;
-        printf("| %s | %ld | %.3f | %.3f | %.2fx (goal 1.8x) | %.2fx | %.1f | %.1f | %s |\n", cases[c].name, f1.users,
-               f1.prompts_per_s, f2.prompts_per_s, ratio, cpu_ratio, f1.wall_s, f2.wall_s, same ? "yes" : "NO");
+        printf("| %s | %ld | %.3f | %.3f | %.2fx (goal 1.8x) | %.2fx | %.1f | %.1f | %s | %s |\n", cases[c].name,
+               f1.users, f1.prompts_per_s, f2.prompts_per_s, ratio, cpu_ratio, f1.wall_s, f2.wall_s, same ? "yes" : "NO",
+               f2.shares);
         jn += (size_t)snprintf(json + jn, sizeof json - jn,
                                "%s{\"model\": \"%s\", \"users\": %ld, \"prompts_per_s_1x1\": %.4f, \"prompts_per_s_%dx1\": "
                                "%.4f, \"ratio\": %.4f, \"cpu_ratio\": %.4f, \"wall_s_1x1\": %.3f, \"wall_s_%dx1\": %.3f, \"same_metrics\": %s}",
@@ -327,11 +344,12 @@ int main(void) {
     if (mr_file_exists(tmodel)) {
         const int batch = env_int("MLLM4REC_BENCH_TRAIN_BATCH", 8), steps = env_int("MLLM4REC_BENCH_TRAIN_STEPS", 8);
         char world[256], o1[300], o2[300], a1[400], a2[400];
-        snprintf(world, sizeof world, "build/bench/mpi-world-%d", cases[0].users);
+        const int train_users = env_int("MLLM4REC_BENCH_TRAIN_USERS", 48);
+        snprintf(world, sizeof world, "build/bench/mpi-world-%d", train_users);
         snprintf(o1, sizeof o1, "build/bench/mpi-train-1");
         snprintf(o2, sizeof o2, "build/bench/mpi-train-%d", np);
         train_fig f1, f2;
-        if (write_world(world, cases[0].users) || run_train(tmodel, world, o1, 0, batch, steps, &f1) ||
+        if (write_world(world, train_users) || run_train(tmodel, world, o1, 0, batch, steps, &f1) ||
             run_train(tmodel, world, o2, np, batch, steps, &f2))
             return 1;
         snprintf(a1, sizeof a1, "%s/adapter.gguf", o1);

@@ -153,6 +153,7 @@ typedef struct mr_ranker {
     llm_model *m;           /* with the adapter attached (scoring applies it) */
     llm_adapter *lora;      /* the adapter being trained, or NULL */
     llm_state *state;       /* owned: scoring state sized for po.max_tokens */
+    int64_t last_tokens;    /* the length of the last prompt mr_ranker_score scored */
 } mr_ranker;
 
 /* m: the model with whatever adapter is attached (llm_adapter_attach or

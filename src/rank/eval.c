@@ -117,6 +117,7 @@ int mr_ranker_score(mr_ranker *r, int split, int32_t user_id, float *scores, int
     int rc = mr_ranker_prompt(r, split, user_id, &text, &ids, &n, e);
     if (rc) return rc;
     free(text);
+    r->last_tokens = n;
     const int V = r->m->cfg.n_vocab;
     float *logits = mr_alloc((size_t)V * sizeof(float), e);
     if (!logits) {
@@ -188,7 +189,11 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
     mr_progress prog;
     if (show_progress)
         mr_progress_start(&prog, split == MR_SPLIT_TEST ? "ranking test users" : "ranking val users", count);
+    /* the ranks start ranking together: the phase's time is the ranking's, not the
+     * ranks' skew in starting and loading */
+    if (!rc) rc = mr_dist_barrier(e);
     const double t0 = mr_now(), c0 = cpu_now();
+    int64_t tokens = 0;
     float scores[26];
     for (int64_t k = 0; k < count && !rc; k++) {
         const int32_t u = sub[first + k];
@@ -201,14 +206,22 @@ int mr_ranker_evaluate(mr_ranker *r, int split, int64_t max_users, int show_prog
             }
         double loss = 0;
         if ((rc = mr_ranker_score(r, split, u, scores, label_idx, &loss, e))) break;
+        tokens += r->last_tokens;
         for (int i = 0; i < nc; i++) mine[(size_t)k * rec + i] = scores[i];
         mine[(size_t)k * rec + nc] = loss;
         if (show_progress) mr_progress_update(&prog, k + 1, NULL);
     }
-    /* the busiest rank's CPU time (microseconds): the speed on free cores */
-    int64_t cpu_us = (int64_t)((cpu_now() - c0) * 1e6);
-    if (!rc) rc = mr_dist_allreduce_max_i64(&cpu_us, 1, e);
-    ev->cpu_seconds = (double)cpu_us * 1e-6;
+    /* the ranks' shares, largest and smallest (negated maxima): prompts, their tokens
+     * and the CPU time (microseconds) of scoring them; the busiest rank's CPU time is
+     * the speed on free cores */
+    const int64_t cpu_us = (int64_t)((cpu_now() - c0) * 1e6);
+    int64_t share[6] = {count, tokens, cpu_us, -count, -tokens, -cpu_us};
+    if (!rc) rc = mr_dist_allreduce_max_i64(share, 6, e);
+    ev->cpu_seconds = (double)share[2] * 1e-6;
+    if (!rc && show_progress && mr_dist_size() > 1)
+        mr_log("ranks' shares (least / most): %lld / %lld prompts, %lld / %lld tokens, %.3f / %.3f CPU s",
+               (long long)-share[3], (long long)share[0], (long long)-share[4], (long long)share[1],
+               (double)-share[5] * 1e-6, (double)share[2] * 1e-6);
     char *all = NULL;
     size_t n_all = 0;
     if (!rc) rc = mr_dist_gather(mine, sizeof(double) * rec * (size_t)count, 1, &all, &n_all, e);
