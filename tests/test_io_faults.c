@@ -11,6 +11,7 @@
 
 #include "base/io_faults.h"
 #include "mllm4rec/caption.h"
+#include "mllm4rec/exp.h"
 #include "mllm4rec/gguf.h"
 #include "mllm4rec/prepare.h"
 #include "mllm4rec/retriever.h"
@@ -229,6 +230,50 @@ static int w_caption_import(const char *dir, int version, mr_error *e) {
     return mr_caption_import(ds, tsv, &st, e);
 }
 
+/* experiment report: results.tsv, results.md and the sweep's figures of a folder of four
+ * runs (their metrics.json written here, outside the hook; version 1 moves the numbers) */
+static int w_exp_report(const char *dir, int version, mr_error *e) {
+    const char *cfg = "name: f\ndataset: d\nretriever: {}\ngrid:\n  hidden: [8, 16]\n  seed: [1, 2]\n"
+                      "report:\n  metrics: [Recall@10, NDCG@10]\n  sweep: hidden\n";
+    exp_config c;
+    int rc = exp_config_parse(cfg, strlen(cfg), "f.yaml", &c, e);
+    if (rc) return rc;
+    exp_run *r = NULL;
+    int n = 0;
+    rc = exp_expand(&c, &r, &n, e);
+    for (int i = 0; i < n && !rc; i++) {
+        char run[1024], p[1100], text[200];
+        snprintf(run, sizeof run, "%s/%s", dir, r[i].dir);
+        rc = mr_mkdir_p(run, e);
+        snprintf(p, sizeof p, "%s/metrics.json", run);
+        int len = snprintf(text, sizeof text, "{\"test\": {\"Recall@10\": %.2f, \"NDCG@10\": %.2f}}\n",
+                           0.1 + 0.01 * i + 0.05 * version, 0.05 + 0.02 * i);
+        if (!rc) test_write_file(p, text, (size_t)len);
+    }
+    if (!rc) rc = exp_report(&c, dir, e);
+    exp_runs_free(r, n);
+    exp_config_free(&c);
+    return rc;
+}
+
+/* curves.svg of a training run, from its train.jsonl (written here, outside the hook).
+ * The run folder is dir/exp/run: the figure's title names the last two parts of its
+ * path, which must not vary with dir (or the number of write steps would). */
+static int w_curves(const char *dir, int version, mr_error *e) {
+    char run[1024], p[1100], log[400];
+    snprintf(run, sizeof run, "%s/exp/run", dir);
+    int rc = mr_mkdir_p(run, e);
+    if (rc) return rc;
+    snprintf(p, sizeof p, "%s/train.jsonl", run);
+    int len = snprintf(log, sizeof log,
+                       "{\"iter\": 0, \"train_loss\": null, \"val\": {\"Recall@10\": 0.01}}\n"
+                       "{\"iter\": 100, \"train_loss\": %d.0, \"val\": {\"Recall@10\": 0.05}}\n"
+                       "{\"iter\": 200, \"train_loss\": 6.0, \"val\": {\"Recall@10\": 0.0%d}}\n",
+                       8 + version, 4 + 3 * version);
+    test_write_file(p, log, (size_t)len);
+    return exp_write_curves(run, e);
+}
+
 static const writer writers[] = {
     {"mr_write_file_atomic", w_atomic_bytes, {"blob.bin"}, NULL},
     {"safetensors", w_safetensors, {"t.safetensors"}, NULL},
@@ -240,6 +285,8 @@ static const writer writers[] = {
     {"prepare", w_prepare,
      {"out/items.tsv", "out/sequences.tsv", "out/meta.json", "out/fault.inter", "out/fault.item"}, NULL},
     {"caption --import", w_caption_import, {"cds/items.tsv", "cds/captions.tsv"}, caption_dataset},
+    {"experiment report", w_exp_report, {"results.tsv", "results.md", "fig-Recall.svg", "fig-NDCG.svg"}, NULL},
+    {"curves.svg", w_curves, {"exp/run/curves.svg"}, NULL},
 };
 
 /* ---- the harness ---- */

@@ -102,6 +102,13 @@ TEST(experiment_run_and_report) {
     refused_while_locked(o, a);
 }
 
+TEST(model_random_blip2_out) {
+    const char *o = folder("blip2");
+    char a[8192];
+    snprintf(a, sizeof a, "model random --arch blip2 --out %s --vocab %s/vocab.gguf", o, missing);
+    refused_while_locked(o, a);
+}
+
 int main(void) {
     snprintf(missing, sizeof missing, "%s", test_tmp_path("does-not-exist"));
     RUN(prepare_out);
@@ -111,5 +118,6 @@ int main(void) {
     RUN(ranker_train_out);
     RUN(ranker_eval_out_and_adapter_folder);
     RUN(experiment_run_and_report);
+    RUN(model_random_blip2_out);
     return test_summary();
 }

@@ -922,6 +922,9 @@ TEST(bad_files_give_clear_errors) {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", "neither"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}", "not a token id"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}", "not a token id"},
+        /* one id far above the others: 16 million placeholders (seconds, a gigabyte) are refused */
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 16000000}, \"merges\": []}}",
+         "token ids run up to 16000000 but only 2 tokens are defined"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"added_tokens\": [{\"id\": 1}]}",
          "added_tokens[0]"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
@@ -953,6 +956,18 @@ TEST(bad_files_give_clear_errors) {
     test_write_file(vp, "a a\n", 4);
     CHECK(tokenizer_load(&t, vdir, &e) == MR_ERR_INPUT && t == NULL);
     CHECK_MSG(strstr(e.msg, "entry 'bad-entry' is not a token id") != NULL, "message: %s", e.msg);
+    /* ids far apart: refused beyond 65536 unused ids; a few unused ids become placeholders */
+    snprintf(vp, sizeof vp, "%s/vocab.json", vdir);
+    const char *sparse = "{\"a\": 0, \"b\": 70001}";
+    test_write_file(vp, sparse, strlen(sparse));
+    CHECK(tokenizer_load(&t, vdir, &e) == MR_ERR_INPUT && t == NULL);
+    CHECK_MSG(strstr(e.msg, "token ids run up to 70001 but only 2 tokens are defined") != NULL, "message: %s", e.msg);
+    const char *holes = "{\"a\": 0, \"b\": 1000}";
+    test_write_file(vp, holes, strlen(holes));
+    CHECK_OK(tokenizer_load(&t, vdir, &e), &e);
+    CHECK(tokenizer_n_vocab(t) == 1001);
+    tokenizer_free(t);
+    t = NULL;
     /* a folder without tokenizer files */
     char empty[1024];
     snprintf(empty, sizeof empty, "%s", test_tmp_path("empty-model"));

@@ -62,6 +62,8 @@ int model_random_blip2(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     if (strcmp(arch, "blip2")) return cli_usage_error(cmd, "--arch %s is not a BLIP-2 architecture", arch);
     if (!out) return cli_usage_error(cmd, "--out DIR is required");
+    /* one writer per folder, taken before any input (--vocab) is read */
+    if ((rc = cli_claim_folder(cmd, out, NULL, 0, 0))) return rc;
     mr_blip2_shape s;
     if (mr_blip2_shape_preset(shape_name, &s))
         return cli_usage_error(cmd, "unknown --shape '%s' for blip2 (tiny, blip2-opt-2.7b)", shape_name);

@@ -51,7 +51,19 @@ static void hf_free(hf_build *b) {
     free(b->rx);
 }
 
-static int hf_alloc_tokens(hf_build *b, int32_t n, mr_error *e) {
+/* Ids that no entry names become placeholder tokens; at most MAX_HOLES of them beyond
+ * one per defined entry, so that loading stays linear in the file's size (a single
+ * entry with id 16000000 made 16 million placeholders: seconds of work and a gigabyte). */
+#define MAX_HOLES 65536
+
+/* n ids (the highest id + 1) for n_defined entries of the file (an id may repeat). */
+static int hf_alloc_tokens(hf_build *b, int32_t n, int64_t n_defined, mr_error *e) {
+    int64_t holes = (int64_t)n - n_defined;
+    if (holes > MAX_HOLES && holes > n_defined)
+        return mr_fail(e, MR_ERR_INPUT,
+                       "%s: token ids run up to %lld but only %lld tokens are defined: the ids between are "
+                       "unused (more than %d)",
+                       b->path, (long long)n - 1, (long long)n_defined, MAX_HOLES);
     b->n = n;
     b->text = mr_calloc((size_t)n, sizeof *b->text, e);
     b->len = mr_calloc((size_t)n, sizeof *b->len, e);
@@ -337,7 +349,8 @@ static int parse_tokenizer_json(hf_build *b, json_t *root, mr_error *e) {
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
     if (max_id < 0) return mr_fail(e, MR_ERR_INPUT, "%s: model.vocab is empty", b->path);
-    if (hf_alloc_tokens(b, (int32_t)(max_id + 1), e)) return MR_ERR_INTERNAL;
+    int rc0 = hf_alloc_tokens(b, (int32_t)(max_id + 1), (int64_t)(json_object_size(vocab) + json_array_size(added)), e);
+    if (rc0) return rc0;
     size_t key_len;
     json_object_keylen_foreach(vocab, key, key_len, val) {
         int rc = hf_set_token(b, json_integer_value(val), key, key_len, TOK_TYPE_NORMAL, e);
@@ -412,9 +425,13 @@ static int parse_vocab_merges(hf_build *b, const char *vocab_path, const char *m
         }
         if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
     }
-    if (max_id < 0 || hf_alloc_tokens(b, (int32_t)(max_id + 1), e)) {
+    if (max_id < 0) {
         json_decref(vocab);
-        return max_id < 0 ? mr_fail(e, MR_ERR_INPUT, "%s: empty vocabulary", vocab_path) : MR_ERR_INTERNAL;
+        return mr_fail(e, MR_ERR_INPUT, "%s: empty vocabulary", vocab_path);
+    }
+    if ((rc = hf_alloc_tokens(b, (int32_t)(max_id + 1), (int64_t)json_object_size(vocab), e))) {
+        json_decref(vocab);
+        return rc;
     }
     size_t key_len;
     json_object_keylen_foreach(vocab, key, key_len, val) {
