@@ -1,7 +1,67 @@
 /* Shared pieces of the attention retrievers (see attn_common.h). */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "retriever/attn_common.h"
+
+int attn_views_bind(rt_model *m, int n_head, int n_block, int n_tail, mr_error *e) {
+    attn_views *v = m->impl;
+    const int nb = m->cfg.blocks, n = n_head + nb * n_block + n_tail;
+    if (!v) {
+        /* the struct and its 2n pointers in one allocation */
+        v = mr_calloc(1, sizeof *v + 2 * (size_t)n * sizeof(float *), e);
+        if (!v)
+            return MR_ERR_INTERNAL;
+        float **all = (float **)(void *)(v + 1);
+        v->blocks = nb;
+        v->n_head = n_head;
+        v->n_block = n_block;
+        v->n_tail = n_tail;
+        v->h = all;
+        v->w = all + n_head;
+        v->t = v->w + (size_t)nb * n_block;
+        v->dh = all + n;
+        v->dw = v->dh + n_head;
+        v->dt = v->dw + (size_t)nb * n_block;
+        m->impl = v;
+    }
+    if (m->n_tensors != n)
+        return mr_fail(e, MR_ERR_INTERNAL, "%s: layout has %d tensors", m->cfg.arch, m->n_tensors);
+    /* h, w, t and then dh, dw, dt lie one after the other, in layout order */
+    float **all = v->h;
+    for (int i = 0; i < n; i++) {
+        const size_t off = m->tensors[i].offset;
+        all[i] = m->params + off;
+        all[n + i] = m->grads ? m->grads + off : NULL;
+    }
+    return MR_OK;
+}
+
+void attn_views_unbind(rt_model *m) {
+    free(m->impl);
+    m->impl = NULL;
+}
+
+void attn_init_bert(rt_model *m, uint64_t seed) {
+    mr_rng r;
+    mr_rng_seed(&r, seed);
+    const int d = m->cfg.hidden;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const rt_tensor *t = &m->tensors[i];
+        float *x = m->params + t->offset;
+        if (strstr(t->name, "layer_norm")) {
+            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
+            for (size_t j = 0; j < t->numel; j++) x[j] = v;
+        } else if (i < 2) {
+            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
+            if (i == 0)
+                memset(x, 0, (size_t)d * sizeof *x);
+        } else {
+            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
+        }
+    }
+}
 
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
     uint64_t k = mr_mix64(key ^ mr_mix64(site + 0x51ed270b27a1f5c3ULL));

@@ -1,6 +1,6 @@
-/* Pieces the attention retrievers (SASRec, BERT4Rec, STOSA) share: keyed
- * dropout masks, the reference's initialisers, the padded positions of packed
- * sequences and ReLU. */
+/* Pieces the attention retrievers (SASRec, BERT4Rec, STOSA) share: the views
+ * of their parameters, keyed dropout masks, the reference's initialisers, the
+ * padded positions of packed sequences and ReLU. */
 #ifndef MLLM4REC_RETRIEVER_ATTN_COMMON_H
 #define MLLM4REC_RETRIEVER_ATTN_COMMON_H
 
@@ -8,6 +8,33 @@
 
 #include "mllm4rec/base.h"
 #include "retriever/arch.h"
+
+/* An attention model's parameters (and gradients, NULL without them) by role,
+ * in layout order: n_head tensors before the blocks, n_block per block, n_tail
+ * after them. m->impl of SASRec, BERT4Rec and STOSA. */
+typedef struct attn_views {
+    int blocks, n_head, n_block, n_tail;
+    float **h, **dh; /* [n_head] */
+    float **w, **dw; /* [blocks * n_block]: block l's tensors from l * n_block (attn_block) */
+    float **t, **dt; /* [n_tail] */
+} attn_views;
+
+/* Block l's tensors (or their gradients), indexed by the architecture's block enum. */
+static inline float *const *attn_block(const attn_views *v, int l) { return v->w + (size_t)l * v->n_block; }
+static inline float *const *attn_block_grad(const attn_views *v, int l) { return v->dw + (size_t)l * v->n_block; }
+
+/* rt_arch.bind / unbind of the attention models: m->impl becomes (or is refreshed
+ * as) the views of m's layout, which must hold n_head + blocks * n_block + n_tail
+ * tensors. */
+int attn_views_bind(rt_model *m, int n_head, int n_block, int n_tail, mr_error *e);
+void attn_views_unbind(rt_model *m);
+
+/* The initialisation of the BERT4Rec lineage's code (SASRec, BERT4Rec): layer
+ * norms (names holding "layer_norm") ones and zeros; tensors 0 and 1 (the token
+ * and position tables) nn.Embedding's N(0, 1), the token table's padding row 0
+ * zeroed; every other tensor truncated normal, std 0.02 cut at +-0.04. One
+ * generator over the tensors in layout order, deterministic in seed. */
+void attn_init_bert(rt_model *m, uint64_t seed);
 
 /* The key of one row of one random site: (key, site, example, padded position),
  * nothing that depends on threads or on the order of evaluation. */

@@ -58,13 +58,6 @@ enum {
 enum { T_LIN_W, T_LIN_B, T_TAIL };
 
 typedef struct {
-    int blocks;
-    float *h[T_HEAD], *dh[T_HEAD];
-    float *(*w)[B_COUNT], *(*dw)[B_COUNT];
-    float *t[T_TAIL], *dt[T_TAIL];
-} bert_impl;
-
-typedef struct {
     float *q, *k, *v, *probs, *pdrop, *att, *o, *odrop, *s1, *x1, *x1_mean, *x1_std;
     float *f1, *g, *f2, *fdrop, *s2, *x2, *x2_mean, *x2_std;
 } bert_block_acts;
@@ -145,71 +138,10 @@ static int bert_layout(rt_model *m, mr_error *e) {
     return rc;
 }
 
-static int bert_bind(rt_model *m, mr_error *e) {
-    bert_impl *p = m->impl;
-    const int nb = m->cfg.blocks;
-    if (!p) {
-        p = mr_alloc(sizeof *p, e);
-        if (!p)
-            return MR_ERR_INTERNAL;
-        memset(p, 0, sizeof *p);
-        p->blocks = nb;
-        m->impl = p;
-        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
-        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
-        if (!p->w || !p->dw)
-            return MR_ERR_INTERNAL;
-    }
-    if (m->n_tensors != T_HEAD + nb * B_COUNT + T_TAIL)
-        return mr_fail(e, MR_ERR_INTERNAL, "bert4rec: layout has %d tensors", m->n_tensors);
-    float *g = m->grads;
-#define VIEW(dst, gdst, i)                                       \
-    do {                                                         \
-        const size_t off_ = m->tensors[i].offset;                \
-        (dst) = m->params + off_;                                \
-        (gdst) = g ? g + off_ : NULL;                            \
-    } while (0)
-    for (int t = 0; t < T_HEAD; t++) VIEW(p->h[t], p->dh[t], t);
-    for (int b = 0; b < nb; b++)
-        for (int t = 0; t < B_COUNT; t++) VIEW(p->w[b][t], p->dw[b][t], T_HEAD + b * B_COUNT + t);
-    for (int t = 0; t < T_TAIL; t++) VIEW(p->t[t], p->dt[t], T_HEAD + nb * B_COUNT + t);
-#undef VIEW
-    return MR_OK;
-}
-
-static void bert_unbind(rt_model *m) {
-    bert_impl *p = m->impl;
-    if (p) {
-        free(p->w);
-        free(p->dw);
-        free(p);
-    }
-    m->impl = NULL;
-}
-
-/* The reference: truncated normal (std 0.02, +-0.04) for every parameter of
- * BERTModel except its layer norms (model.bias included); the embeddings keep
- * nn.Embedding's N(0, 1) (the token table's padding row 0 zeroed) and the
- * embedding's layer norm ones and zeros. */
-static void bert_init(rt_model *m, uint64_t seed) {
-    mr_rng r;
-    mr_rng_seed(&r, seed);
-    const int d = m->cfg.hidden;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const rt_tensor *t = &m->tensors[i];
-        float *x = m->params + t->offset;
-        if (strstr(t->name, "layer_norm")) {
-            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->numel; j++) x[j] = v;
-        } else if (i == T_TOK || i == T_POS) {
-            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
-            if (i == T_TOK)
-                memset(x, 0, (size_t)d * sizeof *x);
-        } else {
-            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
-        }
-    }
-}
+/* m->impl: attn_views (T_HEAD, B_COUNT per block, T_TAIL); the reference's
+ * initialisation is attn_init_bert's (model.bias included in the truncated
+ * normal, the embedding's layer norm ones and zeros). */
+static int bert_bind(rt_model *m, mr_error *e) { return attn_views_bind(m, T_HEAD, B_COUNT, T_TAIL, e); }
 
 /* ------------------------------------------------------------------ scratch */
 
@@ -319,7 +251,7 @@ void bert4rec_mask_window(const rt_config *c, int32_t *tok, int32_t *tgt, const 
 
 static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int64_t *example, int train,
                          uint64_t key) {
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = a->start[n_seqs], d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
     a->poff[0] = 0;
@@ -361,7 +293,7 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
     const float *x = a->x0;
     for (int l = 0; l < a->blocks; l++) {
         bert_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
+        float *const *w = attn_block(p, l);
         linear_forward(k->q, x, w[B_WQ], w[B_BQ], N, d, d);
         linear_forward(k->k, x, w[B_WK], w[B_BK], N, d, d);
         linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
@@ -401,7 +333,7 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
 static const float *bert_output(const bert_acts *a) { return a->blk[a->blocks - 1].x2; }
 
 /* The head on n gathered rows xs: hy = gelu(xs Wlᵀ + bl), logits = hy Eᵀ + bias. */
-static void head_forward(const bert_impl *p, bert_acts *a, int n) {
+static void head_forward(const attn_views *p, bert_acts *a, int n) {
     linear_forward(a->hp, a->xs, p->t[T_LIN_W], p->t[T_LIN_B], n, a->d, a->d);
     gelu_tanh_forward(a->hy, a->hp, (size_t)n * a->d);
     linear_forward(a->logits, a->hy, p->h[T_TOK], p->h[T_BIAS], n, a->d, a->V);
@@ -410,14 +342,14 @@ static void head_forward(const bert_impl *p, bert_acts *a, int n) {
 /* ------------------------------------------------------------------ backward */
 
 static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = a->start[n_seqs], d = a->d, F = a->F, H = a->heads, hd = d / H;
     const int drop = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
     const size_t Nd = (size_t)N * d;
     for (int l = a->blocks - 1; l >= 0; l--) {
         bert_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
-        float *const *dw = p->dw[l];
+        float *const *w = attn_block(p, l);
+        float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNo(s2), s2 = x1 + drop(W2 gelu(W1 x1)) */
         memset(a->ds, 0, Nd * sizeof(float));
@@ -476,7 +408,7 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
 
 static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
     bert_acts *a = acts;
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!attn_batch_fits(b, a->max_len, a->rows - a->max_seqs, a->max_seqs))
@@ -531,7 +463,7 @@ static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
 
 static void bert_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     bert_acts *a = acts;
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     if (!attn_batch_fits(b, INT32_MAX, a->rows - a->max_seqs, a->max_seqs)) {
         for (size_t i = 0; i < (size_t)b->n_seqs * (size_t)(m->cfg.n_items + 1); i++) scores[i] = NAN;
         return;
@@ -563,8 +495,8 @@ const rt_arch rt_arch_bert4rec = {
     .name = "bert4rec",
     .layout = bert_layout,
     .bind = bert_bind,
-    .unbind = bert_unbind,
-    .init = bert_init,
+    .unbind = attn_views_unbind,
+    .init = attn_init_bert,
     .acts_create = bert_acts_create,
     .acts_free = bert_acts_free,
     .loss_backward = bert_loss_backward,

@@ -38,19 +38,13 @@
 /* Scored rows per slice of the [rows, n_items + 1] logits. */
 #define SAS_LOGIT_ROWS 128
 
-/* The tensors of one block, in state_dict order. */
+/* The tables before the blocks, then the tensors of one block, in state_dict order. */
+enum { T_TOK, T_POS, T_HEAD };
 enum {
     B_LN0_W, B_LN0_B, B_WQ, B_BQ, B_WK, B_BK, B_WV, B_BV,
     B_LNA_W, B_LNA_B, B_W1, B_B1, B_W2, B_B2, B_LNF_W, B_LNF_B, B_COUNT
 };
 
-typedef struct {
-    int blocks;
-    float *tok, *pos;          /* [n_items + 1, d], [max_len + 1, d] */
-    float *dtok, *dpos;        /* NULL without gradients */
-    float *(*w)[B_COUNT];      /* [blocks][B_COUNT] */
-    float *(*dw)[B_COUNT];
-} sas_impl;
 
 typedef struct {
     float *ln0, *ln0_mean, *ln0_std;  /* [N, d], [N], [N] */
@@ -121,69 +115,9 @@ static int sas_layout(rt_model *m, mr_error *e) {
     return rc;
 }
 
-static int sas_bind(rt_model *m, mr_error *e) {
-    sas_impl *p = m->impl;
-    const int nb = m->cfg.blocks;
-    if (!p) {
-        p = mr_alloc(sizeof *p, e);
-        if (!p)
-            return MR_ERR_INTERNAL;
-        memset(p, 0, sizeof *p);
-        p->blocks = nb;
-        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
-        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
-        m->impl = p;
-        if (!p->w || !p->dw)
-            return MR_ERR_INTERNAL;
-    }
-    if (m->n_tensors != 2 + nb * B_COUNT)
-        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: layout has %d tensors", m->n_tensors);
-    float *g = m->grads;
-    p->tok = m->params + m->tensors[0].offset;
-    p->pos = m->params + m->tensors[1].offset;
-    p->dtok = g ? g + m->tensors[0].offset : NULL;
-    p->dpos = g ? g + m->tensors[1].offset : NULL;
-    for (int b = 0; b < nb; b++)
-        for (int t = 0; t < B_COUNT; t++) {
-            const size_t off = m->tensors[2 + b * B_COUNT + t].offset;
-            p->w[b][t] = m->params + off;
-            p->dw[b][t] = g ? g + off : NULL;
-        }
-    return MR_OK;
-}
-
-static void sas_unbind(rt_model *m) {
-    sas_impl *p = m->impl;
-    if (p) {
-        free(p->w);
-        free(p->dw);
-        free(p);
-    }
-    m->impl = NULL;
-}
-
-/* The reference: truncated normal (std 0.02, +-0.04) for every parameter of
- * the transformer except its layer norms (ones and zeros); the embeddings keep
- * nn.Embedding's N(0, 1), the token table with its padding row 0 zeroed. */
-static void sas_init(rt_model *m, uint64_t seed) {
-    mr_rng r;
-    mr_rng_seed(&r, seed);
-    const int d = m->cfg.hidden;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const rt_tensor *t = &m->tensors[i];
-        float *x = m->params + t->offset;
-        if (i < 2) {
-            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
-            if (i == 0)
-                memset(x, 0, (size_t)d * sizeof *x);
-        } else if (strstr(t->name, "layer_norm")) {
-            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->numel; j++) x[j] = v;
-        } else {
-            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
-        }
-    }
-}
+/* m->impl: attn_views (the two tables, B_COUNT tensors per block); the
+ * reference's initialisation is attn_init_bert's. */
+static int sas_bind(rt_model *m, mr_error *e) { return attn_views_bind(m, T_HEAD, B_COUNT, 0, e); }
 
 /* ------------------------------------------------------------------ scratch */
 
@@ -262,7 +196,7 @@ static int first_pos(const sas_acts *a, const rt_batch *b, int s) {
 }
 
 static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int train, uint64_t key) {
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
     /* padded positions and the probability offsets */
@@ -284,7 +218,7 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
         const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
         for (int i = r0; i < r1; i++) {
             float *x = a->x0 + (size_t)i * d;
-            const float *te = p->tok + (size_t)b->tokens[i] * d, *pe = p->pos + (size_t)a->pos[i] * d;
+            const float *te = p->h[T_TOK] + (size_t)b->tokens[i] * d, *pe = p->h[T_POS] + (size_t)a->pos[i] * d;
             for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
             if (pd > 0) {
                 float *dm = a->edrop + (size_t)i * d;
@@ -296,7 +230,7 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
     const float *x = a->x0;
     for (int l = 0; l < a->blocks; l++) {
         sas_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
+        float *const *w = attn_block(p, l);
         layernorm_std_forward(k->ln0, k->ln0_mean, k->ln0_std, x, w[B_LN0_W], w[B_LN0_B], N, d, SAS_LN_EPS);
         linear_forward(k->q, k->ln0, w[B_WQ], w[B_BQ], N, d, d);
         linear_forward(k->k, x, w[B_WK], w[B_BK], N, d, d);
@@ -353,14 +287,14 @@ static const float *sas_output(const sas_acts *a) { return a->blk[a->blocks - 1]
 
 /* dx [N, d] holds d(loss)/d(output of the last block); gradients accumulate into m->grads. */
 static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train) {
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const int drop_h = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
     const size_t Nd = (size_t)N * d;
     for (int l = a->blocks - 1; l >= 0; l--) {
         sas_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
-        float *const *dw = p->dw[l];
+        float *const *w = attn_block(p, l);
+        float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNf(s2), s2 = f + x1 */
         memset(a->ds, 0, Nd * sizeof(float));
@@ -401,10 +335,10 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
         for (size_t i = 0; i < Nd; i++) a->dx[i] *= a->edrop[i];
     for (int i = 0; i < N; i++) {
         const float *g = a->dx + (size_t)i * d;
-        float *dp = p->dpos + (size_t)a->pos[i] * d;
+        float *dp = p->dh[T_POS] + (size_t)a->pos[i] * d;
         for (int c = 0; c < d; c++) dp[c] += g[c];
         if (b->tokens[i] > 0) {
-            float *dt = p->dtok + (size_t)b->tokens[i] * d;
+            float *dt = p->dh[T_TOK] + (size_t)b->tokens[i] * d;
             for (int c = 0; c < d; c++) dt[c] += g[c];
         }
     }
@@ -414,7 +348,7 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
 
 static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
     sas_acts *a = acts;
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs))
@@ -436,12 +370,12 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
             memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
             a->lab[i] = b->labels[row];
         }
-        linear_forward(a->logits, a->xs, p->tok, NULL, n, d, V);
+        linear_forward(a->logits, a->xs, p->h[T_TOK], NULL, n, d, V);
         sum += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)M);
         /* dxs = dlogits E; dE += dlogitsᵀ xs */
         float *dxs = a->dxs;
         memset(dxs, 0, (size_t)n * d * sizeof(float));
-        linear_backward(dxs, p->dtok, NULL, a->logits, a->xs, p->tok, n, d, V);
+        linear_backward(dxs, p->dh[T_TOK], NULL, a->logits, a->xs, p->h[T_TOK], n, d, V);
         for (int i = 0; i < n; i++) {
             float *dr = a->dx + (size_t)a->scored[i0 + i] * d;
             for (int c = 0; c < d; c++) dr[c] += dxs[(size_t)i * d + c];
@@ -453,7 +387,7 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
 
 static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     sas_acts *a = acts;
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs)) {
         for (size_t i = 0; i < (size_t)b->n_seqs * a->V; i++) scores[i] = NAN;
         return;
@@ -465,7 +399,7 @@ static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, fl
         const int n = b->n_seqs - s0 < SAS_LOGIT_ROWS ? b->n_seqs - s0 : SAS_LOGIT_ROWS;
         for (int i = 0; i < n; i++)
             memcpy(a->xs + (size_t)i * d, x + (size_t)(b->seq_start[s0 + i + 1] - 1) * d, (size_t)d * sizeof(float));
-        linear_forward(scores + (size_t)s0 * a->V, a->xs, p->tok, NULL, n, d, a->V);
+        linear_forward(scores + (size_t)s0 * a->V, a->xs, p->h[T_TOK], NULL, n, d, a->V);
     }
 }
 
@@ -473,8 +407,8 @@ const rt_arch rt_arch_sasrec = {
     .name = "sasrec",
     .layout = sas_layout,
     .bind = sas_bind,
-    .unbind = sas_unbind,
-    .init = sas_init,
+    .unbind = attn_views_unbind,
+    .init = attn_init_bert,
     .acts_create = sas_acts_create,
     .acts_free = sas_acts_free,
     .loss_backward = sas_loss_backward,
