@@ -74,6 +74,66 @@ void attn_dropout_row(float *scale, int n, float p, uint64_t row_key) {
     for (int c = 0; c < n; c++) scale[c] = attn_uniform(row_key, (uint64_t)c) < p ? 0.0f : keep;
 }
 
+void attn_positions(int32_t *pos, uint8_t *valid, size_t *poff, const int *start, const int32_t *tok, int n_seqs,
+                    int max_len, int n_head, int counted) {
+    poff[0] = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const int r0 = start[s], r = start[s + 1] - r0;
+        int n = 0;
+        for (int j = 0; j < r; j++) {
+            const int item = tok[r0 + j] > 0, pp = max_len - r + j;
+            valid[r0 + j] = (uint8_t)item;
+            n += item;
+            pos[r0 + j] = counted ? (item ? (n < max_len ? n : max_len) : 0) : (pp < 0 ? 0 : pp);
+        }
+        poff[s + 1] = poff[s] + (size_t)n_head * r * r;
+    }
+}
+
+void attn_dropout_rows(float *mask, int C, float p, uint64_t key, uint64_t site, const int *start, int n_seqs,
+                       const int64_t *example, int max_len) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < n_seqs; s++) {
+        const int r0 = start[s], r1 = start[s + 1], p0 = max_len - (r1 - r0);
+        const int64_t ex = example ? example[s] : s;
+        for (int i = r0; i < r1; i++)
+            attn_dropout_row(mask + (size_t)i * C, C, p, attn_row_key(key, site, ex, p0 + i - r0));
+    }
+}
+
+void attn_probs_dropout(float *drop, int r, int n_head, float p, uint64_t key, uint64_t site, int64_t example,
+                        int p0) {
+    const float keep = 1.0f / (1.0f - p);
+    for (int h = 0; h < n_head; h++)
+        for (int i = 0; i < r; i++) {
+            const uint64_t rk = attn_row_key(key, site + 1000 * (uint64_t)(h + 1), example, p0 + i);
+            float *dm = drop + ((size_t)h * r + i) * r;
+            for (int j = 0; j < r; j++) dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < p ? 0.0f : keep;
+        }
+}
+
+void attn_embedding_forward(float *x, const float *tok_table, const float *pos_table, const int32_t *tok,
+                            const int32_t *pos, int N, int d) {
+    for (int i = 0; i < N; i++) {
+        float *xi = x + (size_t)i * d;
+        const float *te = tok_table + (size_t)tok[i] * d, *pe = pos_table + (size_t)pos[i] * d;
+        for (int c = 0; c < d; c++) xi[c] = te[c] + pe[c];
+    }
+}
+
+void attn_embedding_backward(float *dtok_table, float *dpos_table, const float *g, const int32_t *tok,
+                             const int32_t *pos, int N, int d) {
+    for (int i = 0; i < N; i++) {
+        const float *gi = g + (size_t)i * d;
+        float *dp = dpos_table + (size_t)pos[i] * d;
+        for (int c = 0; c < d; c++) dp[c] += gi[c];
+        if (tok[i] > 0) {
+            float *dt = dtok_table + (size_t)tok[i] * d;
+            for (int c = 0; c < d; c++) dt[c] += gi[c];
+        }
+    }
+}
+
 float attn_trunc_normal(mr_rng *r, double std, double bound) {
     for (;;) {
         double x = mr_rng_normal(r) * std;

@@ -44,6 +44,37 @@ uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos);
  * mr_mix64(row_key + c) alone (src/base, the project's one hash). */
 void attn_dropout_row(float *scale, int n, float p, uint64_t row_key);
 
+/* Packed sequences as the attention models see them: sequence s owns rows
+ * start[s] .. start[s+1]-1, its first row at padded position max_len - r (r its
+ * rows); example[s] (or s when example is NULL) keys its randomness. */
+
+/* pos [N] the position-table row of every row: counted (SASRec, BERT4Rec: 1, 2, ..
+ * over the rows whose token is an item, capped at max_len, 0 on padding) or, with
+ * counted 0, the padded position itself (STOSA, clamped at 0); valid [N] =
+ * token > 0; poff [n_seqs + 1] the offsets of each sequence's n_head r x r
+ * probabilities. */
+void attn_positions(int32_t *pos, uint8_t *valid, size_t *poff, const int *start, const int32_t *tok, int n_seqs,
+                    int max_len, int n_head, int counted);
+
+/* mask [N, C]: every row's dropout scale (attn_dropout_row) at random site `site`,
+ * keyed by (key, site, example, padded position); threads over sequences. */
+void attn_dropout_rows(float *mask, int C, float p, uint64_t key, uint64_t site, const int *start, int n_seqs,
+                       const int64_t *example, int max_len);
+
+/* drop [n_head][r][r]: one sequence's dropout scales of the attention
+ * probabilities (0 or 1 / (1 - p)); row (head h, query i) keyed by
+ * (key, site + 1000 (h + 1), example, p0 + i), column j by the key's padded
+ * position p0 + j. */
+void attn_probs_dropout(float *drop, int r, int n_head, float p, uint64_t key, uint64_t site, int64_t example, int p0);
+
+/* The embedding lookup with positions: x [N, d] = tok_table[tok] + pos_table[pos];
+ * its gradient accumulates dpos_table[pos] += g and dtok_table[tok] += g, the
+ * token table's padding row taking none from the lookup (padding_idx = 0). */
+void attn_embedding_forward(float *x, const float *tok_table, const float *pos_table, const int32_t *tok,
+                            const int32_t *pos, int N, int d);
+void attn_embedding_backward(float *dtok_table, float *dpos_table, const float *g, const int32_t *tok,
+                             const int32_t *pos, int N, int d);
+
 /* A uniform in [0, 1) from a row key and a column. */
 static inline double attn_uniform(uint64_t row_key, uint64_t col) {
     return (double)(mr_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) * (1.0 / 9007199254740992.0);

@@ -254,39 +254,15 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
     const attn_views *p = m->impl;
     const int N = a->start[n_seqs], d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    a->poff[0] = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        const int r0 = a->start[s], r = a->start[s + 1] - r0;
-        int n = 0;
-        for (int j = 0; j < r; j++) {
-            const int item = a->tok[r0 + j] > 0;
-            a->valid[r0 + j] = (uint8_t)item;
-            n += item;
-            a->pos[r0 + j] = item ? (n < a->max_len ? n : a->max_len) : 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    for (int i = 0; i < N; i++) {
-        float *x = a->e + (size_t)i * d;
-        const float *te = p->h[T_TOK] + (size_t)a->tok[i] * d, *pe = p->h[T_POS] + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
-    }
+    attn_positions(a->pos, a->valid, a->poff, a->start, a->tok, n_seqs, a->max_len, H, 1);
+    attn_embedding_forward(a->e, p->h[T_TOK], p->h[T_POS], a->tok, a->pos, N, d);
     layernorm_std_forward(a->x0, a->e_mean, a->e_std, a->e, p->h[T_LNE_W], p->h[T_LNE_B], N, d, BERT_LN_EPS);
     /* dropout rows: embedding, attention output and feed-forward output of every block */
     if (pd > 0) {
-#pragma omp parallel for schedule(static)
-        for (int s = 0; s < n_seqs; s++) {
-            const int r0 = a->start[s], r1 = a->start[s + 1], p0 = a->max_len - (r1 - r0);
-            const int64_t ex = example ? example[s] : s;
-            for (int i = r0; i < r1; i++) {
-                attn_dropout_row(a->edrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB), ex, p0 + i - r0));
-                for (int l = 0; l < a->blocks; l++) {
-                    attn_dropout_row(a->blk[l].odrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_ATT_OUT), ex, p0 + i - r0));
-                    attn_dropout_row(a->blk[l].fdrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_FF), ex, p0 + i - r0));
-                }
-            }
+        attn_dropout_rows(a->edrop, d, pd, key, SITE(0, SITE_EMB), a->start, n_seqs, example, a->max_len);
+        for (int l = 0; l < a->blocks; l++) {
+            attn_dropout_rows(a->blk[l].odrop, d, pd, key, SITE(l, SITE_ATT_OUT), a->start, n_seqs, example, a->max_len);
+            attn_dropout_rows(a->blk[l].fdrop, d, pd, key, SITE(l, SITE_FF), a->start, n_seqs, example, a->max_len);
         }
         for (size_t i = 0; i < (size_t)N * d; i++) a->x0[i] *= a->edrop[i];
     }
@@ -299,20 +275,10 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
         linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < n_seqs; s++) {
-            const int r0 = a->start[s], r = a->start[s + 1] - r0, p0 = a->max_len - r;
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                const int64_t ex = example ? example[s] : s;
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        const uint64_t rk =
-                            attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1), ex, p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = a->start[s], r = a->start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
                                      a->valid + r0, drop, r, H, hd, 0);
@@ -393,15 +359,7 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
     memset(a->ds, 0, Nd * sizeof(float));
     layernorm_std_backward(a->ds, p->dh[T_LNE_W], p->dh[T_LNE_B], a->dx, a->e, a->e_mean, a->e_std, p->h[T_LNE_W], N,
                            d, BERT_LN_EPS);
-    for (int i = 0; i < N; i++) {
-        const float *g = a->ds + (size_t)i * d;
-        float *dp = p->dh[T_POS] + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) dp[c] += g[c];
-        if (a->tok[i] > 0) {
-            float *dt = p->dh[T_TOK] + (size_t)a->tok[i] * d;
-            for (int c = 0; c < d; c++) dt[c] += g[c];
-        }
-    }
+    attn_embedding_backward(p->dh[T_TOK], p->dh[T_POS], a->ds, a->tok, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the contract */

@@ -190,42 +190,15 @@ static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_
 enum { SITE_EMB = 1, SITE_ATTN = 2, SITE_FF1 = 3, SITE_FF2 = 4 };
 #define SITE(block, what) ((uint64_t)(block) * 16 + (what))
 
-/* Rows of sequence s are at [seq_start[s], seq_start[s+1]); the first at padded position max_len - r. */
-static int first_pos(const sas_acts *a, const rt_batch *b, int s) {
-    return a->max_len - (b->seq_start[s + 1] - b->seq_start[s]);
-}
-
 static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int train, uint64_t key) {
     const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    /* padded positions and the probability offsets */
-    a->poff[0] = 0;
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
-        int n = 0;
-        for (int j = 0; j < r; j++) {
-            const int item = b->tokens[r0 + j] > 0;
-            a->valid[r0 + j] = (uint8_t)item;
-            n += item;
-            a->pos[r0 + j] = item ? (n < a->max_len ? n : a->max_len) : 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    /* embedding */
-#pragma omp parallel for schedule(static)
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
-        for (int i = r0; i < r1; i++) {
-            float *x = a->x0 + (size_t)i * d;
-            const float *te = p->h[T_TOK] + (size_t)b->tokens[i] * d, *pe = p->h[T_POS] + (size_t)a->pos[i] * d;
-            for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
-            if (pd > 0) {
-                float *dm = a->edrop + (size_t)i * d;
-                attn_dropout_row(dm, d, pd, attn_row_key(key, SITE(0, SITE_EMB), attn_example(b, s), p0 + i - r0));
-                for (int c = 0; c < d; c++) x[c] *= dm[c];
-            }
-        }
+    attn_positions(a->pos, a->valid, a->poff, b->seq_start, b->tokens, b->n_seqs, a->max_len, H, 1);
+    attn_embedding_forward(a->x0, p->h[T_TOK], p->h[T_POS], b->tokens, a->pos, N, d);
+    if (pd > 0) {
+        attn_dropout_rows(a->edrop, d, pd, key, SITE(0, SITE_EMB), b->seq_start, b->n_seqs, b->example, a->max_len);
+        for (size_t i = 0; i < (size_t)N * d; i++) a->x0[i] *= a->edrop[i];
     }
     const float *x = a->x0;
     for (int l = 0; l < a->blocks; l++) {
@@ -237,20 +210,10 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
         linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0, p0 = first_pos(a, b, s);
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        /* row (head, query position); columns are the keys' rows */
-                        const uint64_t rk = attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1),
-                                                         attn_example(b, s), p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
                                      a->valid + r0, drop, r, H, hd, 1);
@@ -260,17 +223,9 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
         linear_forward(k->hpre, k->x1, w[B_W1], w[B_B1], N, d, F);
         relu_forward(k->h, k->hpre, (int64_t)N * F);
         if (pd > 0) {
-#pragma omp parallel for schedule(static)
-            for (int s = 0; s < b->n_seqs; s++) {
-                const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
-                const int64_t ex = attn_example(b, s);
-                for (int i = r0; i < r1; i++) {
-                    float *hm = k->hdrop + (size_t)i * F, *fm = k->fdrop + (size_t)i * d, *hi = k->h + (size_t)i * F;
-                    attn_dropout_row(hm, F, pd, attn_row_key(key, SITE(l, SITE_FF1), ex, p0 + i - r0));
-                    attn_dropout_row(fm, d, pd, attn_row_key(key, SITE(l, SITE_FF2), ex, p0 + i - r0));
-                    for (int c = 0; c < F; c++) hi[c] *= hm[c];
-                }
-            }
+            attn_dropout_rows(k->hdrop, F, pd, key, SITE(l, SITE_FF1), b->seq_start, b->n_seqs, b->example, a->max_len);
+            attn_dropout_rows(k->fdrop, d, pd, key, SITE(l, SITE_FF2), b->seq_start, b->n_seqs, b->example, a->max_len);
+            for (size_t i = 0; i < (size_t)N * F; i++) k->h[i] *= k->hdrop[i];
         }
         linear_forward(k->f, k->h, w[B_W2], w[B_B2], N, F, d);
         if (pd > 0)
@@ -333,15 +288,7 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
     /* embedding: the token table's padding row takes no gradient from the lookup (padding_idx = 0) */
     if (train && m->cfg.dropout > 0)
         for (size_t i = 0; i < Nd; i++) a->dx[i] *= a->edrop[i];
-    for (int i = 0; i < N; i++) {
-        const float *g = a->dx + (size_t)i * d;
-        float *dp = p->dh[T_POS] + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) dp[c] += g[c];
-        if (b->tokens[i] > 0) {
-            float *dt = p->dh[T_TOK] + (size_t)b->tokens[i] * d;
-            for (int c = 0; c < d; c++) dt[c] += g[c];
-        }
-    }
+    attn_embedding_backward(p->dh[T_TOK], p->dh[T_POS], a->dx, b->tokens, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the contract */

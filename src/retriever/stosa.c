@@ -224,42 +224,19 @@ static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, i
     const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    a->poff[0] = 0;
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
-        for (int j = 0; j < r; j++) {
-            const int pp = a->max_len - r + j;
-            a->pos[r0 + j] = pp < 0 ? 0 : pp;
-            a->valid[r0 + j] = b->tokens[r0 + j] > 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    for (int i = 0; i < N; i++) {
-        const size_t t = (size_t)b->tokens[i] * d, q = (size_t)a->pos[i] * d, o = (size_t)i * d;
-        for (int c = 0; c < d; c++) {
-            a->em[o + c] = p->h[T_IM][t + c] + p->h[T_PM][q + c];
-            a->ec[o + c] = p->h[T_IC][t + c] + p->h[T_PC][q + c];
-        }
-    }
+    attn_positions(a->pos, a->valid, a->poff, b->seq_start, b->tokens, b->n_seqs, a->max_len, H, 0);
+    attn_embedding_forward(a->em, p->h[T_IM], p->h[T_PM], b->tokens, a->pos, N, d);
+    attn_embedding_forward(a->ec, p->h[T_IC], p->h[T_PC], b->tokens, a->pos, N, d);
     const size_t Nd = (size_t)N * d;
     layernorm_forward(a->m_ln, a->em_mean, a->em_rstd, a->em, p->t[T_LN_W], p->t[T_LN_B], N, d, ST_LN_EPS);
     layernorm_forward(a->c_ln, a->ec_mean, a->ec_rstd, a->ec, p->t[T_LN_W], p->t[T_LN_B], N, d, ST_LN_EPS);
     if (pd > 0) {
-#pragma omp parallel for schedule(static)
-        for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = a->max_len - (r1 - r0);
-            const int64_t ex = attn_example(b, s);
-            for (int i = r0; i < r1; i++) {
-                const int pp = p0 + i - r0;
-                attn_dropout_row(a->mdrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB_M), ex, pp));
-                attn_dropout_row(a->cdrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB_C), ex, pp));
-                for (int l = 0; l < a->blocks; l++) {
-                    attn_dropout_row(a->lay[l].odrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_ATT_OUT), ex, pp));
-                    attn_dropout_row(a->lay[l].fdrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_FF), ex, pp));
-                }
-            }
+        const int *st = b->seq_start, S = b->n_seqs, L = a->max_len;
+        attn_dropout_rows(a->mdrop, d, pd, key, SITE(0, SITE_EMB_M), st, S, b->example, L);
+        attn_dropout_rows(a->cdrop, d, pd, key, SITE(0, SITE_EMB_C), st, S, b->example, L);
+        for (int l = 0; l < a->blocks; l++) {
+            attn_dropout_rows(a->lay[l].odrop, d, pd, key, SITE(l, SITE_ATT_OUT), st, S, b->example, L);
+            attn_dropout_rows(a->lay[l].fdrop, d, pd, key, SITE(l, SITE_FF), st, S, b->example, L);
         }
     }
     for (size_t i = 0; i < Nd; i++) {
@@ -282,19 +259,10 @@ static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, i
         elu_forward(k->vc, k->vc_pre, (int64_t)Nd, 1.0f);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0, p0 = a->max_len - r;
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                const int64_t ex = attn_example(b, s);
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        const uint64_t rk = attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1), ex, p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_wasserstein_forward(k->oc + o, k->probs + a->poff[s], k->qm + o, k->km + o, k->qc + o,
                                           k->kc + o, k->vc + o, d, a->valid + r0, drop, r, H, hd, 1);
@@ -378,18 +346,8 @@ static void stosa_backward(rt_model *m, stosa_acts *a, const rt_batch *b, int tr
     memset(a->da, 0, Nd * sizeof(float));
     layernorm_backward(a->ds, p->dt[T_LN_W], p->dt[T_LN_B], a->dm0, a->em, a->em_mean, a->em_rstd, p->t[T_LN_W], N, d);
     layernorm_backward(a->da, p->dt[T_LN_W], p->dt[T_LN_B], a->dc, a->ec, a->ec_mean, a->ec_rstd, p->t[T_LN_W], N, d);
-    for (int i = 0; i < N; i++) {
-        const size_t o = (size_t)i * d, q = (size_t)a->pos[i] * d, t = (size_t)b->tokens[i] * d;
-        for (int c = 0; c < d; c++) {
-            p->dh[T_PM][q + c] += a->ds[o + c];
-            p->dh[T_PC][q + c] += a->da[o + c];
-        }
-        if (b->tokens[i] > 0) /* padding_idx = 0 */
-            for (int c = 0; c < d; c++) {
-                p->dh[T_IM][t + c] += a->ds[o + c];
-                p->dh[T_IC][t + c] += a->da[o + c];
-            }
-    }
+    attn_embedding_backward(p->dh[T_IM], p->dh[T_PM], a->ds, b->tokens, a->pos, N, d);
+    attn_embedding_backward(p->dh[T_IC], p->dh[T_PC], a->da, b->tokens, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the objective */
