@@ -58,7 +58,7 @@ void attn_init_bert(rt_model *m, uint64_t seed) {
             if (i == 0)
                 memset(x, 0, (size_t)d * sizeof *x);
         } else {
-            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
+            for (size_t j = 0; j < t->numel; j++) x[j] = rt_trunc_normal(&r, 0.02, 0.04);
         }
     }
 }
@@ -131,14 +131,6 @@ void attn_embedding_backward(float *dtok_table, float *dpos_table, const float *
             float *dt = dtok_table + (size_t)tok[i] * d;
             for (int c = 0; c < d; c++) dt[c] += gi[c];
         }
-    }
-}
-
-float attn_trunc_normal(mr_rng *r, double std, double bound) {
-    for (;;) {
-        double x = mr_rng_normal(r) * std;
-        if (x >= -bound && x <= bound)
-            return (float)x;
     }
 }
 

@@ -8,6 +8,7 @@
 
 #include "mllm4rec/base.h"
 #include "retriever/arch.h"
+#include "retriever/common.h"
 
 /* An attention model's parameters (and gradients, NULL without them) by role,
  * in layout order: n_head tensors before the blocks, n_block per block, n_tail
@@ -79,10 +80,6 @@ void attn_embedding_backward(float *dtok_table, float *dpos_table, const float *
 static inline double attn_uniform(uint64_t row_key, uint64_t col) {
     return (double)(mr_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) * (1.0 / 9007199254740992.0);
 }
-
-/* Truncated normal (mean 0, std, cut at +-bound) by rejection: the distribution
- * of the reference's inverse-CDF sampler (not its numbers). */
-float attn_trunc_normal(mr_rng *r, double std, double bound);
 
 /* The global example index of sequence s (b->example or s). */
 static inline int64_t attn_example(const rt_batch *b, int s) { return b->example ? b->example[s] : s; }

@@ -94,8 +94,6 @@ static const char *const block_names[B_COUNT] = {
 };
 static const char *const tail_names[T_TAIL] = {"model.linear.weight", "model.linear.bias"};
 
-static int decays(const char *name) { return !strstr(name, "bias") && !strstr(name, "layer_norm"); }
-
 /* ------------------------------------------------------------------ layout */
 
 static int bert_layout(rt_model *m, mr_error *e) {
@@ -114,7 +112,7 @@ static int bert_layout(rt_model *m, mr_error *e) {
                                             {c->n_items + 2, 0}};
     int rc = MR_OK;
     for (int t = 0; t < T_HEAD && !rc; t++)
-        rc = rt_model_add_tensor(m, head_names[t], head_shapes[t][1] ? 2 : 1, head_shapes[t], decays(head_names[t]),
+        rc = rt_model_add_tensor(m, head_names[t], head_shapes[t][1] ? 2 : 1, head_shapes[t], rt_decays(head_names[t]),
                                  e);
     for (int b = 0; b < c->blocks && !rc; b++)
         for (int t = 0; t < B_COUNT && !rc; t++) {
@@ -129,7 +127,7 @@ static int bert_layout(rt_model *m, mr_error *e) {
             case B_W2: shape[1] = F; nd = 2; break;
             default: break;
             }
-            rc = rt_model_add_tensor(m, name, nd, shape, decays(name), e);
+            rc = rt_model_add_tensor(m, name, nd, shape, rt_decays(name), e);
         }
     if (!rc)
         rc = rt_model_add_tensor(m, tail_names[T_LIN_W], 2, (int64_t[]){d, d}, 1, e);

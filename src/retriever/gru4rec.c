@@ -73,13 +73,13 @@ static int g4_layout(rt_model *m, mr_error *e) {
         for (int k = 0; k < 4; k++) {
             int64_t shape[2] = {3 * H, H};
             snprintf(name, sizeof name, "G.%d.%s", l, part[k]);
-            int rc = rt_model_add_tensor(m, name, k < 2 ? 2 : 1, shape, rnn_decays(name), e);
+            int rc = rt_model_add_tensor(m, name, k < 2 ? 2 : 1, shape, rt_decays(name), e);
             if (rc) return rc;
         }
     }
     int64_t wy[2] = {V, H}, by[2] = {V, 1};
-    int rc = rt_model_add_tensor(m, "Wy.weight", 2, wy, rnn_decays("Wy.weight"), e);
-    if (!rc) rc = rt_model_add_tensor(m, "By.weight", 2, by, rnn_decays("By.weight"), e);
+    int rc = rt_model_add_tensor(m, "Wy.weight", 2, wy, rt_decays("Wy.weight"), e);
+    if (!rc) rc = rt_model_add_tensor(m, "By.weight", 2, by, rt_decays("By.weight"), e);
     return rc;
 }
 

@@ -83,7 +83,7 @@ static int narm_layout(rt_model *m, mr_error *e) {
     const int64_t shapes[9][2] = {{V, D}, {3 * H, D}, {3 * H, H}, {3 * H, 0}, {3 * H, 0},
                                   {H, H}, {H, H},     {1, H},     {2 * H, D}};
     for (int i = 0; i < 9; i++) {
-        int rc = rt_model_add_tensor(m, narm_names[i], shapes[i][1] ? 2 : 1, shapes[i], rnn_decays(narm_names[i]), e);
+        int rc = rt_model_add_tensor(m, narm_names[i], shapes[i][1] ? 2 : 1, shapes[i], rt_decays(narm_names[i]), e);
         if (rc) return rc;
     }
     return MR_OK;
@@ -117,7 +117,7 @@ static void narm_unbind(rt_model *m) {
 static void narm_init(rt_model *m, uint64_t seed) {
     mr_rng r;
     mr_rng_seed(&r, seed);
-    for (size_t i = 0; i < m->n_params; i++) m->params[i] = rnn_trunc_normal(&r, 0.02, 0.04);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = rt_trunc_normal(&r, 0.02, 0.04);
 }
 
 static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max_seqs, mr_error *e) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "retriever/arch.h"
+#include "retriever/common.h"
 
 
 /* The batch a recurrent model runs on: every row of b except a sequence's first row
@@ -60,30 +61,8 @@ static inline void rnn_dropout_mask(float *mask, const rnn_rows *c, const rt_bat
         const uint64_t ex = b->example ? (uint64_t)b->example[s] : (uint64_t)s;
         const uint32_t rk = (uint32_t)(mr_mix64(k ^ mr_mix64(ex * 0x632be59bd9b4e019ULL + (uint64_t)c->pos[i])) >> 32);
         float *m = mask + (size_t)i * C;
-#pragma omp simd
-        for (int j = 0; j < C; j++) {
-            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u; /* murmur3's 32-bit finaliser */
-            x ^= x >> 16;
-            x *= 0x85ebca6bu;
-            x ^= x >> 13;
-            x *= 0xc2b2ae35u;
-            x ^= x >> 16;
-            m[j] = x < threshold ? 0.0f : keep_scale;
-        }
+        rt_dropout_row32(m, C, rk, threshold, keep_scale);
     }
 }
-
-/* Truncated normal by rejection: the distribution of the reference's inverse-CDF
- * truncated_normal_init (not its numbers: those come from torch's generator). */
-static inline float rnn_trunc_normal(mr_rng *r, double std, double bound) {
-    for (;;) {
-        double x = mr_rng_normal(r) * std;
-        if (x >= -bound && x <= bound)
-            return (float)x;
-    }
-}
-
-/* LlamaRec's AdamW groups: no decay on names holding "bias" or "layer_norm". */
-static inline int rnn_decays(const char *name) { return !strstr(name, "bias") && !strstr(name, "layer_norm"); }
 
 #endif

@@ -108,8 +108,7 @@ static int sas_layout(rt_model *m, mr_error *e) {
             case B_W2: shape[0] = d; shape[1] = F; shape[2] = 1; nd = 3; break;
             default: shape[0] = d; break;
             }
-            const int decay = !strstr(name, "bias") && !strstr(name, "layer_norm");
-            rc = rt_model_add_tensor(m, name, nd, shape, decay, e);
+            rc = rt_model_add_tensor(m, name, nd, shape, rt_decays(name), e);
         }
     }
     return rc;
