@@ -3,7 +3,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/gelu.h"
+#include "nn/layernorm_std.h"
+#include "nn/linear.h"
 #include "retriever/attn_common.h"
+
+void attn_ffn_forward(const attn_ffn_acts *k, const float *x1, const attn_ffn_params *w, const float *hdrop,
+                      const float *fdrop, int act, int N, int d, int F, float eps) {
+    const size_t Nd = (size_t)N * d, NF = (size_t)N * F;
+    linear_forward(k->pre, x1, w->w1, w->b1, N, d, F);
+    if (act == ATTN_FFN_RELU)
+        relu_forward(k->h, k->pre, (int64_t)NF);
+    else
+        gelu_tanh_forward(k->h, k->pre, NF);
+    if (hdrop)
+        for (size_t i = 0; i < NF; i++) k->h[i] *= hdrop[i];
+    linear_forward(k->f, k->h, w->w2, w->b2, N, F, d);
+    for (size_t i = 0; i < Nd; i++) k->s[i] = (fdrop ? k->f[i] * fdrop[i] : k->f[i]) + x1[i];
+    layernorm_std_forward(k->out, k->mean, k->std, k->s, w->ln_w, w->ln_b, N, d, eps);
+}
+
+void attn_ffn_backward(float *dx1, const attn_ffn_params *dw, const float *dout, const attn_ffn_acts *k,
+                       const float *x1, const attn_ffn_params *w, const float *hdrop, const float *fdrop, int act,
+                       int N, int d, int F, float eps, float *ds, float *dh) {
+    const size_t Nd = (size_t)N * d, NF = (size_t)N * F;
+    memset(ds, 0, Nd * sizeof(float));
+    layernorm_std_backward(ds, dw->ln_w, dw->ln_b, dout, k->s, k->mean, k->std, w->ln_w, N, d, eps);
+    memcpy(dx1, ds, Nd * sizeof(float)); /* the residual */
+    if (fdrop)
+        for (size_t i = 0; i < Nd; i++) ds[i] *= fdrop[i];
+    memset(dh, 0, NF * sizeof(float));
+    linear_backward(dh, dw->w2, dw->b2, ds, k->h, w->w2, N, F, d);
+    if (hdrop)
+        for (size_t i = 0; i < NF; i++) dh[i] *= hdrop[i];
+    if (act == ATTN_FFN_RELU) {
+        relu_backward(dh, dh, k->pre, (int64_t)NF);
+    } else { /* gelu_tanh_backward accumulates: from a copy in h, no longer needed */
+        memcpy(k->h, dh, NF * sizeof(float));
+        memset(dh, 0, NF * sizeof(float));
+        gelu_tanh_backward(dh, k->h, k->pre, NF);
+    }
+    linear_backward(dx1, dw->w1, dw->b1, dh, x1, w->w1, N, d, F);
+}
 
 int attn_views_bind(rt_model *m, int n_head, int n_block, int n_tail, mr_error *e) {
     attn_views *v = m->impl;

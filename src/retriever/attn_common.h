@@ -89,6 +89,29 @@ static inline int64_t attn_example(const rt_batch *b, int s) { return b->example
  * architectures answer a batch that does not with a NaN loss / NaN scores. */
 int attn_batch_fits(const rt_batch *b, int max_len, int max_rows, int max_seqs);
 
+/* The position-wise feed-forward sublayer of SASRec and BERT4Rec, post-norm with
+ * the reference's layer norm (nn/layernorm_std.h):
+ *   out = LN(x1 + fdrop ∘ (W2 (hdrop ∘ act(W1 x1 + b1)) + b2))
+ * act ReLU (SASRec, whose hdrop is its dropout after the ReLU) or GELU's tanh
+ * form (BERT4Rec: hdrop NULL); a NULL mask is no dropout. W1 [F, d], W2 [d, F]. */
+enum { ATTN_FFN_RELU, ATTN_FFN_GELU_TANH };
+typedef struct attn_ffn_params {
+    float *w1, *b1, *w2, *b2, *ln_w, *ln_b; /* or their gradients */
+} attn_ffn_params;
+typedef struct attn_ffn_acts {
+    float *pre, *h;          /* [N, F]: W1 x1 + b1; act(pre) ∘ hdrop */
+    float *s;                /* [N, d]: the sum under LN */
+    float *out, *mean, *std; /* [N, d], [N], [N] */
+    float *f;                /* [N, d]: W2 h + b2 */
+} attn_ffn_acts;
+void attn_ffn_forward(const attn_ffn_acts *k, const float *x1, const attn_ffn_params *w, const float *hdrop,
+                      const float *fdrop, int act, int N, int d, int F, float eps);
+/* dx1 [N, d] = d(loss)/d(x1) (OVERWRITTEN) from dout [N, d]; the gradients in dw
+ * accumulate. Scratch: ds [N, d], dh [N, F]; destroys k->h. */
+void attn_ffn_backward(float *dx1, const attn_ffn_params *dw, const float *dout, const attn_ffn_acts *k,
+                       const float *x1, const attn_ffn_params *w, const float *hdrop, const float *fdrop, int act,
+                       int N, int d, int F, float eps, float *ds, float *dh);
+
 /* ReLU: out [n] = max(inp, 0); dinp [n] = dout where inp > 0, else 0 (overwrites). */
 void relu_forward(float *out, const float *inp, int64_t n);
 void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n);

@@ -247,6 +247,15 @@ void bert4rec_mask_window(const rt_config *c, int32_t *tok, int32_t *tgt, const 
 
 /* ------------------------------------------------------------------ forward */
 
+/* The feed-forward sublayer's tensors (or gradients) and activations. */
+static attn_ffn_params bert_ffn(float *const *w) {
+    return (attn_ffn_params){w[B_W1], w[B_B1], w[B_W2], w[B_B2], w[B_LNO_W], w[B_LNO_B]};
+}
+static attn_ffn_acts bert_ffn_acts(const bert_block_acts *k) {
+    return (attn_ffn_acts){.pre = k->f1, .h = k->g, .s = k->s2, .out = k->x2, .mean = k->x2_mean, .std = k->x2_std,
+                           .f = k->f2};
+}
+
 static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int64_t *example, int train,
                          uint64_t key) {
     const attn_views *p = m->impl;
@@ -284,12 +293,9 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
         linear_forward(k->o, k->att, w[B_WO], w[B_BO], N, d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = x[i] + (pd > 0 ? k->o[i] * k->odrop[i] : k->o[i]);
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNI_W], w[B_LNI_B], N, d, BERT_LN_EPS);
-        linear_forward(k->f1, k->x1, w[B_W1], w[B_B1], N, d, F);
-        gelu_tanh_forward(k->g, k->f1, (size_t)N * F);
-        linear_forward(k->f2, k->g, w[B_W2], w[B_B2], N, F, d);
-        for (size_t i = 0; i < (size_t)N * d; i++)
-            k->s2[i] = k->x1[i] + (pd > 0 ? k->f2[i] * k->fdrop[i] : k->f2[i]);
-        layernorm_std_forward(k->x2, k->x2_mean, k->x2_std, k->s2, w[B_LNO_W], w[B_LNO_B], N, d, BERT_LN_EPS);
+        const attn_ffn_params fw = bert_ffn(w);
+        const attn_ffn_acts fa = bert_ffn_acts(k);
+        attn_ffn_forward(&fa, k->x1, &fw, NULL, pd > 0 ? k->fdrop : NULL, ATTN_FFN_GELU_TANH, N, d, F, BERT_LN_EPS);
         x = k->x2;
     }
 }
@@ -316,20 +322,10 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
         float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNo(s2), s2 = x1 + drop(W2 gelu(W1 x1)) */
-        memset(a->ds, 0, Nd * sizeof(float));
-        layernorm_std_backward(a->ds, dw[B_LNO_W], dw[B_LNO_B], a->dx, k->s2, k->x2_mean, k->x2_std, w[B_LNO_W], N,
-                               d, BERT_LN_EPS);
-        memcpy(a->dx1, a->ds, Nd * sizeof(float));
-        if (drop)
-            for (size_t i = 0; i < Nd; i++) a->ds[i] *= k->fdrop[i];
-        memset(a->df, 0, (size_t)N * F * sizeof(float));
-        linear_backward(a->df, dw[B_W2], dw[B_B2], a->ds, k->g, w[B_W2], N, F, d);
-        /* gelu backward accumulates: through a second buffer */
-        float *dg = k->g; /* the forward's gelu output is no longer needed */
-        memcpy(dg, a->df, (size_t)N * F * sizeof(float));
-        memset(a->df, 0, (size_t)N * F * sizeof(float));
-        gelu_tanh_backward(a->df, dg, k->f1, (size_t)N * F);
-        linear_backward(a->dx1, dw[B_W1], dw[B_B1], a->df, k->x1, w[B_W1], N, d, F);
+        const attn_ffn_params fw = bert_ffn(w), fdw = bert_ffn(dw);
+        const attn_ffn_acts fa = bert_ffn_acts(k);
+        attn_ffn_backward(a->dx1, &fdw, a->dx, &fa, k->x1, &fw, NULL, drop ? k->fdrop : NULL, ATTN_FFN_GELU_TANH, N, d,
+                          F, BERT_LN_EPS, a->ds, a->df);
         /* x1 = LNi(s1), s1 = x + drop(Wo att) */
         memset(a->ds, 0, Nd * sizeof(float));
         layernorm_std_backward(a->ds, dw[B_LNI_W], dw[B_LNI_B], a->dx1, k->s1, k->x1_mean, k->x1_std, w[B_LNI_W],

@@ -185,6 +185,15 @@ static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_
 
 /* ------------------------------------------------------------------ forward */
 
+/* The feed-forward sublayer's tensors (or gradients) and activations. */
+static attn_ffn_params sas_ffn(float *const *w) {
+    return (attn_ffn_params){w[B_W1], w[B_B1], w[B_W2], w[B_B2], w[B_LNF_W], w[B_LNF_B]};
+}
+static attn_ffn_acts sas_ffn_acts(const sas_block_acts *k) {
+    return (attn_ffn_acts){.pre = k->hpre, .h = k->h, .s = k->s2, .out = k->x2, .mean = k->x2_mean, .std = k->x2_std,
+                           .f = k->f};
+}
+
 /* Random sites, each keyed with (key, example, padded position). */
 enum { SITE_EMB = 1, SITE_ATTN = 2, SITE_FF1 = 3, SITE_FF2 = 4 };
 #define SITE(block, what) ((uint64_t)(block) * 16 + (what))
@@ -219,18 +228,14 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
         }
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = k->att[i] + k->ln0[i];
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNA_W], w[B_LNA_B], N, d, SAS_LN_EPS);
-        linear_forward(k->hpre, k->x1, w[B_W1], w[B_B1], N, d, F);
-        relu_forward(k->h, k->hpre, (int64_t)N * F);
         if (pd > 0) {
             attn_dropout_rows(k->hdrop, F, pd, key, SITE(l, SITE_FF1), b->seq_start, b->n_seqs, b->example, a->max_len);
             attn_dropout_rows(k->fdrop, d, pd, key, SITE(l, SITE_FF2), b->seq_start, b->n_seqs, b->example, a->max_len);
-            for (size_t i = 0; i < (size_t)N * F; i++) k->h[i] *= k->hdrop[i];
         }
-        linear_forward(k->f, k->h, w[B_W2], w[B_B2], N, F, d);
-        if (pd > 0)
-            for (size_t i = 0; i < (size_t)N * d; i++) k->f[i] *= k->fdrop[i];
-        for (size_t i = 0; i < (size_t)N * d; i++) k->s2[i] = k->f[i] + k->x1[i];
-        layernorm_std_forward(k->x2, k->x2_mean, k->x2_std, k->s2, w[B_LNF_W], w[B_LNF_B], N, d, SAS_LN_EPS);
+        const attn_ffn_params fw = sas_ffn(w);
+        const attn_ffn_acts fa = sas_ffn_acts(k);
+        attn_ffn_forward(&fa, k->x1, &fw, pd > 0 ? k->hdrop : NULL, pd > 0 ? k->fdrop : NULL, ATTN_FFN_RELU, N, d, F,
+                         SAS_LN_EPS);
         x = k->x2;
     }
 }
@@ -251,18 +256,10 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
         float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNf(s2), s2 = f + x1 */
-        memset(a->ds, 0, Nd * sizeof(float));
-        layernorm_std_backward(a->ds, dw[B_LNF_W], dw[B_LNF_B], a->dx, k->s2, k->x2_mean, k->x2_std, w[B_LNF_W], N,
-                               d, SAS_LN_EPS);
-        memcpy(a->dx1, a->ds, Nd * sizeof(float));
-        if (drop_h)
-            for (size_t i = 0; i < Nd; i++) a->ds[i] *= k->fdrop[i];
-        memset(a->dh, 0, (size_t)N * F * sizeof(float));
-        linear_backward(a->dh, dw[B_W2], dw[B_B2], a->ds, k->h, w[B_W2], N, F, d);
-        if (drop_h)
-            for (size_t i = 0; i < (size_t)N * F; i++) a->dh[i] *= k->hdrop[i];
-        relu_backward(a->dh, a->dh, k->hpre, (int64_t)N * F);
-        linear_backward(a->dx1, dw[B_W1], dw[B_B1], a->dh, k->x1, w[B_W1], N, d, F);
+        const attn_ffn_params fw = sas_ffn(w), fdw = sas_ffn(dw);
+        const attn_ffn_acts fa = sas_ffn_acts(k);
+        attn_ffn_backward(a->dx1, &fdw, a->dx, &fa, k->x1, &fw, drop_h ? k->hdrop : NULL, drop_h ? k->fdrop : NULL,
+                          ATTN_FFN_RELU, N, d, F, SAS_LN_EPS, a->ds, a->dh);
         /* x1 = LNa(s1), s1 = att + ln0 */
         memset(a->ds, 0, Nd * sizeof(float));
         layernorm_std_backward(a->ds, dw[B_LNA_W], dw[B_LNA_B], a->dx1, k->s1, k->x1_mean, k->x1_std, w[B_LNA_W],
