@@ -72,15 +72,24 @@ done:
     return rc;
 }
 
-static int load_items(mr_dataset *d, const char *dir, mr_error *e) {
-    char *path = mr_path_join(dir, "items.tsv", e);
-    if (!path) return MR_ERR_INTERNAL;
-    mr_lines L;
-    int rc = mr_lines_open(&L, path, e);
+/* Opens the dataset folder's file `name` as lines; *path (the caller frees it)
+ * names it for messages. On failure nothing is left open or allocated. */
+static int open_lines(mr_lines *L, char **path, const char *dir, const char *name, mr_error *e) {
+    *path = mr_path_join(dir, name, e);
+    if (!*path) return MR_ERR_INTERNAL;
+    int rc = mr_lines_open(L, *path, e);
     if (rc) {
-        free(path);
-        return rc;
+        free(*path);
+        *path = NULL;
     }
+    return rc;
+}
+
+static int load_items(mr_dataset *d, const char *dir, mr_error *e) {
+    char *path;
+    mr_lines L;
+    int rc = open_lines(&L, &path, dir, "items.tsv", e);
+    if (rc) return rc;
     char *line;
     size_t len;
     int64_t cap = 1024;
@@ -144,14 +153,10 @@ static int load_items(mr_dataset *d, const char *dir, mr_error *e) {
 }
 
 static int load_sequences(mr_dataset *d, const char *dir, mr_error *e) {
-    char *path = mr_path_join(dir, "sequences.tsv", e);
-    if (!path) return MR_ERR_INTERNAL;
+    char *path;
     mr_lines L;
-    int rc = mr_lines_open(&L, path, e);
-    if (rc) {
-        free(path);
-        return rc;
-    }
+    int rc = open_lines(&L, &path, dir, "sequences.tsv", e);
+    if (rc) return rc;
     char *line;
     size_t len;
     int64_t cap = 1024, n = 0;

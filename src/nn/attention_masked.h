@@ -26,4 +26,17 @@ void attention_masked_backward(float *dq, float *dk, float *dv, const float *dou
                                const float *q, const float *k, const float *v, int ld, const float *drop, int r,
                                int n_head, int hd, float *scratch);
 
+/* The masked softmax of one query row, shared with attention_wasserstein (only
+ * the scores and the mixing of values differ there). Key j is visible from
+ * query i when key_valid[j] (and j <= i when causal). */
+static inline int attention_key_visible(const uint8_t *key_valid, int i, int j, int causal) {
+    return key_valid[j] && (!causal || j <= i);
+}
+/* p [r] holds the scores of the n_vis visible keys, in key order, at its front;
+ * on return p [r] = their softmax spread back to the keys' places, 0 elsewhere. */
+void attention_masked_softmax_row(float *p, int n_vis, const uint8_t *key_valid, int i, int r, int causal);
+/* Its backward: with p [r] from it and dp [r] = d(loss)/d(p) wherever p != 0,
+ * dp becomes dS [r] = p (dp - Σ_j p_j dp_j) (the sum in double), 0 where p is 0. */
+void attention_masked_softmax_row_backward(float *dp, const float *p, int r);
+
 #endif

@@ -2,12 +2,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "nn/attention.h"
+#include "nn/attention_masked.h"
 #include "nn/attention_wasserstein.h"
-
-static int visible(const uint8_t *key_valid, int i, int j, int causal) {
-    return key_valid[j] && (!causal || j <= i);
-}
 
 void attention_wasserstein_forward(float *oc, float *probs, const float *qm, const float *km, const float *qc,
                                    const float *kc, const float *vc, int ld, const uint8_t *key_valid,
@@ -20,7 +16,7 @@ void attention_wasserstein_forward(float *oc, float *probs, const float *qm, con
             const float *qmi = qm + (size_t)i * ld + c0, *qci = qc + (size_t)i * ld + c0;
             int n_vis = 0;
             for (int j = 0; j < r; j++) {
-                if (!visible(key_valid, i, j, causal))
+                if (!attention_key_visible(key_valid, i, j, causal))
                     continue;
                 const float *kmj = km + (size_t)j * ld + c0, *kcj = kc + (size_t)j * ld + c0;
                 float dist = 0.0f;
@@ -30,10 +26,7 @@ void attention_wasserstein_forward(float *oc, float *probs, const float *qm, con
                 }
                 p[n_vis++] = -dist * scale;
             }
-            if (n_vis)
-                softmax_row_forward(p, n_vis);
-            for (int j = r - 1, t = n_vis - 1; j >= 0; j--)
-                p[j] = visible(key_valid, i, j, causal) ? p[t--] : 0.0f;
+            attention_masked_softmax_row(p, n_vis, key_valid, i, r, causal);
             float *oi = oc + (size_t)i * ld + c0;
             memset(oi, 0, (size_t)hd * sizeof *oi);
             const float *di = drop ? drop + ((size_t)h * r + i) * r : NULL;
@@ -68,7 +61,6 @@ void attention_wasserstein_backward(float *dqm, float *dkm, float *dqc, float *d
             const float *di = drop ? drop + ((size_t)h * r + i) * r : NULL;
             const float *doi = doc + (size_t)i * ld + c0;
             float *dp = scratch;
-            double row = 0.0;
             /* out_i = Σ (P D)² vc: dP = 2 P D² (dout·vc); dvc_j += (P D)² dout_i */
             for (int j = 0; j < r; j++) {
                 if (p[j] == 0.0f) {
@@ -84,15 +76,15 @@ void attention_wasserstein_backward(float *dqm, float *dkm, float *dqc, float *d
                     dvj[c] += pd * pd * doi[c];
                 }
                 dp[j] = 2.0f * pd * d * s;
-                row += (double)p[j] * dp[j];
             }
             /* dS = P (dP - Σ P dP); S = -dist / sqrt(hd) */
+            attention_masked_softmax_row_backward(dp, p, r);
             const float *qmi = qm + (size_t)i * ld + c0, *qci = qc + (size_t)i * ld + c0;
             float *dqmi = dqm + (size_t)i * ld + c0, *dqci = dqc + (size_t)i * ld + c0;
             for (int j = 0; j < r; j++) {
                 if (p[j] == 0.0f)
                     continue;
-                const float ddist = -p[j] * (dp[j] - (float)row) * scale;
+                const float ddist = -dp[j] * scale;
                 const float *kmj = km + (size_t)j * ld + c0, *kcj = kc + (size_t)j * ld + c0;
                 float *dkmj = dkm + (size_t)j * ld + c0, *dkcj = dkc + (size_t)j * ld + c0;
                 for (int c = 0; c < hd; c++) {

@@ -212,19 +212,6 @@ static void tile_portable(int kt, float *y, int64_t ldy, const uint8_t *w, size_
         }
 }
 
-void qdot_tile_q4_K_portable(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows,
-                             const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
-    tile_portable(KT_Q4, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-}
-void qdot_tile_q5_K_portable(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows,
-                             const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
-    tile_portable(KT_Q5, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-}
-void qdot_tile_q6_K_portable(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows,
-                             const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
-    tile_portable(KT_Q6, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-}
-
 /* ---- AVX2 kernels ---- */
 #if QDOT_K_SIMD
 
@@ -466,27 +453,28 @@ static void tile_simd(void (*const k[4][4])(KMICRO_ARGS), float *y, int64_t ldy,
 }
 #endif /* QDOT_K_SIMD */
 
-void qdot_tile_q4_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
-                    size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
+/* What qdot_tile_q*_K run: the AVX2 micro-tiles when the build has them, else the
+ * portable loop. */
+static void tile_kt(int kt, float *y, int64_t ldy, const uint8_t *w, size_t wrb, int n_rows, const uint8_t *xq,
+                    size_t xrb, int n_act, int64_t cols, float beta) {
 #if QDOT_K_SIMD
-    tile_simd(kmicro_KT_Q4, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
+    tile_simd(kt == KT_Q4 ? kmicro_KT_Q4 : kt == KT_Q5 ? kmicro_KT_Q5 : kmicro_KT_Q6, y, ldy, w, wrb, n_rows, xq, xrb,
+              n_act, cols, beta);
 #else
-    tile_portable(KT_Q4, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
+    tile_portable(kt, y, ldy, w, wrb, n_rows, xq, xrb, n_act, cols, beta);
 #endif
 }
-void qdot_tile_q5_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
-                    size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
-#if QDOT_K_SIMD
-    tile_simd(kmicro_KT_Q5, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-#else
-    tile_portable(KT_Q5, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-#endif
-}
-void qdot_tile_q6_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
-                    size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
-#if QDOT_K_SIMD
-    tile_simd(kmicro_KT_Q6, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-#else
-    tile_portable(KT_Q6, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
-#endif
-}
+
+/* The entry points of one type (qdot_tile_fn and its portable twin, nn/qdot_k.h). */
+#define QDOT_K_ENTRIES(name, kt)                                                                                   \
+    void qdot_tile_##name(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq, \
+                          size_t xq_row_bytes, int n_act, int64_t cols, float beta) {                             \
+        tile_kt(kt, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);                         \
+    }                                                                                                             \
+    void qdot_tile_##name##_portable(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows,      \
+                                     const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta) { \
+        tile_portable(kt, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);                   \
+    }
+QDOT_K_ENTRIES(q4_K, KT_Q4)
+QDOT_K_ENTRIES(q5_K, KT_Q5)
+QDOT_K_ENTRIES(q6_K, KT_Q6)

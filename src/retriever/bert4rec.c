@@ -58,13 +58,6 @@ enum {
 enum { T_LIN_W, T_LIN_B, T_TAIL };
 
 typedef struct {
-    int blocks;
-    float *h[T_HEAD], *dh[T_HEAD];
-    float *(*w)[B_COUNT], *(*dw)[B_COUNT];
-    float *t[T_TAIL], *dt[T_TAIL];
-} bert_impl;
-
-typedef struct {
     float *q, *k, *v, *probs, *pdrop, *att, *o, *odrop, *s1, *x1, *x1_mean, *x1_std;
     float *f1, *g, *f2, *fdrop, *s2, *x2, *x2_mean, *x2_std;
 } bert_block_acts;
@@ -101,8 +94,6 @@ static const char *const block_names[B_COUNT] = {
 };
 static const char *const tail_names[T_TAIL] = {"model.linear.weight", "model.linear.bias"};
 
-static int decays(const char *name) { return !strstr(name, "bias") && !strstr(name, "layer_norm"); }
-
 /* ------------------------------------------------------------------ layout */
 
 static int bert_layout(rt_model *m, mr_error *e) {
@@ -121,7 +112,7 @@ static int bert_layout(rt_model *m, mr_error *e) {
                                             {c->n_items + 2, 0}};
     int rc = MR_OK;
     for (int t = 0; t < T_HEAD && !rc; t++)
-        rc = rt_model_add_tensor(m, head_names[t], head_shapes[t][1] ? 2 : 1, head_shapes[t], decays(head_names[t]),
+        rc = rt_model_add_tensor(m, head_names[t], head_shapes[t][1] ? 2 : 1, head_shapes[t], rt_decays(head_names[t]),
                                  e);
     for (int b = 0; b < c->blocks && !rc; b++)
         for (int t = 0; t < B_COUNT && !rc; t++) {
@@ -136,7 +127,7 @@ static int bert_layout(rt_model *m, mr_error *e) {
             case B_W2: shape[1] = F; nd = 2; break;
             default: break;
             }
-            rc = rt_model_add_tensor(m, name, nd, shape, decays(name), e);
+            rc = rt_model_add_tensor(m, name, nd, shape, rt_decays(name), e);
         }
     if (!rc)
         rc = rt_model_add_tensor(m, tail_names[T_LIN_W], 2, (int64_t[]){d, d}, 1, e);
@@ -145,71 +136,10 @@ static int bert_layout(rt_model *m, mr_error *e) {
     return rc;
 }
 
-static int bert_bind(rt_model *m, mr_error *e) {
-    bert_impl *p = m->impl;
-    const int nb = m->cfg.blocks;
-    if (!p) {
-        p = mr_alloc(sizeof *p, e);
-        if (!p)
-            return MR_ERR_INTERNAL;
-        memset(p, 0, sizeof *p);
-        p->blocks = nb;
-        m->impl = p;
-        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
-        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
-        if (!p->w || !p->dw)
-            return MR_ERR_INTERNAL;
-    }
-    if (m->n_tensors != T_HEAD + nb * B_COUNT + T_TAIL)
-        return mr_fail(e, MR_ERR_INTERNAL, "bert4rec: layout has %d tensors", m->n_tensors);
-    float *g = m->grads;
-#define VIEW(dst, gdst, i)                                       \
-    do {                                                         \
-        const size_t off_ = m->tensors[i].offset;                \
-        (dst) = m->params + off_;                                \
-        (gdst) = g ? g + off_ : NULL;                            \
-    } while (0)
-    for (int t = 0; t < T_HEAD; t++) VIEW(p->h[t], p->dh[t], t);
-    for (int b = 0; b < nb; b++)
-        for (int t = 0; t < B_COUNT; t++) VIEW(p->w[b][t], p->dw[b][t], T_HEAD + b * B_COUNT + t);
-    for (int t = 0; t < T_TAIL; t++) VIEW(p->t[t], p->dt[t], T_HEAD + nb * B_COUNT + t);
-#undef VIEW
-    return MR_OK;
-}
-
-static void bert_unbind(rt_model *m) {
-    bert_impl *p = m->impl;
-    if (p) {
-        free(p->w);
-        free(p->dw);
-        free(p);
-    }
-    m->impl = NULL;
-}
-
-/* The reference: truncated normal (std 0.02, +-0.04) for every parameter of
- * BERTModel except its layer norms (model.bias included); the embeddings keep
- * nn.Embedding's N(0, 1) (the token table's padding row 0 zeroed) and the
- * embedding's layer norm ones and zeros. */
-static void bert_init(rt_model *m, uint64_t seed) {
-    mr_rng r;
-    mr_rng_seed(&r, seed);
-    const int d = m->cfg.hidden;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const rt_tensor *t = &m->tensors[i];
-        float *x = m->params + t->offset;
-        if (strstr(t->name, "layer_norm")) {
-            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->numel; j++) x[j] = v;
-        } else if (i == T_TOK || i == T_POS) {
-            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
-            if (i == T_TOK)
-                memset(x, 0, (size_t)d * sizeof *x);
-        } else {
-            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
-        }
-    }
-}
+/* m->impl: attn_views (T_HEAD, B_COUNT per block, T_TAIL); the reference's
+ * initialisation is attn_init_bert's (model.bias included in the truncated
+ * normal, the embedding's layer norm ones and zeros). */
+static int bert_bind(rt_model *m, mr_error *e) { return attn_views_bind(m, T_HEAD, B_COUNT, T_TAIL, e); }
 
 /* ------------------------------------------------------------------ scratch */
 
@@ -317,70 +247,45 @@ void bert4rec_mask_window(const rt_config *c, int32_t *tok, int32_t *tgt, const 
 
 /* ------------------------------------------------------------------ forward */
 
+/* The feed-forward sublayer's tensors (or gradients) and activations. */
+static attn_ffn_params bert_ffn(float *const *w) {
+    return (attn_ffn_params){w[B_W1], w[B_B1], w[B_W2], w[B_B2], w[B_LNO_W], w[B_LNO_B]};
+}
+static attn_ffn_acts bert_ffn_acts(const bert_block_acts *k) {
+    return (attn_ffn_acts){.pre = k->f1, .h = k->g, .s = k->s2, .out = k->x2, .mean = k->x2_mean, .std = k->x2_std,
+                           .f = k->f2};
+}
+
 static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int64_t *example, int train,
                          uint64_t key) {
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = a->start[n_seqs], d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    a->poff[0] = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        const int r0 = a->start[s], r = a->start[s + 1] - r0;
-        int n = 0;
-        for (int j = 0; j < r; j++) {
-            const int item = a->tok[r0 + j] > 0;
-            a->valid[r0 + j] = (uint8_t)item;
-            n += item;
-            a->pos[r0 + j] = item ? (n < a->max_len ? n : a->max_len) : 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    for (int i = 0; i < N; i++) {
-        float *x = a->e + (size_t)i * d;
-        const float *te = p->h[T_TOK] + (size_t)a->tok[i] * d, *pe = p->h[T_POS] + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
-    }
+    attn_positions(a->pos, a->valid, a->poff, a->start, a->tok, n_seqs, a->max_len, H, 1);
+    attn_embedding_forward(a->e, p->h[T_TOK], p->h[T_POS], a->tok, a->pos, N, d);
     layernorm_std_forward(a->x0, a->e_mean, a->e_std, a->e, p->h[T_LNE_W], p->h[T_LNE_B], N, d, BERT_LN_EPS);
     /* dropout rows: embedding, attention output and feed-forward output of every block */
     if (pd > 0) {
-#pragma omp parallel for schedule(static)
-        for (int s = 0; s < n_seqs; s++) {
-            const int r0 = a->start[s], r1 = a->start[s + 1], p0 = a->max_len - (r1 - r0);
-            const int64_t ex = example ? example[s] : s;
-            for (int i = r0; i < r1; i++) {
-                attn_dropout_row(a->edrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB), ex, p0 + i - r0));
-                for (int l = 0; l < a->blocks; l++) {
-                    attn_dropout_row(a->blk[l].odrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_ATT_OUT), ex, p0 + i - r0));
-                    attn_dropout_row(a->blk[l].fdrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_FF), ex, p0 + i - r0));
-                }
-            }
+        attn_dropout_rows(a->edrop, d, pd, key, SITE(0, SITE_EMB), a->start, n_seqs, example, a->max_len);
+        for (int l = 0; l < a->blocks; l++) {
+            attn_dropout_rows(a->blk[l].odrop, d, pd, key, SITE(l, SITE_ATT_OUT), a->start, n_seqs, example, a->max_len);
+            attn_dropout_rows(a->blk[l].fdrop, d, pd, key, SITE(l, SITE_FF), a->start, n_seqs, example, a->max_len);
         }
         for (size_t i = 0; i < (size_t)N * d; i++) a->x0[i] *= a->edrop[i];
     }
     const float *x = a->x0;
     for (int l = 0; l < a->blocks; l++) {
         bert_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
+        float *const *w = attn_block(p, l);
         linear_forward(k->q, x, w[B_WQ], w[B_BQ], N, d, d);
         linear_forward(k->k, x, w[B_WK], w[B_BK], N, d, d);
         linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < n_seqs; s++) {
-            const int r0 = a->start[s], r = a->start[s + 1] - r0, p0 = a->max_len - r;
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                const int64_t ex = example ? example[s] : s;
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        const uint64_t rk =
-                            attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1), ex, p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = a->start[s], r = a->start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
                                      a->valid + r0, drop, r, H, hd, 0);
@@ -388,12 +293,9 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
         linear_forward(k->o, k->att, w[B_WO], w[B_BO], N, d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = x[i] + (pd > 0 ? k->o[i] * k->odrop[i] : k->o[i]);
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNI_W], w[B_LNI_B], N, d, BERT_LN_EPS);
-        linear_forward(k->f1, k->x1, w[B_W1], w[B_B1], N, d, F);
-        gelu_tanh_forward(k->g, k->f1, (size_t)N * F);
-        linear_forward(k->f2, k->g, w[B_W2], w[B_B2], N, F, d);
-        for (size_t i = 0; i < (size_t)N * d; i++)
-            k->s2[i] = k->x1[i] + (pd > 0 ? k->f2[i] * k->fdrop[i] : k->f2[i]);
-        layernorm_std_forward(k->x2, k->x2_mean, k->x2_std, k->s2, w[B_LNO_W], w[B_LNO_B], N, d, BERT_LN_EPS);
+        const attn_ffn_params fw = bert_ffn(w);
+        const attn_ffn_acts fa = bert_ffn_acts(k);
+        attn_ffn_forward(&fa, k->x1, &fw, NULL, pd > 0 ? k->fdrop : NULL, ATTN_FFN_GELU_TANH, N, d, F, BERT_LN_EPS);
         x = k->x2;
     }
 }
@@ -401,7 +303,7 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
 static const float *bert_output(const bert_acts *a) { return a->blk[a->blocks - 1].x2; }
 
 /* The head on n gathered rows xs: hy = gelu(xs Wlᵀ + bl), logits = hy Eᵀ + bias. */
-static void head_forward(const bert_impl *p, bert_acts *a, int n) {
+static void head_forward(const attn_views *p, bert_acts *a, int n) {
     linear_forward(a->hp, a->xs, p->t[T_LIN_W], p->t[T_LIN_B], n, a->d, a->d);
     gelu_tanh_forward(a->hy, a->hp, (size_t)n * a->d);
     linear_forward(a->logits, a->hy, p->h[T_TOK], p->h[T_BIAS], n, a->d, a->V);
@@ -410,30 +312,20 @@ static void head_forward(const bert_impl *p, bert_acts *a, int n) {
 /* ------------------------------------------------------------------ backward */
 
 static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = a->start[n_seqs], d = a->d, F = a->F, H = a->heads, hd = d / H;
     const int drop = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
     const size_t Nd = (size_t)N * d;
     for (int l = a->blocks - 1; l >= 0; l--) {
         bert_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
-        float *const *dw = p->dw[l];
+        float *const *w = attn_block(p, l);
+        float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNo(s2), s2 = x1 + drop(W2 gelu(W1 x1)) */
-        memset(a->ds, 0, Nd * sizeof(float));
-        layernorm_std_backward(a->ds, dw[B_LNO_W], dw[B_LNO_B], a->dx, k->s2, k->x2_mean, k->x2_std, w[B_LNO_W], N,
-                               d, BERT_LN_EPS);
-        memcpy(a->dx1, a->ds, Nd * sizeof(float));
-        if (drop)
-            for (size_t i = 0; i < Nd; i++) a->ds[i] *= k->fdrop[i];
-        memset(a->df, 0, (size_t)N * F * sizeof(float));
-        linear_backward(a->df, dw[B_W2], dw[B_B2], a->ds, k->g, w[B_W2], N, F, d);
-        /* gelu backward accumulates: through a second buffer */
-        float *dg = k->g; /* the forward's gelu output is no longer needed */
-        memcpy(dg, a->df, (size_t)N * F * sizeof(float));
-        memset(a->df, 0, (size_t)N * F * sizeof(float));
-        gelu_tanh_backward(a->df, dg, k->f1, (size_t)N * F);
-        linear_backward(a->dx1, dw[B_W1], dw[B_B1], a->df, k->x1, w[B_W1], N, d, F);
+        const attn_ffn_params fw = bert_ffn(w), fdw = bert_ffn(dw);
+        const attn_ffn_acts fa = bert_ffn_acts(k);
+        attn_ffn_backward(a->dx1, &fdw, a->dx, &fa, k->x1, &fw, NULL, drop ? k->fdrop : NULL, ATTN_FFN_GELU_TANH, N, d,
+                          F, BERT_LN_EPS, a->ds, a->df);
         /* x1 = LNi(s1), s1 = x + drop(Wo att) */
         memset(a->ds, 0, Nd * sizeof(float));
         layernorm_std_backward(a->ds, dw[B_LNI_W], dw[B_LNI_B], a->dx1, k->s1, k->x1_mean, k->x1_std, w[B_LNI_W],
@@ -461,22 +353,14 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
     memset(a->ds, 0, Nd * sizeof(float));
     layernorm_std_backward(a->ds, p->dh[T_LNE_W], p->dh[T_LNE_B], a->dx, a->e, a->e_mean, a->e_std, p->h[T_LNE_W], N,
                            d, BERT_LN_EPS);
-    for (int i = 0; i < N; i++) {
-        const float *g = a->ds + (size_t)i * d;
-        float *dp = p->dh[T_POS] + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) dp[c] += g[c];
-        if (a->tok[i] > 0) {
-            float *dt = p->dh[T_TOK] + (size_t)a->tok[i] * d;
-            for (int c = 0; c < d; c++) dt[c] += g[c];
-        }
-    }
+    attn_embedding_backward(p->dh[T_TOK], p->dh[T_POS], a->ds, a->tok, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the contract */
 
 static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
     bert_acts *a = acts;
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!attn_batch_fits(b, a->max_len, a->rows - a->max_seqs, a->max_seqs))
@@ -531,7 +415,7 @@ static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
 
 static void bert_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     bert_acts *a = acts;
-    const bert_impl *p = m->impl;
+    const attn_views *p = m->impl;
     if (!attn_batch_fits(b, INT32_MAX, a->rows - a->max_seqs, a->max_seqs)) {
         for (size_t i = 0; i < (size_t)b->n_seqs * (size_t)(m->cfg.n_items + 1); i++) scores[i] = NAN;
         return;
@@ -563,8 +447,8 @@ const rt_arch rt_arch_bert4rec = {
     .name = "bert4rec",
     .layout = bert_layout,
     .bind = bert_bind,
-    .unbind = bert_unbind,
-    .init = bert_init,
+    .unbind = attn_views_unbind,
+    .init = attn_init_bert,
     .acts_create = bert_acts_create,
     .acts_free = bert_acts_free,
     .loss_backward = bert_loss_backward,

@@ -47,16 +47,13 @@ typedef struct g4_impl {
 } g4_impl;
 
 typedef struct g4_acts {
+    rnn_scratch x;                     /* first: rows, scored [R], lab [CHUNK], mem */
     int max_rows, max_seqs, L, H, V;
-    rnn_rows c;
     float *x0, *drop0;                 /* [R, H] */
     float **h, **hprev, **hn, **mask;  /* per layer [R, H] */
     float **gates;                     /* per layer [R, 3H] */
     float *dh, *dx, *dgx, *dgh;        /* [R, H], [R, H], [R, 3H], [R, 3H] */
-    int *scored;                       /* [R] compact rows with a label */
     float *hs, *logits, *row_loss;     /* [CHUNK, H], [CHUNK, V], [CHUNK] */
-    int *lab;                          /* [CHUNK] */
-    void *mem;
 } g4_acts;
 
 static int g4_layout(rt_model *m, mr_error *e) {
@@ -73,13 +70,13 @@ static int g4_layout(rt_model *m, mr_error *e) {
         for (int k = 0; k < 4; k++) {
             int64_t shape[2] = {3 * H, H};
             snprintf(name, sizeof name, "G.%d.%s", l, part[k]);
-            int rc = rt_model_add_tensor(m, name, k < 2 ? 2 : 1, shape, rnn_decays(name), e);
+            int rc = rt_model_add_tensor(m, name, k < 2 ? 2 : 1, shape, rt_decays(name), e);
             if (rc) return rc;
         }
     }
     int64_t wy[2] = {V, H}, by[2] = {V, 1};
-    int rc = rt_model_add_tensor(m, "Wy.weight", 2, wy, rnn_decays("Wy.weight"), e);
-    if (!rc) rc = rt_model_add_tensor(m, "By.weight", 2, by, rnn_decays("By.weight"), e);
+    int rc = rt_model_add_tensor(m, "Wy.weight", 2, wy, rt_decays("Wy.weight"), e);
+    if (!rc) rc = rt_model_add_tensor(m, "By.weight", 2, by, rt_decays("By.weight"), e);
     return rc;
 }
 
@@ -156,7 +153,7 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
     a->V = (int)V;
     /* one block: floats first, then the ints, each region 64-byte aligned */
     size_t floats = 2 * R * H + L * (4 * R * H + 3 * R * H) + 2 * R * H + 2 * 3 * R * H + CH * H + CH * V + CH;
-    size_t ints = (S + 1) + 4 * R + R + CH;
+    size_t ints = rnn_scratch_ints(R, S, CH);
     size_t ptrs = 5 * L;
     size_t bytes = (floats + 16) * sizeof(float) + (ints + 16) * sizeof(int) + ptrs * sizeof(float *) + 64;
     char *mem = mr_alloc_aligned(bytes, e);
@@ -164,7 +161,7 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
         free(a);
         return MR_ERR_INTERNAL;
     }
-    a->mem = mem;
+    a->x.mem = mem;
     float *f = (float *)mem;
 #define TAKEF(n) (f += (n), f - (n))
     a->x0 = TAKEF(R * H);
@@ -191,42 +188,26 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
         a->gates[l] = TAKEF(3 * R * H);
     }
 #undef TAKEF
-    int *i = (int *)(void *)(mem + (floats + 16) * sizeof(float));
-#define TAKEI(n) (i += (n), i - (n))
-    a->c.start = TAKEI(S + 1);
-    a->c.tok = (int32_t *)TAKEI(R);
-    a->c.lab = (int32_t *)TAKEI(R);
-    a->c.seq = TAKEI(R);
-    a->c.pos = TAKEI(R);
-    a->scored = TAKEI(R);
-    a->lab = TAKEI(CH);
-#undef TAKEI
+    rnn_scratch_take(&a->x, (int *)(void *)(mem + (floats + 16) * sizeof(float)), R, S, CH);
     *out = a;
     return MR_OK;
 }
 
-static void g4_acts_free(void *acts) {
-    g4_acts *a = acts;
-    if (!a) return;
-    free(a->mem);
-    free(a);
-}
-
 /* Embedding and GRU stack over the compact rows a->c (built by the caller). */
 static void g4_forward(const g4_impl *p, g4_acts *a, const rt_batch *b, float dropout, int train, uint64_t key) {
-    const int R = a->c.n_rows, H = p->H;
+    const int R = a->x.c.n_rows, H = p->H;
     const int use_drop = train && dropout > 0.0f;
     qmat table = {GGML_TYPE_F32, p->V, H, p->wy};
-    embedding_forward(a->x0, &table, a->c.tok, R);
+    embedding_forward(a->x0, &table, a->x.c.tok, R);
     if (use_drop) {
-        rnn_dropout_mask(a->drop0, &a->c, b, H, dropout, key, 0);
+        rnn_dropout_mask(a->drop0, &a->x.c, b, H, dropout, key, 0);
         for (size_t i = 0; i < (size_t)R * H; i++) a->x0[i] *= a->drop0[i];
     }
     for (int l = 0; l < p->L; l++) {
-        if (use_drop) rnn_dropout_mask(a->mask[l], &a->c, b, H, dropout, key, 1 + (uint64_t)l);
+        if (use_drop) rnn_dropout_mask(a->mask[l], &a->x.c, b, H, dropout, key, 1 + (uint64_t)l);
         gru_forward(a->h[l], a->hprev[l], a->gates[l], a->hn[l], l ? a->h[l - 1] : a->x0, p->layer[l].w_ih,
-                    p->layer[l].b_ih, p->layer[l].w_hh, p->layer[l].b_hh, use_drop ? a->mask[l] : NULL, a->c.start,
-                    a->c.n_seqs, H, H);
+                    p->layer[l].b_ih, p->layer[l].w_hh, p->layer[l].b_hh, use_drop ? a->mask[l] : NULL, a->x.c.start,
+                    a->x.c.n_seqs, H, H);
     }
 }
 
@@ -234,12 +215,7 @@ static double g4_loss_backward(rt_model *m, void *acts, const rt_batch *b, int t
     const g4_impl *p = m->impl;
     g4_acts *a = acts;
     const int H = p->H, V = p->V;
-    memset(m->grads, 0, m->n_params * sizeof(float));
-    rnn_rows_build(&a->c, b);
-    const int R = a->c.n_rows;
-    int n_scored = 0;
-    for (int i = 0; i < R; i++)
-        if (a->c.lab[i] > 0) a->scored[n_scored++] = i;
+    const int n_scored = rnn_loss_rows(m, &a->x, b), R = a->x.c.n_rows;
     if (!n_scored) return 0.0;
     g4_forward(p, a, b, m->cfg.dropout, train, key);
     const int use_drop = train && m->cfg.dropout > 0.0f;
@@ -251,16 +227,16 @@ static double g4_loss_backward(rt_model *m, void *acts, const rt_batch *b, int t
     for (int c0 = 0; c0 < n_scored; c0 += G4_CHUNK) {
         const int n = n_scored - c0 < G4_CHUNK ? n_scored - c0 : G4_CHUNK;
         for (int i = 0; i < n; i++) {
-            memcpy(a->hs + (size_t)i * H, top + (size_t)a->scored[c0 + i] * H, sizeof(float) * (size_t)H);
-            a->lab[i] = a->c.lab[a->scored[c0 + i]];
+            memcpy(a->hs + (size_t)i * H, top + (size_t)a->x.scored[c0 + i] * H, sizeof(float) * (size_t)H);
+            a->x.lab[i] = a->x.c.lab[a->x.scored[c0 + i]];
         }
         linear_forward(a->logits, a->hs, p->wy, p->by, n, H, V);
-        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)n_scored);
+        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->x.lab, n, V, -1, 1.0f / (float)n_scored);
         float *dhs = a->dx; /* free until the GRU backward */
         memset(dhs, 0, sizeof(float) * (size_t)n * H);
         linear_backward(dhs, p->dwy, p->dby, a->logits, a->hs, p->wy, n, H, V);
         for (int i = 0; i < n; i++) {
-            float *d = a->dh + (size_t)a->scored[c0 + i] * H;
+            float *d = a->dh + (size_t)a->x.scored[c0 + i] * H;
             for (int k = 0; k < H; k++) d[k] += dhs[(size_t)i * H + k];
         }
     }
@@ -269,13 +245,13 @@ static double g4_loss_backward(rt_model *m, void *acts, const rt_batch *b, int t
         memset(a->dx, 0, sizeof(float) * (size_t)R * H);
         const g4_layer *w = &p->layer[l];
         gru_backward(a->dx, w->dw_ih, w->db_ih, w->dw_hh, w->db_hh, a->dh, a->dgx, a->dgh, l ? a->h[l - 1] : a->x0,
-                     a->hprev[l], a->gates[l], a->hn[l], w->w_ih, w->w_hh, use_drop ? a->mask[l] : NULL, a->c.start,
-                     a->c.n_seqs, H, H);
+                     a->hprev[l], a->gates[l], a->hn[l], w->w_ih, w->w_hh, use_drop ? a->mask[l] : NULL, a->x.c.start,
+                     a->x.c.n_seqs, H, H);
         memcpy(a->dh, a->dx, sizeof(float) * (size_t)R * H);
     }
     if (use_drop)
         for (size_t i = 0; i < (size_t)R * H; i++) a->dh[i] *= a->drop0[i];
-    embedding_backward(p->dwy, a->dh, a->c.tok, R, H);
+    embedding_backward(p->dwy, a->dh, a->x.c.tok, R, H);
     return total / n_scored;
 }
 
@@ -283,14 +259,14 @@ static void g4_scores_last(const rt_model *m, void *acts, const rt_batch *b, flo
     const g4_impl *p = m->impl;
     g4_acts *a = acts;
     const int H = p->H, V = p->V;
-    rnn_rows_build(&a->c, b);
+    rnn_rows_build(&a->x.c, b);
     g4_forward(p, a, b, 0.0f, 0, 0);
     for (int s0 = 0; s0 < b->n_seqs; s0 += G4_CHUNK) {
         const int n = b->n_seqs - s0 < G4_CHUNK ? b->n_seqs - s0 : G4_CHUNK;
         for (int i = 0; i < n; i++) {
-            const int s = s0 + i, last = a->c.start[s + 1] - 1;
+            const int s = s0 + i, last = a->x.c.start[s + 1] - 1;
             float *dst = a->hs + (size_t)i * H;
-            if (last >= a->c.start[s])
+            if (last >= a->x.c.start[s])
                 memcpy(dst, a->h[p->L - 1] + (size_t)last * H, sizeof(float) * (size_t)H);
             else
                 memset(dst, 0, sizeof(float) * (size_t)H); /* no item yet: the zero state */
@@ -306,7 +282,7 @@ const rt_arch rt_arch_gru4rec = {
     .unbind = g4_unbind,
     .init = g4_init,
     .acts_create = g4_acts_create,
-    .acts_free = g4_acts_free,
+    .acts_free = rnn_acts_free,
     .loss_backward = g4_loss_backward,
     .scores_last = g4_scores_last,
 };

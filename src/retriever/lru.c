@@ -19,6 +19,7 @@
 #include "nn/linear.h"
 #include "nn/xent.h"
 #include "retriever/arch.h"
+#include "retriever/common.h"
 
 #define LN_EPS 1e-5f
 /* rows whose [rows x V] scores are processed together in training */
@@ -48,7 +49,7 @@ static void add_tensor(lru_model *m, const char *name, int n_dims, int64_t d0, i
     t->shape[1] = n_dims > 1 ? d1 : 1;
     t->numel = (size_t)d0 * (size_t)(n_dims > 1 ? d1 : 1);
     t->offset = m->n_params;
-    t->decay = !strstr(name, "bias") && !strstr(name, "layer_norm");
+    t->decay = rt_decays(name);
     m->n_params += t->numel;
 }
 
@@ -168,16 +169,6 @@ const lru_tensor_info *lru_find_tensor(const lru_model *m, const char *name) {
 
 /* ------------------------------------------------------------------ init */
 
-/* Truncated normal by rejection: the same distribution as the reference's
- * inverse-CDF method (not the same numbers: those come from torch's generator). */
-static float trunc_normal(mr_rng *r, double std, double bound) {
-    for (;;) {
-        double x = mr_rng_normal(r) * std;
-        if (x >= -bound && x <= bound)
-            return (float)x;
-    }
-}
-
 void lru_model_init(lru_model *m, uint64_t seed) {
     mr_rng r;
     mr_rng_seed(&r, seed);
@@ -203,7 +194,7 @@ void lru_model_init(lru_model *m, uint64_t seed) {
                 p[j] = v;
         } else {
             for (size_t j = 0; j < t->numel; j++)
-                p[j] = trunc_normal(&r, 0.02, 0.04);
+                p[j] = rt_trunc_normal(&r, 0.02, 0.04);
         }
     }
 }
@@ -430,8 +421,7 @@ const float *lru_acts_block_out(const lru_acts *a, int block, int after_ffn) {
 /* A counter-based generator: the keep decision for element (row, col) of a
  * dropout site depends only on (key, site, row, col), so masks are the same for
  * any thread count and any order of evaluation. */
-/* Fills scale [N, C] with 0 or 1 / (1 - p). Per element a 32-bit finaliser
- * (murmur3's) of a per-row key plus the column: it vectorizes, unlike mr_mix64. */
+/* Fills scale [N, C] with 0 or 1 / (1 - p): rt_dropout_row32 of a per-row key. */
 static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint64_t site) {
     uint64_t k = mr_mix64(key ^ mr_mix64(site));
     float keep_scale = 1.0f / (1.0f - p);
@@ -439,17 +429,7 @@ static void dropout_mask(float *scale, int N, int C, float p, uint64_t key, uint
 #pragma omp parallel for schedule(static) if ((long)N * C > 65536)
     for (int i = 0; i < N; i++) {
         uint32_t rk = (uint32_t)(mr_mix64(k + (uint64_t)i * 0x632be59bd9b4e019ULL) >> 32);
-        float *s = scale + (size_t)i * C;
-#pragma omp simd
-        for (int j = 0; j < C; j++) {
-            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u;
-            x ^= x >> 16;
-            x *= 0x85ebca6bu;
-            x ^= x >> 13;
-            x *= 0xc2b2ae35u;
-            x ^= x >> 16;
-            s[j] = x < threshold ? 0.0f : keep_scale;
-        }
+        rt_dropout_row32(scale + (size_t)i * C, C, rk, threshold, keep_scale);
     }
 }
 

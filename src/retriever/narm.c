@@ -45,8 +45,8 @@ typedef struct narm_impl {
 } narm_impl;
 
 typedef struct narm_acts {
+    rnn_scratch x;                 /* first: rows, scored [R], lab [CHUNK], mem */
     int max_rows, max_seqs;
-    rnn_rows c;
     float *x0, *drop0;             /* [R, D] */
     float *h, *hprev, *hn;         /* [R, H] */
     float *gates;                  /* [R, 3H] */
@@ -54,16 +54,13 @@ typedef struct narm_acts {
     float *proj, *dropp;           /* [R, 2H]: per scored row */
     float *attn;                   /* [R * max_len]: softmax weights per scored row's prefix */
     size_t *attn_off;              /* [R] */
-    int *scored;                   /* [R] */
     float *wout, *dwout;           /* [V, 2H]: E B^T and its gradient */
     float *logits, *row_loss;      /* [CHUNK, V], [CHUNK] */
-    int *lab;                      /* [CHUNK] */
     float *dh, *dx, *dqg, *dkl;    /* [R, H] ([R, D] for dx) */
     float *dproj;                  /* [R, 2H] */
     float *dgx, *dgh;              /* [R, 3H] */
     float *dv_seq;                 /* [S, H] */
     size_t attn_cap;
-    void *mem;
 } narm_acts;
 
 static const char *const narm_names[] = {
@@ -83,7 +80,7 @@ static int narm_layout(rt_model *m, mr_error *e) {
     const int64_t shapes[9][2] = {{V, D}, {3 * H, D}, {3 * H, H}, {3 * H, 0}, {3 * H, 0},
                                   {H, H}, {H, H},     {1, H},     {2 * H, D}};
     for (int i = 0; i < 9; i++) {
-        int rc = rt_model_add_tensor(m, narm_names[i], shapes[i][1] ? 2 : 1, shapes[i], rnn_decays(narm_names[i]), e);
+        int rc = rt_model_add_tensor(m, narm_names[i], shapes[i][1] ? 2 : 1, shapes[i], rt_decays(narm_names[i]), e);
         if (rc) return rc;
     }
     return MR_OK;
@@ -117,7 +114,7 @@ static void narm_unbind(rt_model *m) {
 static void narm_init(rt_model *m, uint64_t seed) {
     mr_rng r;
     mr_rng_seed(&r, seed);
-    for (size_t i = 0; i < m->n_params; i++) m->params[i] = rnn_trunc_normal(&r, 0.02, 0.04);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = rt_trunc_normal(&r, 0.02, 0.04);
 }
 
 static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max_seqs, mr_error *e) {
@@ -132,13 +129,13 @@ static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max
     a->attn_cap = R * L;
     size_t floats = 2 * R * D + 3 * R * H + 3 * R * H + 2 * R * H + 2 * 2 * R * H + a->attn_cap + 2 * V * 2 * H +
                     CH * V + CH + 3 * R * H + R * D + (R > S ? R : S) * 2 * H + 2 * 3 * R * H + S * H;
-    size_t bytes = floats * sizeof(float) + R * sizeof(size_t) + ((S + 1) + 5 * R + CH) * sizeof(int) + 256;
+    size_t bytes = floats * sizeof(float) + R * sizeof(size_t) + rnn_scratch_ints(R, S, CH) * sizeof(int) + 256;
     char *mem = mr_alloc_aligned(bytes, e);
     if (!mem) {
         free(a);
         return MR_ERR_INTERNAL;
     }
-    a->mem = mem;
+    a->x.mem = mem;
     size_t *z = (size_t *)(void *)mem;
     a->attn_off = z;
     float *f = (float *)(void *)(z + R);
@@ -167,25 +164,9 @@ static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max
     a->dgh = TAKEF(3 * R * H);
     a->dv_seq = TAKEF(S * H);
 #undef TAKEF
-    int *i = (int *)f;
-#define TAKEI(n) (i += (n), i - (n))
-    a->c.start = TAKEI(S + 1);
-    a->c.tok = (int32_t *)TAKEI(R);
-    a->c.lab = (int32_t *)TAKEI(R);
-    a->c.seq = TAKEI(R);
-    a->c.pos = TAKEI(R);
-    a->scored = TAKEI(R);
-    a->lab = TAKEI(CH);
-#undef TAKEI
+    rnn_scratch_take(&a->x, (int *)f, R, S, CH);
     *out = a;
     return MR_OK;
-}
-
-static void narm_acts_free(void *acts) {
-    narm_acts *a = acts;
-    if (!a) return;
-    free(a->mem);
-    free(a);
 }
 
 static inline float hardsigmoid(float x) {
@@ -198,35 +179,35 @@ static inline float hardsigmoid(float x) {
  * contract's windows (the reference's prefixes are their last max_len items). This also
  * bounds the attention buffer. */
 static inline int narm_first(const narm_acts *a, int j, int max_len) {
-    const int t0 = a->c.start[a->c.seq[j]];
+    const int t0 = a->x.c.start[a->x.c.seq[j]];
     return j - t0 + 1 > max_len ? j - max_len + 1 : t0;
 }
 
 /* Embedding, GRU and the two attention projections over the compact rows, then
- * proj [n_scored, 2H] for the rows in a->scored (n_scored of them). Scored rows are
+ * proj [n_scored, 2H] for the rows in a->x.scored (n_scored of them). Scored rows are
  * grouped by sequence in row order, so one thread owns each sequence. */
 static void narm_forward(const narm_impl *p, narm_acts *a, const rt_batch *b, int n_scored, float drop_emb,
                          float drop_proj, int train, uint64_t key) {
-    const int R = a->c.n_rows, D = p->D, H = p->H;
+    const int R = a->x.c.n_rows, D = p->D, H = p->H;
     qmat table = {GGML_TYPE_F32, p->V, D, p->emb};
-    embedding_forward(a->x0, &table, a->c.tok, R);
+    embedding_forward(a->x0, &table, a->x.c.tok, R);
     if (train && drop_emb > 0.0f) {
-        rnn_dropout_mask(a->drop0, &a->c, b, D, drop_emb, key, 0);
+        rnn_dropout_mask(a->drop0, &a->x.c, b, D, drop_emb, key, 0);
         for (size_t i = 0; i < (size_t)R * D; i++) a->x0[i] *= a->drop0[i];
     }
-    gru_forward(a->h, a->hprev, a->gates, a->hn, a->x0, p->w_ih, p->b_ih, p->w_hh, p->b_hh, NULL, a->c.start,
-                a->c.n_seqs, D, H);
+    gru_forward(a->h, a->hprev, a->gates, a->hn, a->x0, p->w_ih, p->b_ih, p->w_hh, p->b_hh, NULL, a->x.c.start,
+                a->x.c.n_seqs, D, H);
     linear_forward(a->qg, a->h, p->a_global, NULL, R, H, H);
     linear_forward(a->kl, a->h, p->a_local, NULL, R, H, H);
     size_t off = 0;
     for (int k = 0; k < n_scored; k++) {
-        const int j = a->scored[k];
+        const int j = a->x.scored[k];
         a->attn_off[k] = off;
         off += (size_t)(j - narm_first(a, j, p->max_len) + 1);
     }
 #pragma omp parallel for schedule(dynamic, 16)
     for (int k = 0; k < n_scored; k++) {
-        const int j = a->scored[k], t0 = narm_first(a, j, p->max_len);
+        const int j = a->x.scored[k], t0 = narm_first(a, j, p->max_len);
         const float *q = a->qg + (size_t)j * H;
         float *w = a->attn + a->attn_off[k], mx = -INFINITY;
         for (int t = t0; t <= j; t++) {
@@ -252,10 +233,10 @@ static void narm_forward(const narm_impl *p, narm_acts *a, const rt_batch *b, in
     }
     if (train && drop_proj > 0.0f) {
         /* one mask row per compact row (site 1), used at the scored rows */
-        rnn_dropout_mask(a->dropp, &a->c, b, 2 * H, drop_proj, key, 1);
+        rnn_dropout_mask(a->dropp, &a->x.c, b, 2 * H, drop_proj, key, 1);
         for (int k = 0; k < n_scored; k++) {
             float *pr = a->proj + (size_t)k * 2 * H;
-            const float *mk = a->dropp + (size_t)a->scored[k] * 2 * H;
+            const float *mk = a->dropp + (size_t)a->x.scored[k] * 2 * H;
             for (int c = 0; c < 2 * H; c++) pr[c] *= mk[c];
         }
     }
@@ -267,12 +248,7 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     const narm_impl *p = m->impl;
     narm_acts *a = acts;
     const int D = p->D, H = p->H, V = p->V, P = 2 * p->H;
-    memset(m->grads, 0, m->n_params * sizeof(float));
-    rnn_rows_build(&a->c, b);
-    const int R = a->c.n_rows;
-    int n_scored = 0;
-    for (int i = 0; i < R; i++)
-        if (a->c.lab[i] > 0) a->scored[n_scored++] = i;
+    const int n_scored = rnn_loss_rows(m, &a->x, b), R = a->x.c.n_rows;
     if (!n_scored) return 0.0;
     const int drop_p = train && m->cfg.attn_dropout > 0.0f;
     narm_forward(p, a, b, n_scored, m->cfg.dropout, m->cfg.attn_dropout, train, key);
@@ -283,10 +259,10 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     memset(a->dproj, 0, sizeof(float) * (size_t)n_scored * P);
     for (int c0 = 0; c0 < n_scored; c0 += NARM_CHUNK) {
         const int n = n_scored - c0 < NARM_CHUNK ? n_scored - c0 : NARM_CHUNK;
-        for (int i = 0; i < n; i++) a->lab[i] = a->c.lab[a->scored[c0 + i]];
+        for (int i = 0; i < n; i++) a->x.lab[i] = a->x.c.lab[a->x.scored[c0 + i]];
         const float *pr = a->proj + (size_t)c0 * P;
         linear_forward(a->logits, pr, a->wout, NULL, n, P, V);
-        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)n_scored);
+        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->x.lab, n, V, -1, 1.0f / (float)n_scored);
         linear_backward(a->dproj + (size_t)c0 * P, a->dwout, NULL, a->logits, pr, a->wout, n, P, V);
     }
     /* wout = E B^T */
@@ -296,13 +272,13 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     memset(a->dh, 0, sizeof(float) * (size_t)R * H);
     memset(a->dqg, 0, sizeof(float) * (size_t)R * H);
     memset(a->dkl, 0, sizeof(float) * (size_t)R * H);
-    memset(a->dv_seq, 0, sizeof(float) * (size_t)a->c.n_seqs * H);
+    memset(a->dv_seq, 0, sizeof(float) * (size_t)a->x.c.n_seqs * H);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int s = 0; s < a->c.n_seqs; s++) {
+    for (int s = 0; s < a->x.c.n_seqs; s++) {
         float *dvs = a->dv_seq + (size_t)s * H;
         for (int k = 0; k < n_scored; k++) {
-            const int j = a->scored[k];
-            if (a->c.seq[j] != s) continue;
+            const int j = a->x.scored[k];
+            if (a->x.c.seq[j] != s) continue;
             const int t0 = narm_first(a, j, p->max_len);
             float *dp = a->dproj + (size_t)k * P;
             if (drop_p) {
@@ -346,17 +322,17 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
             }
         }
     }
-    for (int s = 0; s < a->c.n_seqs; s++)
+    for (int s = 0; s < a->x.c.n_seqs; s++)
         for (int c = 0; c < H; c++) p->dv[c] += a->dv_seq[(size_t)s * H + c];
     linear_backward(a->dh, p->da_global, NULL, a->dqg, a->h, p->a_global, R, H, H);
     linear_backward(a->dh, p->da_local, NULL, a->dkl, a->h, p->a_local, R, H, H);
 
     memset(a->dx, 0, sizeof(float) * (size_t)R * D);
     gru_backward(a->dx, p->dw_ih, p->db_ih, p->dw_hh, p->db_hh, a->dh, a->dgx, a->dgh, a->x0, a->hprev, a->gates,
-                 a->hn, p->w_ih, p->w_hh, NULL, a->c.start, a->c.n_seqs, D, H);
+                 a->hn, p->w_ih, p->w_hh, NULL, a->x.c.start, a->x.c.n_seqs, D, H);
     if (train && m->cfg.dropout > 0.0f)
         for (size_t i = 0; i < (size_t)R * D; i++) a->dx[i] *= a->drop0[i];
-    embedding_backward(p->demb, a->dx, a->c.tok, R, D);
+    embedding_backward(p->demb, a->dx, a->x.c.tok, R, D);
     return total / n_scored;
 }
 
@@ -364,10 +340,10 @@ static void narm_scores_last(const rt_model *m, void *acts, const rt_batch *b, f
     const narm_impl *p = m->impl;
     narm_acts *a = acts;
     const int V = p->V, P = 2 * p->H;
-    rnn_rows_build(&a->c, b);
+    rnn_rows_build(&a->x.c, b);
     int n_scored = 0;
-    for (int s = 0; s < a->c.n_seqs; s++)
-        if (a->c.start[s + 1] > a->c.start[s]) a->scored[n_scored++] = a->c.start[s + 1] - 1;
+    for (int s = 0; s < a->x.c.n_seqs; s++)
+        if (a->x.c.start[s + 1] > a->x.c.start[s]) a->x.scored[n_scored++] = a->x.c.start[s + 1] - 1;
     narm_forward(p, a, b, n_scored, 0.0f, 0.0f, 0, 0);
     /* proj rows follow the sequences that have rows; a sequence without any scores 0 */
     int k = 0;
@@ -376,7 +352,7 @@ static void narm_scores_last(const rt_model *m, void *acts, const rt_batch *b, f
         float *blk = a->dproj; /* free in evaluation */
         for (int i = 0; i < n; i++) {
             const int s = s0 + i;
-            if (a->c.start[s + 1] > a->c.start[s])
+            if (a->x.c.start[s + 1] > a->x.c.start[s])
                 memcpy(blk + (size_t)i * P, a->proj + (size_t)(k++) * P, sizeof(float) * (size_t)P);
             else
                 memset(blk + (size_t)i * P, 0, sizeof(float) * (size_t)P);
@@ -392,7 +368,7 @@ const rt_arch rt_arch_narm = {
     .unbind = narm_unbind,
     .init = narm_init,
     .acts_create = narm_acts_create,
-    .acts_free = narm_acts_free,
+    .acts_free = rnn_acts_free,
     .loss_backward = narm_loss_backward,
     .scores_last = narm_scores_last,
 };

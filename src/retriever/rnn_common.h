@@ -6,9 +6,11 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "retriever/arch.h"
+#include "retriever/common.h"
 
 
 /* The batch a recurrent model runs on: every row of b except a sequence's first row
@@ -46,6 +48,54 @@ static inline void rnn_rows_build(rnn_rows *c, const rt_batch *b) {
     c->n_rows = n;
 }
 
+/* The scratch GRU4Rec and NARM share, the FIRST member of their acts (so that
+ * rnn_acts_free frees either): the compact rows, the labelled ones among them
+ * (scored [R]), the labels of one logits block (lab [CH]) and the one aligned
+ * allocation (mem) that holds every buffer of the acts. */
+typedef struct rnn_scratch {
+    rnn_rows c;
+    int *scored;
+    int *lab;
+    void *mem;
+} rnn_scratch;
+
+/* The ints rnn_scratch_take carves for R rows, S sequences and logits blocks of CH rows. */
+static inline size_t rnn_scratch_ints(size_t R, size_t S, size_t CH) { return (S + 1) + 5 * R + CH; }
+
+/* Points x's rows, scored and lab into the rnn_scratch_ints(R, S, CH) ints at i. */
+static inline void rnn_scratch_take(rnn_scratch *x, int *i, size_t R, size_t S, size_t CH) {
+    x->c.start = i;
+    i += S + 1;
+    x->c.tok = (int32_t *)i;
+    x->c.lab = (int32_t *)(i + R);
+    x->c.seq = i + 2 * R;
+    x->c.pos = i + 3 * R;
+    x->scored = i + 4 * R;
+    x->lab = i + 5 * R;
+    (void)CH;
+}
+
+/* rt_arch.acts_free of GRU4Rec and NARM. */
+static inline void rnn_acts_free(void *acts) {
+    rnn_scratch *x = acts;
+    if (!x)
+        return;
+    free(x->mem);
+    free(x);
+}
+
+/* The start of loss_backward: zeroes m's gradients, builds the compact rows of b
+ * and lists the labelled ones in x->scored; returns how many there are. */
+static inline int rnn_loss_rows(rt_model *m, rnn_scratch *x, const rt_batch *b) {
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    rnn_rows_build(&x->c, b);
+    int n_scored = 0;
+    for (int i = 0; i < x->c.n_rows; i++)
+        if (x->c.lab[i] > 0)
+            x->scored[n_scored++] = i;
+    return n_scored;
+}
+
 /* mask [n_rows, C] of 0 or 1 / (1 - p) for dropout site `site`: each row's pattern
  * depends only on (key, site, the sequence's example index, the row's position), so
  * masks are the same for any thread count, batch composition or call order. */
@@ -60,30 +110,8 @@ static inline void rnn_dropout_mask(float *mask, const rnn_rows *c, const rt_bat
         const uint64_t ex = b->example ? (uint64_t)b->example[s] : (uint64_t)s;
         const uint32_t rk = (uint32_t)(mr_mix64(k ^ mr_mix64(ex * 0x632be59bd9b4e019ULL + (uint64_t)c->pos[i])) >> 32);
         float *m = mask + (size_t)i * C;
-#pragma omp simd
-        for (int j = 0; j < C; j++) {
-            uint32_t x = rk + (uint32_t)j * 0x9e3779b9u; /* murmur3's 32-bit finaliser */
-            x ^= x >> 16;
-            x *= 0x85ebca6bu;
-            x ^= x >> 13;
-            x *= 0xc2b2ae35u;
-            x ^= x >> 16;
-            m[j] = x < threshold ? 0.0f : keep_scale;
-        }
+        rt_dropout_row32(m, C, rk, threshold, keep_scale);
     }
 }
-
-/* Truncated normal by rejection: the distribution of the reference's inverse-CDF
- * truncated_normal_init (not its numbers: those come from torch's generator). */
-static inline float rnn_trunc_normal(mr_rng *r, double std, double bound) {
-    for (;;) {
-        double x = mr_rng_normal(r) * std;
-        if (x >= -bound && x <= bound)
-            return (float)x;
-    }
-}
-
-/* LlamaRec's AdamW groups: no decay on names holding "bias" or "layer_norm". */
-static inline int rnn_decays(const char *name) { return !strstr(name, "bias") && !strstr(name, "layer_norm"); }
 
 #endif

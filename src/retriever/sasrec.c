@@ -38,19 +38,13 @@
 /* Scored rows per slice of the [rows, n_items + 1] logits. */
 #define SAS_LOGIT_ROWS 128
 
-/* The tensors of one block, in state_dict order. */
+/* The tables before the blocks, then the tensors of one block, in state_dict order. */
+enum { T_TOK, T_POS, T_HEAD };
 enum {
     B_LN0_W, B_LN0_B, B_WQ, B_BQ, B_WK, B_BK, B_WV, B_BV,
     B_LNA_W, B_LNA_B, B_W1, B_B1, B_W2, B_B2, B_LNF_W, B_LNF_B, B_COUNT
 };
 
-typedef struct {
-    int blocks;
-    float *tok, *pos;          /* [n_items + 1, d], [max_len + 1, d] */
-    float *dtok, *dpos;        /* NULL without gradients */
-    float *(*w)[B_COUNT];      /* [blocks][B_COUNT] */
-    float *(*dw)[B_COUNT];
-} sas_impl;
 
 typedef struct {
     float *ln0, *ln0_mean, *ln0_std;  /* [N, d], [N], [N] */
@@ -114,76 +108,15 @@ static int sas_layout(rt_model *m, mr_error *e) {
             case B_W2: shape[0] = d; shape[1] = F; shape[2] = 1; nd = 3; break;
             default: shape[0] = d; break;
             }
-            const int decay = !strstr(name, "bias") && !strstr(name, "layer_norm");
-            rc = rt_model_add_tensor(m, name, nd, shape, decay, e);
+            rc = rt_model_add_tensor(m, name, nd, shape, rt_decays(name), e);
         }
     }
     return rc;
 }
 
-static int sas_bind(rt_model *m, mr_error *e) {
-    sas_impl *p = m->impl;
-    const int nb = m->cfg.blocks;
-    if (!p) {
-        p = mr_alloc(sizeof *p, e);
-        if (!p)
-            return MR_ERR_INTERNAL;
-        memset(p, 0, sizeof *p);
-        p->blocks = nb;
-        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
-        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
-        m->impl = p;
-        if (!p->w || !p->dw)
-            return MR_ERR_INTERNAL;
-    }
-    if (m->n_tensors != 2 + nb * B_COUNT)
-        return mr_fail(e, MR_ERR_INTERNAL, "sasrec: layout has %d tensors", m->n_tensors);
-    float *g = m->grads;
-    p->tok = m->params + m->tensors[0].offset;
-    p->pos = m->params + m->tensors[1].offset;
-    p->dtok = g ? g + m->tensors[0].offset : NULL;
-    p->dpos = g ? g + m->tensors[1].offset : NULL;
-    for (int b = 0; b < nb; b++)
-        for (int t = 0; t < B_COUNT; t++) {
-            const size_t off = m->tensors[2 + b * B_COUNT + t].offset;
-            p->w[b][t] = m->params + off;
-            p->dw[b][t] = g ? g + off : NULL;
-        }
-    return MR_OK;
-}
-
-static void sas_unbind(rt_model *m) {
-    sas_impl *p = m->impl;
-    if (p) {
-        free(p->w);
-        free(p->dw);
-        free(p);
-    }
-    m->impl = NULL;
-}
-
-/* The reference: truncated normal (std 0.02, +-0.04) for every parameter of
- * the transformer except its layer norms (ones and zeros); the embeddings keep
- * nn.Embedding's N(0, 1), the token table with its padding row 0 zeroed. */
-static void sas_init(rt_model *m, uint64_t seed) {
-    mr_rng r;
-    mr_rng_seed(&r, seed);
-    const int d = m->cfg.hidden;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const rt_tensor *t = &m->tensors[i];
-        float *x = m->params + t->offset;
-        if (i < 2) {
-            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
-            if (i == 0)
-                memset(x, 0, (size_t)d * sizeof *x);
-        } else if (strstr(t->name, "layer_norm")) {
-            const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->numel; j++) x[j] = v;
-        } else {
-            for (size_t j = 0; j < t->numel; j++) x[j] = attn_trunc_normal(&r, 0.02, 0.04);
-        }
-    }
-}
+/* m->impl: attn_views (the two tables, B_COUNT tensors per block); the
+ * reference's initialisation is attn_init_bert's. */
+static int sas_bind(rt_model *m, mr_error *e) { return attn_views_bind(m, T_HEAD, B_COUNT, 0, e); }
 
 /* ------------------------------------------------------------------ scratch */
 
@@ -252,97 +185,57 @@ static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_
 
 /* ------------------------------------------------------------------ forward */
 
+/* The feed-forward sublayer's tensors (or gradients) and activations. */
+static attn_ffn_params sas_ffn(float *const *w) {
+    return (attn_ffn_params){w[B_W1], w[B_B1], w[B_W2], w[B_B2], w[B_LNF_W], w[B_LNF_B]};
+}
+static attn_ffn_acts sas_ffn_acts(const sas_block_acts *k) {
+    return (attn_ffn_acts){.pre = k->hpre, .h = k->h, .s = k->s2, .out = k->x2, .mean = k->x2_mean, .std = k->x2_std,
+                           .f = k->f};
+}
+
 /* Random sites, each keyed with (key, example, padded position). */
 enum { SITE_EMB = 1, SITE_ATTN = 2, SITE_FF1 = 3, SITE_FF2 = 4 };
 #define SITE(block, what) ((uint64_t)(block) * 16 + (what))
 
-/* Rows of sequence s are at [seq_start[s], seq_start[s+1]); the first at padded position max_len - r. */
-static int first_pos(const sas_acts *a, const rt_batch *b, int s) {
-    return a->max_len - (b->seq_start[s + 1] - b->seq_start[s]);
-}
-
 static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int train, uint64_t key) {
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    /* padded positions and the probability offsets */
-    a->poff[0] = 0;
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
-        int n = 0;
-        for (int j = 0; j < r; j++) {
-            const int item = b->tokens[r0 + j] > 0;
-            a->valid[r0 + j] = (uint8_t)item;
-            n += item;
-            a->pos[r0 + j] = item ? (n < a->max_len ? n : a->max_len) : 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    /* embedding */
-#pragma omp parallel for schedule(static)
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
-        for (int i = r0; i < r1; i++) {
-            float *x = a->x0 + (size_t)i * d;
-            const float *te = p->tok + (size_t)b->tokens[i] * d, *pe = p->pos + (size_t)a->pos[i] * d;
-            for (int c = 0; c < d; c++) x[c] = te[c] + pe[c];
-            if (pd > 0) {
-                float *dm = a->edrop + (size_t)i * d;
-                attn_dropout_row(dm, d, pd, attn_row_key(key, SITE(0, SITE_EMB), attn_example(b, s), p0 + i - r0));
-                for (int c = 0; c < d; c++) x[c] *= dm[c];
-            }
-        }
+    attn_positions(a->pos, a->valid, a->poff, b->seq_start, b->tokens, b->n_seqs, a->max_len, H, 1);
+    attn_embedding_forward(a->x0, p->h[T_TOK], p->h[T_POS], b->tokens, a->pos, N, d);
+    if (pd > 0) {
+        attn_dropout_rows(a->edrop, d, pd, key, SITE(0, SITE_EMB), b->seq_start, b->n_seqs, b->example, a->max_len);
+        for (size_t i = 0; i < (size_t)N * d; i++) a->x0[i] *= a->edrop[i];
     }
     const float *x = a->x0;
     for (int l = 0; l < a->blocks; l++) {
         sas_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
+        float *const *w = attn_block(p, l);
         layernorm_std_forward(k->ln0, k->ln0_mean, k->ln0_std, x, w[B_LN0_W], w[B_LN0_B], N, d, SAS_LN_EPS);
         linear_forward(k->q, k->ln0, w[B_WQ], w[B_BQ], N, d, d);
         linear_forward(k->k, x, w[B_WK], w[B_BK], N, d, d);
         linear_forward(k->v, x, w[B_WV], w[B_BV], N, d, d);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0, p0 = first_pos(a, b, s);
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        /* row (head, query position); columns are the keys' rows */
-                        const uint64_t rk = attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1),
-                                                         attn_example(b, s), p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
                                      a->valid + r0, drop, r, H, hd, 1);
         }
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = k->att[i] + k->ln0[i];
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNA_W], w[B_LNA_B], N, d, SAS_LN_EPS);
-        linear_forward(k->hpre, k->x1, w[B_W1], w[B_B1], N, d, F);
-        relu_forward(k->h, k->hpre, (int64_t)N * F);
         if (pd > 0) {
-#pragma omp parallel for schedule(static)
-            for (int s = 0; s < b->n_seqs; s++) {
-                const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = first_pos(a, b, s);
-                const int64_t ex = attn_example(b, s);
-                for (int i = r0; i < r1; i++) {
-                    float *hm = k->hdrop + (size_t)i * F, *fm = k->fdrop + (size_t)i * d, *hi = k->h + (size_t)i * F;
-                    attn_dropout_row(hm, F, pd, attn_row_key(key, SITE(l, SITE_FF1), ex, p0 + i - r0));
-                    attn_dropout_row(fm, d, pd, attn_row_key(key, SITE(l, SITE_FF2), ex, p0 + i - r0));
-                    for (int c = 0; c < F; c++) hi[c] *= hm[c];
-                }
-            }
+            attn_dropout_rows(k->hdrop, F, pd, key, SITE(l, SITE_FF1), b->seq_start, b->n_seqs, b->example, a->max_len);
+            attn_dropout_rows(k->fdrop, d, pd, key, SITE(l, SITE_FF2), b->seq_start, b->n_seqs, b->example, a->max_len);
         }
-        linear_forward(k->f, k->h, w[B_W2], w[B_B2], N, F, d);
-        if (pd > 0)
-            for (size_t i = 0; i < (size_t)N * d; i++) k->f[i] *= k->fdrop[i];
-        for (size_t i = 0; i < (size_t)N * d; i++) k->s2[i] = k->f[i] + k->x1[i];
-        layernorm_std_forward(k->x2, k->x2_mean, k->x2_std, k->s2, w[B_LNF_W], w[B_LNF_B], N, d, SAS_LN_EPS);
+        const attn_ffn_params fw = sas_ffn(w);
+        const attn_ffn_acts fa = sas_ffn_acts(k);
+        attn_ffn_forward(&fa, k->x1, &fw, pd > 0 ? k->hdrop : NULL, pd > 0 ? k->fdrop : NULL, ATTN_FFN_RELU, N, d, F,
+                         SAS_LN_EPS);
         x = k->x2;
     }
 }
@@ -353,28 +246,20 @@ static const float *sas_output(const sas_acts *a) { return a->blk[a->blocks - 1]
 
 /* dx [N, d] holds d(loss)/d(output of the last block); gradients accumulate into m->grads. */
 static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train) {
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const int drop_h = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
     const size_t Nd = (size_t)N * d;
     for (int l = a->blocks - 1; l >= 0; l--) {
         sas_block_acts *k = &a->blk[l];
-        float *const *w = p->w[l];
-        float *const *dw = p->dw[l];
+        float *const *w = attn_block(p, l);
+        float *const *dw = attn_block_grad(p, l);
         const float *xin = l ? a->blk[l - 1].x2 : a->x0;
         /* x2 = LNf(s2), s2 = f + x1 */
-        memset(a->ds, 0, Nd * sizeof(float));
-        layernorm_std_backward(a->ds, dw[B_LNF_W], dw[B_LNF_B], a->dx, k->s2, k->x2_mean, k->x2_std, w[B_LNF_W], N,
-                               d, SAS_LN_EPS);
-        memcpy(a->dx1, a->ds, Nd * sizeof(float));
-        if (drop_h)
-            for (size_t i = 0; i < Nd; i++) a->ds[i] *= k->fdrop[i];
-        memset(a->dh, 0, (size_t)N * F * sizeof(float));
-        linear_backward(a->dh, dw[B_W2], dw[B_B2], a->ds, k->h, w[B_W2], N, F, d);
-        if (drop_h)
-            for (size_t i = 0; i < (size_t)N * F; i++) a->dh[i] *= k->hdrop[i];
-        relu_backward(a->dh, a->dh, k->hpre, (int64_t)N * F);
-        linear_backward(a->dx1, dw[B_W1], dw[B_B1], a->dh, k->x1, w[B_W1], N, d, F);
+        const attn_ffn_params fw = sas_ffn(w), fdw = sas_ffn(dw);
+        const attn_ffn_acts fa = sas_ffn_acts(k);
+        attn_ffn_backward(a->dx1, &fdw, a->dx, &fa, k->x1, &fw, drop_h ? k->hdrop : NULL, drop_h ? k->fdrop : NULL,
+                          ATTN_FFN_RELU, N, d, F, SAS_LN_EPS, a->ds, a->dh);
         /* x1 = LNa(s1), s1 = att + ln0 */
         memset(a->ds, 0, Nd * sizeof(float));
         layernorm_std_backward(a->ds, dw[B_LNA_W], dw[B_LNA_B], a->dx1, k->s1, k->x1_mean, k->x1_std, w[B_LNA_W],
@@ -399,22 +284,14 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
     /* embedding: the token table's padding row takes no gradient from the lookup (padding_idx = 0) */
     if (train && m->cfg.dropout > 0)
         for (size_t i = 0; i < Nd; i++) a->dx[i] *= a->edrop[i];
-    for (int i = 0; i < N; i++) {
-        const float *g = a->dx + (size_t)i * d;
-        float *dp = p->dpos + (size_t)a->pos[i] * d;
-        for (int c = 0; c < d; c++) dp[c] += g[c];
-        if (b->tokens[i] > 0) {
-            float *dt = p->dtok + (size_t)b->tokens[i] * d;
-            for (int c = 0; c < d; c++) dt[c] += g[c];
-        }
-    }
+    attn_embedding_backward(p->dh[T_TOK], p->dh[T_POS], a->dx, b->tokens, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the contract */
 
 static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
     sas_acts *a = acts;
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, V = a->V;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs))
@@ -436,12 +313,12 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
             memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
             a->lab[i] = b->labels[row];
         }
-        linear_forward(a->logits, a->xs, p->tok, NULL, n, d, V);
+        linear_forward(a->logits, a->xs, p->h[T_TOK], NULL, n, d, V);
         sum += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)M);
         /* dxs = dlogits E; dE += dlogitsᵀ xs */
         float *dxs = a->dxs;
         memset(dxs, 0, (size_t)n * d * sizeof(float));
-        linear_backward(dxs, p->dtok, NULL, a->logits, a->xs, p->tok, n, d, V);
+        linear_backward(dxs, p->dh[T_TOK], NULL, a->logits, a->xs, p->h[T_TOK], n, d, V);
         for (int i = 0; i < n; i++) {
             float *dr = a->dx + (size_t)a->scored[i0 + i] * d;
             for (int c = 0; c < d; c++) dr[c] += dxs[(size_t)i * d + c];
@@ -453,7 +330,7 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
 
 static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     sas_acts *a = acts;
-    const sas_impl *p = m->impl;
+    const attn_views *p = m->impl;
     if (!attn_batch_fits(b, a->max_len, a->max_rows, a->max_seqs)) {
         for (size_t i = 0; i < (size_t)b->n_seqs * a->V; i++) scores[i] = NAN;
         return;
@@ -465,7 +342,7 @@ static void sas_scores_last(const rt_model *m, void *acts, const rt_batch *b, fl
         const int n = b->n_seqs - s0 < SAS_LOGIT_ROWS ? b->n_seqs - s0 : SAS_LOGIT_ROWS;
         for (int i = 0; i < n; i++)
             memcpy(a->xs + (size_t)i * d, x + (size_t)(b->seq_start[s0 + i + 1] - 1) * d, (size_t)d * sizeof(float));
-        linear_forward(scores + (size_t)s0 * a->V, a->xs, p->tok, NULL, n, d, a->V);
+        linear_forward(scores + (size_t)s0 * a->V, a->xs, p->h[T_TOK], NULL, n, d, a->V);
     }
 }
 
@@ -473,8 +350,8 @@ const rt_arch rt_arch_sasrec = {
     .name = "sasrec",
     .layout = sas_layout,
     .bind = sas_bind,
-    .unbind = sas_unbind,
-    .init = sas_init,
+    .unbind = attn_views_unbind,
+    .init = attn_init_bert,
     .acts_create = sas_acts_create,
     .acts_free = sas_acts_free,
     .loss_backward = sas_loss_backward,

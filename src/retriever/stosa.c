@@ -73,13 +73,6 @@ static const char *const layer_names[L_COUNT] = {
 static const char *const tail_names[T_TAIL] = {"LayerNorm.weight", "LayerNorm.bias"};
 
 typedef struct {
-    int blocks;
-    float *h[T_HEAD], *dh[T_HEAD];
-    float *(*w)[L_COUNT], *(*dw)[L_COUNT];
-    float *t[T_TAIL], *dt[T_TAIL];
-} stosa_impl;
-
-typedef struct {
     float *qm, *km, *qc_pre, *qc, *kc_pre, *kc, *vc_pre, *vc, *probs, *pdrop, *oc, *cd, *odrop;
     float *s1, *a, *a_mean, *a_rstd, *h1, *g, *h2, *fdrop, *s2, *t, *t_mean, *t_rstd, *cout;
 } stosa_layer_acts;
@@ -132,47 +125,8 @@ static int stosa_layout(rt_model *m, mr_error *e) {
     return rc;
 }
 
-static int stosa_bind(rt_model *m, mr_error *e) {
-    stosa_impl *p = m->impl;
-    const int nb = m->cfg.blocks;
-    if (!p) {
-        p = mr_alloc(sizeof *p, e);
-        if (!p)
-            return MR_ERR_INTERNAL;
-        memset(p, 0, sizeof *p);
-        p->blocks = nb;
-        m->impl = p;
-        p->w = mr_alloc((size_t)nb * sizeof *p->w, e);
-        p->dw = mr_alloc((size_t)nb * sizeof *p->dw, e);
-        if (!p->w || !p->dw)
-            return MR_ERR_INTERNAL;
-    }
-    if (m->n_tensors != T_HEAD + nb * L_COUNT + T_TAIL)
-        return mr_fail(e, MR_ERR_INTERNAL, "stosa: layout has %d tensors", m->n_tensors);
-    float *g = m->grads;
-#define VIEW(dst, gdst, i)                        \
-    do {                                          \
-        const size_t off_ = m->tensors[i].offset; \
-        (dst) = m->params + off_;                 \
-        (gdst) = g ? g + off_ : NULL;             \
-    } while (0)
-    for (int t = 0; t < T_HEAD; t++) VIEW(p->h[t], p->dh[t], t);
-    for (int b = 0; b < nb; b++)
-        for (int t = 0; t < L_COUNT; t++) VIEW(p->w[b][t], p->dw[b][t], T_HEAD + b * L_COUNT + t);
-    for (int t = 0; t < T_TAIL; t++) VIEW(p->t[t], p->dt[t], T_HEAD + nb * L_COUNT + t);
-#undef VIEW
-    return MR_OK;
-}
-
-static void stosa_unbind(rt_model *m) {
-    stosa_impl *p = m->impl;
-    if (p) {
-        free(p->w);
-        free(p->dw);
-        free(p);
-    }
-    m->impl = NULL;
-}
+/* m->impl: attn_views (T_HEAD, L_COUNT per layer, T_TAIL). */
+static int stosa_bind(rt_model *m, mr_error *e) { return attn_views_bind(m, T_HEAD, L_COUNT, T_TAIL, e); }
 
 /* The reference's init_weights: every Linear and Embedding weight N(0.01, 0.02)
  * (the padding rows too: normal_ runs after nn.Embedding zeroed them), Linear
@@ -267,45 +221,22 @@ enum { SITE_EMB_M = 2, SITE_EMB_C = 3, SITE_ATTN = 4, SITE_ATT_OUT = 5, SITE_FF 
 #define SITE(layer, what) ((uint64_t)((layer) + 1) * 16 + (what))
 
 static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, int train, uint64_t key) {
-    const stosa_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const float pd = train ? m->cfg.dropout : 0.0f, pa = train ? m->cfg.attn_dropout : 0.0f;
-    a->poff[0] = 0;
-    for (int s = 0; s < b->n_seqs; s++) {
-        const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
-        for (int j = 0; j < r; j++) {
-            const int pp = a->max_len - r + j;
-            a->pos[r0 + j] = pp < 0 ? 0 : pp;
-            a->valid[r0 + j] = b->tokens[r0 + j] > 0;
-        }
-        a->poff[s + 1] = a->poff[s] + (size_t)H * r * r;
-    }
-    for (int i = 0; i < N; i++) {
-        const size_t t = (size_t)b->tokens[i] * d, q = (size_t)a->pos[i] * d, o = (size_t)i * d;
-        for (int c = 0; c < d; c++) {
-            a->em[o + c] = p->h[T_IM][t + c] + p->h[T_PM][q + c];
-            a->ec[o + c] = p->h[T_IC][t + c] + p->h[T_PC][q + c];
-        }
-    }
+    attn_positions(a->pos, a->valid, a->poff, b->seq_start, b->tokens, b->n_seqs, a->max_len, H, 0);
+    attn_embedding_forward(a->em, p->h[T_IM], p->h[T_PM], b->tokens, a->pos, N, d);
+    attn_embedding_forward(a->ec, p->h[T_IC], p->h[T_PC], b->tokens, a->pos, N, d);
     const size_t Nd = (size_t)N * d;
     layernorm_forward(a->m_ln, a->em_mean, a->em_rstd, a->em, p->t[T_LN_W], p->t[T_LN_B], N, d, ST_LN_EPS);
     layernorm_forward(a->c_ln, a->ec_mean, a->ec_rstd, a->ec, p->t[T_LN_W], p->t[T_LN_B], N, d, ST_LN_EPS);
     if (pd > 0) {
-#pragma omp parallel for schedule(static)
-        for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r1 = b->seq_start[s + 1], p0 = a->max_len - (r1 - r0);
-            const int64_t ex = attn_example(b, s);
-            for (int i = r0; i < r1; i++) {
-                const int pp = p0 + i - r0;
-                attn_dropout_row(a->mdrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB_M), ex, pp));
-                attn_dropout_row(a->cdrop + (size_t)i * d, d, pd, attn_row_key(key, SITE(0, SITE_EMB_C), ex, pp));
-                for (int l = 0; l < a->blocks; l++) {
-                    attn_dropout_row(a->lay[l].odrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_ATT_OUT), ex, pp));
-                    attn_dropout_row(a->lay[l].fdrop + (size_t)i * d, d, pd,
-                                     attn_row_key(key, SITE(l, SITE_FF), ex, pp));
-                }
-            }
+        const int *st = b->seq_start, S = b->n_seqs, L = a->max_len;
+        attn_dropout_rows(a->mdrop, d, pd, key, SITE(0, SITE_EMB_M), st, S, b->example, L);
+        attn_dropout_rows(a->cdrop, d, pd, key, SITE(0, SITE_EMB_C), st, S, b->example, L);
+        for (int l = 0; l < a->blocks; l++) {
+            attn_dropout_rows(a->lay[l].odrop, d, pd, key, SITE(l, SITE_ATT_OUT), st, S, b->example, L);
+            attn_dropout_rows(a->lay[l].fdrop, d, pd, key, SITE(l, SITE_FF), st, S, b->example, L);
         }
     }
     for (size_t i = 0; i < Nd; i++) {
@@ -317,7 +248,7 @@ static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, i
     const float *c = a->c0;
     for (int l = 0; l < a->blocks; l++) {
         stosa_layer_acts *k = &a->lay[l];
-        float *const *w = p->w[l];
+        float *const *w = attn_block(p, l);
         linear_forward(k->qm, a->m0, w[A_MQ_W], w[A_MQ_B], N, d, d);
         linear_forward(k->km, a->m0, w[A_MK_W], w[A_MK_B], N, d, d);
         linear_forward(k->qc_pre, c, w[A_CQ_W], w[A_CQ_B], N, d, d);
@@ -328,19 +259,10 @@ static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, i
         elu_forward(k->vc, k->vc_pre, (int64_t)Nd, 1.0f);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int s = 0; s < b->n_seqs; s++) {
-            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0, p0 = a->max_len - r;
-            float *drop = NULL;
-            if (pa > 0) {
-                drop = k->pdrop + a->poff[s];
-                const int64_t ex = attn_example(b, s);
-                for (int h = 0; h < H; h++)
-                    for (int i = 0; i < r; i++) {
-                        const uint64_t rk = attn_row_key(key, SITE(l, SITE_ATTN) + 1000 * (uint64_t)(h + 1), ex, p0 + i);
-                        float *dm = drop + ((size_t)h * r + i) * r;
-                        for (int j = 0; j < r; j++)
-                            dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < pa ? 0.0f : 1.0f / (1.0f - pa);
-                    }
-            }
+            const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
+            float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
+            if (drop)
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
             const size_t o = (size_t)r0 * d;
             attention_wasserstein_forward(k->oc + o, k->probs + a->poff[s], k->qm + o, k->km + o, k->qc + o,
                                           k->kc + o, k->vc + o, d, a->valid + r0, drop, r, H, hd, 1);
@@ -364,14 +286,14 @@ static const float *stosa_cov_out(const stosa_acts *a) { return a->lay[a->blocks
 
 /* a->dm0 and a->dc hold d(loss)/d(m0) and d(loss)/d(c_L); accumulates into m->grads. */
 static void stosa_backward(rt_model *m, stosa_acts *a, const rt_batch *b, int train) {
-    const stosa_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d, F = a->F, H = a->heads, hd = d / H;
     const int drop = train && m->cfg.dropout > 0, drop_a = train && m->cfg.attn_dropout > 0;
     const size_t Nd = (size_t)N * d;
     for (int l = a->blocks - 1; l >= 0; l--) {
         stosa_layer_acts *k = &a->lay[l];
-        float *const *w = p->w[l];
-        float *const *dw = p->dw[l];
+        float *const *w = attn_block(p, l);
+        float *const *dw = attn_block_grad(p, l);
         const float *cin = l ? a->lay[l - 1].cout : a->c0;
         /* cout = ELU(t) + 1, t = LN(s2), s2 = drop(W2 ELU(W1 a)) + a */
         elu_backward(a->dtmp, a->dc, k->t, (int64_t)Nd);
@@ -424,18 +346,8 @@ static void stosa_backward(rt_model *m, stosa_acts *a, const rt_batch *b, int tr
     memset(a->da, 0, Nd * sizeof(float));
     layernorm_backward(a->ds, p->dt[T_LN_W], p->dt[T_LN_B], a->dm0, a->em, a->em_mean, a->em_rstd, p->t[T_LN_W], N, d);
     layernorm_backward(a->da, p->dt[T_LN_W], p->dt[T_LN_B], a->dc, a->ec, a->ec_mean, a->ec_rstd, p->t[T_LN_W], N, d);
-    for (int i = 0; i < N; i++) {
-        const size_t o = (size_t)i * d, q = (size_t)a->pos[i] * d, t = (size_t)b->tokens[i] * d;
-        for (int c = 0; c < d; c++) {
-            p->dh[T_PM][q + c] += a->ds[o + c];
-            p->dh[T_PC][q + c] += a->da[o + c];
-        }
-        if (b->tokens[i] > 0) /* padding_idx = 0 */
-            for (int c = 0; c < d; c++) {
-                p->dh[T_IM][t + c] += a->ds[o + c];
-                p->dh[T_IC][t + c] += a->da[o + c];
-            }
-    }
+    attn_embedding_backward(p->dh[T_IM], p->dh[T_PM], a->ds, b->tokens, a->pos, N, d);
+    attn_embedding_backward(p->dh[T_IC], p->dh[T_PC], a->da, b->tokens, a->pos, N, d);
 }
 
 /* ------------------------------------------------------------------ the objective */
@@ -468,7 +380,7 @@ static void wdist_grad(float *dm1, float *dc1, float *dm2, float *dc2, const flo
 
 static double stosa_loss_backward(rt_model *m, void *acts, const rt_batch *b, int train, uint64_t key) {
     stosa_acts *a = acts;
-    const stosa_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int N = b->n_rows, d = a->d;
     memset(m->grads, 0, m->n_params * sizeof(float));
     if (!attn_batch_fits(b, a->max_len, a->rows, a->max_seqs))
@@ -533,7 +445,7 @@ static double stosa_loss_backward(rt_model *m, void *acts, const rt_batch *b, in
 /* -W(s, item) = 2 m·E_m + 2 sqrt(c)·sqrt(C) - |m|² - |E_m|² - Σc - ΣC over items 0..n_items. */
 static void stosa_scores_last(const rt_model *m, void *acts, const rt_batch *b, float *scores) {
     stosa_acts *a = acts;
-    const stosa_impl *p = m->impl;
+    const attn_views *p = m->impl;
     const int d = a->d, V = a->n_items + 1;
     if (!attn_batch_fits(b, a->max_len, a->rows, a->max_seqs)) {
         for (size_t i = 0; i < (size_t)b->n_seqs * V; i++) scores[i] = NAN;
@@ -578,7 +490,7 @@ const rt_arch rt_arch_stosa = {
     .name = "stosa",
     .layout = stosa_layout,
     .bind = stosa_bind,
-    .unbind = stosa_unbind,
+    .unbind = attn_views_unbind,
     .init = stosa_init,
     .acts_create = stosa_acts_create,
     .acts_free = stosa_acts_free,
