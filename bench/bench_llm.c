@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
     }
     const char *th = getenv("MLLM4REC_BENCH_THREADS"), *rp = getenv("MLLM4REC_BENCH_REPS");
     const int threads = th ? atoi(th) : 2, reps = rp ? atoi(rp) : 2;
-    llm_set_threads(threads);
+    mr_set_threads(threads);
     result res[64];
     int nr = 0;
     if (!env_is("MLLM4REC_BENCH_SKIP_SMALL", "1")) {

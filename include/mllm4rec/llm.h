@@ -98,8 +98,6 @@ void llm_free(llm_model *m);
 /* Short description of the weight type of the layers ("q4_0", "f32", ...). */
 const char *llm_weight_type(const llm_model *m);
 int64_t llm_n_params(const llm_model *m);
-/* Sets the OpenMP and BLAS thread counts (0 = leave as is). */
-void llm_set_threads(int n);
 
 /* Tokenizes text with the model's tokenizer (add_special: BOS as the model's
  * settings say). Error when the model has no tokenizer. *ids is malloc'd. */

@@ -9,7 +9,7 @@ int llm_cli_load(const char *cmd, const char *model_path, const char *lora_path,
     mr_error e = {0};
     if (!model_path) return cli_usage_error(cmd, "--model is required (a GGUF file or a Hugging Face folder)");
     if (threads < 0 || threads > 1024) return cli_usage_error(cmd, "--threads must be between 1 and 1024");
-    llm_set_threads((int)threads);
+    mr_set_threads((int)threads);
     if (llm_load(m, model_path, &e)) return cli_report(cmd, &e);
     if (lora_path && llm_lora_apply_file(m, lora_path, 1.0f, &e)) {
         llm_free(m);

@@ -1,18 +1,10 @@
 /* Model loading shared by both formats, and the GGUF loader. */
 #include "llm/model_internal.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/quant.h"
-
-void llm_set_threads(int n) {
-    if (n <= 0) return;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
 
 int llm_own(llm_model *m, float *p, mr_error *e) {
     if (m->n_owned == m->cap_owned) {

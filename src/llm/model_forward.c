@@ -174,19 +174,12 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
 /* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
  * recomputed forward) regenerates the forward's mask without storing it; one
  * hash gives four 16-bit draws (p in steps of 2^-16): the hash was the cost. */
-static inline uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
-    const uint64_t key = mix64(seed ^ ((uint64_t)(id + 1) << 40)), thresh = (uint64_t)((double)p * 65536.0 + 0.5);
+    const uint64_t key = mr_mix64(seed ^ ((uint64_t)(id + 1) << 40)), thresh = (uint64_t)((double)p * 65536.0 + 0.5);
     const float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i += 4) {
-        const uint64_t h = mix64(key + (uint64_t)i);
+        const uint64_t h = mr_mix64(key + (uint64_t)i);
         for (int64_t j = i; j < i + 4 && j < n; j++)
             out[j] = (add ? out[j] : 0.0f) + ((h >> (16 * (j - i)) & 0xffff) < thresh ? 0.0f : x[j] * keep_scale);
     }

@@ -52,13 +52,6 @@ static int file_type_of(ggml_type t) {
     }
 }
 
-static uint64_t mix(uint64_t a, uint64_t b) {
-    uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 typedef enum { INIT_EMBED, INIT_LINEAR, INIT_NORM, INIT_BIAS } init_kind;
 
 /* Draws a rows x cols tensor and adds it in `type` (vectors stay F32). */
@@ -76,7 +69,7 @@ static int add_random(gguf_writer *w, const char *name, int64_t rows, int64_t co
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t r = 0; r < rows; r++) {
         mr_rng rng;
-        mr_rng_seed(&rng, mix(mix(seed, tensor_no), (uint64_t)r));
+        mr_rng_seed(&rng, mr_hash2(mr_hash2(seed, tensor_no), (uint64_t)r));
         float *row = x + r * cols;
         for (int64_t c = 0; c < cols; c++) {
             double v = sd * mr_rng_normal(&rng);

@@ -14,23 +14,15 @@
 /* ---------------------------------------------------------------- strings -- */
 
 uint64_t tok_hash_bytes(const char *s, size_t n) {
-    /* eight bytes at a time, multiply-xorshift mixing; tokens are short */
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ (n * 0xff51afd7ed558ccdull);
-    while (n >= 8) {
-        uint64_t w;
+    /* the base hash over 8-byte words, keyed by the length; tokens are short */
+    uint64_t h = mr_mix64(n), w;
+    for (; n >= 8; s += 8, n -= 8) {
         memcpy(&w, s, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 31;
-        s += 8;
-        n -= 8;
+        h = mr_hash2(h, w);
     }
-    uint64_t w = 0;
+    w = 0;
     memcpy(&w, s, n);
-    h = (h ^ w) * 0x94d049bb133111ebull;
-    h ^= h >> 32;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    return mr_hash2(h, w);
 }
 
 static int strings_grow_slots(tok_strings *s, mr_error *e) {
@@ -122,13 +114,6 @@ void tok_strings_free(tok_strings *s) {
     memset(s, 0, sizeof *s);
 }
 
-static uint64_t pair_hash(uint64_t k) {
-    k ^= k >> 31;
-    k *= 0x9e3779b97f4a7c15ull;
-    k ^= k >> 29;
-    return k;
-}
-
 int tok_pairs_init(tok_pairs *p, uint64_t expected, mr_error *e) {
     p->n_slots = 64;
     while (p->n_slots < expected * 2) p->n_slots *= 2;
@@ -140,7 +125,7 @@ int tok_pairs_init(tok_pairs *p, uint64_t expected, mr_error *e) {
 
 void tok_pairs_put(tok_pairs *p, int32_t a, int32_t b, int32_t rank) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-    uint64_t h = pair_hash(key) & (p->n_slots - 1);
+    uint64_t h = mr_mix64(key) & (p->n_slots - 1);
     while (p->keys[h]) {
         if (p->keys[h] == key) return; /* the first (lowest) rank stays */
         h = (h + 1) & (p->n_slots - 1);
@@ -153,7 +138,7 @@ void tok_pairs_put(tok_pairs *p, int32_t a, int32_t b, int32_t rank) {
 int32_t tok_pairs_get(const tok_pairs *p, int32_t a, int32_t b) {
     if (!p->keys || a < 0 || b < 0) return -1;
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-    uint64_t h = pair_hash(key) & (p->n_slots - 1);
+    uint64_t h = mr_mix64(key) & (p->n_slots - 1);
     while (p->keys[h]) {
         if (p->keys[h] == key) return p->ranks[h];
         h = (h + 1) & (p->n_slots - 1);
