@@ -809,6 +809,13 @@ def train(a):
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True)
     model = build_model(a.arch, n_items, max(seqs) + 1, a.hidden, a.heads, a.blocks, L, a.dropout, a.attn_dropout,
                         a.pvn_weight)
+    if a.arch == "sasrec":
+        # as src/retriever/sasrec.c starts it: the embeddings at the truncated normal of
+        # the other weights (N(0, 1) under the tied cross-entropy decoder starts 3-5x
+        # above a uniform guess); the padding row stays zero
+        truncated_normal_(model.embedding.named_parameters())
+        with torch.no_grad():
+            model.embedding.token.weight[0].zero_()
     named = list(model.named_parameters())
     no_decay = ("bias", "layer_norm")
     opt = torch.optim.AdamW([

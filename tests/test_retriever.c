@@ -546,6 +546,10 @@ TEST(attention_config_fields_are_recorded_and_read_back) {
     CHECK(o.model.n_users == N_USERS && o.model.max_predictions == 0);
     CHECK_OK(rt_train_defaults(&o, &d, "sasrec", &e), &e);
     CHECK(o.model.n_users == 0 && o.model.max_predictions == 0);
+    /* NARM's dropout before the decoder is the reference's bert_attn_dropout, 0.2 in
+     * LlamaRec's config (and in scripts/baselines_rnn_torch.py), not off */
+    CHECK_OK(rt_train_defaults(&o, &d, "narm", &e), &e);
+    CHECK(o.model.attn_dropout == 0.2f && o.model.dropout == 0.2f);
     mr_dataset_free(&d);
     check_config_round_trip("bert4rec", "", "max_predictions", max_pred);
     check_config_round_trip("bert4rec", "--max-predictions 3", "max_predictions", 3);

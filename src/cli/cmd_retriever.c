@@ -51,7 +51,7 @@ CLI_COMMAND(cmd_retriever_train) {
         {"--blocks", FLAG_INT, &blocks, "LRU / transformer blocks or GRU layers (2; 1 for gru4rec, narm, stosa)", 0},
         {"--heads", FLAG_INT, &heads, "attention heads (2 for sasrec, bert4rec; 4 for stosa)", 0},
         {"--dropout", FLAG_DOUBLE, &dropout, "dropout (0.2)", 0},
-        {"--attn-dropout", FLAG_DOUBLE, &attn_dropout, "attention dropout (0.2 for sasrec, bert4rec; 0 for stosa)", 0},
+        {"--attn-dropout", FLAG_DOUBLE, &attn_dropout, "attention dropout, NARM's dropout before its decoder (0.2 for sasrec, bert4rec, narm; 0 otherwise)", 0},
         {"--mask-prob", FLAG_DOUBLE, &mask_prob, "BERT4Rec's cloze masking probability (0.2)", 0},
         {"--reg-weight", FLAG_DOUBLE, &reg_weight, "STOSA's regulariser weight, pvn_weight (0.005)", 0},
         {"--max-predictions", FLAG_INT, &max_pred,

@@ -84,7 +84,7 @@ void attn_views_unbind(rt_model *m) {
     m->impl = NULL;
 }
 
-void attn_init_bert(rt_model *m, uint64_t seed) {
+void attn_init_tables(rt_model *m, uint64_t seed, int unit_normal_tables) {
     mr_rng r;
     mr_rng_seed(&r, seed);
     const int d = m->cfg.hidden;
@@ -95,7 +95,8 @@ void attn_init_bert(rt_model *m, uint64_t seed) {
             const float v = strstr(t->name, "weight") ? 1.0f : 0.0f;
             for (size_t j = 0; j < t->numel; j++) x[j] = v;
         } else if (i < 2) {
-            for (size_t j = 0; j < t->numel; j++) x[j] = (float)mr_rng_normal(&r);
+            for (size_t j = 0; j < t->numel; j++)
+                x[j] = unit_normal_tables ? (float)mr_rng_normal(&r) : rt_trunc_normal(&r, 0.02, 0.04);
             if (i == 0)
                 memset(x, 0, (size_t)d * sizeof *x);
         } else {
@@ -103,6 +104,8 @@ void attn_init_bert(rt_model *m, uint64_t seed) {
         }
     }
 }
+
+void attn_init_bert(rt_model *m, uint64_t seed) { attn_init_tables(m, seed, 1); }
 
 uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
     uint64_t k = mr_mix64(key ^ mr_mix64(site + 0x51ed270b27a1f5c3ULL));

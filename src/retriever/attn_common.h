@@ -30,11 +30,14 @@ static inline float *const *attn_block_grad(const attn_views *v, int l) { return
 int attn_views_bind(rt_model *m, int n_head, int n_block, int n_tail, mr_error *e);
 void attn_views_unbind(rt_model *m);
 
-/* The initialisation of the BERT4Rec lineage's code (SASRec, BERT4Rec): layer
- * norms (names holding "layer_norm") ones and zeros; tensors 0 and 1 (the token
- * and position tables) nn.Embedding's N(0, 1), the token table's padding row 0
- * zeroed; every other tensor truncated normal, std 0.02 cut at +-0.04. One
- * generator over the tensors in layout order, deterministic in seed. */
+/* The initialisation of the BERT4Rec lineage's code: layer norms (names holding
+ * "layer_norm") ones and zeros; tensors 0 and 1 (the token and position tables)
+ * nn.Embedding's N(0, 1) when unit_normal_tables, else the truncated normal of the
+ * rest, the token table's padding row 0 zeroed; every other tensor truncated normal,
+ * std 0.02 cut at +-0.04. One generator over the tensors in layout order,
+ * deterministic in seed. BERT4Rec keeps the reference's N(0, 1) tables
+ * (attn_init_bert); SASRec starts them small (sasrec.c says why). */
+void attn_init_tables(rt_model *m, uint64_t seed, int unit_normal_tables);
 void attn_init_bert(rt_model *m, uint64_t seed);
 
 /* The key of one row of one random site: (key, site, example, padded position),

@@ -17,7 +17,8 @@
  * dropout 0.2, max length and batch by dataset, lr 1e-3, weight decay 0.01, 2
  * blocks, 2 heads, attention dropout 0.2, mask probability 0.2: its config.py for
  * LRURec, the lineage of Yueeeeeeee/RecSys-Extraction-Attack's SASRec / BERT4Rec /
- * NARM); GRU4Rec and NARM run one GRU layer (hidasib/GRU4Rec_PyTorch_Official's and
+ * NARM; NARM's proj_dropout is that code's bert_attn_dropout, so 0.2 too); GRU4Rec
+ * and NARM run one GRU layer (hidasib/GRU4Rec_PyTorch_Official's and
  * NARM's single layer); STOSA as zfan20/STOSA's README runs Beauty (1 layer, 4 heads,
  * attention dropout 0, weight decay 0, pvn_weight 0.005). BERT4Rec's
  * bert_max_predictions is RecSys-Extraction-Attack's templates.py per dataset
@@ -43,7 +44,7 @@ static const arch_defaults ARCH_DEFAULTS[] = {
     {"sasrec", 2, 2, 0.2f, 0.0f, 0.0f, 0.01},
     {"bert4rec", 2, 2, 0.2f, 0.2f, 0.0f, 0.01},
     {"gru4rec", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
-    {"narm", 1, 0, 0.0f, 0.0f, 0.0f, 0.01},
+    {"narm", 1, 0, 0.2f, 0.0f, 0.0f, 0.01},
     {"stosa", 1, 4, 0.0f, 0.0f, 0.005f, 0.0},
 };
 
