@@ -148,6 +148,31 @@ TEST(attention_backward_grouped_heads_two_blocks) {
     CHECK_MSG(eq < 3e-3 && ek < 3e-3 && ev < 3e-3, "attention: worst relative errors dq %g dk %g dv %g", eq, ek, ev);
 }
 
+/* A generation step (one query at position n-1 over an n-key cache) takes its own
+ * path through attention_forward: it must give the last row of the whole-sequence
+ * forward, and the same softmax statistics. Head size 20 exercises the kernels'
+ * 8-wide loops and their tails. */
+TEST(attention_one_query_matches_whole_sequence) {
+    const int T = 70, H = 6, HKV = 2, HD = 20, QD = H * HD, KVD = HKV * HD;
+    mr_rng r;
+    mr_rng_seed(&r, 5);
+    float *q = malloc(sizeof(float) * T * QD), *k = malloc(sizeof(float) * T * KVD), *v = malloc(sizeof(float) * T * KVD);
+    float *out = malloc(sizeof(float) * T * QD), *out1 = malloc(sizeof(float) * QD);
+    float *stats = malloc(sizeof(float) * T * H * 2), *stats1 = malloc(sizeof(float) * H * 2);
+    const int64_t sf = attention_scratch_floats(T, 2);
+    float *scratch = malloc(sizeof(float) * (size_t)sf);
+    fill(q, T * QD, &r, 1);
+    fill(k, T * KVD, &r, 1);
+    fill(v, T * KVD, &r, 1);
+    attention_forward_stats(out, stats, NULL, q, k, v, T, 0, H, HKV, HD, scratch, sf);
+    attention_forward_stats(out1, stats1, NULL, q + (T - 1) * QD, k, v, 1, T - 1, H, HKV, HD, scratch, sf);
+    double dout = 0, dst = 0;
+    for (int i = 0; i < QD; i++) dout = fmax(dout, fabs(out1[i] - out[(T - 1) * QD + i]));
+    for (int i = 0; i < H * 2; i++) dst = fmax(dst, fabs(stats1[i] - stats[(T - 1) * H * 2 + i]) / fabs(stats[(T - 1) * H * 2 + i]));
+    free(q), free(k), free(v), free(out), free(out1), free(stats), free(stats1), free(scratch);
+    CHECK_MSG(dout < 1e-5 && dst < 1e-5, "one query: output %g apart, statistics %g apart (relative)", dout, dst);
+}
+
 /* ---- swiglu */
 typedef struct {
     float *g, *u, *h, *probe;
@@ -274,6 +299,7 @@ int main(void) {
     RUN(rope_backward_adjacent_pairs);
     RUN(rope_backward_halves);
     RUN(attention_backward_grouped_heads_two_blocks);
+    RUN(attention_one_query_matches_whole_sequence);
     RUN(swiglu_backward_finite_differences);
     RUN(lora_backward_finite_differences);
     RUN(embedding_backward_repeated_ids);

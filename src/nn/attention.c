@@ -84,6 +84,67 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
     return (int64_t)n_threads * ATTENTION_QBLOCK * n_keys;
 }
 
+/* dot(a, b) over n floats, and y += alpha · x: the two loops of one-query
+ * attention, 8 lanes wide where the build allows. */
+static inline float dot_f32(const float *a, const float *b, int n) {
+    int i = 0;
+    float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    sum = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+static inline void axpy_f32(float *y, float alpha, const float *x, int n) {
+    int i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 va = _mm256_set1_ps(alpha);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+/* One query per head (a generation step) over n_keys cached positions. The
+ * blocked path would make 2 · n_head one-row BLAS calls, each walking one head's
+ * slice of the cache at a stride of a whole row; here each thread takes a
+ * contiguous range of heads and walks the cache position by position, reading
+ * its slice of every key row, then of every value row, in address order (the
+ * cache is the largest thing a generation step reads after the weights).
+ *   S[n_head][n_keys]: scratch for the probabilities. */
+static void attention_forward_one(float *out, float *stats, const float *q, const float *k, const float *v,
+                                  int64_t n_keys, int n_head, int n_head_kv, int hd, float *S, int nth) {
+    const int kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel num_threads(nth)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int h0 = n_head * t / nt, h1 = n_head * (t + 1) / nt;
+        for (int64_t j = 0; j < n_keys; j++) {
+            const float *kj = k + j * kv_stride;
+            for (int h = h0; h < h1; h++) S[h * n_keys + j] = scale * dot_f32(q + h * hd, kj + h / group * hd, hd);
+        }
+        for (int h = h0; h < h1; h++) {
+            softmax_row(S + h * n_keys, n_keys, stats ? stats + h * 2 : NULL);
+            for (int c = 0; c < hd; c++) out[h * hd + c] = 0.0f;
+        }
+        for (int64_t j = 0; j < n_keys; j++) {
+            const float *vj = v + j * kv_stride;
+            for (int h = h0; h < h1; h++) axpy_f32(out + h * hd, S[h * n_keys + j], vj + h / group * hd, hd);
+        }
+    }
+}
+
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats) {
     attention_forward_stats(out, NULL, NULL, q, k, v, T, pos0, n_head, n_head_kv, hd, scratch, scratch_floats);
@@ -112,6 +173,10 @@ void attention_forward_stats(float *out, float *stats, float *probs, const float
     /* small problems (generation steps, short prompts) stay on one thread */
     if ((double)n_head * T * n_keys_max * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
+    if (T == 1 && !probs && scratch_floats >= (int64_t)n_head * n_keys_max) {
+        attention_forward_one(out, stats, q, k, v, n_keys_max, n_head, n_head_kv, hd, scratch, nth);
+        return;
+    }
     /* Work items are (head, query block); the big blocks (late queries) first. */
 #pragma omp parallel num_threads(nth)
     {

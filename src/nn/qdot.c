@@ -372,6 +372,12 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
         const uint8_t *blk[8];
         _Pragma("GCC unroll 8")
         for (int i = 0; i < 8; i++) blk[i] = w + (size_t)i * w_row_bytes + (size_t)b * f.bytes;
+        if (NA <= 2) { /* the 8 rows are contiguous: one linear stream (qdot.h) */
+            const char *pf = (const char *)w + QDOT_PREFETCH_BYTES + (size_t)b * 8 * f.bytes;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 48, _MM_HINT_T0);
+            _mm_prefetch(pf + 96, _MM_HINT_T0);
+        }
         __m256i V[8], S[8];
         unpack8(T, blk, V, S);
         const __m256 dw = f16x8(blk, 0);

@@ -343,6 +343,11 @@ static inline __attribute__((always_inline)) void kmicro(const int kt, const int
         const uint8_t *wb[KT_RW1];
         const blk_q8_K *xb[KT_TA];
         __m256i sumi[KT_MAXP];
+        if (RW >= 4 && TA == 1) { /* generation: the RW rows as one linear stream (qdot.h) */
+            const char *pf = (const char *)w + QDOT_PREFETCH_BYTES + (size_t)b * RW * bb;
+#pragma GCC unroll 32
+            for (size_t o = 0; o < (size_t)RW * bb; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < RW; r++) {
             wb[r] = w + (size_t)r * wrb + (size_t)b * bb;
