@@ -125,7 +125,7 @@ TEST(round_trip_every_type) {
         printf("  %-5s relative rms error %.4f\n", quant_type_name(types[k]), rel);
         CHECK_MSG(rel <= max_rel_rms[k], "%s: relative rms error %g", quant_type_name(types[k]), rel);
         /* dequantizing the requantized values gives the same bytes for the round-to-grid formats */
-        if (types[k] == GGML_TYPE_Q8_0 || types[k] == GGML_TYPE_F16) {
+        if (types[k] == GGML_TYPE_Q8_0 || types[k] == GGML_TYPE_F16 || types[k] == GGML_TYPE_BF16) {
             uint8_t *q2 = malloc(n * 4);
             quantize_row_ref(types[k], y, q2, n);
             CHECK(!memcmp(q, q2, quant_row_bytes(types[k], n)));
@@ -195,7 +195,7 @@ TEST(tiled_products_match_naive) {
     mr_rng_seed(&rng, 5);
     float *w = malloc((size_t)(rows * cols) * sizeof *w), *wd = malloc((size_t)(rows * cols) * sizeof *wd);
     for (int64_t i = 0; i < rows * cols; i++) w[i] = (float)mr_rng_normal(&rng);
-    const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    const ggml_type types[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
     uint8_t *qd = malloc((size_t)(rows * cols) * 4);
     const int64_t Ts[] = {1, 3, 17};
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {

@@ -30,6 +30,10 @@
 #include <cblas.h>
 #include <omp.h>
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include "nn/matmul_groups.h"
 #include "nn/qdot.h"
 #include "nn/quant.h"
@@ -124,6 +128,46 @@ void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float be
     matmul_forward_float(y, x, T, W, beta, scratch, scratch_floats);
 }
 
+/* y[t * ldy] = dot(w, x row t) (+ beta · y) for one F16 or BF16 weight row and
+ * T <= MATMUL_SMALL_T activation rows: the row is widened 8 values at a time
+ * straight into T pairs of FMA sums, read once, with no row buffer and no BLAS
+ * call per row (that path read a BF16 decoder's weights at a few GB/s).
+ * 0 when it cannot run (another type, no AVX2/F16C, cols not a multiple of 16). */
+static int half_row_dots(float *y, int64_t ldy, ggml_type type, const uint8_t *w, const float *x, int64_t T,
+                         int64_t cols, float beta) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    if ((type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) || cols % 16 || T > MATMUL_SMALL_T) return 0;
+    __m256 acc[2 * MATMUL_SMALL_T];
+    for (int64_t i = 0; i < 2 * T; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 16) {
+        const __m128i h0 = _mm_loadu_si128((const __m128i *)(w + 2 * c)), h1 = _mm_loadu_si128((const __m128i *)(w + 2 * c + 16));
+        __m256 w0, w1;
+        if (type == GGML_TYPE_F16) {
+            w0 = _mm256_cvtph_ps(h0), w1 = _mm256_cvtph_ps(h1);
+        } else { /* bf16: the top half of an f32 */
+            w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h0), 16));
+            w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h1), 16));
+        }
+        for (int64_t t = 0; t < T; t++) {
+            acc[2 * t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * cols + c), acc[2 * t]);
+            acc[2 * t + 1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * cols + c + 8), acc[2 * t + 1]);
+        }
+    }
+    for (int64_t t = 0; t < T; t++) {
+        const __m256 a = _mm256_add_ps(acc[2 * t], acc[2 * t + 1]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        const float d = _mm_cvtss_f32(h);
+        y[t * ldy] = beta != 0.0f ? d + beta * y[t * ldy] : d;
+    }
+    return 1;
+#else
+    (void)y, (void)ldy, (void)type, (void)w, (void)x, (void)T, (void)cols, (void)beta;
+    return 0;
+#endif
+}
+
 void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
                           int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
@@ -145,6 +189,7 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
             float *buf = scratch + (int64_t)omp_get_thread_num() * cols;
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < rows; r++) {
+                if (half_row_dots(y + r, rows, W->type, row_ptr(W, rb, r), x, T, cols, beta)) continue;
                 dequantize_row(W->type, row_ptr(W, rb, r), buf, cols);
                 for (int64_t t = 0; t < T; t++) {
                     float d = cblas_sdot((int)cols, buf, 1, x + t * cols, 1);

@@ -73,8 +73,17 @@ static void deq_f16(const uint8_t *s, float *y, int64_t n) {
     for (; i < n; i++) y[i] = rd_f16(s + 2 * i);
 }
 
+/* bf16 is the top half of an f32: widening is a 16-bit shift, done 8 at a time
+ * (a call per value made the BF16 decoder's one-row products about 5x slower) */
 static void deq_bf16(const uint8_t *s, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + 2 * i)));
+        _mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+#endif
+    for (; i < n; i++) {
         uint16_t h;
         memcpy(&h, s + 2 * i, 2);
         y[i] = mr_bf16_to_f32(h);
