@@ -169,64 +169,126 @@ static int read_header(mr_lines *L, char **line, size_t *len, const char *what, 
     return MR_OK;
 }
 
-/* Streams a delimited ratings-like file: user, item, rating (-1 = none), ts columns.
- * sep NULL means CSV with quotes. latin1: convert non-UTF-8 text from ISO-8859-1. */
+/* ---- delimited tables ----
+ * A table is read row by row: the header (when the file has one) maps column
+ * names to positions; every row is checked for UTF-8 (or converted from
+ * ISO-8859-1), split at sep (NULL: CSV with quotes) and checked for the fields
+ * the reader needs. A bad row goes through raw_bad_line (an error, or skipped
+ * with --skip-bad-lines). The ratings, titles and movie readers differ only in
+ * what they do with a row. */
+enum { TABLE_MAXF = 64 };
+typedef struct {
+    mr_lines L;
+    const char *path, *sep;
+    int latin1; /* rows that are not UTF-8 are ISO-8859-1 (GroupLens' u.item, movies.dat) */
+    int need;   /* fields a row must have: the largest column position used + 1 */
+    char *f[TABLE_MAXF];
+    int nf;
+    char *conv; /* the current row converted to UTF-8, when it was */
+} table;
+
+static int table_open(table *t, const char *path, const char *sep, int latin1, mr_error *e) {
+    memset(t, 0, sizeof *t);
+    t->path = path, t->sep = sep, t->latin1 = latin1;
+    return mr_lines_open(&t->L, path, e);
+}
+
+static void table_close(table *t) {
+    free(t->conv);
+    mr_lines_close(&t->L);
+}
+
+static int table_split(table *t, char *line) {
+    return t->sep ? split_sep(line, t->sep, t->f, TABLE_MAXF) : split_csv(line, t->f, TABLE_MAXF);
+}
+
+/* Reads the header and finds cols[0..n) in it: ix[k] its position, or -1 for an
+ * optional column (k >= n_required) that is absent; a required one that is
+ * absent is an error naming it and what (the header expected). */
+static int table_header(table *t, const char *what, const char *const *cols, int n, int n_required, int *ix,
+                        mr_error *e) {
+    char *line;
+    size_t len;
+    int rc = read_header(&t->L, &line, &len, what, e);
+    if (rc) return rc;
+    int nf = table_split(t, line);
+    if (nf > TABLE_MAXF) nf = TABLE_MAXF;
+    if (nf < 0) nf = 0;
+    for (int k = 0; k < nf; k++) strip_ws(t->f[k]);
+    for (int k = 0; k < n; k++) {
+        ix[k] = find_col(t->f, nf, cols[k]);
+        if (ix[k] < 0 && k < n_required)
+            return mr_fail(e, MR_ERR_INPUT, "%s:1: missing column '%s' (expected %s)", t->path, cols[k], what);
+    }
+    return MR_OK;
+}
+
+/* Fields a row needs for the columns ix[0..n) (-1: absent). */
+static void table_need(table *t, const int *ix, int n) {
+    t->need = 0;
+    for (int k = 0; k < n; k++)
+        if (ix[k] + 1 > t->need) t->need = ix[k] + 1;
+}
+
+/* The next good row into t->f / t->nf: *row 1, or 0 at the end of the file. */
+static int table_next(table *t, prep_raw *r, int *row, mr_error *e) {
+    *row = 0;
+    char *line;
+    size_t len;
+    int got, rc = MR_OK;
+    while (!rc && (got = mr_lines_next(&t->L, &line, &len, e)) == 1) {
+        const int64_t ln = t->L.lineno;
+        if (len == 0) continue;
+        free(t->conv);
+        t->conv = NULL;
+        if (!mr_utf8_valid(line, len)) {
+            if (!t->latin1) { /* a latin1 line that is valid UTF-8 (a re-encoded copy) is taken as it is */
+                rc = raw_bad_line(r, e, t->path, ln, "invalid UTF-8");
+                continue;
+            }
+            if (!(t->conv = latin1_to_utf8(line, len, e))) return MR_ERR_INTERNAL;
+            line = t->conv;
+        }
+        t->nf = table_split(t, line);
+        if (t->nf < 0)
+            rc = raw_bad_line(r, e, t->path, ln, "a quoted field is not closed");
+        else if (t->nf < t->need)
+            rc = raw_bad_line(r, e, t->path, ln, "short row: expected at least %d fields, found %d", t->need, t->nf);
+        else {
+            *row = 1;
+            return MR_OK;
+        }
+    }
+    if (!rc && got < 0) rc = MR_ERR_INPUT;
+    return rc;
+}
+
+/* Streams a delimited ratings-like file: user, item, timestamp and (optionally)
+ * rating columns, by name from the header or at fixed positions. */
 typedef struct ratings_spec {
-    const char *sep;
-    int header;            /* 1: first line names the columns (by the names below) */
-    const char *user_col, *item_col, *rating_col, *ts_col;
-    int user_ix, item_ix, rating_ix, ts_ix; /* fixed positions when no header */
+    const char *sep; /* NULL: CSV with quotes */
+    int header;      /* 1: first line names the columns (by the names below) */
+    const char *user_col, *item_col, *ts_col, *rating_col;
+    int user_ix, item_ix, ts_ix, rating_ix; /* fixed positions when no header (rating -1: none) */
 } ratings_spec;
 
 static int read_ratings_file(prep_raw *r, const char *path, const ratings_spec *sp, mr_error *e) {
-    mr_lines L;
-    int rc = mr_lines_open(&L, path, e);
+    table t;
+    int rc = table_open(&t, path, sp->sep, 0, e);
     if (rc) return rc;
-    char *line;
-    size_t len;
-    int ui = sp->user_ix, ii = sp->item_ix, ri = sp->rating_ix, ti = sp->ts_ix;
-    enum { MAXF = 64 };
-    char *f[MAXF];
+    int ix[4] = {sp->user_ix, sp->item_ix, sp->ts_ix, sp->rating_ix}; /* user, item, timestamp, rating */
     if (sp->header) {
-        rc = read_header(&L, &line, &len, "a header line", e);
-        if (!rc) {
-            int nf = sp->sep ? split_sep(line, sp->sep, f, MAXF) : split_csv(line, f, MAXF);
-            if (nf > MAXF) nf = MAXF;
-            if (nf < 0) nf = 0;
-            for (int k = 0; k < nf; k++) strip_ws(f[k]);
-            ui = find_col(f, nf, sp->user_col);
-            ii = find_col(f, nf, sp->item_col);
-            ti = find_col(f, nf, sp->ts_col);
-            ri = sp->rating_col ? find_col(f, nf, sp->rating_col) : -1;
-            const char *missing = ui < 0 ? sp->user_col : ii < 0 ? sp->item_col : ti < 0 ? sp->ts_col : NULL;
-            if (missing)
-                rc = mr_fail(e, MR_ERR_INPUT, "%s:1: missing column '%s' (expected a header with %s, %s and %s)", path,
-                             missing, sp->user_col, sp->item_col, sp->ts_col);
-        }
+        const char *cols[4] = {sp->user_col, sp->item_col, sp->ts_col, sp->rating_col};
+        char what[256];
+        snprintf(what, sizeof what, "a header with %s, %s and %s", sp->user_col, sp->item_col, sp->ts_col);
+        rc = table_header(&t, what, cols, sp->rating_col ? 4 : 3, 3, ix, e);
+        if (!sp->rating_col) ix[3] = -1;
     }
-    int need = ui;
-    if (ii > need) need = ii;
-    if (ti > need) need = ti;
-    if (ri > need) need = ri;
-    need++;
-    int got;
-    while (!rc && (got = mr_lines_next(&L, &line, &len, e)) == 1) {
-        int64_t ln = L.lineno;
-        if (len == 0) continue;
-        if (!mr_utf8_valid(line, len)) {
-            rc = raw_bad_line(r, e, path, ln, "invalid UTF-8");
-            continue;
-        }
-        int nf = sp->sep ? split_sep(line, sp->sep, f, MAXF) : split_csv(line, f, MAXF);
-        if (nf < 0) {
-            rc = raw_bad_line(r, e, path, ln, "a quoted field is not closed");
-            continue;
-        }
-        if (nf < need) {
-            rc = raw_bad_line(r, e, path, ln, "short row: expected at least %d fields, found %d", need, nf);
-            continue;
-        }
-        const char *user = strip_ws(f[ui]), *item = strip_ws(f[ii]), *tss = strip_ws(f[ti]);
+    table_need(&t, ix, 4);
+    int row;
+    while (!rc && !(rc = table_next(&t, r, &row, e)) && row) {
+        const int64_t ln = t.L.lineno;
+        const char *user = strip_ws(t.f[ix[0]]), *item = strip_ws(t.f[ix[1]]), *tss = strip_ws(t.f[ix[2]]);
         if (!*user || !*item) {
             rc = raw_bad_line(r, e, path, ln, "empty %s", !*user ? "user id" : "item id");
             continue;
@@ -237,8 +299,8 @@ static int read_ratings_file(prep_raw *r, const char *path, const ratings_spec *
             continue;
         }
         double rating = NAN;
-        if (ri >= 0) {
-            const char *rs = strip_ws(f[ri]);
+        if (ix[3] >= 0) {
+            const char *rs = strip_ws(t.f[ix[3]]);
             if (mr_parse_double(rs, &rating)) {
                 rc = raw_bad_line(r, e, path, ln, "expected a numeric rating, found '%s'", rs);
                 continue;
@@ -246,8 +308,7 @@ static int read_ratings_file(prep_raw *r, const char *path, const ratings_spec *
         }
         rc = raw_add(r, user, strlen(user), item, strlen(item), ts, rating, e);
     }
-    if (!rc && got < 0) rc = MR_ERR_INPUT;
-    mr_lines_close(&L);
+    table_close(&t);
     return rc;
 }
 
@@ -256,48 +317,22 @@ static int read_ratings_file(prep_raw *r, const char *path, const ratings_spec *
 int read_titles_tsv(prep_raw *r, const char *path, mr_error *e) {
     int rc = raw_add_input(r, "titles", path, e);
     if (rc) return rc;
-    mr_lines L;
-    rc = mr_lines_open(&L, path, e);
-    if (rc) return rc;
-    char *line;
-    size_t len;
-    enum { MAXF = 64 };
-    char *f[MAXF];
-    int ii = -1, ti = -1, mi = -1;
-    rc = read_header(&L, &line, &len, "the header 'item_id<TAB>title'", e);
-    if (!rc) {
-        int nf = split_sep(line, "\t", f, MAXF);
-        if (nf > MAXF) nf = MAXF;
-        ii = find_col(f, nf, "item_id");
-        ti = find_col(f, nf, "title");
-        mi = find_col(f, nf, "image");
-        if (ii < 0 || ti < 0)
-            rc = mr_fail(e, MR_ERR_INPUT, "%s:1: missing column '%s' (expected the header 'item_id<TAB>title')", path,
-                         ii < 0 ? "item_id" : "title");
-    }
-    int need = (ii > ti ? ii : ti) + 1;
-    int got;
-    while (!rc && (got = mr_lines_next(&L, &line, &len, e)) == 1) {
-        int64_t ln = L.lineno;
-        if (len == 0) continue;
-        if (!mr_utf8_valid(line, len)) {
-            rc = raw_bad_line(r, e, path, ln, "invalid UTF-8");
-            continue;
-        }
-        int nf = split_sep(line, "\t", f, MAXF);
-        if (nf < need) {
-            rc = raw_bad_line(r, e, path, ln, "short row: expected at least %d tab-separated fields, found %d", need, nf);
-            continue;
-        }
-        const char *item = strip_ws(f[ii]);
+    table t;
+    if ((rc = table_open(&t, path, "\t", 0, e))) return rc;
+    static const char *const cols[3] = {"item_id", "title", "image"};
+    int ix[3];
+    rc = table_header(&t, "the header 'item_id<TAB>title'", cols, 3, 2, ix, e);
+    table_need(&t, ix, 2); /* a row may end before the optional image column */
+    int row;
+    while (!rc && !(rc = table_next(&t, r, &row, e)) && row) {
+        const char *item = strip_ws(t.f[ix[0]]);
         if (!*item) {
-            rc = raw_bad_line(r, e, path, ln, "empty item_id");
+            rc = raw_bad_line(r, e, path, t.L.lineno, "empty item_id");
             continue;
         }
-        rc = raw_set_title(r, item, strlen(item), f[ti], mi >= 0 && mi < nf ? f[mi] : NULL, e);
+        rc = raw_set_title(r, item, strlen(item), t.f[ix[1]], ix[2] >= 0 && ix[2] < t.nf ? t.f[ix[2]] : NULL, e);
     }
-    if (!rc && got < 0) rc = MR_ERR_INPUT;
-    mr_lines_close(&L);
+    table_close(&t);
     return rc;
 }
 
@@ -357,69 +392,31 @@ int read_sequences_txt(prep_raw *r, const char *path, mr_error *e) {
 
 /* ---- MovieLens ---- */
 
+/* movies.csv (CSV with a header), u.item ('|') or movies.dat ('::', both without
+ * a header: id, then title). */
 static int read_movies(prep_raw *r, const char *path, const char *sep, int latin1, mr_error *e) {
     int rc = raw_add_input(r, "movies", path, e);
     if (rc) return rc;
-    mr_lines L;
-    rc = mr_lines_open(&L, path, e);
-    if (rc) return rc;
-    char *line;
-    size_t len;
-    enum { MAXF = 32 };
-    char *f[MAXF];
-    int id_ix = 0, title_ix = 1;
-    if (!sep) { /* movies.csv has a header */
-        rc = read_header(&L, &line, &len, "the header 'movieId,title,genres'", e);
-        if (!rc) {
-            int nf = split_csv(line, f, MAXF);
-            if (nf > MAXF) nf = MAXF;
-            if (nf < 0) nf = 0;
-            id_ix = find_col(f, nf, "movieId");
-            title_ix = find_col(f, nf, "title");
-            if (id_ix < 0 || title_ix < 0)
-                rc = mr_fail(e, MR_ERR_INPUT, "%s:1: missing column '%s' (expected the header 'movieId,title,genres')",
-                             path, id_ix < 0 ? "movieId" : "title");
-        }
+    table t;
+    if ((rc = table_open(&t, path, sep, latin1, e))) return rc;
+    int ix[2] = {0, 1}; /* movie id, title */
+    if (!sep) {
+        static const char *const cols[2] = {"movieId", "title"};
+        rc = table_header(&t, "the header 'movieId,title,genres'", cols, 2, 2, ix, e);
     }
-    int need = (id_ix > title_ix ? id_ix : title_ix) + 1;
-    int got;
-    char *conv = NULL;
-    while (!rc && (got = mr_lines_next(&L, &line, &len, e)) == 1) {
-        int64_t ln = L.lineno;
-        if (len == 0) continue;
-        free(conv);
-        conv = NULL;
-        if (latin1 && !mr_utf8_valid(line, len)) {
-            /* GroupLens wrote u.item and movies.dat in ISO-8859-1; a line that is
-             * valid UTF-8 (a re-encoded copy) is taken as it is */
-            if (!(conv = latin1_to_utf8(line, len, e))) {
-                rc = MR_ERR_INTERNAL;
-                break;
-            }
-            line = conv;
-        } else if (!mr_utf8_valid(line, len)) {
-            rc = raw_bad_line(r, e, path, ln, "invalid UTF-8");
-            continue;
-        }
-        int nf = sep ? split_sep(line, sep, f, MAXF) : split_csv(line, f, MAXF);
-        if (nf < 0) {
-            rc = raw_bad_line(r, e, path, ln, "a quoted field is not closed");
-            continue;
-        }
-        if (nf < need) {
-            rc = raw_bad_line(r, e, path, ln, "short row: expected at least %d fields, found %d", need, nf);
-            continue;
-        }
-        const char *id = strip_ws(f[id_ix]);
+    table_need(&t, ix, 2);
+    int row;
+    while (!rc && !(rc = table_next(&t, r, &row, e)) && row) {
+        const char *id = strip_ws(t.f[ix[0]]);
         if (!*id) {
-            rc = raw_bad_line(r, e, path, ln, "empty movie id");
+            rc = raw_bad_line(r, e, path, t.L.lineno, "empty movie id");
             continue;
         }
         if (strtab_find(&r->items, id, strlen(id)) < 0) {
             r->title_rows++;
             continue;
         }
-        char *title = movielens_title(f[title_ix], e);
+        char *title = movielens_title(t.f[ix[1]], e);
         if (!title) {
             rc = MR_ERR_INTERNAL;
             break;
@@ -427,9 +424,7 @@ static int read_movies(prep_raw *r, const char *path, const char *sep, int latin
         rc = raw_set_title(r, id, strlen(id), title, NULL, e);
         free(title);
     }
-    free(conv);
-    if (!rc && got < 0) rc = MR_ERR_INPUT;
-    mr_lines_close(&L);
+    table_close(&t);
     return rc;
 }
 
