@@ -28,6 +28,20 @@ const char *test_tmpdir(void);
 const char *test_tmp_path(const char *name);
 /* Writes bytes to a file (aborts the test program on failure). */
 void test_write_file(const char *path, const char *data, size_t len);
+/* Writes text to the file dir/name (aborts the test program on failure). */
+void test_write_text(const char *dir, const char *name, const char *text);
+/* A prepared dataset folder (DESIGN section 8): dir (made if absent) gets meta.json
+ * (format movielens, the name given, the counts taken from the rows) and items.tsv
+ * and sequences.tsv, each its header and then the rows given, each ending in '\n':
+ * items "item_id<TAB>source_id<TAB>title<TAB>image<TAB>caption",
+ * sequences "user_id<TAB>source_user_id<TAB>items" (items space-separated). */
+void test_write_dataset(const char *dir, const char *name, const char *item_rows, const char *seq_rows);
+/* Item rows for test_write_dataset: eight MovieLens titles, ids 1..8, all but
+ * one (2) with a caption. */
+extern const char test_movie_items[];
+/* A dataset of one user who saw n items, item i+1 with source id sids[i] (so its
+ * poster is SID.jpg) and the title "Movie SID", no captions. */
+void test_write_poster_dataset(const char *dir, const char *const *sids, int n);
 /* Runs `build/mllm4rec ARGS` (through sh, so ARGS may hold redirections).
  * Captures stdout into out (NUL-terminated, may be NULL) and returns the exit code. */
 int test_cli(char *out, size_t outsz, const char *fmt, ...) MR_PRINTF(3, 4);

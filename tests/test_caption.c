@@ -58,26 +58,6 @@ TEST(single_image_ids_match_transformers) {
     CHECK(test_cli(out, sizeof out, "caption --image x.png 2>/dev/null") == 2);
 }
 
-static void write_dataset(const char *dir, const char **sids, int n) {
-    mkdir(dir, 0755);
-    char p[2048], buf[1 << 14];
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    snprintf(buf, sizeof buf,
-             "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"posters\", "
-             "\"counts\": {\"after\": {\"users\": 1, \"items\": %d, \"interactions\": %d}}}\n",
-             n, n);
-    test_write_file(p, buf, strlen(buf));
-    size_t k = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
-    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "%d\t%s\tMovie %s\t\t\n", i + 1, sids[i], sids[i]);
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, buf, k);
-    k = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n1\tu1\t");
-    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%d", i ? " " : "", i + 1);
-    buf[k++] = '\n';
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, buf, k);
-}
-
 static int count_lines(const char *path) {
     char *d;
     size_t n;
@@ -134,7 +114,7 @@ TEST(dataset_captions_resume_and_import) {
         CHECK(test_cli(err, sizeof err, "caption --model %s --image %s 2>&1", model, imgs) == 1);
         CHECK_MSG(strstr(err, "is a folder, not a file"), "%s", err);
     }
-    write_dataset(ds, sids, 8);
+    test_write_poster_dataset(ds, sids, 8);
     snprintf(cache, sizeof cache, "%s/captions.tsv", ds);
     snprintf(items, sizeof items, "%s/items.tsv", ds);
     CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 --threads 1 2>/dev/null",
@@ -160,7 +140,7 @@ TEST(dataset_captions_resume_and_import) {
     for (int k = 0; k < 2; k++) {
         char dsb[1024], pb[2048];
         snprintf(dsb, sizeof dsb, "%s%d", test_tmp_path("ds_batch"), batches[k]);
-        write_dataset(dsb, sids, 8);
+        test_write_poster_dataset(dsb, sids, 8);
         CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch %d "
                        "2>/dev/null", dsb, imgs, model, batches[k]) == 0);
         CHECK_MSG(strstr(out, "8 items: 6 captioned now, 0 from captions.tsv, 1 missing images, 1 failed") != NULL, "%s",
@@ -218,7 +198,7 @@ TEST(dataset_captions_resume_and_import) {
     const char *mapped[5] = {"1", "10", "2", "999999", "33"};
     snprintf(p, sizeof p, "%s/33.jpg", posters);
     CHECK(mr_file_exists(p));
-    write_dataset(ds2, mapped, 5);
+    test_write_poster_dataset(ds2, mapped, 5);
     CHECK(test_cli(out, sizeof out, "caption --dataset %s --images %s --map %s --model %s --max-new-tokens 4 2>/dev/null",
                    ds2, posters, map, model) == 0);
     CHECK_MSG(strstr(out, "5 items: 3 captioned now, 0 from captions.tsv, 2 missing images, 0 failed") != NULL, "%s", out);

@@ -605,33 +605,23 @@ static const char *ranker_dataset(void) {
     static char dir[1024];
     if (dir[0]) return dir;
     snprintf(dir, sizeof dir, "%s", test_tmp_path("rankds"));
-    mkdir(dir, 0755);
-    char p[1200], buf[4096];
-    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
-                       " \"counts\": {\"after\": {\"users\": 4, \"items\": 12, \"interactions\": 20}}}\n";
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    test_write_file(p, meta, strlen(meta));
-    size_t n = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    char items[4096];
+    size_t n = 0;
     for (int i = 1; i <= 12; i++)
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\ts%d\tMovie %d (199%d)\t\ta poster of movie %d\n", i, i, i,
-                              i % 10, i);
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, buf, n);
-    const char *seqs = "user_id\tsource_user_id\titems\n1\tu1\t1 2 3 4 5\n2\tu2\t2 3 4 5 6\n3\tu3\t3 4 5 6 7\n"
-                       "4\tu4\t4 5 6 7 8\n";
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, seqs, strlen(seqs));
-    const char *cands = "split\tuser_id\tlabel\titems\tscores\n"
-                        "val\t1\t4\t4 9 10 11 12\t5 4 3 2 1\n"
-                        "val\t2\t5\t5 9 10 11 12\t5 4 3 2 1\n"
-                        "val\t3\t6\t6 9 10 11 12\t5 4 3 2 1\n"
-                        "val\t4\t7\t7 9 10 11 12\t5 4 3 2 1\n"
-                        "test\t1\t5\t5 6 7 8 9\t5 4 3 2 1\n"
-                        "test\t2\t6\t7 8 6 9 10\t5 4 3 2 1\n"
-                        "test\t3\t7\t8 9 10 11 7\t5 4 3 2 1\n"
-                        "test\t4\t8\t9 10 11 12 1\t5 4 3 2 1\n";
-    snprintf(p, sizeof p, "%s/candidates.tsv", dir);
-    test_write_file(p, cands, strlen(cands));
+        n += (size_t)snprintf(items + n, sizeof items - n, "%d\ts%d\tMovie %d (199%d)\t\ta poster of movie %d\n", i, i,
+                              i, i % 10, i);
+    test_write_dataset(dir, "ml-latest-small", items,
+                       "1\tu1\t1 2 3 4 5\n2\tu2\t2 3 4 5 6\n3\tu3\t3 4 5 6 7\n4\tu4\t4 5 6 7 8\n");
+    test_write_text(dir, "candidates.tsv",
+                    "split\tuser_id\tlabel\titems\tscores\n"
+                    "val\t1\t4\t4 9 10 11 12\t5 4 3 2 1\n"
+                    "val\t2\t5\t5 9 10 11 12\t5 4 3 2 1\n"
+                    "val\t3\t6\t6 9 10 11 12\t5 4 3 2 1\n"
+                    "val\t4\t7\t7 9 10 11 12\t5 4 3 2 1\n"
+                    "test\t1\t5\t5 6 7 8 9\t5 4 3 2 1\n"
+                    "test\t2\t6\t7 8 6 9 10\t5 4 3 2 1\n"
+                    "test\t3\t7\t8 9 10 11 7\t5 4 3 2 1\n"
+                    "test\t4\t8\t9 10 11 12 1\t5 4 3 2 1\n");
     return dir;
 }
 

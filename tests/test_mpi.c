@@ -94,31 +94,15 @@ static int same_file(const char *a, const char *b) {
 static const char *ranker_world(void) {
     static char dir[1024];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("ml"));
-    mkdir(dir, 0755);
-    char p[1200], buf[8192];
-    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
-                       " \"counts\": {\"after\": {\"users\": 7, \"items\": 8, \"interactions\": 42}}}\n";
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    test_write_file(p, meta, strlen(meta));
-    const char *items = "item_id\tsource_id\ttitle\timage\tcaption\n"
-                        "1\t1\tToy Story (1995)\t\ta toy cowboy and a space ranger\n"
-                        "2\t2\tJumanji (1995)\t\t\n"
-                        "3\t3\tHeat (1995)\t\ttwo men with guns\n"
-                        "4\t4\tThe Lion King (1994)\t\ta lion on a rock\n"
-                        "5\t5\tAlien (1979)\t\ta dark ship\n"
-                        "6\t6\tUp (2009)\t\ta house with balloons\n"
-                        "7\t7\tJaws (1975)\t\ta shark\n"
-                        "8\t8\tBig (1988)\t\ta piano\n";
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, items, strlen(items));
-    size_t n = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n");
+    char buf[8192];
+    size_t n = 0;
     for (int u = 1; u <= 7; u++) {
         n += (size_t)snprintf(buf + n, sizeof buf - n, "%d\t%d\t", u, u);
         for (int j = 0; j < 6; j++) n += (size_t)snprintf(buf + n, sizeof buf - n, j ? " %d" : "%d", (u + 2 * j) % 8 + 1);
         buf[n++] = '\n';
     }
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, buf, n);
+    buf[n] = 0;
+    test_write_dataset(dir, "ml-latest-small", test_movie_items, buf);
     /* candidates: the label among them for most users (ranked by the LLM), not for user 5 */
     n = (size_t)snprintf(buf, sizeof buf, "split\tuser_id\tlabel\titems\tscores\n");
     for (int s = 0; s < 2; s++)
@@ -135,8 +119,7 @@ static const char *ranker_world(void) {
             n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\t%d\t%d\t%d,%d,%d,%d\t4,3,2,1\n", s ? "test" : "val", u,
                                   label, c[0], c[1], c[2], c[3]);
         }
-    snprintf(p, sizeof p, "%s/cands.tsv", dir);
-    test_write_file(p, buf, n);
+    test_write_text(dir, "cands.tsv", buf);
     return dir;
 }
 
@@ -344,28 +327,44 @@ static pid_t start_job(const char *cmdline) {
     return pid;
 }
 
-/* SIGKILL to pid and every process below it (mpirun puts its ranks in process groups
- * of their own, so killing its group alone would leave them running): the ranks
- * first, found through /proc's parent links, then mpirun. */
-static void kill_tree(pid_t pid) {
+/* The direct children of pid, found through /proc's parent links: at most max
+ * into kids, and into named[i] (when not NULL) whether child i runs the program
+ * `name`; returns how many. */
+static int proc_children(pid_t pid, pid_t *kids, int max, const char *name, int *named) {
+    int n = 0;
     DIR *d = opendir("/proc");
     struct dirent *de;
-    while (d && (de = readdir(d))) {
+    while (d && (de = readdir(d)) && n < max) {
         char p[300], buf[512];
         pid_t child = (pid_t)atoi(de->d_name);
         if (child <= 0) continue;
         snprintf(p, sizeof p, "/proc/%d/stat", (int)child);
         FILE *f = fopen(p, "r");
         if (!f) continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
-        buf[n] = 0;
+        buf[got] = 0;
         const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid ..." */
         char state;
         int ppid;
-        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == (int)pid) kill_tree(child);
+        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != (int)pid) continue;
+        if (named) {
+            const char *lp = strchr(buf, '(');
+            named[n] = lp && (size_t)(rp - lp - 1) == strlen(name) && !strncmp(lp + 1, name, strlen(name));
+        }
+        kids[n++] = child;
     }
     if (d) closedir(d);
+    return n;
+}
+
+/* SIGKILL to pid and every process below it (mpirun puts its ranks in process groups
+ * of their own, so killing its group alone would leave them running): the ranks
+ * first, then mpirun. */
+static void kill_tree(pid_t pid) {
+    pid_t kids[64];
+    const int n = proc_children(pid, kids, 64, NULL, NULL);
+    for (int i = 0; i < n; i++) kill_tree(kids[i]);
     kill(pid, SIGKILL);
 }
 
@@ -457,27 +456,14 @@ static const char *mpirun_plain(void) {
 
 /* The mllm4rec processes below pid (mpirun's ranks), at most max; returns how many. */
 static int job_ranks(pid_t pid, pid_t *out, int max) {
+    pid_t kids[64];
+    int is_rank[64];
+    const int nk = proc_children(pid, kids, 64, "mllm4rec", is_rank);
     int n = 0;
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char p[300], buf[512];
-        pid_t child = (pid_t)atoi(de->d_name);
-        if (child <= 0) continue;
-        snprintf(p, sizeof p, "/proc/%d/stat", (int)child);
-        FILE *f = fopen(p, "r");
-        if (!f) continue;
-        size_t got = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[got] = 0;
-        const char *rp = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != (int)pid) continue;
-        if (strstr(buf, "(mllm4rec)") && n < max) out[n++] = child;
-        n += job_ranks(child, out + n, max - n);
+    for (int i = 0; i < nk; i++) {
+        if (is_rank[i] && n < max) out[n++] = kids[i];
+        n += job_ranks(kids[i], out + n, max - n);
     }
-    if (d) closedir(d);
     return n;
 }
 
@@ -612,31 +598,23 @@ TEST(ranker_train_two_ranks_sigint) {
 static const char *long_world(int n_users) {
     static char dir[1024];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("ml_long"));
-    mkdir(dir, 0755);
     static const char *words[] = {"red", "house", "river", "night", "story", "city", "garden", "winter", "silent", "storm"};
     const int n_items = 60;
     size_t cap = (size_t)1 << 21, n = 0;
-    char *buf = malloc(cap), p[1200];
-    if (!buf) return NULL;
-    n = (size_t)snprintf(buf, cap, "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\", "
-                                   "\"counts\": {\"after\": {\"users\": %d, \"items\": %d, \"interactions\": %d}}}\n",
-                         n_users, n_items, n_users * 30);
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    test_write_file(p, buf, n);
-    n = (size_t)snprintf(buf, cap, "item_id\tsource_id\ttitle\timage\tcaption\n");
+    char *buf = malloc(cap), *items = malloc(1 << 14);
+    if (!buf || !items) return free(buf), free(items), NULL;
     for (int i = 1; i <= n_items; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%d\t%d\tThe %s %s of the %s (19%02d)\t\t\n", i, i, words[i % 10],
-                              words[(i * 7) % 10], words[(i * 3) % 10], 50 + i % 50);
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, buf, n);
-    n = (size_t)snprintf(buf, cap, "user_id\tsource_user_id\titems\n");
+        n += (size_t)snprintf(items + n, (1 << 14) - n, "%d\t%d\tThe %s %s of the %s (19%02d)\t\t\n", i, i,
+                              words[i % 10], words[(i * 7) % 10], words[(i * 3) % 10], 50 + i % 50);
+    n = 0;
     for (int u = 1; u <= n_users; u++) {
         n += (size_t)snprintf(buf + n, cap - n, "%d\t%d\t", u, u);
         for (int j = 0; j < 30; j++) n += (size_t)snprintf(buf + n, cap - n, j ? " %d" : "%d", (u * 7 + j * 3) % n_items + 1);
         buf[n++] = '\n';
     }
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, buf, n);
+    buf[n] = 0;
+    test_write_dataset(dir, "ml-latest-small", items, buf);
+    free(items);
     n = (size_t)snprintf(buf, cap, "split\tuser_id\tlabel\titems\tscores\n");
     for (int s = 0; s < 2; s++)
         for (int u = 1; u <= n_users; u++) {
@@ -654,8 +632,8 @@ static const char *long_world(int n_users) {
             for (int k = 0; k < 20; k++) n += (size_t)snprintf(buf + n, cap - n, k ? ",%d" : "%d", 20 - k);
             buf[n++] = '\n';
         }
-    snprintf(p, sizeof p, "%s/cands.tsv", dir);
-    test_write_file(p, buf, n);
+    buf[n] = 0;
+    test_write_text(dir, "cands.tsv", buf);
     free(buf);
     return dir;
 }
@@ -838,27 +816,6 @@ TEST(retriever_eval_and_candidates_two_ranks_equal_one) {
 
 /* ---- caption: a random BLIP-2 with GPT-2's vocabulary, a few posters ---- */
 
-static void caption_dataset(const char *dir, const char **sids, int n) {
-    mkdir(dir, 0755);
-    char p[2048], buf[1 << 14];
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    snprintf(buf, sizeof buf,
-             "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"posters\", "
-             "\"counts\": {\"after\": {\"users\": 1, \"items\": %d, \"interactions\": %d}}}\n",
-             n, n);
-    test_write_file(p, buf, strlen(buf));
-    size_t k = (size_t)snprintf(buf, sizeof buf, "item_id\tsource_id\ttitle\timage\tcaption\n");
-    for (int i = 0; i < n; i++)
-        k += (size_t)snprintf(buf + k, sizeof buf - k, "%d\t%s\tMovie %s\t\t\n", i + 1, sids[i], sids[i]);
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, buf, k);
-    k = (size_t)snprintf(buf, sizeof buf, "user_id\tsource_user_id\titems\n1\tu1\t");
-    for (int i = 0; i < n; i++) k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%d", i ? " " : "", i + 1);
-    buf[k++] = '\n';
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, buf, k);
-}
-
 TEST(caption_two_ranks_equal_one) {
     const char *why, *mpi = mpirun_prefix(&why);
     if (!mpi) SKIP("%s", why);
@@ -891,8 +848,8 @@ TEST(caption_two_ranks_equal_one) {
     }
     snprintf(ds1, sizeof ds1, "%s", test_tmp_path("cap1"));
     snprintf(ds2, sizeof ds2, "%s", test_tmp_path("cap2"));
-    caption_dataset(ds1, sids, 9);
-    caption_dataset(ds2, sids, 9);
+    test_write_poster_dataset(ds1, sids, 9);
+    test_write_poster_dataset(ds2, sids, 9);
     static char out1[4096], out2[1 << 16];
     int rc = sh(out1, sizeof out1,
                 "%s caption --dataset %s --images %s --model %s --max-new-tokens 6 --batch 2 --threads 1 2>/dev/null",

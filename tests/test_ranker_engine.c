@@ -116,41 +116,21 @@ TEST(peft_from_gguf_llama_uses_hf_order) {
 static const char *world(void) {
     static char dir[1024];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("ml"));
-    mkdir(dir, 0755);
-    char p[1200];
-    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
-                       " \"counts\": {\"after\": {\"users\": 4, \"items\": 8, \"interactions\": 24}}}\n";
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    test_write_file(p, meta, strlen(meta));
-    const char *items = "item_id\tsource_id\ttitle\timage\tcaption\n"
-                        "1\t1\tToy Story (1995)\t\ta toy cowboy and a space ranger\n"
-                        "2\t2\tJumanji (1995)\t\t\n"
-                        "3\t3\tHeat (1995)\t\ttwo men with guns\n"
-                        "4\t4\tThe Lion King (1994)\t\ta lion on a rock\n"
-                        "5\t5\tAlien (1979)\t\ta dark ship\n"
-                        "6\t6\tUp (2009)\t\ta house with balloons\n"
-                        "7\t7\tJaws (1975)\t\ta shark\n"
-                        "8\t8\tBig (1988)\t\ta piano\n";
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, items, strlen(items));
-    const char *seqs = "user_id\tsource_user_id\titems\n"
+    test_write_dataset(dir, "ml-latest-small", test_movie_items,
                        "1\t1\t1 2 3 4 5 6\n"
                        "2\t2\t2 3 4 5 6 7\n"
                        "3\t3\t3 4 5 6 7 8\n"
-                       "4\t4\t8 7 6 5 4 3\n";
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, seqs, strlen(seqs));
-    const char *cands = "split\tuser_id\tlabel\titems\tscores\n"
-                        "val\t1\t5\t5,7,8,1\t4,3,2,1\n"
-                        "test\t1\t6\t7,6,8,1\t4,3,2,1\n"
-                        "val\t2\t6\t1,8,6,2\t4,3,2,1\n"
-                        "test\t2\t7\t7,8,1,2\t4,3,2,1\n"
-                        "val\t3\t7\t7,1,2,3\t4,3,2,1\n"
-                        "test\t3\t8\t1,2,3,4\t4,3,2,1\n"
-                        "val\t4\t4\t1,2,4,8\t4,3,2,1\n"
-                        "test\t4\t3\t3,1,2,8\t4,3,2,1\n";
-    snprintf(p, sizeof p, "%s/cands.tsv", dir);
-    test_write_file(p, cands, strlen(cands));
+                       "4\t4\t8 7 6 5 4 3\n");
+    test_write_text(dir, "cands.tsv",
+                    "split\tuser_id\tlabel\titems\tscores\n"
+                    "val\t1\t5\t5,7,8,1\t4,3,2,1\n"
+                    "test\t1\t6\t7,6,8,1\t4,3,2,1\n"
+                    "val\t2\t6\t1,8,6,2\t4,3,2,1\n"
+                    "test\t2\t7\t7,8,1,2\t4,3,2,1\n"
+                    "val\t3\t7\t7,1,2,3\t4,3,2,1\n"
+                    "test\t3\t8\t1,2,3,4\t4,3,2,1\n"
+                    "val\t4\t4\t1,2,4,8\t4,3,2,1\n"
+                    "test\t4\t3\t3,1,2,8\t4,3,2,1\n");
     return dir;
 }
 

@@ -105,24 +105,15 @@ TEST(lora_adapters_with_nan_are_refused) {
 TEST(base_model_nan_is_caught_at_the_logits) {
     const char *model = test_shared_path("reference/models/stories260K.gguf");
     if (!model) SKIP("../shared/reference/models/stories260K.gguf absent");
-    char dir[700], p[800];
+    char dir[700];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("rank"));
-    mkdir(dir, 0755);
-    const char *meta = "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"ml-latest-small\",\n"
-                       " \"counts\": {\"after\": {\"users\": 2, \"items\": 6, \"interactions\": 10}}}\n";
-    snprintf(p, sizeof p, "%s/meta.json", dir);
-    test_write_file(p, meta, strlen(meta));
-    const char *items = "item_id\tsource_id\ttitle\timage\tcaption\n1\t1\tToy Story (1995)\t\t\n2\t2\tJumanji (1995)\t\t\n"
-                        "3\t3\tHeat (1995)\t\t\n4\t4\tAlien (1979)\t\t\n5\t5\tUp (2009)\t\t\n6\t6\tJaws (1975)\t\t\n";
-    snprintf(p, sizeof p, "%s/items.tsv", dir);
-    test_write_file(p, items, strlen(items));
-    const char *seqs = "user_id\tsource_user_id\titems\n1\t1\t1 2 3 4 5\n2\t2\t2 3 4 5 6\n";
-    snprintf(p, sizeof p, "%s/sequences.tsv", dir);
-    test_write_file(p, seqs, strlen(seqs));
-    const char *cands = "split\tuser_id\tlabel\titems\tscores\nval\t1\t4\t4,6,1,2\t4,3,2,1\ntest\t1\t5\t5,6,1,2\t4,3,2,1\n"
-                        "val\t2\t5\t5,1,2,3\t4,3,2,1\ntest\t2\t6\t6,1,2,3\t4,3,2,1\n";
-    snprintf(p, sizeof p, "%s/cands.tsv", dir);
-    test_write_file(p, cands, strlen(cands));
+    test_write_dataset(dir, "ml-latest-small",
+                       "1\t1\tToy Story (1995)\t\t\n2\t2\tJumanji (1995)\t\t\n3\t3\tHeat (1995)\t\t\n"
+                       "4\t4\tAlien (1979)\t\t\n5\t5\tUp (2009)\t\t\n6\t6\tJaws (1975)\t\t\n",
+                       "1\t1\t1 2 3 4 5\n2\t2\t2 3 4 5 6\n");
+    test_write_text(dir, "cands.tsv",
+                    "split\tuser_id\tlabel\titems\tscores\nval\t1\t4\t4,6,1,2\t4,3,2,1\ntest\t1\t5\t5,6,1,2\t4,3,2,1\n"
+                    "val\t2\t5\t5,1,2,3\t4,3,2,1\ntest\t2\t6\t6,1,2,3\t4,3,2,1\n");
     /* a copy of the model with one NaN in the final norm's weights */
     char *bytes;
     size_t n;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,6 +85,62 @@ void test_write_file(const char *path, const char *data, size_t len) {
         fprintf(stderr, "test_write_file: cannot write %s\n", path);
         abort();
     }
+}
+
+void test_write_text(const char *dir, const char *name, const char *text) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    test_write_file(p, text, strlen(text));
+}
+
+/* header + rows into dir/name */
+static void write_table(const char *dir, const char *name, const char *header, const char *rows) {
+    const size_t nh = strlen(header), nr = strlen(rows);
+    char *buf = malloc(nh + nr + 1);
+    if (!buf) abort();
+    memcpy(buf, header, nh);
+    memcpy(buf + nh, rows, nr + 1);
+    test_write_text(dir, name, buf);
+    free(buf);
+}
+
+const char test_movie_items[] = "1\t1\tToy Story (1995)\t\ta toy cowboy and a space ranger\n"
+                                "2\t2\tJumanji (1995)\t\t\n"
+                                "3\t3\tHeat (1995)\t\ttwo men with guns\n"
+                                "4\t4\tThe Lion King (1994)\t\ta lion on a rock\n"
+                                "5\t5\tAlien (1979)\t\ta dark ship\n"
+                                "6\t6\tUp (2009)\t\ta house with balloons\n"
+                                "7\t7\tJaws (1975)\t\ta shark\n"
+                                "8\t8\tBig (1988)\t\ta piano\n";
+
+void test_write_dataset(const char *dir, const char *name, const char *item_rows, const char *seq_rows) {
+    mkdir(dir, 0755);
+    long items = 0, users = 0, interactions = 0;
+    for (const char *c = item_rows; *c; c++) items += *c == '\n';
+    for (const char *c = seq_rows; *c; users++) { /* a row's third field: its items, space-separated */
+        for (int tabs = 0; *c && *c != '\n' && tabs < 2; c++) tabs += *c == '\t';
+        for (char prev = ' '; *c && *c != '\n'; prev = *c++) interactions += prev == ' ' && *c != ' ';
+        if (*c) c++;
+    }
+    char meta[512];
+    snprintf(meta, sizeof meta,
+             "{\"format_version\": 1, \"format\": \"movielens\", \"name\": \"%s\",\n"
+             " \"counts\": {\"after\": {\"users\": %ld, \"items\": %ld, \"interactions\": %ld}}}\n",
+             name, users, items, interactions);
+    test_write_text(dir, "meta.json", meta);
+    write_table(dir, "items.tsv", "item_id\tsource_id\ttitle\timage\tcaption\n", item_rows);
+    write_table(dir, "sequences.tsv", "user_id\tsource_user_id\titems\n", seq_rows);
+}
+
+void test_write_poster_dataset(const char *dir, const char *const *sids, int n) {
+    char items[1 << 14], seq[1 << 12];
+    size_t k = 0, q = (size_t)snprintf(seq, sizeof seq, "1\tu1\t");
+    for (int i = 0; i < n; i++) {
+        k += (size_t)snprintf(items + k, sizeof items - k, "%d\t%s\tMovie %s\t\t\n", i + 1, sids[i], sids[i]);
+        q += (size_t)snprintf(seq + q, sizeof seq - q, "%s%d", i ? " " : "", i + 1);
+    }
+    snprintf(seq + q, sizeof seq - q, "\n");
+    test_write_dataset(dir, "posters", items, seq);
 }
 
 const char *test_shared_path(const char *rel) {
