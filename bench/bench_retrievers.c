@@ -21,6 +21,7 @@
  * MLLM4REC_BENCH_ARCHS a comma-separated subset; MLLM4REC_BENCH_NO_PEER=1 skips the peers;
  * MLLM4REC_BENCH_BATCHES=N times only the first N batches of the epoch on both sides
  * (a quick ratio; the figure the issue asks for is the whole epoch, the default).
+ * Runs itself again with OMP_WAIT_POLICY=passive unless the variable is set.
  * Prints one JSON line, then a table: seconds per epoch, ours and the peer's, and the
  * ratio peer / ours. */
 #include <cblas.h>
@@ -30,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mllm4rec/dataset.h"
 #include "nn/adamw.h"
@@ -203,6 +205,13 @@ static double peer_epoch(const char *arch, const char *dataset, int threads, int
 }
 
 int main(int argc, char **argv) {
+    /* passive waiting, as bench_llm and `retriever train` run (docs/retriever.md "Speed"):
+     * with libgomp's default spin-wait a busy machine slowed NARM's epoch here about 10x;
+     * the PyTorch peers inherit the same policy */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+    }
     int threads = 2;
     const char *env = getenv("MLLM4REC_BENCH_THREADS");
     if (env) threads = atoi(env);
