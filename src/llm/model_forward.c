@@ -68,9 +68,15 @@ static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_err
     for (int l = 0; l < n; l++) {
         p[l] = mr_alloc_aligned((size_t)floats * sizeof(float), e);
         if (!p[l]) return MR_ERR_INTERNAL;
+        if (keep) llm_prefault(p[l], (size_t)floats * sizeof(float)); /* per-layer lists: training states only */
     }
     for (int l = n; l < n_layer; l++) p[l] = p[0];
     return MR_OK;
+}
+
+void llm_prefault(void *p, size_t bytes) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < bytes; i += 4096) ((volatile char *)p)[i] = 0;
 }
 
 /* A per-layer list whose entries all point at p (owned elsewhere). */
@@ -172,9 +178,8 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
 }
 
 /* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
- * recomputed forward) regenerates the forward's mask without storing it; one
- * hash gives four 16-bit draws (p in steps of 2^-16), unpacked 16 at a time so
- * that the select is a vector loop, not a shift and a branch per element. */
+ * recomputed forward) regenerates the forward's mask without storing it; one hash gives
+ * four 16-bit draws (p in steps of 2^-16), unpacked 16 at a time so the select vectorizes. */
 void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
     const uint64_t key = mr_mix64(seed ^ ((uint64_t)(id + 1) << 40));
     const uint32_t thresh = (uint32_t)((double)p * 65536.0 + 0.5);
