@@ -58,6 +58,7 @@ int llm_grads_init(llm_state *s, int64_t T, mr_error *e) {
     int64_t total = 0; /* each buffer 64-byte aligned in one block */
     for (size_t i = 0; i < n_bufs; i++) total += (sizes[i] + 15) / 16 * 16;
     if (!(g->block = mr_alloc_aligned((size_t)total * sizeof(float), e))) return MR_ERR_INTERNAL;
+    llm_prefault(g->block, (size_t)total * sizeof(float));
     for (size_t i = 0, off = 0; i < n_bufs; off += (size_t)((sizes[i] + 15) / 16 * 16), i++) *bufs[i] = g->block + off;
     return MR_OK;
 }

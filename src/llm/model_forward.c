@@ -68,9 +68,15 @@ static int acts_list(float ***out, int n_layer, int keep, int64_t floats, mr_err
     for (int l = 0; l < n; l++) {
         p[l] = mr_alloc_aligned((size_t)floats * sizeof(float), e);
         if (!p[l]) return MR_ERR_INTERNAL;
+        if (keep) llm_prefault(p[l], (size_t)floats * sizeof(float)); /* per-layer lists: training states only */
     }
     for (int l = n; l < n_layer; l++) p[l] = p[0];
     return MR_OK;
+}
+
+void llm_prefault(void *p, size_t bytes) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < bytes; i += 4096) ((volatile char *)p)[i] = 0;
 }
 
 /* A per-layer list whose entries all point at p (owned elsewhere). */
@@ -172,16 +178,27 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
 }
 
 /* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
- * recomputed forward) regenerates the forward's mask without storing it; one
- * hash gives four 16-bit draws (p in steps of 2^-16): the hash was the cost. */
+ * recomputed forward) regenerates the forward's mask without storing it; one hash gives
+ * four 16-bit draws (p in steps of 2^-16), unpacked 16 at a time so the select vectorizes. */
 void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
-    const uint64_t key = mr_mix64(seed ^ ((uint64_t)(id + 1) << 40)), thresh = (uint64_t)((double)p * 65536.0 + 0.5);
+    const uint64_t key = mr_mix64(seed ^ ((uint64_t)(id + 1) << 40));
+    const uint32_t thresh = (uint32_t)((double)p * 65536.0 + 0.5);
     const float keep_scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i += 4) {
-        const uint64_t h = mr_mix64(key + (uint64_t)i);
-        for (int64_t j = i; j < i + 4 && j < n; j++)
-            out[j] = (add ? out[j] : 0.0f) + ((h >> (16 * (j - i)) & 0xffff) < thresh ? 0.0f : x[j] * keep_scale);
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+        uint32_t draw[16]; /* element i0 + k + r: bits 16r.. of the hash of i0 + k */
+        for (int k = 0; k < 16; k += 4) {
+            const uint64_t h = mr_mix64(key + (uint64_t)(i0 + k));
+            for (int r = 0; r < 4; r++) draw[k + r] = (uint32_t)(h >> (16 * r)) & 0xffffu;
+        }
+        float *o = out + i0;
+        const float *xi = x + i0;
+        if (n - i0 >= 16 && add)
+            for (int k = 0; k < 16; k++) o[k] += draw[k] < thresh ? 0.0f : xi[k] * keep_scale;
+        else if (n - i0 >= 16)
+            for (int k = 0; k < 16; k++) o[k] = 0.0f + (draw[k] < thresh ? 0.0f : xi[k] * keep_scale);
+        else
+            for (int64_t k = 0; k < n - i0; k++) o[k] = (add ? o[k] : 0.0f) + (draw[k] < thresh ? 0.0f : xi[k] * keep_scale);
     }
 }
 

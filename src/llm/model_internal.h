@@ -44,6 +44,8 @@ void llm_ffn_block_forward(llm_state *s, int l, int64_t T);
 /* out[n] = drop(x) (add: out += drop(x)) with the mask of (seed, adapter id);
  * the gradient through it is the same function applied to the gradient. */
 void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add);
+/* Maps a training state's pages at its making (one write per page, over the threads), not in its first step. */
+void llm_prefault(void *p, size_t bytes);
 /* Backward buffers of a training state (model_backward.c). */
 int llm_grads_init(llm_state *s, int64_t max_T, mr_error *e);
 void llm_grads_free(llm_state *s);
