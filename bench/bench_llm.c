@@ -68,6 +68,10 @@ static int time_run(const char *path, int T, int n_gen, int reps, double *tok_s,
                     mr_error *e) {
     llm_model m;
     if (llm_load(&m, path, e)) return 1;
+    if (n_gen && llm_prepare_generation(&m, e)) { /* as `llm generate` does; llama-bench repacks at load too */
+        llm_free(&m);
+        return 1;
+    }
     llm_state s;
     if (llm_state_init(&s, &m, T + n_gen, T, LLM_STATE_SCORE * (n_gen == 0), e)) {
         llm_free(&m);

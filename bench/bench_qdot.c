@@ -79,7 +79,7 @@ int main(void) {
             for (int64_t i = 0; i < T * cols; i++) x[i] = (float)mr_rng_normal(&rng);
             for (int64_t r = 0; r < rows; r++) quantize_row_ref(t, wf + r * cols, w + (size_t)r * rb, cols);
             for (int64_t r = 0; r < rows; r++) dequantize_row(t, w + (size_t)r * rb, wf + r * cols, cols);
-            qmat W = {t, rows, cols, w}, Wf = {GGML_TYPE_F32, rows, cols, wf};
+            qmat W = {t, rows, cols, w, 0}, Wf = {GGML_TYPE_F32, rows, cols, wf, 0};
             int64_t sf = matmul_scratch_floats(&W, 8 << 20, omp_get_max_threads());
             float *scratch = malloc((size_t)sf * sizeof *scratch);
             const double ops = 2.0 * (double)rows * (double)cols * (double)T;

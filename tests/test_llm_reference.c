@@ -308,6 +308,45 @@ TEST(stories260k_greedy) {
     json_decref(j);
 }
 
+/* Generation on weights repacked for it (llm_prepare_generation: Q4_0 into the x8
+ * layout) gives llama.cpp's greedy tokens, as llama.cpp's own repacked Q4_0 does,
+ * and the same tokens as before the repacking. */
+TEST(q4_0_greedy_after_prepare_generation) {
+    json_t *a = load_json("reference/models/tiny-llama-random.reference.json");
+    json_t *b = load_json("reference/models/tiny-qwen2-random.reference.json");
+    if (!a || !b) SKIP("tiny random model references not present");
+    const char *names[] = {"tiny-llama-random-q4_0", "tiny-qwen2-random-q4_0"};
+    for (int i = 0; i < 2 && !test_failed_now(); i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "reference/models/%s.gguf", names[i]);
+        json_t *v = variant(i ? b : a, names[i]);
+        const char *mp = test_shared_path(rel);
+        if (!v || !mp) {
+            printf("  %s: not present, not checked\n", rel);
+            continue;
+        }
+        llm_model m;
+        mr_error e = {0};
+        CHECK_OK(llm_load(&m, mp, &e), &e);
+        CHECK_OK(llm_prepare_generation(&m, &e), &e);
+        int repacked = 0;
+        for (int l = 0; l < m.cfg.n_layer; l++) repacked += m.layers[l].wq.w.x8 + m.layers[l].w_up.w.x8;
+        printf("  %s: %d of %d q and up matrices repacked\n", rel, repacked, 2 * m.cfg.n_layer);
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+        CHECK(repacked == 2 * m.cfg.n_layer); /* this build has the x8 kernel */
+#endif
+        json_t *prompts = json_object_get(v, "prompts");
+        for (size_t k = 0; k < json_array_size(prompts) && !test_failed_now(); k++) {
+            json_t *p = json_array_get(prompts, k);
+            check_greedy(&m, json_object_get(p, "prompt_tokens"), json_object_get(p, "greedy_tokens"),
+                         (int)json_integer_value(json_object_get(p, "greedy_n_requested")), rel, NULL);
+        }
+        llm_free(&m);
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
 TEST(stories260k_logits_and_perplexity) {
     json_t *j = load_json("reference/models/stories260K.reference.json");
     if (!j) SKIP("stories260K reference not present");
@@ -323,6 +362,7 @@ int main(void) {
     RUN(tiny_f32_perplexity);
     RUN(tiny_quantized_perplexity);
     RUN(stories260k_greedy);
+    RUN(q4_0_greedy_after_prepare_generation);
     RUN(stories260k_logits_and_perplexity);
     return test_summary();
 }

@@ -237,7 +237,7 @@ typedef struct {
 } emb_ctx;
 static double emb_loss(void *c) {
     emb_ctx *k = c;
-    qmat q = {GGML_TYPE_F32, k->V, k->d, k->table};
+    qmat q = {GGML_TYPE_F32, k->V, k->d, k->table, 0};
     embedding_forward(k->out, &q, k->ids, k->T);
     return dot(k->out, k->probe, (int64_t)k->T * k->d);
 }
@@ -275,7 +275,7 @@ TEST(matmul_backward_input_every_weight_type) {
             quantize_row_ref(types[i], w + row * COLS, (uint8_t *)q + row * rb, COLS);
             dequantize_row(types[i], (uint8_t *)q + row * rb, deq + row * COLS, COLS);
         }
-        qmat W = {types[i], ROWS, COLS, q};
+        qmat W = {types[i], ROWS, COLS, q, 0};
         for (int j = 0; j < T * COLS; j++) dx[j] = 1.0f; /* accumulates */
         matmul_backward_input(dx, dy, T, &W, scratch, 16 * COLS);
         double worst = 0;

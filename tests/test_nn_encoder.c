@@ -158,7 +158,7 @@ TEST(grouped_products_match_plain_and_alone) {
     for (int k = 0; k < 3; k++) {
         uint8_t *data = malloc(quant_row_bytes(types[k], C) * R);
         for (int i = 0; i < R; i++) quantize_row_ref(types[k], w + i * C, data + quant_row_bytes(types[k], C) * i, C);
-        qmat W = {types[k], R, C, data};
+        qmat W = {types[k], R, C, data, 0};
         /* a tile of 16 rows: 40 rows take three tiles */
         int64_t sf = 16 * C;
         float *scratch = malloc(sizeof(float) * sf);

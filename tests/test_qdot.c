@@ -225,7 +225,7 @@ TEST(matmul_integer_path) {
         ggml_type t = int_types[ti];
         size_t wrb;
         uint8_t *w = random_weights(t, rows, cols, 100 + ti, &wrb);
-        qmat W = {t, rows, cols, w};
+        qmat W = {t, rows, cols, w, 0};
         for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) {
             const int T = Ts[i];
             const size_t xrb = qdot_act_row_bytes(t, cols);
@@ -243,7 +243,7 @@ TEST(matmul_integer_path) {
             /* the float product: dequantized weights times the float activations */
             float *wf = malloc((size_t)rows * cols * sizeof *wf);
             for (int r = 0; r < rows; r++) dequantize_row(t, w + r * wrb, wf + (size_t)r * cols, cols);
-            qmat Wf = {GGML_TYPE_F32, rows, cols, wf};
+            qmat Wf = {GGML_TYPE_F32, rows, cols, wf, 0};
             matmul_forward(yf, x, T, &Wf, 0.0f, NULL, 0);
             double num = 0, den = 0;
             for (int k = 0; k < T * rows; k++) num += (y[k] - yf[k]) * (double)(y[k] - yf[k]), den += yf[k] * (double)yf[k];
@@ -257,6 +257,58 @@ TEST(matmul_integer_path) {
         }
         free(w);
     }
+}
+
+/* The x8 layout (generation): a repacked Q4_0 matrix gives, through every product
+ * and row lookup, the very floats of the matrix it was made from: integer products
+ * for generation and prefill sizes (T = 1..9 covers every group remainder, 70 runs in
+ * tiles), the float product, the input gradient and qmat_row. */
+TEST(x8_layout_gives_the_same_numbers) {
+    const int rows = 136, cols = 512;
+    size_t wrb;
+    uint8_t *w = random_weights(GGML_TYPE_Q4_0, rows, cols, 7, &wrb);
+    qmat W = {GGML_TYPE_Q4_0, rows, cols, w, 0}, X = W;
+    if (!qmat_can_repack_x8(&W)) {
+        free(w);
+        SKIP("this build has no AVX2 kernel for the x8 layout");
+    }
+    uint8_t *w8 = malloc(qmat_bytes(&W));
+    qmat_repack_x8(&X, w8);
+    CHECK(X.x8 == 1 && X.data == w8 && !qmat_can_repack_x8(&X));
+    CHECK(memcmp(w8, w, qmat_bytes(&W)) != 0); /* it did move the bytes */
+    const int Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 70};
+    const int64_t sf = matmul_scratch_floats(&W, 1 << 16, 2);
+    float *scratch = malloc((size_t)sf * sizeof *scratch);
+    for (size_t i = 0; i < sizeof Ts / sizeof *Ts; i++) {
+        const int T = Ts[i];
+        float *x = malloc((size_t)T * cols * sizeof *x), *y = malloc((size_t)T * rows * sizeof *y);
+        float *y8 = malloc((size_t)T * rows * sizeof *y8);
+        fill_normal(x, (int64_t)T * cols, 60 + i, 1.0f);
+        matmul_forward(y, x, T, &W, 0.0f, scratch, sf);
+        matmul_forward(y8, x, T, &X, 0.0f, scratch, sf);
+        int same = memcmp(y, y8, (size_t)T * rows * sizeof *y) == 0;
+        matmul_forward_float(y, x, T, &W, 0.0f, scratch, sf);
+        matmul_forward_float(y8, x, T, &X, 0.0f, scratch, sf);
+        int same_float = memcmp(y, y8, (size_t)T * rows * sizeof *y) == 0;
+        free(x), free(y), free(y8);
+        if (!same || !same_float) free(w), free(w8), free(scratch);
+        CHECK_MSG(same, "T=%d: the integer product of the x8 matrix differs", T);
+        CHECK_MSG(same_float, "T=%d: the float product of the x8 matrix differs", T);
+    }
+    float *dy = malloc((size_t)3 * rows * sizeof *dy), *dx = calloc((size_t)3 * cols, sizeof *dx);
+    float *dx8 = calloc((size_t)3 * cols, sizeof *dx8), *r = malloc(cols * sizeof *r), *r8 = malloc(cols * sizeof *r8);
+    fill_normal(dy, 3 * rows, 99, 1.0f);
+    matmul_backward_input(dx, dy, 3, &W, scratch, sf);
+    matmul_backward_input(dx8, dy, 3, &X, scratch, sf);
+    int same_rows = 1;
+    for (int k = 0; k < rows; k++) {
+        qmat_row(&W, k, r), qmat_row(&X, k, r8);
+        same_rows &= memcmp(r, r8, cols * sizeof *r) == 0;
+    }
+    int same_dx = memcmp(dx, dx8, (size_t)3 * cols * sizeof *dx) == 0;
+    free(dy), free(dx), free(dx8), free(r), free(r8), free(w), free(w8), free(scratch);
+    CHECK(same_dx);
+    CHECK(same_rows);
 }
 
 /* Types without an integer kernel keep float activations (dequantize + sgemm). */
@@ -280,5 +332,6 @@ int main(void) {
     RUN(tile_kernels_exact);
     RUN(matmul_integer_path);
     RUN(float_and_k_types_keep_float_path);
+    RUN(x8_layout_gives_the_same_numbers);
     return test_summary();
 }

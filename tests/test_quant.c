@@ -204,7 +204,7 @@ TEST(tiled_products_match_naive) {
             quantize_row_ref(types[k], w + r * cols, qd + r * rb, cols);
             dequantize_row(types[k], qd + r * rb, wd + r * cols, cols);
         }
-        qmat W = {types[k], rows, cols, qd};
+        qmat W = {types[k], rows, cols, qd, 0};
         /* a 7-row tile forces several tiles and a ragged last one */
         int64_t sf = matmul_scratch_floats(&W, 7 * cols, 2);
         float *scratch = malloc((size_t)(sf > 0 ? sf : 1) * sizeof *scratch);

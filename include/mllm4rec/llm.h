@@ -34,7 +34,8 @@ typedef struct llm_config {
 typedef struct llm_matrix {
     ggml_type type;
     int64_t rows, cols;
-    const void *data; /* in the file map */
+    const void *data; /* in the file map, or in the x8 copy of llm_prepare_generation */
+    int x8;           /* data is in nn/qdot.h's x8 layout */
 } llm_matrix;
 
 /* The LoRA targets: the seven linears of a decoder layer. */
@@ -95,6 +96,11 @@ typedef struct llm_model {
  * match its file with a message naming the tensor or key. */
 int llm_load(llm_model *m, const char *path, mr_error *e);
 void llm_free(llm_model *m);
+/* For token-by-token generation, which reads every weight once per token: Q4_0
+ * layer weights are copied into the x8 layout (nn/qdot.h), whose one-row product
+ * runs at memory speed, and the file's pages of them are released. Every result
+ * stays the same; it costs a copy of those weights (about 1 s for a 7B model). */
+int llm_prepare_generation(llm_model *m, mr_error *e);
 /* Short description of the weight type of the layers ("q4_0", "f32", ...). */
 const char *llm_weight_type(const llm_model *m);
 int64_t llm_n_params(const llm_model *m);

@@ -65,6 +65,11 @@ CLI_COMMAND(cmd_llm_generate) {
         llm_free(&m);
         return cli_report("llm generate", &e);
     }
+    mr_error pe = {0};
+    if (llm_prepare_generation(&m, &pe)) {
+        llm_free(&m);
+        return cli_report("llm generate", &pe);
+    }
     int32_t *input = NULL;
     int64_t n_input = 0;
     if ((rc = llm_cli_input_ids("llm generate", &m, prompt, ids, &input, &n_input))) {

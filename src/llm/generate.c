@@ -36,14 +36,8 @@ int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_
     if (smp->top_p > 0 && smp->top_p < 1) {
         double sum = 0, cum = 0;
         for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            cum += exp((double)c[i].logit - c[0].logit) / sum;
-            if (cum >= smp->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
+        int keep = 0; /* the fewest best tokens whose probabilities add up to top_p */
+        while (keep < n && cum < smp->top_p) cum += exp((double)c[keep++].logit - c[0].logit) / sum;
         n = keep;
     }
     double sum = 0;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "nn/quant.h"
 
@@ -207,8 +208,7 @@ static int32_t gguf_token_id(const gguf_file *g, const char *key) {
     uint64_t v;
     mr_error e2;
     if (!gguf_find(g, key) || gguf_get_u64(g, key, &v, &e2)) return -1;
-    if (v >= 0x7fffffff) return -1; /* 4294967295 means none */
-    return (int32_t)v;
+    return v < 0x7fffffff ? (int32_t)v : -1; /* 4294967295 means none */
 }
 
 int llm_load_gguf(llm_model *m, const char *path, mr_error *e) {
@@ -222,17 +222,19 @@ int llm_load_gguf(llm_model *m, const char *path, mr_error *e) {
         return rc;
     }
     const gguf_file *g = m->gguf;
-    char *arch = NULL, *type = NULL;
+    char *type = NULL, *arch_str = NULL, arch[64];
     if (gguf_find(g, "general.type") && gguf_get_str(g, "general.type", &type, e) == MR_OK && strcmp(type, "model")) {
         rc = mr_fail(e, MR_ERR_INPUT, "%s: general.type is '%s', not a model (an adapter goes to --lora)", path, type);
         free(type);
         return rc;
     }
     free(type);
-    if ((rc = gguf_get_str(g, "general.architecture", &arch, e))) {
+    if ((rc = gguf_get_str(g, "general.architecture", &arch_str, e))) {
         mr_error_prefix(e, "%s: ", path);
         return rc;
     }
+    snprintf(arch, sizeof arch, "%s", arch_str); /* the architecture names the keys below */
+    free(arch_str);
     llm_config *c = &m->cfg;
     if (!strcmp(arch, "llama")) {
         c->arch = LLM_ARCH_LLAMA;
@@ -242,12 +244,9 @@ int llm_load_gguf(llm_model *m, const char *path, mr_error *e) {
         c->rope_halves = 1;
         c->has_qkv_bias = 1;
     } else {
-        rc = mr_fail(e, MR_ERR_INPUT, "%s: unknown architecture '%s' (key general.architecture); supported: llama, qwen2",
-                     path, arch);
-        free(arch);
-        return rc;
+        return mr_fail(e, MR_ERR_INPUT, "%s: unknown architecture '%s' (key general.architecture); supported: llama, qwen2",
+                       path, arch);
     }
-    int key_len = 0, rope_dims = 0;
     double eps, scale_factor = 1.0;
     if ((rc = arch_key_u64(g, arch, "embedding_length", 0, 0, &c->n_embd, e)) ||
         (rc = arch_key_u64(g, arch, "block_count", 0, 0, &c->n_layer, e)) ||
@@ -255,53 +254,31 @@ int llm_load_gguf(llm_model *m, const char *path, mr_error *e) {
         (rc = arch_key_u64(g, arch, "attention.head_count", 0, 0, &c->n_head, e)) ||
         (rc = arch_key_u64(g, arch, "context_length", 1, 0, &c->n_ctx_train, e)) ||
         (rc = arch_key_f64(g, arch, "attention.layer_norm_rms_epsilon", 0, 0, &eps, e)) ||
-        (rc = arch_key_f64(g, arch, "rope.freq_base", 1, 10000.0, &c->rope_base, e))) {
-        free(arch);
+        (rc = arch_key_f64(g, arch, "rope.freq_base", 1, 10000.0, &c->rope_base, e)))
         return rc;
-    }
-    if (c->n_head <= 0) {
-        free(arch);
-        return mr_fail(e, MR_ERR_INPUT, "%s: %s.attention.head_count must be positive", path, arch);
-    }
+    if (c->n_head <= 0) return mr_fail(e, MR_ERR_INPUT, "%s: %s.attention.head_count must be positive", path, arch);
     if ((rc = arch_key_u64(g, arch, "attention.head_count_kv", 1, (uint64_t)c->n_head, &c->n_head_kv, e)) ||
-        (rc = arch_key_u64(g, arch, "attention.key_length", 1, (uint64_t)(c->n_embd / c->n_head), &key_len, e))) {
-        free(arch);
+        (rc = arch_key_u64(g, arch, "attention.key_length", 1, (uint64_t)(c->n_embd / c->n_head), &c->head_dim,
+                           e)) ||
+        (rc = arch_key_u64(g, arch, "rope.dimension_count", 1, (uint64_t)c->head_dim, &c->rope_dims, e)))
         return rc;
-    }
-    c->head_dim = key_len;
-    if ((rc = arch_key_u64(g, arch, "rope.dimension_count", 1, (uint64_t)c->head_dim, &rope_dims, e))) {
-        free(arch);
-        return rc;
-    }
-    c->rope_dims = rope_dims;
     c->rms_eps = (float)eps;
     /* rope scaling: none or linear (also the older rope.scale_linear key) */
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if (gguf_find(g, key)) {
         char *st = NULL;
-        if ((rc = gguf_get_str(g, key, &st, e))) {
-            free(arch);
-            return rc;
-        }
-        int ok = !strcmp(st, "none") || !strcmp(st, "linear");
+        if ((rc = gguf_get_str(g, key, &st, e))) return rc;
         int linear = !strcmp(st, "linear");
-        if (!ok) rc = mr_fail(e, MR_ERR_INPUT, "%s: %s = '%s' is not supported (none or linear)", path, key, st);
+        if (!linear && strcmp(st, "none"))
+            rc = mr_fail(e, MR_ERR_INPUT, "%s: %s = '%s' is not supported (none or linear)", path, key, st);
         free(st);
-        if (rc) {
-            free(arch);
+        if (rc || (linear && (rc = arch_key_f64(g, arch, "rope.scaling.factor", 0, 1.0, &scale_factor, e))))
             return rc;
-        }
-        if (linear && (rc = arch_key_f64(g, arch, "rope.scaling.factor", 0, 1.0, &scale_factor, e))) {
-            free(arch);
-            return rc;
-        }
     } else if ((rc = arch_key_f64(g, arch, "rope.scale_linear", 1, 1.0, &scale_factor, e))) {
-        free(arch);
         return rc;
     }
     c->rope_freq_scale = scale_factor > 0 ? 1.0 / scale_factor : 0;
-    free(arch);
 
     const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
     if (!te) return mr_fail(e, MR_ERR_INPUT, "%s: tensor 'token_embd.weight' is missing", path);
@@ -386,16 +363,44 @@ void llm_free(llm_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* The k-th of the layers' linear weights, k < n_layer * LLM_LORA_N_TARGETS. */
+static llm_matrix *layer_weight(const llm_model *m, int k) {
+    return &llm_layer_linear(&m->layers[k / LLM_LORA_N_TARGETS], k % LLM_LORA_N_TARGETS)->w;
+}
+
+int llm_prepare_generation(llm_model *m, mr_error *e) {
+    const int n = m->cfg.n_layer * LLM_LORA_N_TARGETS;
+    size_t bytes = 0, off = 0;
+    for (int k = 0; k < n; k++) {
+        qmat q = llm_qmat(layer_weight(m, k));
+        if (qmat_can_repack_x8(&q)) bytes += qmat_bytes(&q);
+    }
+    if (!bytes) return MR_OK;
+    uint8_t *buf = NULL; /* one buffer, in 2 MB pages where the kernel gives them (fewer TLB misses) */
+    if (posix_memalign((void **)&buf, (size_t)2 << 20, bytes))
+        return mr_fail(e, MR_ERR_INTERNAL, "out of memory: %zu bytes for the generation weights", bytes);
+    if (llm_own(m, (float *)buf, e)) return MR_ERR_INTERNAL; /* llm_own freed it */
+    madvise(buf, bytes, MADV_HUGEPAGE);
+    for (int k = 0; k < n; k++) {
+        llm_matrix *w = layer_weight(m, k);
+        qmat q = llm_qmat(w);
+        if (!qmat_can_repack_x8(&q)) continue;
+        /* the file's whole pages of it then leave this process (the page cache keeps them) */
+        const uintptr_t pg = 4096, a = ((uintptr_t)w->data + pg - 1) & ~(pg - 1);
+        const uintptr_t z = ((uintptr_t)w->data + qmat_bytes(&q)) & ~(pg - 1);
+        qmat_repack_x8(&q, buf + off);
+        off += qmat_bytes(&q);
+        if (m->source == LLM_SRC_GGUF && z > a) madvise((void *)a, z - a, MADV_DONTNEED);
+        w->data = q.data, w->x8 = 1;
+    }
+    return MR_OK;
+}
+
 const char *llm_weight_type(const llm_model *m) {
     if (!m->layers) return "none";
-    ggml_type t = m->layers[0].wq.w.type;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const llm_layer *L = &m->layers[l];
-        const llm_matrix *ws[] = {&L->wq.w, &L->wk.w, &L->wv.w, &L->wo.w, &L->w_gate.w, &L->w_up.w, &L->w_down.w};
-        for (int i = 0; i < 7; i++)
-            if (ws[i]->type != t) return "mixed";
-    }
-    return quant_type_name(t);
+    for (int k = 0; k < m->cfg.n_layer * LLM_LORA_N_TARGETS; k++)
+        if (layer_weight(m, k)->type != m->layers[0].wq.w.type) return "mixed";
+    return quant_type_name(m->layers[0].wq.w.type);
 }
 
 int64_t llm_n_params(const llm_model *m) {

@@ -57,7 +57,7 @@ static inline llm_linear *llm_layer_linear(const llm_layer *L, int t) {
 }
 
 static inline qmat llm_qmat(const llm_matrix *w) {
-    qmat q = {w->type, w->rows, w->cols, w->data};
+    qmat q = {w->type, w->rows, w->cols, w->data, w->x8};
     return q;
 }
 

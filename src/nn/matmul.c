@@ -16,7 +16,9 @@
  *        major order, so a thread meets a row tile's weights while they are hot.
  *      generation (T <= MATMUL_SMALL_T): the product is bound by reading the
  *        weights, so it is cut into row tiles only (MATMUL_GEN_R rows, all T
- *        activation rows at once) and every weight byte is read once.
+ *        activation rows at once) and every weight byte is read once. Q4_0 weights
+ *        that `llm generate` repacked (qmat_repack_x8) run the same kernel on the
+ *        x8 layout, which needs no gathering (nn/qdot.h): the same numbers, faster.
  *  - Everything else (F16, BF16, and types without a kernel): a tile of weight rows
  *    is dequantized to F32 and multiplied with sgemm, the activations stay float
  *    (llama.cpp too keeps float activations for F16/BF16/F32). For T <= MATMUL_SMALL_T
@@ -75,7 +77,7 @@ int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads)
  * kernel, or no room in scratch for one activation row). */
 static int matmul_forward_int(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
                               int64_t scratch_floats) {
-    qdot_tile_fn fn = qdot_tile_kernel(W->type);
+    qdot_tile_fn fn = W->x8 ? qdot_tile_kernel_x8(W->type) : qdot_tile_kernel(W->type);
     if (!fn || qdot_act_type(W->type) == GGML_TYPE_F32) return 0;
     const int64_t rows = W->rows, cols = W->cols;
     const size_t xrb = qdot_act_row_bytes(W->type, cols), wrb = quant_row_bytes(W->type, cols);
@@ -118,7 +120,22 @@ static int matmul_forward_int(float *y, const float *x, int64_t T, const qmat *W
 }
 
 void qmat_row(const qmat *W, int64_t r, float *out) {
-    dequantize_row(W->type, row_ptr(W, quant_row_bytes(W->type, W->cols), r), out, W->cols);
+    if (W->x8) qdot_x8_dequantize_row(W->type, W->data, r, out, W->cols);
+    else dequantize_row(W->type, row_ptr(W, quant_row_bytes(W->type, W->cols), r), out, W->cols);
+}
+
+size_t qmat_bytes(const qmat *W) { return quant_row_bytes(W->type, W->cols) * (size_t)W->rows; }
+
+int qmat_can_repack_x8(const qmat *W) { return !W->x8 && qdot_x8_supported(W->type, W->rows, W->cols); }
+
+void qmat_repack_x8(qmat *W, void *dst) {
+    const size_t rb = quant_row_bytes(W->type, W->cols);
+    const int64_t groups = W->rows / 8;
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < groups; g++)
+        qdot_x8_repack(W->type, row_ptr(W, rb, 8 * g), (uint8_t *)dst + (size_t)g * 8 * rb, 8, W->cols);
+    W->data = dst;
+    W->x8 = 1;
 }
 
 void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
@@ -189,8 +206,8 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
             float *buf = scratch + (int64_t)omp_get_thread_num() * cols;
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < rows; r++) {
-                if (half_row_dots(y + r, rows, W->type, row_ptr(W, rb, r), x, T, cols, beta)) continue;
-                dequantize_row(W->type, row_ptr(W, rb, r), buf, cols);
+                if (!W->x8 && half_row_dots(y + r, rows, W->type, row_ptr(W, rb, r), x, T, cols, beta)) continue;
+                qmat_row(W, r, buf);
                 for (int64_t t = 0; t < T; t++) {
                     float d = cblas_sdot((int)cols, buf, 1, x + t * cols, 1);
                     y[t * rows + r] = beta != 0.0f ? d + beta * y[t * rows + r] : d;

@@ -11,11 +11,14 @@
 #include "mllm4rec/gguf.h"
 
 /* A rows x cols row-major matrix in a ggml type: row r holds the weights of
- * output r (PyTorch's [out][in] layout, ggml's ne = {cols, rows}). */
+ * output r (PyTorch's [out][in] layout, ggml's ne = {cols, rows}); or, with x8
+ * set, the same matrix in nn/qdot.h's x8 layout (groups of 8 rows interleaved
+ * block by block), made by qmat_repack_x8 for generation. */
 typedef struct qmat {
     ggml_type type;
     int64_t rows, cols;
     const void *data;
+    int x8;
 } qmat;
 
 /* Floats of scratch that matmul_forward wants for W (0 for F32): one tile of
@@ -41,5 +44,13 @@ void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W,
 
 /* Row r of W as floats (embedding lookup). */
 void qmat_row(const qmat *W, int64_t r, float *out);
+
+/* Bytes of W's data. */
+size_t qmat_bytes(const qmat *W);
+/* 1 when W can be repacked into the x8 layout here (qdot_x8_supported). */
+int qmat_can_repack_x8(const qmat *W);
+/* Copies W's data into dst (qmat_bytes(W) bytes) in the x8 layout, over the
+ * threads, and points W at it. Every product then gives the same numbers. */
+void qmat_repack_x8(qmat *W, void *dst);
 
 #endif

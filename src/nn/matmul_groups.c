@@ -39,7 +39,8 @@ void matmul_dequantize_rows(const qmat *W, int64_t r0, int64_t n, float *out) {
     const uint8_t *src = (const uint8_t *)W->data + (size_t)r0 * rb;
 #pragma omp parallel for schedule(static) if (n * cols >= GROUPS_PARALLEL_MIN)
     for (int64_t r = 0; r < n; r++) {
-        if (W->type == GGML_TYPE_BF16) bf16_row_to_f32(src + (size_t)r * rb, out + r * cols, cols);
+        if (W->x8) qmat_row(W, r0 + r, out + r * cols);
+        else if (W->type == GGML_TYPE_BF16) bf16_row_to_f32(src + (size_t)r * rb, out + r * cols, cols);
         else dequantize_row(W->type, src + (size_t)r * rb, out + r * cols, cols);
     }
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mllm4rec/base.h"
+#include "nn/quant.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -357,9 +358,10 @@ static inline __attribute__((always_inline)) void unpack8(ggml_type T, const uin
 
 /* One group of 8 weight rows x NA activation rows, all blocks. T is the weight
  * type, a compile-time constant in each instantiation below. */
-static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const int NA, float *y, int64_t ldy,
-                                                           const uint8_t *w, size_t w_row_bytes, const uint8_t *xq,
-                                                           size_t xq_row_bytes, int64_t nb, float beta) {
+static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const int X8, const int NA, float *y,
+                                                           int64_t ldy, const uint8_t *w, size_t w_row_bytes,
+                                                           const uint8_t *xq, size_t xq_row_bytes, int64_t nb,
+                                                           float beta) {
     const wfmt f = fmt_of(T);
     const ggml_type at = f.has_min ? GGML_TYPE_Q8_1 : GGML_TYPE_Q8_0;
     const size_t xblk = f.has_min ? sizeof(blk_q8_1) : sizeof(blk_q8_0), xqs = f.has_min ? 4 : 2;
@@ -369,9 +371,6 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
     _Pragma("GCC unroll 8")
     for (int k = 0; k < NA; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk[8];
-        _Pragma("GCC unroll 8")
-        for (int i = 0; i < 8; i++) blk[i] = w + (size_t)i * w_row_bytes + (size_t)b * f.bytes;
         if (NA <= 2) { /* the 8 rows are contiguous: one linear stream (qdot.h) */
             const char *pf = (const char *)w + QDOT_PREFETCH_BYTES + (size_t)b * 8 * f.bytes;
             _mm_prefetch(pf, _MM_HINT_T0);
@@ -379,9 +378,25 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
             _mm_prefetch(pf + 96, _MM_HINT_T0);
         }
         __m256i V[8], S[8];
-        unpack8(T, blk, V, S);
-        const __m256 dw = f16x8(blk, 0);
-        const __m256 mw = f.has_min ? f16x8(blk, 2) : _mm256_setzero_ps();
+        __m256 dw, mw = _mm256_setzero_ps();
+        if (X8) { /* one x8 record (qdot.h): the scales, then V[j] and V[j + 4] share word j */
+            const uint8_t *rec = w + (size_t)b * 8 * f.bytes;
+            const __m256i m4 = _mm256_set1_epi8(0x0F);
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) {
+                const __m256i W = _mm256_loadu_si256((const __m256i *)(rec + 16 + 32 * j));
+                V[j] = _mm256_and_si256(W, m4);
+                V[j + 4] = _mm256_and_si256(_mm256_srli_epi16(W, 4), m4);
+            }
+            dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)rec));
+        } else {
+            const uint8_t *blk[8];
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < 8; i++) blk[i] = w + (size_t)i * w_row_bytes + (size_t)b * f.bytes;
+            unpack8(T, blk, V, S);
+            dw = f16x8(blk, 0);
+            if (f.has_min) mw = f16x8(blk, 2);
+        }
         _Pragma("GCC unroll 8")
         for (int k = 0; k < NA; k++) {
             const uint8_t *xr = xq + (size_t)k * xq_row_bytes;
@@ -411,19 +426,20 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
 }
 
 #define GROUP_CASE(N)                                                                                  \
-    case N: group_8xN(T, N, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
+    case N: group_8xN(T, X8, N, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
 
-static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, float *y, int64_t ldy, const uint8_t *w,
-                                                           size_t w_row_bytes, int n_rows, const uint8_t *xq,
-                                                           size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
+static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, const int X8, float *y, int64_t ldy,
+                                                           const uint8_t *w, size_t w_row_bytes, int n_rows,
+                                                           const uint8_t *xq, size_t xq_row_bytes, int n_act,
+                                                           int64_t cols, float beta) {
     const int64_t nb = cols / QK;
     const int r8 = n_rows & ~7;
     for (int r = 0; r < r8; r += 8) {
         const uint8_t *wr = w + (size_t)r * w_row_bytes;
         int t = 0;
         for (; t + QDOT_NA <= n_act; t += QDOT_NA)
-            group_8xN(T, QDOT_NA, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes, nb,
-                      beta);
+            group_8xN(T, X8, QDOT_NA, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes,
+                      nb, beta);
         const uint8_t *xt = xq + t * xq_row_bytes;
         float *yt = y + t * ldy + r;
         switch (n_act - t) {
@@ -439,15 +455,15 @@ static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, float *
         default: break;
         }
     }
-    /* the last n_rows % 8 rows (no model we know has them) */
-    if (r8 < n_rows)
+    /* the last n_rows % 8 rows (no model we know has them; never x8) */
+    if (!X8 && r8 < n_rows)
         tile_portable(T, y + r8, ldy, w + (size_t)r8 * w_row_bytes, w_row_bytes, n_rows - r8, xq, xq_row_bytes, n_act,
                       cols, beta);
 }
 #define TILE_FN(NAME, TYPE)                                                                                         \
     static void NAME(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,   \
                      size_t xq_row_bytes, int n_act, int64_t cols, float beta) {                                    \
-        tile_avx2(TYPE, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);                       \
+        tile_avx2(TYPE, 0, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);                    \
     }
 #else
 #define TILE_FN(NAME, TYPE)                                                                                         \
@@ -481,4 +497,60 @@ void qdot_tile_portable(ggml_type w, float *y, int64_t ldy, const uint8_t *wd, s
                         const uint8_t *xq, size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
     if (fmt_of(w).bytes)
         tile_portable(w, y, ldy, wd, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
+}
+
+/* ---------------- the x8 layout (qdot.h) ---------------- */
+
+#define X8_RECORD (8 * 18) /* Q4_0: 8 scales (16 bytes), then 4 words x 8 rows x 4 bytes */
+
+int qdot_x8_supported(ggml_type w, int64_t rows, int64_t cols) {
+#ifdef QDOT_AVX2
+    return w == GGML_TYPE_Q4_0 && rows % 8 == 0 && cols % QK == 0;
+#else
+    (void)w, (void)rows, (void)cols;
+    return 0; /* only the AVX2 kernel reads it */
+#endif
+}
+
+void qdot_x8_repack(ggml_type w, const uint8_t *src, uint8_t *dst, int64_t rows, int64_t cols) {
+    (void)w; /* Q4_0, the one type qdot_x8_supported accepts */
+    const int64_t nb = cols / QK;
+    const size_t rb = (size_t)nb * 18;
+    for (int64_t g = 0; g < rows / 8; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *rec = dst + ((size_t)g * nb + b) * X8_RECORD;
+            for (int k = 0; k < 8; k++) {
+                const uint8_t *blk = src + (size_t)(8 * g + k) * rb + (size_t)b * 18;
+                memcpy(rec + 2 * k, blk, 2);
+                for (int j = 0; j < 4; j++) memcpy(rec + 16 + 32 * j + 4 * k, blk + 2 + 4 * j, 4);
+            }
+        }
+}
+
+void qdot_x8_dequantize_row(ggml_type w, const uint8_t *data, int64_t r, float *out, int64_t cols) {
+    const int64_t nb = cols / QK;
+    const uint8_t *group = data + (size_t)(r / 8) * (size_t)nb * X8_RECORD;
+    const int k = (int)(r % 8);
+    for (int64_t b = 0; b < nb; b++) { /* back into one Q4_0 block, then as any Q4_0 row */
+        const uint8_t *rec = group + (size_t)b * X8_RECORD;
+        uint8_t blk[18];
+        memcpy(blk, rec + 2 * k, 2);
+        for (int j = 0; j < 4; j++) memcpy(blk + 2 + 4 * j, rec + 16 + 32 * j + 4 * k, 4);
+        dequantize_row(w, blk, out + b * QK, QK);
+    }
+}
+
+#ifdef QDOT_AVX2
+static void tile_q4_0_x8(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
+                         size_t xq_row_bytes, int n_act, int64_t cols, float beta) {
+    tile_avx2(GGML_TYPE_Q4_0, 1, y, ldy, w, w_row_bytes, n_rows, xq, xq_row_bytes, n_act, cols, beta);
+}
+#endif
+
+qdot_tile_fn qdot_tile_kernel_x8(ggml_type w) {
+#ifdef QDOT_AVX2
+    if (w == GGML_TYPE_Q4_0) return tile_q4_0_x8;
+#endif
+    (void)w;
+    return NULL;
 }

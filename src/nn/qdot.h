@@ -80,6 +80,26 @@ void qdot_tile_portable(ggml_type w, float *y, int64_t ldy, const uint8_t *wd, s
  * y[cols / 256] = x[cols] quantized as ggml's quantize_row_q8_K_ref. */
 void qdot_quantize_row_q8_K(const float *x, blk_q8_K *y, int64_t cols);
 
+/* ---- the x8 layout: Q4_0 weights repacked for generation ----
+ * With one activation row, the kernel reading the file's layout gathers 8 rows
+ * 2.3 KB apart and transposes their quants in registers; that work, not memory,
+ * bounds it (a 7B token's products: about 11 GB/s per thread, where one thread reads
+ * 22 GB/s). The x8 layout does the gathering once: for each group of 8 rows and each
+ * block b, one 144-byte record holds the 8 rows' f16 scales (16 bytes), then their
+ * quants already transposed, 32 bytes per 4-byte word j (lane k = bytes 4j..4j+3 of
+ * row k's block). A group takes the bytes its 8 rows took (group g starts at row 8g),
+ * so tiles of whole groups are addressed as before. The products give the same
+ * floats as from the file's layout, bit for bit (the same kernel, other loads).
+ * llama.cpp's CPU backend repacks Q4_0 likewise at load. */
+/* 1 when a rows x cols matrix of type w can be repacked here (Q4_0, rows % 8 == 0, an AVX2 build). */
+int qdot_x8_supported(ggml_type w, int64_t rows, int64_t cols);
+/* dst = the rows (a multiple of 8) at src in the x8 layout; the same size. */
+void qdot_x8_repack(ggml_type w, const uint8_t *src, uint8_t *dst, int64_t rows, int64_t cols);
+/* out[cols] = row r of the x8 matrix at data, dequantized (as dequantize_row). */
+void qdot_x8_dequantize_row(ggml_type w, const uint8_t *data, int64_t r, float *out, int64_t cols);
+/* The tile kernel for x8 weights (n_rows a multiple of 8), or NULL. */
+qdot_tile_fn qdot_tile_kernel_x8(ggml_type w);
+
 /* The K-type kernels (qdot_k.c), reached through qdot_tile_kernel. */
 void qdot_tile_q4_K(float *y, int64_t ldy, const uint8_t *w, size_t w_row_bytes, int n_rows, const uint8_t *xq,
                     size_t xq_row_bytes, int n_act, int64_t cols, float beta);

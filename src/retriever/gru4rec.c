@@ -197,7 +197,7 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
 static void g4_forward(const g4_impl *p, g4_acts *a, const rt_batch *b, float dropout, int train, uint64_t key) {
     const int R = a->x.c.n_rows, H = p->H;
     const int use_drop = train && dropout > 0.0f;
-    qmat table = {GGML_TYPE_F32, p->V, H, p->wy};
+    qmat table = {GGML_TYPE_F32, p->V, H, p->wy, 0};
     embedding_forward(a->x0, &table, a->x.c.tok, R);
     if (use_drop) {
         rnn_dropout_mask(a->drop0, &a->x.c, b, H, dropout, key, 0);

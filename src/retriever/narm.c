@@ -197,7 +197,7 @@ static inline int narm_first(const narm_acts *a, int j, int max_len) {
 static void narm_forward(const narm_impl *p, narm_acts *a, const rt_batch *b, int n_scored, float drop_emb,
                          float drop_proj, int train, uint64_t key) {
     const int R = a->x.c.n_rows, D = p->D, H = p->H;
-    qmat table = {GGML_TYPE_F32, p->V, D, p->emb};
+    qmat table = {GGML_TYPE_F32, p->V, D, p->emb, 0};
     embedding_forward(a->x0, &table, a->x.c.tok, R);
     if (train && drop_emb > 0.0f) {
         rnn_dropout_mask(a->drop0, &a->x.c, b, D, drop_emb, key, 0);
