@@ -363,13 +363,14 @@ void llm_free(llm_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* The k-th of the layers' linear weights, k < n_layer * LLM_LORA_N_TARGETS. */
+/* The k-th weight of the products: the layers' linears, then (k = n_layer * LLM_LORA_N_TARGETS) the output. */
 static llm_matrix *layer_weight(const llm_model *m, int k) {
+    if (k == m->cfg.n_layer * LLM_LORA_N_TARGETS) return (llm_matrix *)&m->output;
     return &llm_layer_linear(&m->layers[k / LLM_LORA_N_TARGETS], k % LLM_LORA_N_TARGETS)->w;
 }
 
 int llm_prepare_generation(llm_model *m, mr_error *e) {
-    const int n = m->cfg.n_layer * LLM_LORA_N_TARGETS;
+    const int n = m->cfg.n_layer * LLM_LORA_N_TARGETS + 1; /* a tied output's embedding rows stay mapped */
     size_t bytes = 0, off = 0;
     for (int k = 0; k < n; k++) {
         qmat q = llm_qmat(layer_weight(m, k));
