@@ -196,7 +196,7 @@ static int bert_acts_create(void **out, const rt_model *m, int max_rows, int max
         A(k->x2_mean, N); A(k->x2_std, N);
     }
     A(a->dx, N * d); A(a->dx1, N * d); A(a->ds, N * d); A(a->dq, N * d); A(a->dk, N * d); A(a->dv, N * d);
-    A(a->datt, N * d); A(a->df, N * F); A(a->att_scratch, N); A(a->scored, N);
+    A(a->datt, N * d); A(a->df, N * F); A(a->att_scratch, attention_masked_scratch_floats((int)N)); A(a->scored, N);
     A(a->xs, CH * d); A(a->hp, CH * d); A(a->hy, CH * d); A(a->dxs, CH * d); A(a->dhy, CH * d);
     A(a->logits, CH * (size_t)a->V); A(a->row_loss, CH); A(a->lab, CH);
 #undef A
@@ -285,10 +285,11 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
             const int r0 = a->start[s], r = a->start[s + 1] - r0;
             float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
             if (drop)
-                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r);
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r, 0);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
-                                     a->valid + r0, drop, r, H, hd, 0);
+                                     a->valid + r0, drop, r, H, hd, 0,
+                                     a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_forward(k->o, k->att, w[B_WO], w[B_BO], N, d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = x[i] + (pd > 0 ? k->o[i] * k->odrop[i] : k->o[i]);
@@ -340,8 +341,8 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
             const int r0 = a->start[s], r = a->start[s + 1] - r0;
             const size_t o = (size_t)r0 * d;
             attention_masked_backward(a->dq + o, a->dk + o, a->dv + o, a->datt + o, k->probs + a->poff[s], k->q + o,
-                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
-                                      a->att_scratch + r0);
+                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd, 0,
+                                      a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_backward(a->dx, dw[B_WQ], dw[B_BQ], a->dq, xin, w[B_WQ], N, d, d);
         linear_backward(a->dx, dw[B_WK], dw[B_BK], a->dk, xin, w[B_WK], N, d, d);

@@ -63,7 +63,8 @@ typedef struct {
     float *x0, *edrop;        /* [N, d] */
     sas_block_acts *blk;
     /* backward */
-    float *dx, *dx1, *ds, *dln0, *dq, *dk, *dv, *dh, *att_scratch; /* att_scratch [N] */
+    float *dx, *dx1, *ds, *dln0, *dq, *dk, *dv, *dh;
+    float *att_scratch;       /* attention_masked_scratch_floats(N): sequence s's from row start[s] */
     int *scored;              /* [N] rows that carry a loss */
     float *xs, *dxs, *logits, *row_loss; /* [SAS_LOGIT_ROWS, d] x2, [SAS_LOGIT_ROWS, V], [SAS_LOGIT_ROWS] */
     int32_t *lab;
@@ -180,7 +181,7 @@ static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_
         A(k->fdrop, N * d); A(k->s2, N * d); A(k->x2, N * d); A(k->x2_mean, N); A(k->x2_std, N);
     }
     A(a->dx, N * d); A(a->dx1, N * d); A(a->ds, N * d); A(a->dln0, N * d); A(a->dq, N * d); A(a->dk, N * d);
-    A(a->dv, N * d); A(a->dh, N * F); A(a->att_scratch, N); A(a->scored, N);
+    A(a->dv, N * d); A(a->dh, N * F); A(a->att_scratch, attention_masked_scratch_floats(max_rows)); A(a->scored, N);
     A(a->xs, (size_t)SAS_LOGIT_ROWS * d); A(a->dxs, (size_t)SAS_LOGIT_ROWS * d); A(a->logits, (size_t)SAS_LOGIT_ROWS * (size_t)a->V);
     A(a->row_loss, SAS_LOGIT_ROWS); A(a->lab, SAS_LOGIT_ROWS);
 #undef A
@@ -230,10 +231,11 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
             const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
             float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
             if (drop)
-                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r, 1);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
-                                     a->valid + r0, drop, r, H, hd, 1);
+                                     a->valid + r0, drop, r, H, hd, 1,
+                                     a->att_scratch + attention_masked_scratch_floats(r0));
         }
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = k->att[i] + k->ln0[i];
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNA_W], w[B_LNA_B], N, d, SAS_LN_EPS);
@@ -279,8 +281,8 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
             const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
             const size_t o = (size_t)r0 * d;
             attention_masked_backward(a->dq + o, a->dk + o, a->dv + o, a->ds + o, k->probs + a->poff[s], k->q + o,
-                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
-                                      a->att_scratch + r0); /* each sequence its own rows */
+                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd, 1,
+                                      a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_backward(a->dln0, dw[B_WQ], dw[B_BQ], a->dq, k->ln0, w[B_WQ], N, d, d);
         /* the block input: through k, v and LN0 */
