@@ -1,6 +1,7 @@
 /* Softmax cross-entropy with its gradient, fused. */
 #include "nn/xent.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,4 +99,71 @@ double xent_forward_backward(float *dlogits, float *row_loss, const float *logit
     float inv = count ? 1.0f / (float)count : 0.0f;
     double total = xent_rows(dlogits, row_loss, logits, ld, labels, N, V, ignore_index, inv);
     return count ? total / count : 0.0;
+}
+
+/* The tied-table cross-entropy (see xent.h). Each slot owns a logits chunk and
+ * its own accumulators for the table's and bias's gradients, and takes chunks
+ * slot, slot + slots, ... in order; the slots are summed in slot order at the
+ * end. The partition depends only on M, so any thread count gives the same bits,
+ * and within a slot every product runs on one thread at a chunk size that stays
+ * in cache between the forward, the softmax and the two gradient products. */
+size_t xent_table_scratch_floats(int V, int d) {
+    return (size_t)XENT_TABLE_SLOTS * ((size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V);
+}
+
+double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const float *x, const int *labels, int M,
+                  const float *table, const float *bias, int V, int d, float grad_scale, float *scratch) {
+    if (M <= 0)
+        return 0.0;
+    const int n_chunks = (M + XENT_TABLE_ROWS - 1) / XENT_TABLE_ROWS;
+    const int slots = n_chunks < XENT_TABLE_SLOTS ? n_chunks : XENT_TABLE_SLOTS;
+    const size_t per = (size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V;
+#pragma omp parallel for schedule(static, 1) if (slots > 1)
+    for (int s = 0; s < slots; s++) {
+        float *L = scratch + (size_t)s * per, *dT = L + (size_t)XENT_TABLE_ROWS * V, *dB = dT + (size_t)V * d;
+        if (dtable)
+            memset(dT, 0, (size_t)V * d * sizeof(float));
+        if (dbias)
+            memset(dB, 0, (size_t)V * sizeof(float));
+        for (int c = s; c < n_chunks; c += slots) {
+            const int i0 = c * XENT_TABLE_ROWS, n = M - i0 < XENT_TABLE_ROWS ? M - i0 : XENT_TABLE_ROWS;
+            const float *xc = x + (size_t)i0 * d;
+            /* L [n, V] = x tableᵀ + bias */
+            if (bias)
+                for (int i = 0; i < n; i++) memcpy(L + (size_t)i * V, bias, (size_t)V * sizeof(float));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, d, 1.0f, xc, d, table, d, bias ? 1.0f : 0.0f,
+                        L, V);
+            xent_rows(L, row_loss + i0, L, V, labels + i0, n, V, -1, grad_scale);
+            /* dx [n, d] = dL table; dtable [V, d] += dLᵀ x; dbias [V] += Σ_rows dL */
+            if (dx)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, V, 1.0f, L, V, table, d, 0.0f,
+                            dx + (size_t)i0 * d, d);
+            if (dtable)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, L, V, xc, d, 1.0f, dT, d);
+            if (dbias)
+                for (int i = 0; i < n; i++) {
+                    const float *li = L + (size_t)i * V;
+#pragma omp simd
+                    for (int j = 0; j < V; j++) dB[j] += li[j];
+                }
+        }
+    }
+    const size_t nt = (size_t)V * d;
+    if (dtable) {
+#pragma omp parallel for schedule(static) if (nt > 65536)
+        for (size_t j = 0; j < nt; j++) {
+            float acc = 0.0f;
+            for (int s = 0; s < slots; s++) acc += scratch[(size_t)s * per + (size_t)XENT_TABLE_ROWS * V + j];
+            dtable[j] += acc;
+        }
+    }
+    if (dbias)
+        for (int j = 0; j < V; j++) {
+            float acc = 0.0f;
+            for (int s = 0; s < slots; s++) acc += scratch[(size_t)s * per + (size_t)XENT_TABLE_ROWS * V + nt + j];
+            dbias[j] += acc;
+        }
+    double total = 0.0;
+    for (int i = 0; i < M; i++) total += row_loss[i];
+    return total;
 }
