@@ -118,7 +118,7 @@ double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const
     const int n_chunks = (M + XENT_TABLE_ROWS - 1) / XENT_TABLE_ROWS;
     const int slots = n_chunks < XENT_TABLE_SLOTS ? n_chunks : XENT_TABLE_SLOTS;
     const size_t per = (size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V;
-#pragma omp parallel for schedule(static, 1) if (slots > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (slots > 1)
     for (int s = 0; s < slots; s++) {
         float *L = scratch + (size_t)s * per, *dT = L + (size_t)XENT_TABLE_ROWS * V, *dB = dT + (size_t)V * d;
         if (dtable)
