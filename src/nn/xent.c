@@ -7,33 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* These flags let gcc turn the clamps and maxima below into vector min / max;
- * NaN logits give unspecified results. */
+/* These flags let gcc turn the maximum below into a vector max reduction; NaN
+ * logits give unspecified results. (Not on exp_sum: gcc does not inline nn_exp
+ * into a function with other optimisation flags, and its clamps vectorize anyway.) */
 #define VECTOR_MATH __attribute__((optimize("finite-math-only", "no-signed-zeros")))
-
-/* exp(x) for x <= 0 (the shifted logits), written so the loops vectorize: the
- * Cephes range reduction x = n ln2 + r and a degree-6 polynomial for e^r, 2^n put
- * together from bits. Relative error below 1e-7 over [-87, 88]. */
-VECTOR_MATH static inline float exp_vec(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-    float n = t - 12582912.0f;
-    int32_t ti;
-    memcpy(&ti, &t, 4);
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = (ti - 0x4B400000 + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
 
 VECTOR_MATH static float row_max(const float *z, int V) {
     float mx = z[0];
@@ -43,23 +20,23 @@ VECTOR_MATH static float row_max(const float *z, int V) {
 }
 
 /* out[j] = exp(z[j] - mx) (out may be NULL); returns the sum */
-VECTOR_MATH static float exp_sum(float *out, const float *z, float mx, int V) {
+static float exp_sum(float *out, const float *z, float mx, int V) {
     float sum = 0.0f;
     if (out) {
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < V; j++) {
-            float ez = exp_vec(z[j] - mx);
+            float ez = nn_exp(z[j] - mx);
             out[j] = ez;
             sum += ez;
         }
     } else {
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < V; j++) sum += exp_vec(z[j] - mx);
+        for (int j = 0; j < V; j++) sum += nn_exp(z[j] - mx);
     }
     return sum;
 }
 
-float xent_exp(float x) { return exp_vec(x); }
+float xent_exp(float x) { return nn_exp(x); }
 
 double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, const int *labels, int N, int V,
                  int ignore_index, float grad_scale) {
