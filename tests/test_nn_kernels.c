@@ -1,5 +1,6 @@
 /* The shared fp32 kernels (linear, layernorm, gelu, cross-entropy, AdamW):
  * forward values against direct formulas, backward against finite differences. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,11 +184,90 @@ TEST(adamw_matches_torch_formula_and_clipping) {
     CHECK(h[0] == 0.3f && h[1] == 0.4f);
 }
 
+/* xent_table against the definition in double: 300 rows (5 chunks over the 4
+ * slots), some not counted, a bias; and the same bits on 1 and 2 threads. */
+static void xent_table_run(float *dx, float *dT, float *dB, float *rl, double *loss, const float *x, const int *lab,
+                           int M, const float *T, const float *B, int V, int d, float *scratch) {
+    memset(dT, 0, sizeof(float) * (size_t)V * d);
+    memset(dB, 0, sizeof(float) * (size_t)V);
+    *loss = xent_table(dx, dT, dB, rl, x, lab, M, T, B, V, d, 0.25f, scratch);
+}
+
+TEST(xent_table_matches_definition_and_thread_counts) {
+    enum { M = 300, V = 37, D = 6 };
+    mr_rng r;
+    mr_rng_seed(&r, 9);
+    float *x = malloc(sizeof(float) * M * D), *T = malloc(sizeof(float) * V * D), B[V];
+    float *dx[2], *dT[2], dB[2][V], *rl = malloc(sizeof(float) * M);
+    float *scratch = malloc(sizeof(float) * xent_table_scratch_floats(V, D));
+    int lab[M];
+    CHECK(x && T && rl && scratch);
+    for (int t = 0; t < 2; t++) {
+        dx[t] = malloc(sizeof(float) * M * D);
+        dT[t] = malloc(sizeof(float) * V * D);
+        CHECK(dx[t] && dT[t]);
+    }
+    fill(x, M * D, &r, 1);
+    fill(T, V * D, &r, 1);
+    fill(B, V, &r, 1);
+    for (int i = 0; i < M; i++) lab[i] = i % 7 == 3 ? -1 : (int)mr_rng_below(&r, V);
+    double loss[2];
+    const int saved = omp_get_max_threads();
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(t + 1);
+        xent_table_run(dx[t], dT[t], dB[t], rl, &loss[t], x, lab, M, T, B, V, D, scratch);
+    }
+    omp_set_num_threads(saved);
+    CHECK(loss[0] == loss[1] && !memcmp(dx[0], dx[1], sizeof(float) * M * D) &&
+          !memcmp(dT[0], dT[1], sizeof(float) * V * D) && !memcmp(dB[0], dB[1], sizeof dB[0]));
+    /* the definition */
+    double want = 0, *gT = calloc((size_t)V * D, sizeof(double)), gB[V] = {0}, ex = 0, eT = 0, eB = 0, mx = 0;
+    CHECK(gT);
+    for (int i = 0; i < M; i++) {
+        double z[V], m = -1e300, s = 0;
+        for (int v = 0; v < V; v++) {
+            z[v] = B[v];
+            for (int c = 0; c < D; c++) z[v] += (double)x[i * D + c] * T[v * D + c];
+            m = fmax(m, z[v]);
+        }
+        for (int v = 0; v < V; v++) s += exp(z[v] - m);
+        double gx[D] = {0};
+        if (lab[i] >= 0) {
+            want += log(s) + m - z[lab[i]];
+            for (int v = 0; v < V; v++) {
+                const double g = 0.25 * (exp(z[v] - m) / s - (v == lab[i]));
+                gB[v] += g;
+                for (int c = 0; c < D; c++) {
+                    gx[c] += g * T[v * D + c];
+                    gT[v * D + c] += g * x[i * D + c];
+                }
+            }
+        }
+        for (int c = 0; c < D; c++) ex = fmax(ex, fabs(dx[0][i * D + c] - gx[c]));
+        mx = fmax(mx, lab[i] >= 0 ? fabs(log(s) + m - z[lab[i]] - rl[i]) : fabs(rl[i]));
+    }
+    for (int j = 0; j < V * D; j++) eT = fmax(eT, fabs(dT[0][j] - gT[j]));
+    for (int v = 0; v < V; v++) eB = fmax(eB, fabs(dB[0][v] - gB[v]));
+    CHECK_MSG(fabs(loss[0] - want) < 1e-5 * want && ex < 1e-5 && eT < 1e-4 && eB < 1e-4 && mx < 1e-5,
+              "xent_table: loss %.9g against %.9g, worst dx %g dtable %g dbias %g row loss %g", loss[0], want, ex, eT,
+              eB, mx);
+    free(gT);
+    for (int t = 0; t < 2; t++) {
+        free(dx[t]);
+        free(dT[t]);
+    }
+    free(x);
+    free(T);
+    free(rl);
+    free(scratch);
+}
+
 int main(void) {
     RUN(linear_forward_backward);
     RUN(layernorm_forward_backward);
     RUN(gelu_exact_erf_and_backward);
     RUN(xent_ignores_label_and_matches_finite_differences);
+    RUN(xent_table_matches_definition_and_thread_counts);
     RUN(adamw_matches_torch_formula_and_clipping);
     return test_summary();
 }

@@ -115,9 +115,16 @@ uint64_t mr_rng_below(mr_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
 double mr_rng_uniform(mr_rng *r);             /* uniform in [0, 1) */
 double mr_rng_normal(mr_rng *r);              /* standard normal (Box-Muller) */
 
+/* splitmix64's output function (Stafford's variant 13). */
+static inline uint64_t mr_mix64_finalize(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
 /* The one hash behind keyed randomness (dropout masks, per-example draws):
- * splitmix64's step, the output function applied to z + 0x9e3779b97f4a7c15. */
-uint64_t mr_mix64(uint64_t z);
+ * splitmix64's step, the output function applied to z + 0x9e3779b97f4a7c15.
+ * Inline so the loops that draw a mask per element vectorize. */
+static inline uint64_t mr_mix64(uint64_t z) { return mr_mix64_finalize(z + 0x9e3779b97f4a7c15ull); }
 /* Two values into one key: splitmix64's output function of a * 0x9e3779b97f4a7c15
  * + b + 0x632be59bd9b4e019 (order matters: (a, b) and (b, a) differ). */
 uint64_t mr_hash2(uint64_t a, uint64_t b);

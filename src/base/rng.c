@@ -6,16 +6,7 @@
 
 #define GOLDEN 0x9e3779b97f4a7c15ull
 
-/* splitmix64's output function (Stafford's variant 13) */
-static uint64_t finalize(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-uint64_t mr_mix64(uint64_t z) { return finalize(z + GOLDEN); }
-
-uint64_t mr_hash2(uint64_t a, uint64_t b) { return finalize(a * GOLDEN + b + 0x632be59bd9b4e019ull); }
+uint64_t mr_hash2(uint64_t a, uint64_t b) { return mr_mix64_finalize(a * GOLDEN + b + 0x632be59bd9b4e019ull); }
 
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = *x;

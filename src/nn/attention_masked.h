@@ -7,7 +7,16 @@
 #ifndef MLLM4REC_NN_ATTENTION_MASKED_H
 #define MLLM4REC_NN_ATTENTION_MASKED_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* Queries per block of the products (see attention_masked.c). */
+#define ATTENTION_MASKED_QBLOCK 64
+
+/* Scratch floats the forward and backward need for a sequence of r rows. */
+static inline size_t attention_masked_scratch_floats(int r) {
+    return 2 * (size_t)ATTENTION_MASKED_QBLOCK * (size_t)(r > 0 ? r : 0);
+}
 
 /* For each head h (columns h*hd .. h*hd+hd-1 of q, k, v and out, row stride ld):
  *   probs[h][r][r] = softmax(q kᵀ / sqrt(hd)) over the keys j with key_valid[j]
@@ -15,16 +24,17 @@
  *   out[r][ld]     = (probs ∘ drop) v   (drop [n_head][r][r] of 0 or 1/(1-p); NULL = none).
  * A query that sees no valid key (a padding row at the start of a causal
  * sequence) gets a zero row of probabilities and a zero output; callers never
- * score such rows. */
+ * score such rows. scratch: attention_masked_scratch_floats(r). */
 void attention_masked_forward(float *out, float *probs, const float *q, const float *k, const float *v, int ld,
-                              const uint8_t *key_valid, const float *drop, int r, int n_head, int hd, int causal);
+                              const uint8_t *key_valid, const float *drop, int r, int n_head, int hd, int causal,
+                              float *scratch);
 
 /* Gradient of attention_masked_forward. dq, dk, dv [r][ld] are OVERWRITTEN in
- * the head columns; dout [r][ld]; probs and drop as the forward kept them;
- * scratch: r floats. */
+ * the head columns; dout [r][ld]; probs, drop and causal as the forward had
+ * them; scratch: attention_masked_scratch_floats(r). */
 void attention_masked_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                                const float *q, const float *k, const float *v, int ld, const float *drop, int r,
-                               int n_head, int hd, float *scratch);
+                               int n_head, int hd, int causal, float *scratch);
 
 /* The masked softmax of one query row, shared with attention_wasserstein (only
  * the scores and the mixing of values differ there). Key j is visible from
@@ -38,5 +48,8 @@ void attention_masked_softmax_row(float *p, int n_vis, const uint8_t *key_valid,
 /* Its backward: with p [r] from it and dp [r] = d(loss)/d(p) wherever p != 0,
  * dp becomes dS [r] = p (dp - Σ_j p_j dp_j) (the sum in double), 0 where p is 0. */
 void attention_masked_softmax_row_backward(float *dp, const float *p, int r);
+/* p [r] holds query i's scores against keys 0 .. kc-1 (every key it may see is
+ * among them): on return p [r] is attention_masked_softmax_row's result. */
+void attention_masked_scores_softmax(float *p, const uint8_t *key_valid, int i, int kc, int r, int causal);
 
 #endif

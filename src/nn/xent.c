@@ -1,38 +1,16 @@
 /* Softmax cross-entropy with its gradient, fused. */
 #include "nn/xent.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* These flags let gcc turn the clamps and maxima below into vector min / max;
- * NaN logits give unspecified results. */
+/* These flags let gcc turn the maximum below into a vector max reduction; NaN
+ * logits give unspecified results. (Not on exp_sum: gcc does not inline nn_exp
+ * into a function with other optimisation flags, and its clamps vectorize anyway.) */
 #define VECTOR_MATH __attribute__((optimize("finite-math-only", "no-signed-zeros")))
-
-/* exp(x) for x <= 0 (the shifted logits), written so the loops vectorize: the
- * Cephes range reduction x = n ln2 + r and a degree-6 polynomial for e^r, 2^n put
- * together from bits. Relative error below 1e-7 over [-87, 88]. */
-VECTOR_MATH static inline float exp_vec(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-    float n = t - 12582912.0f;
-    int32_t ti;
-    memcpy(&ti, &t, 4);
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = (ti - 0x4B400000 + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
-}
 
 VECTOR_MATH static float row_max(const float *z, int V) {
     float mx = z[0];
@@ -42,23 +20,23 @@ VECTOR_MATH static float row_max(const float *z, int V) {
 }
 
 /* out[j] = exp(z[j] - mx) (out may be NULL); returns the sum */
-VECTOR_MATH static float exp_sum(float *out, const float *z, float mx, int V) {
+static float exp_sum(float *out, const float *z, float mx, int V) {
     float sum = 0.0f;
     if (out) {
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < V; j++) {
-            float ez = exp_vec(z[j] - mx);
+            float ez = nn_exp(z[j] - mx);
             out[j] = ez;
             sum += ez;
         }
     } else {
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < V; j++) sum += exp_vec(z[j] - mx);
+        for (int j = 0; j < V; j++) sum += nn_exp(z[j] - mx);
     }
     return sum;
 }
 
-float xent_exp(float x) { return exp_vec(x); }
+float xent_exp(float x) { return nn_exp(x); }
 
 double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, const int *labels, int N, int V,
                  int ignore_index, float grad_scale) {
@@ -98,4 +76,71 @@ double xent_forward_backward(float *dlogits, float *row_loss, const float *logit
     float inv = count ? 1.0f / (float)count : 0.0f;
     double total = xent_rows(dlogits, row_loss, logits, ld, labels, N, V, ignore_index, inv);
     return count ? total / count : 0.0;
+}
+
+/* The tied-table cross-entropy (see xent.h). Each slot owns a logits chunk and
+ * its own accumulators for the table's and bias's gradients, and takes chunks
+ * slot, slot + slots, ... in order; the slots are summed in slot order at the
+ * end. The partition depends only on M, so any thread count gives the same bits,
+ * and within a slot every product runs on one thread at a chunk size that stays
+ * in cache between the forward, the softmax and the two gradient products. */
+size_t xent_table_scratch_floats(int V, int d) {
+    return (size_t)XENT_TABLE_SLOTS * ((size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V);
+}
+
+double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const float *x, const int *labels, int M,
+                  const float *table, const float *bias, int V, int d, float grad_scale, float *scratch) {
+    if (M <= 0)
+        return 0.0;
+    const int n_chunks = (M + XENT_TABLE_ROWS - 1) / XENT_TABLE_ROWS;
+    const int slots = n_chunks < XENT_TABLE_SLOTS ? n_chunks : XENT_TABLE_SLOTS;
+    const size_t per = (size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V;
+#pragma omp parallel for schedule(dynamic, 1) if (slots > 1)
+    for (int s = 0; s < slots; s++) {
+        float *L = scratch + (size_t)s * per, *dT = L + (size_t)XENT_TABLE_ROWS * V, *dB = dT + (size_t)V * d;
+        if (dtable)
+            memset(dT, 0, (size_t)V * d * sizeof(float));
+        if (dbias)
+            memset(dB, 0, (size_t)V * sizeof(float));
+        for (int c = s; c < n_chunks; c += slots) {
+            const int i0 = c * XENT_TABLE_ROWS, n = M - i0 < XENT_TABLE_ROWS ? M - i0 : XENT_TABLE_ROWS;
+            const float *xc = x + (size_t)i0 * d;
+            /* L [n, V] = x tableᵀ + bias */
+            if (bias)
+                for (int i = 0; i < n; i++) memcpy(L + (size_t)i * V, bias, (size_t)V * sizeof(float));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, d, 1.0f, xc, d, table, d, bias ? 1.0f : 0.0f,
+                        L, V);
+            xent_rows(L, row_loss + i0, L, V, labels + i0, n, V, -1, grad_scale);
+            /* dx [n, d] = dL table; dtable [V, d] += dLᵀ x; dbias [V] += Σ_rows dL */
+            if (dx)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, V, 1.0f, L, V, table, d, 0.0f,
+                            dx + (size_t)i0 * d, d);
+            if (dtable)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, L, V, xc, d, 1.0f, dT, d);
+            if (dbias)
+                for (int i = 0; i < n; i++) {
+                    const float *li = L + (size_t)i * V;
+#pragma omp simd
+                    for (int j = 0; j < V; j++) dB[j] += li[j];
+                }
+        }
+    }
+    const size_t nt = (size_t)V * d;
+    if (dtable) {
+#pragma omp parallel for schedule(static) if (nt > 65536)
+        for (size_t j = 0; j < nt; j++) {
+            float acc = 0.0f;
+            for (int s = 0; s < slots; s++) acc += scratch[(size_t)s * per + (size_t)XENT_TABLE_ROWS * V + j];
+            dtable[j] += acc;
+        }
+    }
+    if (dbias)
+        for (int j = 0; j < V; j++) {
+            float acc = 0.0f;
+            for (int s = 0; s < slots; s++) acc += scratch[(size_t)s * per + (size_t)XENT_TABLE_ROWS * V + nt + j];
+            dbias[j] += acc;
+        }
+    double total = 0.0;
+    for (int i = 0; i < M; i++) total += row_loss[i];
+    return total;
 }

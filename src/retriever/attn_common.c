@@ -6,6 +6,7 @@
 #include "nn/gelu.h"
 #include "nn/layernorm_std.h"
 #include "nn/linear.h"
+#include "nn/xent.h"
 #include "retriever/attn_common.h"
 
 void attn_ffn_forward(const attn_ffn_acts *k, const float *x1, const attn_ffn_params *w, const float *hdrop,
@@ -113,9 +114,19 @@ uint64_t attn_row_key(uint64_t key, uint64_t site, int64_t example, int pos) {
     return mr_mix64(k + (uint64_t)(pos + 1) * 0x9e3779b97f4a7c15ULL);
 }
 
+/* attn_uniform(key, col) < p, decided on the hash's top 53 bits: u = n 2^-53
+ * is below p exactly when n < ceil(p 2^53) (p 2^53 is exact in double), so the
+ * element loops compare integers and vectorize. */
+static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 9007199254740992.0); }
+static inline int dropped(uint64_t row_key, uint64_t col, uint64_t threshold) {
+    return (mr_mix64(row_key + col * 0x632be59bd9b4e019ULL) >> 11) < threshold;
+}
+
 void attn_dropout_row(float *scale, int n, float p, uint64_t row_key) {
     const float keep = 1.0f / (1.0f - p);
-    for (int c = 0; c < n; c++) scale[c] = attn_uniform(row_key, (uint64_t)c) < p ? 0.0f : keep;
+    const uint64_t t = drop_threshold(p);
+#pragma omp simd
+    for (int c = 0; c < n; c++) scale[c] = dropped(row_key, (uint64_t)c, t) ? 0.0f : keep;
 }
 
 void attn_positions(int32_t *pos, uint8_t *valid, size_t *poff, const int *start, const int32_t *tok, int n_seqs,
@@ -146,13 +157,17 @@ void attn_dropout_rows(float *mask, int C, float p, uint64_t key, uint64_t site,
 }
 
 void attn_probs_dropout(float *drop, int r, int n_head, float p, uint64_t key, uint64_t site, int64_t example,
-                        int p0) {
+                        int p0, int causal) {
     const float keep = 1.0f / (1.0f - p);
+    const uint64_t t = drop_threshold(p);
     for (int h = 0; h < n_head; h++)
         for (int i = 0; i < r; i++) {
             const uint64_t rk = attn_row_key(key, site + 1000 * (uint64_t)(h + 1), example, p0 + i);
             float *dm = drop + ((size_t)h * r + i) * r;
-            for (int j = 0; j < r; j++) dm[j] = attn_uniform(rk, (uint64_t)(p0 + j)) < p ? 0.0f : keep;
+            const int n = causal ? i + 1 : r;
+#pragma omp simd
+            for (int j = 0; j < n; j++) dm[j] = dropped(rk, (uint64_t)(p0 + j), t) ? 0.0f : keep;
+            for (int j = n; j < r; j++) dm[j] = 0.0f;
         }
 }
 
@@ -186,12 +201,23 @@ void relu_backward(float *dinp, const float *dout, const float *inp, int64_t n) 
     for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
 }
 
+/* exp through nn_exp so the loops vectorize (libm's expm1f and expf were about 30% of
+ * STOSA's epoch): for x <= 0, ELU + 1 is exp(x) itself, and ELU = exp(x) - 1 is off
+ * from expm1 by at most an ulp of 1 (absolute), which the sum with other terms
+ * absorbs. */
 void elu_forward(float *out, const float *inp, int64_t n, float shift) {
-    for (int64_t i = 0; i < n; i++) out[i] = (inp[i] > 0.0f ? inp[i] : expm1f(inp[i])) + shift;
+    if (shift == 1.0f) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] + 1.0f : nn_exp(inp[i]);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) out[i] = (inp[i] > 0.0f ? inp[i] : nn_exp(inp[i]) - 1.0f) + shift;
+    }
 }
 
 void elu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : dout[i] * expf(inp[i]);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : dout[i] * nn_exp(inp[i]);
 }
 
 /* The site of STOSA's negatives (stosa.c keys its dropout with sites >= 16). */

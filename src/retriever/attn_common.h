@@ -68,8 +68,10 @@ void attn_dropout_rows(float *mask, int C, float p, uint64_t key, uint64_t site,
 /* drop [n_head][r][r]: one sequence's dropout scales of the attention
  * probabilities (0 or 1 / (1 - p)); row (head h, query i) keyed by
  * (key, site + 1000 (h + 1), example, p0 + i), column j by the key's padded
- * position p0 + j. */
-void attn_probs_dropout(float *drop, int r, int n_head, float p, uint64_t key, uint64_t site, int64_t example, int p0);
+ * position p0 + j. When causal, the keys after the query (whose probability
+ * is 0) get 0 without a draw. */
+void attn_probs_dropout(float *drop, int r, int n_head, float p, uint64_t key, uint64_t site, int64_t example, int p0,
+                        int causal);
 
 /* The embedding lookup with positions: x [N, d] = tok_table[tok] + pos_table[pos];
  * its gradient accumulates dpos_table[pos] += g and dtok_table[tok] += g, the

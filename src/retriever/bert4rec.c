@@ -74,8 +74,10 @@ typedef struct {
     bert_block_acts *blk;
     float *dx, *dx1, *ds, *dq, *dk, *dv, *datt, *df, *att_scratch;
     int *scored;
-    float *xs, *hp, *hy, *dxs, *dhy, *logits, *row_loss;
-    int32_t *lab;
+    float *xs, *hp, *hy, *dxs, *dhy; /* [rows, d]: the scored rows, the head's pre-activation and output, gradients */
+    float *logits;            /* [BERT_LOGIT_ROWS, V] scores_last's slice */
+    float *row_loss, *xent;   /* [rows]; xent_table_scratch_floats(V, d) */
+    int32_t *lab;             /* [rows] */
 } bert_acts;
 
 static const char *const head_names[T_HEAD] = {
@@ -159,7 +161,7 @@ static void bert_acts_free(void *acts) {
     free(a->blk);
     free(a->dx); free(a->dx1); free(a->ds); free(a->dq); free(a->dk); free(a->dv); free(a->datt); free(a->df);
     free(a->att_scratch); free(a->scored); free(a->xs); free(a->hp); free(a->hy); free(a->dxs); free(a->dhy);
-    free(a->logits); free(a->row_loss); free(a->lab);
+    free(a->logits); free(a->row_loss); free(a->lab); free(a->xent);
     free(a);
 }
 
@@ -196,9 +198,9 @@ static int bert_acts_create(void **out, const rt_model *m, int max_rows, int max
         A(k->x2_mean, N); A(k->x2_std, N);
     }
     A(a->dx, N * d); A(a->dx1, N * d); A(a->ds, N * d); A(a->dq, N * d); A(a->dk, N * d); A(a->dv, N * d);
-    A(a->datt, N * d); A(a->df, N * F); A(a->att_scratch, N); A(a->scored, N);
-    A(a->xs, CH * d); A(a->hp, CH * d); A(a->hy, CH * d); A(a->dxs, CH * d); A(a->dhy, CH * d);
-    A(a->logits, CH * (size_t)a->V); A(a->row_loss, CH); A(a->lab, CH);
+    A(a->datt, N * d); A(a->df, N * F); A(a->att_scratch, attention_masked_scratch_floats((int)N)); A(a->scored, N);
+    A(a->xs, N * d); A(a->hp, N * d); A(a->hy, N * d); A(a->dxs, N * d); A(a->dhy, N * d);
+    A(a->logits, CH * (size_t)a->V); A(a->row_loss, N); A(a->lab, N); A(a->xent, xent_table_scratch_floats(a->V, a->d));
 #undef A
     if (!ok) {
         bert_acts_free(a);
@@ -285,10 +287,11 @@ static void bert_forward(const rt_model *m, bert_acts *a, int n_seqs, const int6
             const int r0 = a->start[s], r = a->start[s + 1] - r0;
             float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
             if (drop)
-                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r);
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), example ? example[s] : s, a->max_len - r, 0);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
-                                     a->valid + r0, drop, r, H, hd, 0);
+                                     a->valid + r0, drop, r, H, hd, 0,
+                                     a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_forward(k->o, k->att, w[B_WO], w[B_BO], N, d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = x[i] + (pd > 0 ? k->o[i] * k->odrop[i] : k->o[i]);
@@ -340,8 +343,8 @@ static void bert_backward(rt_model *m, bert_acts *a, int n_seqs, int train) {
             const int r0 = a->start[s], r = a->start[s + 1] - r0;
             const size_t o = (size_t)r0 * d;
             attention_masked_backward(a->dq + o, a->dk + o, a->dv + o, a->datt + o, k->probs + a->poff[s], k->q + o,
-                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
-                                      a->att_scratch + r0);
+                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd, 0,
+                                      a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_backward(a->dx, dw[B_WQ], dw[B_BQ], a->dq, xin, w[B_WQ], N, d, d);
         linear_backward(a->dx, dw[B_WK], dw[B_BK], a->dk, xin, w[B_WK], N, d, d);
@@ -387,28 +390,25 @@ static double bert_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     if (M == 0)
         return 0.0;
     const float *x = bert_output(a);
-    double sum = 0.0;
-    for (int i0 = 0; i0 < M; i0 += BERT_LOGIT_ROWS) {
-        const int n = M - i0 < BERT_LOGIT_ROWS ? M - i0 : BERT_LOGIT_ROWS;
-        for (int i = 0; i < n; i++) {
-            const int row = a->scored[i0 + i];
-            memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
-            a->lab[i] = a->tgt[row];
-        }
-        head_forward(p, a, n);
-        sum += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)M);
-        memset(a->dhy, 0, (size_t)n * d * sizeof(float));
-        linear_backward(a->dhy, p->dh[T_TOK], p->dh[T_BIAS], a->logits, a->hy, p->h[T_TOK], n, d, V);
-        memset(a->dxs, 0, (size_t)n * d * sizeof(float));
-        gelu_tanh_backward(a->dxs, a->dhy, a->hp, (size_t)n * d);
-        memcpy(a->dhy, a->dxs, (size_t)n * d * sizeof(float));
-        memset(a->dxs, 0, (size_t)n * d * sizeof(float));
-        linear_backward(a->dxs, p->dt[T_LIN_W], p->dt[T_LIN_B], a->dhy, a->xs, p->t[T_LIN_W], n, d, d);
-        for (int i = 0; i < n; i++) {
-            float *dr = a->dx + (size_t)a->scored[i0 + i] * d;
-            for (int c = 0; c < d; c++) dr[c] += a->dxs[(size_t)i * d + c];
-        }
+    for (int i = 0; i < M; i++) {
+        const int row = a->scored[i];
+        memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
+        a->lab[i] = a->tgt[row];
     }
+    /* the head on the M rows, hy = gelu(xs Wlᵀ + bl); logits hy Eᵀ + bias over all items;
+     * dhy = dlogits E, dE += dlogitsᵀ hy, dbias += Σ dlogits; then back through the head */
+    const size_t Md = (size_t)M * d;
+    linear_forward(a->hp, a->xs, p->t[T_LIN_W], p->t[T_LIN_B], M, d, d);
+    gelu_tanh_forward(a->hy, a->hp, Md);
+    const double sum = xent_table(a->dhy, p->dh[T_TOK], p->dh[T_BIAS], a->row_loss, a->hy, a->lab, M, p->h[T_TOK],
+                                  p->h[T_BIAS], V, d, 1.0f / (float)M, a->xent);
+    memset(a->dxs, 0, Md * sizeof(float));
+    gelu_tanh_backward(a->dxs, a->dhy, a->hp, Md);
+    memcpy(a->dhy, a->dxs, Md * sizeof(float));
+    memset(a->dxs, 0, Md * sizeof(float));
+    linear_backward(a->dxs, p->dt[T_LIN_W], p->dt[T_LIN_B], a->dhy, a->xs, p->t[T_LIN_W], M, d, d);
+    for (int i = 0; i < M; i++) /* one scored row per row: no two writers */
+        memcpy(a->dx + (size_t)a->scored[i] * d, a->dxs + (size_t)i * d, (size_t)d * sizeof(float));
     bert_backward(m, a, b->n_seqs, train);
     return sum / M;
 }

@@ -35,7 +35,7 @@
 #include "retriever/attn_common.h"
 
 #define SAS_LN_EPS 1e-6f
-/* Scored rows per slice of the [rows, n_items + 1] logits. */
+/* Users per slice of scores_last's [users, n_items + 1] scores. */
 #define SAS_LOGIT_ROWS 128
 
 /* The tables before the blocks, then the tensors of one block, in state_dict order. */
@@ -63,10 +63,12 @@ typedef struct {
     float *x0, *edrop;        /* [N, d] */
     sas_block_acts *blk;
     /* backward */
-    float *dx, *dx1, *ds, *dln0, *dq, *dk, *dv, *dh, *att_scratch; /* att_scratch [N] */
+    float *dx, *dx1, *ds, *dln0, *dq, *dk, *dv, *dh;
+    float *att_scratch;       /* attention_masked_scratch_floats(N): sequence s's from row start[s] */
     int *scored;              /* [N] rows that carry a loss */
-    float *xs, *dxs, *logits, *row_loss; /* [SAS_LOGIT_ROWS, d] x2, [SAS_LOGIT_ROWS, V], [SAS_LOGIT_ROWS] */
-    int32_t *lab;
+    float *xs, *dxs, *row_loss; /* [N, d] the scored rows of x2 (or scores_last's last rows), their gradient; [N] */
+    int32_t *lab;             /* [N] */
+    float *xent;              /* xent_table_scratch_floats(V, d) */
 } sas_acts;
 
 static const char *const block_names[B_COUNT] = {
@@ -144,7 +146,7 @@ static void sas_acts_free(void *acts) {
         }
     free(a->blk);
     free(a->dx); free(a->dx1); free(a->ds); free(a->dln0); free(a->dq); free(a->dk); free(a->dv); free(a->dh);
-    free(a->att_scratch); free(a->scored); free(a->xs); free(a->dxs); free(a->logits); free(a->row_loss); free(a->lab);
+    free(a->att_scratch); free(a->scored); free(a->xs); free(a->dxs); free(a->row_loss); free(a->lab); free(a->xent);
     free(a);
 }
 
@@ -180,9 +182,9 @@ static int sas_acts_create(void **out, const rt_model *m, int max_rows, int max_
         A(k->fdrop, N * d); A(k->s2, N * d); A(k->x2, N * d); A(k->x2_mean, N); A(k->x2_std, N);
     }
     A(a->dx, N * d); A(a->dx1, N * d); A(a->ds, N * d); A(a->dln0, N * d); A(a->dq, N * d); A(a->dk, N * d);
-    A(a->dv, N * d); A(a->dh, N * F); A(a->att_scratch, N); A(a->scored, N);
-    A(a->xs, (size_t)SAS_LOGIT_ROWS * d); A(a->dxs, (size_t)SAS_LOGIT_ROWS * d); A(a->logits, (size_t)SAS_LOGIT_ROWS * (size_t)a->V);
-    A(a->row_loss, SAS_LOGIT_ROWS); A(a->lab, SAS_LOGIT_ROWS);
+    A(a->dv, N * d); A(a->dh, N * F); A(a->att_scratch, attention_masked_scratch_floats(max_rows)); A(a->scored, N);
+    A(a->xs, N * d); A(a->dxs, N * d); A(a->row_loss, N); A(a->lab, N);
+    A(a->xent, xent_table_scratch_floats(a->V, a->d));
 #undef A
     if (!ok) {
         sas_acts_free(a);
@@ -230,10 +232,11 @@ static void sas_forward(const rt_model *m, sas_acts *a, const rt_batch *b, int t
             const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
             float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
             if (drop)
-                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r, 1);
             const size_t o = (size_t)r0 * d;
             attention_masked_forward(k->att + o, k->probs + a->poff[s], k->q + o, k->k + o, k->v + o, d,
-                                     a->valid + r0, drop, r, H, hd, 1);
+                                     a->valid + r0, drop, r, H, hd, 1,
+                                     a->att_scratch + attention_masked_scratch_floats(r0));
         }
         for (size_t i = 0; i < (size_t)N * d; i++) k->s1[i] = k->att[i] + k->ln0[i];
         layernorm_std_forward(k->x1, k->x1_mean, k->x1_std, k->s1, w[B_LNA_W], w[B_LNA_B], N, d, SAS_LN_EPS);
@@ -279,8 +282,8 @@ static void sas_backward(rt_model *m, sas_acts *a, const rt_batch *b, int train)
             const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
             const size_t o = (size_t)r0 * d;
             attention_masked_backward(a->dq + o, a->dk + o, a->dv + o, a->ds + o, k->probs + a->poff[s], k->q + o,
-                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
-                                      a->att_scratch + r0); /* each sequence its own rows */
+                                      k->k + o, k->v + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd, 1,
+                                      a->att_scratch + attention_masked_scratch_floats(r0));
         }
         linear_backward(a->dln0, dw[B_WQ], dw[B_BQ], a->dq, k->ln0, w[B_WQ], N, d, d);
         /* the block input: through k, v and LN0 */
@@ -314,25 +317,16 @@ static double sas_loss_backward(rt_model *m, void *acts, const rt_batch *b, int 
     if (M == 0)
         return 0.0;
     const float *x = sas_output(a);
-    double sum = 0.0;
-    for (int i0 = 0; i0 < M; i0 += SAS_LOGIT_ROWS) {
-        const int n = M - i0 < SAS_LOGIT_ROWS ? M - i0 : SAS_LOGIT_ROWS;
-        for (int i = 0; i < n; i++) {
-            const int row = a->scored[i0 + i];
-            memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
-            a->lab[i] = b->labels[row];
-        }
-        linear_forward(a->logits, a->xs, p->h[T_TOK], NULL, n, d, V);
-        sum += xent_rows(a->logits, a->row_loss, a->logits, V, a->lab, n, V, -1, 1.0f / (float)M);
-        /* dxs = dlogits E; dE += dlogitsᵀ xs */
-        float *dxs = a->dxs;
-        memset(dxs, 0, (size_t)n * d * sizeof(float));
-        linear_backward(dxs, p->dh[T_TOK], NULL, a->logits, a->xs, p->h[T_TOK], n, d, V);
-        for (int i = 0; i < n; i++) {
-            float *dr = a->dx + (size_t)a->scored[i0 + i] * d;
-            for (int c = 0; c < d; c++) dr[c] += dxs[(size_t)i * d + c];
-        }
+    for (int i = 0; i < M; i++) {
+        const int row = a->scored[i];
+        memcpy(a->xs + (size_t)i * d, x + (size_t)row * d, (size_t)d * sizeof(float));
+        a->lab[i] = b->labels[row];
     }
+    /* scores x Eᵀ over all items; dxs = dlogits E, dE += dlogitsᵀ xs */
+    const double sum = xent_table(a->dxs, p->dh[T_TOK], NULL, a->row_loss, a->xs, a->lab, M, p->h[T_TOK], NULL, V, d,
+                                  1.0f / (float)M, a->xent);
+    for (int i = 0; i < M; i++) /* one scored row per row: no two writers */
+        memcpy(a->dx + (size_t)a->scored[i] * d, a->dxs + (size_t)i * d, (size_t)d * sizeof(float));
     sas_backward(m, a, b, train);
     return sum / M;
 }

@@ -202,7 +202,7 @@ static int stosa_acts_create(void **out, const rt_model *m, int max_rows, int ma
     }
     A(a->dm0, N * d); A(a->dc, N * d); A(a->dtmp, N * d); A(a->ds, N * d); A(a->da, N * d); A(a->doc, N * d);
     A(a->dqm, N * d); A(a->dkm, N * d); A(a->dqc, N * d); A(a->dkc, N * d); A(a->dvc, N * d); A(a->dF, N * F);
-    A(a->att_scratch, N); A(a->scored, N);
+    A(a->att_scratch, attention_wasserstein_scratch_floats((int)N, (int)d)); A(a->scored, N);
     A(a->item_cov, V * d); A(a->item_sqrt, V * d); A(a->xs, (size_t)ST_CHUNK * d); A(a->xs2, (size_t)ST_CHUNK * d);
     A(a->prod, (size_t)ST_CHUNK * V);
 #undef A
@@ -262,10 +262,11 @@ static void stosa_forward(const rt_model *m, stosa_acts *a, const rt_batch *b, i
             const int r0 = b->seq_start[s], r = b->seq_start[s + 1] - r0;
             float *drop = pa > 0 ? k->pdrop + a->poff[s] : NULL;
             if (drop)
-                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r);
+                attn_probs_dropout(drop, r, H, pa, key, SITE(l, SITE_ATTN), attn_example(b, s), a->max_len - r, 1);
             const size_t o = (size_t)r0 * d;
             attention_wasserstein_forward(k->oc + o, k->probs + a->poff[s], k->qm + o, k->km + o, k->qc + o,
-                                          k->kc + o, k->vc + o, d, a->valid + r0, drop, r, H, hd, 1);
+                                          k->kc + o, k->vc + o, d, a->valid + r0, drop, r, H, hd, 1,
+                                          a->att_scratch + attention_wasserstein_scratch_floats(r0, d));
         }
         linear_forward(k->cd, k->oc, w[A_CD_W], w[A_CD_B], N, d, d);
         for (size_t i = 0; i < Nd; i++) k->s1[i] = (pd > 0 ? k->cd[i] * k->odrop[i] : k->cd[i]) + c[i];
@@ -320,8 +321,8 @@ static void stosa_backward(rt_model *m, stosa_acts *a, const rt_batch *b, int tr
             const size_t o = (size_t)r0 * d;
             attention_wasserstein_backward(a->dqm + o, a->dkm + o, a->dqc + o, a->dkc + o, a->dvc + o, a->doc + o,
                                            k->probs + a->poff[s], k->qm + o, k->km + o, k->qc + o, k->kc + o,
-                                           k->vc + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd,
-                                           a->att_scratch + r0);
+                                           k->vc + o, d, drop_a ? k->pdrop + a->poff[s] : NULL, r, H, hd, 1,
+                                           a->att_scratch + attention_wasserstein_scratch_floats(r0, d));
         }
         /* the covariance projections (through ELU + 1) into cin */
         elu_backward(a->dqc, a->dqc, k->qc_pre, (int64_t)Nd);
