@@ -565,8 +565,10 @@ TEST(ranker_train_two_ranks_sigint) {
     CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) != 0, "mpirun after SIGINT: status %#x (not a non-zero exit): %s", st,
               err ? err : "");
     CHECK_MSG(ranks_gone(ranks, n_ranks), "a rank is still running after mpirun ended");
-    /* stopped by agreement: rank 0's message, no rank ended the job by failing */
-    CHECK_MSG(err && strstr(err, "interrupted at step") && !strstr(err, "failed"), "stderr: %s", err ? err : "");
+    /* stopped by agreement: rank 0's message, no rank ended the job by failing (our own line: Open MPI's
+     * libevent may print "[warn] Epoll MOD(1) on fd N failed" while the job is torn down, harmlessly) */
+    CHECK_MSG(err && strstr(err, "interrupted at step") && !strstr(err, "mllm4rec: rank"), "stderr: %s",
+              err ? err : "");
     free(err);
     snprintf(pb, sizeof pb, "%s/train.jsonl", dir);
     const int lines = file_lines(pb);
