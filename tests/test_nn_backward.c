@@ -197,6 +197,33 @@ TEST(swiglu_backward_finite_differences) {
     CHECK_MSG(eg < 1e-3 && eu < 1e-3, "swiglu: dg %g du %g", eg, eu);
 }
 
+/* The 8-wide gate (nn/simd_exp.h) against double precision, over the range a
+ * gate meets and beyond (|g| up to 100, where e^|g| overflows a float), vector
+ * lanes and the scalar tail (n = 8k + 3) */
+TEST(swiglu_matches_double_precision) {
+    enum { N = 2003 };
+    mr_rng r;
+    mr_rng_seed(&r, 14);
+    float *g = malloc(5 * N * sizeof(float)), *u = g + N, *h = u + N, *dg = h + N, *du = dg + N;
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 200 ? (float)(i - 100) : (float)(4 * mr_rng_normal(&r));
+        u[i] = (float)mr_rng_normal(&r);
+    }
+    swiglu_forward(h, g, u, N);
+    swiglu_backward(dg, du, u, g, u, N); /* dh = u */
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double s = 1.0 / (1.0 + exp(-(double)g[i])), want[3] = {g[i] * s * u[i], u[i] * g[i] * s,
+                                                                       u[i] * u[i] * s * (1.0 + g[i] * (1.0 - s))};
+        /* dg's two terms cancel near g = -1.28: its error is relative to their sizes */
+        const double size[3] = {fabs(want[0]), fabs(want[1]), u[i] * u[i] * s * (1.0 + fabs(g[i] * (1.0 - s)))};
+        const float got[3] = {h[i], du[i], dg[i]};
+        for (int k = 0; k < 3; k++) worst = fmax(worst, fabs(got[k] - want[k]) / (size[k] + 1e-30));
+    }
+    free(g);
+    CHECK_MSG(worst < 2e-6, "swiglu: worst relative error %g against double precision", worst);
+}
+
 /* ---- lora */
 typedef struct {
     float *x, *a, *b, *y, *z, *probe;
@@ -301,6 +328,7 @@ int main(void) {
     RUN(attention_backward_grouped_heads_two_blocks);
     RUN(attention_one_query_matches_whole_sequence);
     RUN(swiglu_backward_finite_differences);
+    RUN(swiglu_matches_double_precision);
     RUN(lora_backward_finite_differences);
     RUN(embedding_backward_repeated_ids);
     RUN(matmul_backward_input_every_weight_type);
