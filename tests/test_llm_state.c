@@ -66,8 +66,21 @@ TEST(kept_activations_are_per_layer) {
     CHECK_OK(llm_forward(&k, ids, T, &last, 1, l2, &e), &e);
     int same = !memcmp(l1, l2, (size_t)nv * sizeof *l1);
     CHECK(same);
-    CHECK(k.acts.x_in[0] != k.acts.x_in[1] && k.acts.hidden[0] != k.acts.hidden[1]);
+    CHECK(k.acts.x_in[0] != k.acts.x_in[1] && k.acts.x_mid[0] != k.acts.x_mid[1]);
     CHECK(a.acts.hidden[0] == a.acts.hidden[1]);
+    /* gate, up and down's inputs are read back only for their adapters' gradients:
+     * one buffer for all layers without, one per layer with (a state made before
+     * such an adapter was attached refuses to run with it) */
+    CHECK(k.acts.hidden[0] == k.acts.hidden[1] && k.acts.xn_ffn[0] == k.acts.xn_ffn[1]);
+    llm_adapter ad;
+    CHECK_OK(llm_adapter_init(&ad, &m, 2, 4.0f, 0.0f, 1u << LLM_LORA_GATE | 1u << LLM_LORA_DOWN, 1, &e), &e);
+    CHECK_OK(llm_adapter_attach(&m, &ad, 1.0f, &e), &e);
+    CHECK(llm_forward(&k, ids, T, &last, 1, l2, &e) == MR_ERR_USAGE);
+    llm_state_free(&k);
+    CHECK_OK(llm_state_init(&k, &m, T, T, LLM_STATE_SCORE | LLM_STATE_KEEP_ACTS, &e), &e);
+    CHECK_OK(llm_forward(&k, ids, T, &last, 1, l2, &e), &e);
+    CHECK(!memcmp(l1, l2, (size_t)nv * sizeof *l1)); /* B = 0: the same function */
+    CHECK(k.acts.hidden[0] != k.acts.hidden[1] && k.acts.xn_ffn[0] != k.acts.xn_ffn[1]);
     /* layer 0's input is the embedding; layer 1's input is x_mid[0] + ffn(x_mid[0]) */
     float *emb = malloc((size_t)d * sizeof *emb);
     llm_embed_token(&m, ids[3], emb);
@@ -87,6 +100,8 @@ TEST(kept_activations_are_per_layer) {
     free(l2);
     llm_state_free(&a);
     llm_state_free(&k);
+    llm_adapter_detach(&m, &ad);
+    llm_adapter_free(&ad);
     llm_free(&m);
 }
 

@@ -133,8 +133,8 @@ TEST(attention_backward_grouped_heads_two_blocks) {
     float *stats = malloc(sizeof(float) * T * H * 2), *probs = malloc(sizeof(float) * attention_probs_floats(T, H));
     float *dq2 = malloc(sizeof(float) * T * QD), *dk2 = malloc(sizeof(float) * T * KVD), *dv2 = malloc(sizeof(float) * T * KVD);
     attention_forward_stats(out, stats, probs, q, k, v, T, 0, H, HKV, HD, scratch, sf);
-    attention_backward(dq, dk, dv, probe, out, stats, probs, q, k, v, T, H, HKV, HD, bscratch, bf);
-    attention_backward(dq2, dk2, dv2, probe, out, stats, NULL, q, k, v, T, H, HKV, HD, bscratch, bf);
+    attention_backward(dq, dk, dv, probe, out, stats, probs, q, k, v, T, 0, H, HKV, HD, bscratch, bf);
+    attention_backward(dq2, dk2, dv2, probe, out, stats, NULL, q, k, v, T, 0, H, HKV, HD, bscratch, bf);
     double same = 0;
     for (int i = 0; i < T * QD; i++) same = fmax(same, fabs(dq[i] - dq2[i]));
     for (int i = 0; i < T * KVD; i++) same = fmax(same, fmax(fabs(dk[i] - dk2[i]), fabs(dv[i] - dv2[i])));
@@ -146,6 +146,41 @@ TEST(attention_backward_grouped_heads_two_blocks) {
     double ev = fd_check(att_loss, &c, v, dv, (int64_t)T * KVD, 5, 1e-2f);
     free(q), free(k), free(v), free(out), free(probe), free(dq), free(dk), free(dv), free(scratch), free(bscratch), free(stats);
     CHECK_MSG(eq < 3e-3 && ek < 3e-3 && ev < 3e-3, "attention: worst relative errors dq %g dk %g dv %g", eq, ek, ev);
+}
+
+/* The queries from position pos0 on alone (the last layer of a training step,
+ * where only the loss rows reach the loss): the same dq rows, dk and dv as the
+ * whole sequence with no gradient above pos0; pos0 67 leaves one short block of
+ * 3 queries, pos0 5 two blocks (65 queries). */
+TEST(attention_backward_query_suffix) {
+    const int T = 70, H = 4, HKV = 2, HD = 8, QD = H * HD, KVD = HKV * HD;
+    mr_rng r;
+    mr_rng_seed(&r, 8);
+    float *buf = malloc(sizeof(float) * (size_t)(5 * T * QD + 6 * T * KVD + 2 * T * H * 2));
+    float *q = buf, *out = q + T * QD, *probe = out + T * QD, *dq = probe + T * QD, *dq2 = dq + T * QD;
+    float *k = dq2 + T * QD, *v = k + T * KVD, *dk = v + T * KVD, *dv = dk + T * KVD, *dk2 = dv + T * KVD, *dv2 = dk2 + T * KVD;
+    float *stats = dv2 + T * KVD, *stats2 = stats + T * H * 2;
+    const int64_t sf = attention_scratch_floats(T, 4), bf = attention_backward_scratch_floats(T, H, HKV, HD, 4);
+    float *scratch = malloc(sizeof(float) * (size_t)sf), *bscratch = malloc(sizeof(float) * (size_t)bf);
+    fill(q, T * QD, &r, 1);
+    fill(k, T * KVD, &r, 1);
+    fill(v, T * KVD, &r, 1);
+    const int pos0s[2] = {67, 5};
+    double worst = 0;
+    for (int c = 0; c < 2; c++) {
+        const int p0 = pos0s[c];
+        fill(probe, T * QD, &r, 1);
+        for (int i = 0; i < p0 * QD; i++) probe[i] = 0.0f;
+        attention_forward_stats(out, stats, NULL, q, k, v, T, 0, H, HKV, HD, scratch, sf);
+        attention_backward(dq, dk, dv, probe, out, stats, NULL, q, k, v, T, 0, H, HKV, HD, bscratch, bf);
+        attention_forward_stats(out, stats2, NULL, q + p0 * QD, k, v, T - p0, p0, H, HKV, HD, scratch, sf);
+        attention_backward(dq2, dk2, dv2, probe + p0 * QD, out, stats2, NULL, q + p0 * QD, k, v, T - p0, p0, H, HKV, HD,
+                           bscratch, bf);
+        for (int i = 0; i < (T - p0) * QD; i++) worst = fmax(worst, fabs(dq[p0 * QD + i] - dq2[i]));
+        for (int i = 0; i < T * KVD; i++) worst = fmax(worst, fmax(fabs(dk[i] - dk2[i]), fabs(dv[i] - dv2[i])));
+    }
+    free(buf), free(scratch), free(bscratch);
+    CHECK_MSG(worst < 1e-5, "attention from pos0: gradients %g from the whole sequence's", worst);
 }
 
 /* A generation step (one query at position n-1 over an n-key cache) takes its own
@@ -197,6 +232,33 @@ TEST(swiglu_backward_finite_differences) {
     CHECK_MSG(eg < 1e-3 && eu < 1e-3, "swiglu: dg %g du %g", eg, eu);
 }
 
+/* The 8-wide gate (nn/simd_exp.h) against double precision, over the range a
+ * gate meets and beyond (|g| up to 100, where e^|g| overflows a float), vector
+ * lanes and the scalar tail (n = 8k + 3) */
+TEST(swiglu_matches_double_precision) {
+    enum { N = 2003 };
+    mr_rng r;
+    mr_rng_seed(&r, 14);
+    float *g = malloc(5 * N * sizeof(float)), *u = g + N, *h = u + N, *dg = h + N, *du = dg + N;
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 200 ? (float)(i - 100) : (float)(4 * mr_rng_normal(&r));
+        u[i] = (float)mr_rng_normal(&r);
+    }
+    swiglu_forward(h, g, u, N);
+    swiglu_backward(dg, du, u, g, u, N); /* dh = u */
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double s = 1.0 / (1.0 + exp(-(double)g[i])), want[3] = {g[i] * s * u[i], u[i] * g[i] * s,
+                                                                       u[i] * u[i] * s * (1.0 + g[i] * (1.0 - s))};
+        /* dg's two terms cancel near g = -1.28: its error is relative to their sizes */
+        const double size[3] = {fabs(want[0]), fabs(want[1]), u[i] * u[i] * s * (1.0 + fabs(g[i] * (1.0 - s)))};
+        const float got[3] = {h[i], du[i], dg[i]};
+        for (int k = 0; k < 3; k++) worst = fmax(worst, fabs(got[k] - want[k]) / (size[k] + 1e-30));
+    }
+    free(g);
+    CHECK_MSG(worst < 2e-6, "swiglu: worst relative error %g against double precision", worst);
+}
+
 /* ---- lora */
 typedef struct {
     float *x, *a, *b, *y, *z, *probe;
@@ -220,13 +282,54 @@ TEST(lora_backward_finite_differences) {
     fill(b, OUT * R, &r, 1);
     fill(probe, T * OUT, &r, 1);
     /* gs = 0.5: the weight gradients are halved, dx is not */
-    lora_backward(dx, da, db, z, probe, x, a, b, T, IN, OUT, R, 2.5f, 0.5f);
+    lora_backward(dx, da, db, z, probe, x, a, b, T, IN, OUT, R, 2.5f, 0.5f, 1.0f);
     for (int i = 0; i < R * IN; i++) da[i] *= 2;
     for (int i = 0; i < OUT * R; i++) db[i] *= 2;
     lora_ctx c = {x, a, b, y, z, probe, T, IN, OUT, R, 2.5f};
     double ex = fd_check(lora_loss, &c, x, dx, T * IN, 1, 1e-2f), ea = fd_check(lora_loss, &c, a, da, R * IN, 1, 1e-2f),
            eb = fd_check(lora_loss, &c, b, db, OUT * R, 1, 1e-2f);
     CHECK_MSG(ex < 1e-3 && ea < 1e-3 && eb < 1e-3, "lora: dx %g dA %g dB %g", ex, ea, eb);
+}
+
+/* ---- lora dropout: a slice of an input gets the whole input's mask; the kept
+ * bits give the same dropped input again and the gradient (finite differences) */
+typedef struct {
+    float *x, *y, *probe;
+    int n;
+    uint64_t key;
+} drop_ctx;
+static double drop_loss(void *c) {
+    drop_ctx *k = c;
+    lora_dropout_forward(k->y, NULL, k->x, k->n, 0, 0.3f, k->key);
+    return dot(k->y, k->probe, k->n);
+}
+TEST(lora_dropout_slices_and_gradient) {
+    enum { N = 1003, CUT = 37 }; /* a cut inside a 16-chunk, a ragged end */
+    mr_rng r;
+    mr_rng_seed(&r, 9);
+    float *x = malloc(6 * N * sizeof(float)), *y = x + N, *y2 = y + N, *probe = y2 + N, *dx = probe + N, *again = dx + N;
+    uint8_t mask[(N + 15) / 16 * 2], mask2[(N + 15) / 16 * 2];
+    fill(x, N, &r, 1);
+    fill(probe, N, &r, 1);
+    const uint64_t key = 12345;
+    lora_dropout_forward(y, mask, x, N, 0, 0.3f, key);
+    lora_dropout_forward(y2, mask2, x, CUT, 0, 0.3f, key);
+    lora_dropout_forward(y2 + CUT, mask2, x + CUT, N - CUT, CUT, 0.3f, key);
+    int dropped = 0, same = 1;
+    for (int i = 0; i < N; i++) {
+        dropped += y[i] == 0.0f;
+        same &= y[i] == y2[i] && ((mask[i / 8] ^ mask2[i / 8]) >> (i % 8) & 1) == 0;
+        same &= y[i] == (mask[i / 8] >> (i % 8) & 1 ? x[i] * (1.0f / (1.0f - 0.3f)) : 0.0f);
+    }
+    lora_dropout_apply(again, x + CUT, mask, N - CUT, CUT, 0.3f, 0);
+    for (int i = CUT; i < N; i++) same &= again[i - CUT] == y[i];
+    lora_dropout_apply(dx, probe, mask, N, 0, 0.3f, 0);
+    drop_ctx c = {x, y2, probe, N, key};
+    const double err = fd_check(drop_loss, &c, x, dx, N, 3, 1e-2f);
+    free(x);
+    CHECK_MSG(same, "dropout: a slice, or the kept mask, gives other values than the whole input");
+    CHECK_MSG(dropped > 0.25 * N && dropped < 0.35 * N, "dropout: %d of %d dropped at p 0.3", dropped, N);
+    CHECK_MSG(err < 1e-3, "dropout: gradient against finite differences %g", err);
 }
 
 /* ---- embedding */
@@ -276,16 +379,18 @@ TEST(matmul_backward_input_every_weight_type) {
             dequantize_row(types[i], (uint8_t *)q + row * rb, deq + row * COLS, COLS);
         }
         qmat W = {types[i], ROWS, COLS, q, 0};
-        for (int j = 0; j < T * COLS; j++) dx[j] = 1.0f; /* accumulates */
-        matmul_backward_input(dx, dy, T, &W, scratch, 16 * COLS);
         double worst = 0;
-        for (int t = 0; t < T; t++)
-            for (int c = 0; c < COLS; c++) {
-                double s = 1.0;
-                for (int o = 0; o < ROWS; o++) s += (double)dy[t * ROWS + o] * deq[o * COLS + c];
-                double d = fabs(s - dx[t * COLS + c]);
-                if (d > worst) worst = d;
-            }
+        for (int beta = 1; beta >= 0; beta--) { /* 1 accumulates onto 1.0; 0 overwrites (even NaN) */
+            for (int j = 0; j < T * COLS; j++) dx[j] = beta ? 1.0f : NAN;
+            matmul_backward_input(dx, dy, T, &W, (float)beta, scratch, 16 * COLS);
+            for (int t = 0; t < T; t++)
+                for (int c = 0; c < COLS; c++) {
+                    double s = beta;
+                    for (int o = 0; o < ROWS; o++) s += (double)dy[t * ROWS + o] * deq[o * COLS + c];
+                    double d = fabs(s - dx[t * COLS + c]);
+                    if (!(d <= worst)) worst = d;
+                }
+        }
         if (worst > 1e-4) {
             free(w), free(deq), free(q), free(scratch);
             CHECK_MSG(0, "%s: dx differs from dy · dequant(W) by %g", quant_type_name(types[i]), worst);
@@ -299,9 +404,12 @@ int main(void) {
     RUN(rope_backward_adjacent_pairs);
     RUN(rope_backward_halves);
     RUN(attention_backward_grouped_heads_two_blocks);
+    RUN(attention_backward_query_suffix);
     RUN(attention_one_query_matches_whole_sequence);
     RUN(swiglu_backward_finite_differences);
+    RUN(swiglu_matches_double_precision);
     RUN(lora_backward_finite_differences);
+    RUN(lora_dropout_slices_and_gradient);
     RUN(embedding_backward_repeated_ids);
     RUN(matmul_backward_input_every_weight_type);
     return test_summary();

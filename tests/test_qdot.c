@@ -298,8 +298,8 @@ TEST(x8_layout_gives_the_same_numbers) {
     float *dy = malloc((size_t)3 * rows * sizeof *dy), *dx = calloc((size_t)3 * cols, sizeof *dx);
     float *dx8 = calloc((size_t)3 * cols, sizeof *dx8), *r = malloc(cols * sizeof *r), *r8 = malloc(cols * sizeof *r8);
     fill_normal(dy, 3 * rows, 99, 1.0f);
-    matmul_backward_input(dx, dy, 3, &W, scratch, sf);
-    matmul_backward_input(dx8, dy, 3, &X, scratch, sf);
+    matmul_backward_input(dx, dy, 3, &W, 1.0f, scratch, sf);
+    matmul_backward_input(dx8, dy, 3, &X, 1.0f, scratch, sf);
     int same_rows = 1;
     for (int k = 0; k < rows; k++) {
         qmat_row(&W, k, r), qmat_row(&X, k, r8);

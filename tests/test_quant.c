@@ -217,7 +217,7 @@ TEST(tiled_products_match_naive) {
             float *y0 = malloc((size_t)(T * rows) * sizeof *y0);
             memcpy(y0, y, (size_t)(T * rows) * sizeof *y0);
             matmul_forward(y, x, T, &W, 1.0f, scratch, sf);
-            matmul_backward_input(dx, dy, T, &W, scratch, sf);
+            matmul_backward_input(dx, dy, T, &W, 1.0f, scratch, sf);
             float *xs = malloc((size_t)(T * cols) * sizeof *xs);
             for (int64_t t = 0; t < T; t++) act_as_seen(types[k], x + t * cols, xs + t * cols, cols);
             double worst = 0;

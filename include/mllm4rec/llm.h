@@ -132,13 +132,17 @@ typedef struct llm_acts {
     float **att_stats;      /* [L] -> [T][n_head][2] softmax max, 1/sum per row (training states) */
     float **att_probs;      /* [L] -> the causal blocks of the softmax (LLM_STATE_KEEP_ACTS; nn/attention.h) */
     float **x_mid;          /* [L] -> [T][d] x_in + wo·att */
-    float **xn_ffn;         /* [L] -> [T][d] */
+    float **xn_ffn;         /* [L] -> [T][d] (one for all layers unless gate or up is adapted) */
     float **rstd_ffn;       /* [L] -> [T] */
     float **gate, **up;     /* [L] -> [T][n_ff] */
-    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_layers) */
+    float **hidden;         /* [L] -> [T][n_ff] silu(gate)·up (overwrites gate unless keep_in; per layer if down is adapted) */
     float *lora_tmp;        /* [T][lora_cap] */
     int lora_cap;           /* largest adapter rank the state holds */
-    float *lora_x;          /* [T][max(d, qd, n_ff)] dropped adapter input (training states) */
+    unsigned lora_targets;  /* targets with adapters when the state was made (xn_ffn, hidden kept per layer for theirs) */
+    float *lora_x;          /* [T][widest = max(d, qd, n_ff)] dropped adapter input (training states) */
+    int64_t widest;
+    uint8_t *drop_mask;     /* [L·7][T·widest bits] each adapter's dropout keep bits (training states) */
+    int64_t r_last;         /* the last forward computed the last layer's rows r_last.. only */
     float *xn_out;          /* [n_out][d] final norm of the positions asked for */
     float *rstd_out;        /* [n_out] */
     float *rope_cs;         /* [T][rope_dims/2][2] */

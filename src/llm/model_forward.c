@@ -23,36 +23,34 @@ static rope_params model_rope(const llm_model *m) {
     return p;
 }
 
-/* The largest rank of the adapters attached to m's linears (0 without). */
-static int max_lora_rank(const llm_model *m) {
+int llm_lora_rank_targets(const llm_model *m, unsigned *targets) {
     int r = 0;
+    *targets = 0;
     for (int l = 0; l < m->cfg.n_layer; l++)
         for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
             const llm_lora *lo = llm_layer_linear(&m->layers[l], t)->lora;
             if (lo && lo->rank > r) r = lo->rank;
+            if (lo) *targets |= 1u << t;
         }
     return r;
 }
 
 static void acts_free(llm_acts *a, int n_layer) {
-    const int n = a->keep_layers ? n_layer : 1;
-    float ***lists[] = {&a->xn_attn, &a->rstd_attn, &a->q, &a->att, &a->att_stats, &a->att_probs, &a->x_mid, &a->xn_ffn, &a->rstd_ffn, &a->gate, &a->up};
+    /* a list holds one buffer per layer or one for all; without keep_in (no
+     * backward) x_in aliases x and hidden aliases gate */
+    float ***lists[] = {&a->xn_attn, &a->rstd_attn, &a->q,    &a->att, &a->att_stats, &a->att_probs, &a->x_mid,
+                        &a->xn_ffn,  &a->rstd_ffn,  &a->gate, &a->up,  &a->x_in,      &a->hidden};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         float **p = *lists[i];
-        if (!p) continue;
-        for (int l = 0; l < n; l++) free(p[l]);
+        const int alias = !a->keep_in && (lists[i] == &a->x_in || lists[i] == &a->hidden);
+        for (int l = 0; p && !alias && l < n_layer; l++)
+            if (!l || p[l] != p[l - 1]) free(p[l]);
         free(p);
     }
-    /* without keep_in (no backward), x_in aliases x and hidden aliases gate */
-    if (a->x_in && a->keep_in)
-        for (int l = 0; l < n_layer; l++) free(a->x_in[l]);
-    if (a->hidden && a->keep_in)
-        for (int l = 0; l < n; l++) free(a->hidden[l]);
-    free(a->x_in);
-    free(a->hidden);
     free(a->x);
     free(a->lora_tmp);
     free(a->lora_x);
+    free(a->drop_mask);
     free(a->xn_out);
     free(a->rstd_out);
     free(a->rope_cs);
@@ -94,28 +92,34 @@ static int acts_init(llm_acts *a, const llm_model *m, int64_t T, int flags, mr_e
     a->T_cap = T;
     a->keep_layers = keep;
     a->keep_in = train;
-    int lr = max_lora_rank(m);
+    int lr = llm_lora_rank_targets(m, &a->lora_targets);
     a->lora_cap = lr > 0 ? lr : 1;
+    /* the inputs of gate, up and down are read back only for their adapters' gradients */
+    const int keep_ffn_in = keep && (a->lora_targets >> LLM_LORA_GATE & 3), keep_hidden = keep && (a->lora_targets >> LLM_LORA_DOWN & 1);
     int64_t widest = d > qd ? d : qd;
     if (c->n_ff > widest) widest = c->n_ff;
+    a->widest = widest;
     a->x = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
     a->xn_out = mr_alloc_aligned((size_t)(T * d) * sizeof(float), e);
     a->rstd_out = mr_alloc((size_t)T * sizeof(float), e);
     a->rope_cs = mr_alloc((size_t)(T * c->rope_dims) * sizeof(float), e);
     a->lora_tmp = mr_alloc((size_t)(T * a->lora_cap) * sizeof(float), e);
     if (!a->x || !a->xn_out || !a->rstd_out || !a->rope_cs || !a->lora_tmp) return MR_ERR_INTERNAL;
-    if (train && !(a->lora_x = mr_alloc_aligned((size_t)(T * widest) * sizeof(float), e))) return MR_ERR_INTERNAL;
+    /* one mask per (layer, target), touched only where an adapter drops out */
+    if (train && (!(a->lora_x = mr_alloc_aligned((size_t)(T * widest) * sizeof(float), e)) ||
+                  !(a->drop_mask = mr_alloc((size_t)(L * LLM_LORA_N_TARGETS * ((T * widest + 15) / 16 * 2)), e))))
+        return MR_ERR_INTERNAL;
     if (train ? acts_list(&a->x_in, (int)L, 1, T * d, e) : alias_list(&a->x_in, (int)L, a->x, e)) return MR_ERR_INTERNAL;
     if (acts_list(&a->xn_attn, (int)L, keep, T * d, e) || acts_list(&a->rstd_attn, (int)L, keep, T, e) ||
         acts_list(&a->q, (int)L, keep, T * qd, e) || acts_list(&a->att, (int)L, keep, T * qd, e) ||
-        acts_list(&a->x_mid, (int)L, keep, T * d, e) || acts_list(&a->xn_ffn, (int)L, keep, T * d, e) ||
+        acts_list(&a->x_mid, (int)L, keep, T * d, e) || acts_list(&a->xn_ffn, (int)L, keep_ffn_in, T * d, e) ||
         acts_list(&a->rstd_ffn, (int)L, keep, T, e) || acts_list(&a->gate, (int)L, keep, T * c->n_ff, e) ||
         acts_list(&a->up, (int)L, keep, T * c->n_ff, e) ||
         (train && acts_list(&a->att_stats, (int)L, keep, T * c->n_head * 2, e)) ||
         (keep && acts_list(&a->att_probs, (int)L, 1, attention_probs_floats(T, c->n_head), e)))
         return MR_ERR_INTERNAL;
     /* without a backward, silu(gate)·up overwrites gate (one [T][n_ff] buffer less) */
-    return train ? acts_list(&a->hidden, (int)L, keep, T * c->n_ff, e) : alias_list(&a->hidden, (int)L, a->gate[0], e);
+    return train ? acts_list(&a->hidden, (int)L, keep_hidden, T * c->n_ff, e) : alias_list(&a->hidden, (int)L, a->gate[0], e);
 }
 
 int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_T, int flags, mr_error *e) {
@@ -138,18 +142,12 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
     if (acts_init(&s->acts, m, max_T, flags, e)) goto fail;
     /* scratch: the largest dequantization tile or attention work, whichever is bigger */
     int64_t need = attention_scratch_floats(n_ctx, s->n_threads);
-    const llm_matrix *mats[] = {&m->output, &m->tok_embd};
-    for (int i = 0; i < 2; i++) {
-        qmat q = llm_qmat(mats[i]);
-        int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
-        if (f > need) need = f;
+    for (int i = -2; i < c->n_layer * LLM_LORA_N_TARGETS; i++) { /* output, tok_embd, every layer's linears */
+        const int t = LLM_LORA_N_TARGETS;
+        qmat q = llm_qmat(i < 0 ? (i == -2 ? &m->output : &m->tok_embd) : &llm_layer_linear(&m->layers[i / t], i % t)->w);
+        const int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
+        need = f > need ? f : need;
     }
-    for (int l = 0; l < c->n_layer; l++)
-        for (int t = 0; t < LLM_LORA_N_TARGETS; t++) {
-            qmat q = llm_qmat(&llm_layer_linear(&m->layers[l], t)->w);
-            int64_t f = matmul_scratch_floats(&q, LLM_TILE_FLOATS, s->n_threads);
-            if (f > need) need = f;
-        }
     s->scratch_floats = need;
     s->scratch = mr_alloc_aligned((size_t)need * sizeof(float), e);
     if (!s->scratch) goto fail;
@@ -177,47 +175,26 @@ void llm_embed_token(const llm_model *m, int32_t id, float *out) {
     qmat_row(&q, id, out);
 }
 
-/* The dropout mask is a hash of (seed, adapter id, index), so a backward (or a
- * recomputed forward) regenerates the forward's mask without storing it; one hash gives
- * four 16-bit draws (p in steps of 2^-16), unpacked 16 at a time so the select vectorizes. */
-void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add) {
-    const uint64_t key = mr_mix64(seed ^ ((uint64_t)(id + 1) << 40));
-    const uint32_t thresh = (uint32_t)((double)p * 65536.0 + 0.5);
-    const float keep_scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i0 = 0; i0 < n; i0 += 16) {
-        uint32_t draw[16]; /* element i0 + k + r: bits 16r.. of the hash of i0 + k */
-        for (int k = 0; k < 16; k += 4) {
-            const uint64_t h = mr_mix64(key + (uint64_t)(i0 + k));
-            for (int r = 0; r < 4; r++) draw[k + r] = (uint32_t)(h >> (16 * r)) & 0xffffu;
-        }
-        float *o = out + i0;
-        const float *xi = x + i0;
-        if (n - i0 >= 16 && add)
-            for (int k = 0; k < 16; k++) o[k] += draw[k] < thresh ? 0.0f : xi[k] * keep_scale;
-        else if (n - i0 >= 16)
-            for (int k = 0; k < 16; k++) o[k] = 0.0f + (draw[k] < thresh ? 0.0f : xi[k] * keep_scale);
-        else
-            for (int64_t k = 0; k < n - i0; k++) o[k] = (add ? o[k] : 0.0f) + (draw[k] < thresh ? 0.0f : xi[k] * keep_scale);
-    }
-}
-
-/* y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
-static void linear_forward(llm_state *s, float *y, const float *x, int64_t T, const llm_linear *L, float beta) {
+/* Rows r0..T-1 of y[T][rows] = beta·y + x[T][cols] Wᵀ + bias + scale·(drop(x) Aᵀ) Bᵀ */
+static void linear_forward(llm_state *s, float *y, const float *x, int64_t r0, int64_t T, const llm_linear *L,
+                           float beta) {
+    const int64_t rows = L->w.rows, cols = L->w.cols, n = T - r0;
+    if (n <= 0) return;
+    y += r0 * rows, x += r0 * cols;
     qmat q = llm_qmat(&L->w); /* training states: float activations (nn/matmul.h) */
-    (s->flags & LLM_TRAIN_STATE ? matmul_forward_float : matmul_forward)(y, x, T, &q, beta, s->scratch, s->scratch_floats);
-    const int64_t rows = L->w.rows;
+    (s->flags & LLM_TRAIN_STATE ? matmul_forward_float : matmul_forward)(y, x, n, &q, beta, s->scratch, s->scratch_floats);
     if (L->bias) {
-        for (int64_t t = 0; t < T; t++)
+        for (int64_t t = 0; t < n; t++)
             for (int64_t r = 0; r < rows; r++) y[t * rows + r] += L->bias[r];
     }
     if (L->lora) {
         const llm_lora *lo = L->lora;
         if (s->train && lo->dropout > 0.0f && s->acts.lora_x) {
-            llm_lora_dropout(s->acts.lora_x, x, T * lo->in, lo->dropout, s->dropout_seed, lo->id, 0);
+            lora_dropout_forward(s->acts.lora_x, llm_dropout_mask(s, lo), x, n * cols, r0 * cols, lo->dropout,
+                                 llm_dropout_key(s, lo));
             x = s->acts.lora_x;
         }
-        lora_forward(y, s->acts.lora_tmp, x, lo->a, lo->b, T, lo->in, lo->out, lo->rank, lo->scale);
+        lora_forward(y, s->acts.lora_tmp, x, lo->a, lo->b, n, lo->in, lo->out, lo->rank, lo->scale);
     }
 }
 
@@ -233,42 +210,43 @@ static float *kv_v(llm_state *s, int l) {
 /* Attention block of layer l over T positions starting at n_past:
  *   x_in[T][d] -> xn_attn = rmsnorm(x_in)·attn_norm
  *   q[T][qd] = rope(xn Wqᵀ + bq); k, v [T][kvd] into the cache rows n_past..
- *   att[T][qd] = attention(q, k, v); x_mid[T][d] = x_in + att Woᵀ */
-void llm_attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past) {
+ *   att[T][qd] = attention(q, k, v); x_mid[T][d] = x_in + att Woᵀ
+ * (q, att, x_mid: rows r0.. only; kept probabilities only when r0 is 0) */
+void llm_attention_block_forward(llm_state *s, int l, int64_t r0, int64_t T, int64_t n_past) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
     const llm_layer *L = &m->layers[l];
     llm_acts *a = &s->acts;
-    const int64_t d = c->n_embd, kvd = (int64_t)c->n_head_kv * c->head_dim;
+    const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
     rope_params rp = model_rope(m);
     rmsnorm_forward(a->xn_attn[l], a->rstd_attn[l], a->x_in[l], L->attn_norm, T, (int)d, c->rms_eps);
     float *k = kv_k(s, l) + n_past * kvd, *v = kv_v(s, l) + n_past * kvd;
-    linear_forward(s, a->q[l], a->xn_attn[l], T, &L->wq, 0.0f);
-    linear_forward(s, k, a->xn_attn[l], T, &L->wk, 0.0f);
-    linear_forward(s, v, a->xn_attn[l], T, &L->wv, 0.0f);
-    rope_forward(a->q[l], a->rope_cs, &rp, T, c->n_head, c->head_dim);
+    linear_forward(s, a->q[l], a->xn_attn[l], r0, T, &L->wq, 0.0f);
+    linear_forward(s, k, a->xn_attn[l], 0, T, &L->wk, 0.0f);
+    linear_forward(s, v, a->xn_attn[l], 0, T, &L->wv, 0.0f);
+    rope_forward(a->q[l] + r0 * qd, a->rope_cs + r0 * (c->rope_dims / 2 * 2), &rp, T - r0, c->n_head, c->head_dim);
     rope_forward(k, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
-    attention_forward_stats(a->att[l], a->att_stats ? a->att_stats[l] : NULL, a->att_probs ? a->att_probs[l] : NULL,
-                            a->q[l], kv_k(s, l), kv_v(s, l), T, n_past, c->n_head, c->n_head_kv, c->head_dim,
-                            s->scratch, s->scratch_floats);
-    memcpy(a->x_mid[l], a->x_in[l], (size_t)(T * d) * sizeof(float));
-    linear_forward(s, a->x_mid[l], a->att[l], T, &L->wo, 1.0f);
+    attention_forward_stats(a->att[l] + r0 * qd, a->att_stats ? a->att_stats[l] + r0 * c->n_head * 2 : NULL,
+                            a->att_probs && !r0 ? a->att_probs[l] : NULL, a->q[l] + r0 * qd, kv_k(s, l), kv_v(s, l),
+                            T - r0, n_past + r0, c->n_head, c->n_head_kv, c->head_dim, s->scratch, s->scratch_floats);
+    memcpy(a->x_mid[l] + r0 * d, a->x_in[l] + r0 * d, (size_t)((T - r0) * d) * sizeof(float));
+    linear_forward(s, a->x_mid[l], a->att[l], r0, T, &L->wo, 1.0f);
 }
 
-/* Feed-forward block of layer l: x_mid[T][d] -> xn_ffn = rmsnorm(x_mid)·ffn_norm,
+/* Feed-forward block of layer l, rows r0..T-1: x_mid[T][d] -> xn_ffn = rmsnorm(x_mid)·ffn_norm,
  * gate, up [T][n_ff], hidden = silu(gate)·up, x[T][d] = x_mid + hidden W_downᵀ */
-void llm_ffn_block_forward(llm_state *s, int l, int64_t T) {
+void llm_ffn_block_forward(llm_state *s, int l, int64_t r0, int64_t T) {
     const llm_model *m = s->m;
     const llm_config *c = &m->cfg;
     const llm_layer *L = &m->layers[l];
     llm_acts *a = &s->acts;
-    const int64_t d = c->n_embd;
-    rmsnorm_forward(a->xn_ffn[l], a->rstd_ffn[l], a->x_mid[l], L->ffn_norm, T, (int)d, c->rms_eps);
-    linear_forward(s, a->gate[l], a->xn_ffn[l], T, &L->w_gate, 0.0f);
-    linear_forward(s, a->up[l], a->xn_ffn[l], T, &L->w_up, 0.0f);
-    swiglu_forward(a->hidden[l], a->gate[l], a->up[l], T * c->n_ff);
-    memcpy(a->x, a->x_mid[l], (size_t)(T * d) * sizeof(float));
-    linear_forward(s, a->x, a->hidden[l], T, &L->w_down, 1.0f);
+    const int64_t d = c->n_embd, ff = c->n_ff, n = T - r0;
+    rmsnorm_forward(a->xn_ffn[l] + r0 * d, a->rstd_ffn[l] + r0, a->x_mid[l] + r0 * d, L->ffn_norm, n, (int)d, c->rms_eps);
+    linear_forward(s, a->gate[l], a->xn_ffn[l], r0, T, &L->w_gate, 0.0f);
+    linear_forward(s, a->up[l], a->xn_ffn[l], r0, T, &L->w_up, 0.0f);
+    swiglu_forward(a->hidden[l] + r0 * ff, a->gate[l] + r0 * ff, a->up[l] + r0 * ff, n * ff);
+    memcpy(a->x + r0 * d, a->x_mid[l] + r0 * d, (size_t)(n * d) * sizeof(float));
+    linear_forward(s, a->x, a->hidden[l], r0, T, &L->w_down, 1.0f);
 }
 
 /* logits[n_out][n_vocab] = rmsnorm(x[out_pos])·output_norm · outputᵀ */
@@ -299,16 +277,23 @@ int llm_forward_embd(llm_state *s, const float *embd, int64_t T, const int64_t *
         if (out_pos[i] < 0 || out_pos[i] >= T)
             return mr_fail(e, MR_ERR_USAGE, "forward: logits asked for position %lld of %lld", (long long)out_pos[i],
                            (long long)T);
-    if (max_lora_rank(m) > s->acts.lora_cap)
+    unsigned targets;
+    const int rank = llm_lora_rank_targets(m, &targets);
+    if (rank > s->acts.lora_cap)
         return mr_fail(e, MR_ERR_USAGE, "forward: an adapter of rank %d was attached after the state was made for %d",
-                       max_lora_rank(m), s->acts.lora_cap);
+                       rank, s->acts.lora_cap);
+    if (s->acts.keep_layers && (targets & ~s->acts.lora_targets) >> LLM_LORA_GATE)
+        return mr_fail(e, MR_ERR_USAGE, "forward: an adapter on gate, up or down was attached after the state was made");
     if (embd != s->acts.x) memcpy(s->acts.x, embd, (size_t)(T * d) * sizeof(float));
     rope_params rp = model_rope(m);
     rope_table(s->acts.rope_cs, &rp, T, n_past);
+    s->acts.r_last = T; /* the last layer from the first row asked for */
+    for (int i = 0; i < n_out; i++) s->acts.r_last = out_pos[i] < s->acts.r_last ? out_pos[i] : s->acts.r_last;
     for (int l = 0; l < c->n_layer; l++) {
+        const int64_t r0 = l == c->n_layer - 1 ? s->acts.r_last : 0;
         if (s->acts.keep_in) memcpy(s->acts.x_in[l], s->acts.x, (size_t)(T * d) * sizeof(float));
-        llm_attention_block_forward(s, l, T, n_past);
-        llm_ffn_block_forward(s, l, T);
+        llm_attention_block_forward(s, l, r0, T, n_past);
+        llm_ffn_block_forward(s, l, r0, T);
     }
     if (!s->kv.one_layer) s->kv.n_past += T;
     if (n_out > 0) logits_forward(s, out_pos, n_out, logits);

@@ -38,12 +38,22 @@ int llm_load_tokenizer(llm_model *m, mr_error *e);
 void llm_tokenizer_free_hook(llm_model *m);
 
 /* The forward's layer steps (model_forward.c), also run by the backward to
- * recompute a layer (LLM_STATE_RECOMPUTE). */
-void llm_attention_block_forward(llm_state *s, int l, int64_t T, int64_t n_past);
-void llm_ffn_block_forward(llm_state *s, int l, int64_t T);
-/* out[n] = drop(x) (add: out += drop(x)) with the mask of (seed, adapter id);
- * the gradient through it is the same function applied to the gradient. */
-void llm_lora_dropout(float *out, const float *x, int64_t n, float p, uint64_t seed, int id, int add);
+ * recompute a layer (LLM_STATE_RECOMPUTE); outputs for rows r0..T-1 only (the
+ * last layer's rows above the first logits asked for reach nothing; its k, v
+ * all rows). */
+void llm_attention_block_forward(llm_state *s, int l, int64_t r0, int64_t T, int64_t n_past);
+void llm_ffn_block_forward(llm_state *s, int l, int64_t r0, int64_t T);
+/* Adapter lo's dropout: its hash key for a step's seed, and its kept mask bits
+ * in a training state (the backward applies them instead of hashing again). */
+static inline uint64_t llm_dropout_key(const llm_state *s, const llm_lora *lo) {
+    return mr_mix64(s->dropout_seed ^ ((uint64_t)(lo->id + 1) << 40));
+}
+static inline uint8_t *llm_dropout_mask(const llm_state *s, const llm_lora *lo) {
+    return s->acts.drop_mask + (size_t)lo->id * (size_t)((s->acts.T_cap * s->acts.widest + 15) / 16 * 2);
+}
+/* The largest rank of the adapters attached to m's linears (0 without), and
+ * the targets that have one (bit t: target t in some layer). */
+int llm_lora_rank_targets(const llm_model *m, unsigned *targets);
 /* Maps a training state's pages at its making (one write per page, over the threads), not in its first step. */
 void llm_prefault(void *p, size_t bytes);
 /* Backward buffers of a training state (model_backward.c). */

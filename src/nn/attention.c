@@ -4,28 +4,7 @@
 #include <math.h>
 #include <omp.h>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* e^x for 8 floats (Cephes' expf: range reduction by ln 2, degree-6
- * polynomial), within 2 ulp of expf for the x <= 0 that softmax feeds it. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-#endif
+#include "nn/simd_exp.h"
 
 /* softmax in place; st (when not NULL) gets the row's max and 1 / sum, from which
  * softmax_row_replay rebuilds the same probabilities from the same scores. */
@@ -212,15 +191,15 @@ int64_t attention_backward_scratch_floats(int64_t T, int n_head, int n_head_kv, 
 }
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *stats,
-                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int n_head, int n_head_kv, int hd,
-                        float *scratch, int64_t scratch_floats) {
+                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int64_t pos0,
+                        int n_head, int n_head_kv, int hd, float *scratch, int64_t scratch_floats) {
     const int q_stride = n_head * hd, kv_stride = n_head_kv * hd, G = n_head / n_head_kv;
-    const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, kv_n = T * kv_stride;
-    const int64_t rows = (int64_t)G * ATTENTION_QBLOCK, per_thread = 2 * rows * T + 3 * rows * hd + 2 * kv_n;
+    const int64_t n_blocks = (T + ATTENTION_QBLOCK - 1) / ATTENTION_QBLOCK, n_keys = pos0 + T, kv_n = n_keys * kv_stride;
+    const int64_t rows = (int64_t)G * ATTENTION_QBLOCK, per_thread = 2 * rows * n_keys + 3 * rows * hd + 2 * kv_n;
     const float scale = 1.0f / sqrtf((float)hd);
     int nth = (int)(scratch_floats / per_thread);
     if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
-    if ((double)n_head * T * T * hd < (double)(1 << 20)) nth = 1;
+    if ((double)n_head * T * n_keys * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
     /* Work items (kv head, query block), the G query heads of the kv head stacked
      * into one [G·nq] block of rows so each product is G times taller (dK, dV sum
@@ -229,7 +208,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 #pragma omp parallel num_threads(nth)
     {
         const int tid = omp_get_thread_num();
-        float *P_t = scratch + tid * per_thread, *dP = P_t + rows * T, *Qs = dP + rows * T, *dOs = Qs + rows * hd;
+        float *P_t = scratch + tid * per_thread, *dP = P_t + rows * n_keys, *Qs = dP + rows * n_keys, *dOs = Qs + rows * hd;
         float *dQs = dOs + rows * hd, *dk_t = dQs + rows * hd, *dv_t = dk_t + kv_n;
         for (int64_t i = 0; i < 2 * kv_n; i++) dk_t[i] = 0.0f;
 #pragma omp for schedule(static, 1)
@@ -237,7 +216,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             const int64_t b = n_blocks - 1 - item / n_head_kv;
             const int g = (int)(item % n_head_kv);
             const int64_t t0 = b * ATTENTION_QBLOCK, nq = T - t0 < ATTENTION_QBLOCK ? T - t0 : ATTENTION_QBLOCK;
-            const int64_t nk = t0 + nq, m = G * nq; /* stacked row hh·nq + i: head g·G + hh, query t0 + i */
+            const int64_t nk = pos0 + t0 + nq, m = G * nq; /* stacked row hh·nq + i: head g·G + hh, query t0 + i */
             for (int64_t r = 0; r < m; r++) {
                 const int64_t off = (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
                 for (int c = 0; c < hd; c++) Qs[r * hd + c] = q[off + c], dOs[r * hd + c] = dout[off + c];
@@ -247,10 +226,10 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             if (!probs) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, hd, scale, Qs, hd,
                                     k + g * hd, kv_stride, 0.0f, P_t, (int)nk);
             for (int64_t r = 0; r < m && !probs; r++) {
-                const int64_t t = t0 + r % nq;
+                const int64_t t = t0 + r % nq; /* at position pos0 + t: keys 0 .. pos0 + t */
                 float *row = P_t + r * nk;
-                softmax_row_replay(row, t + 1, stats + (t * n_head + g * G + r / nq) * 2);
-                for (int64_t j = t + 1; j < nk; j++) row[j] = 0.0f;
+                softmax_row_replay(row, pos0 + t + 1, stats + (t * n_head + g * G + r / nq) * 2);
+                for (int64_t j = pos0 + t + 1; j < nk; j++) row[j] = 0.0f;
             }
             /* dV_g[0:nk] += Pᵀ dO ; dP = dO V_gᵀ */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)m, 1.0f, P, (int)nk, dOs, hd, 1.0f,
@@ -282,8 +261,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         for (int64_t i = 0; i < kv_n; i++) {
             float sk = 0, sv = 0;
             for (int t = 0; t < omp_get_num_threads(); t++) {
-                sk += scratch[t * per_thread + 2 * rows * T + 3 * rows * hd + i];
-                sv += scratch[t * per_thread + 2 * rows * T + 3 * rows * hd + kv_n + i];
+                sk += scratch[t * per_thread + 2 * rows * n_keys + 3 * rows * hd + i];
+                sv += scratch[t * per_thread + 2 * rows * n_keys + 3 * rows * hd + kv_n + i];
             }
             dk[i] = sk;
             dv[i] = sv;

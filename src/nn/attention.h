@@ -29,20 +29,21 @@ int64_t attention_probs_floats(int64_t T, int n_head);
 void attention_forward_stats(float *out, float *stats, float *probs, const float *q, const float *k, const float *v, int64_t T,
                              int64_t pos0, int n_head, int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
-/* Scratch floats attention_backward needs. */
+/* Scratch floats attention_backward needs for T keys. */
 int64_t attention_backward_scratch_floats(int64_t T, int n_head, int n_head_kv, int hd, int n_threads);
 
-/* The gradient of attention_forward over a whole sequence (pos0 = 0): given
- * dout[T][n_head*hd], the forward's output out[T][n_head*hd], its row statistics
- * stats[T][n_head][2] or probabilities (probs, when not NULL) from
- * attention_forward_stats, and q, k, v, writes
- * dq[T][n_head*hd], dk[T][n_head_kv*hd], dv[T][n_head_kv*hd] (overwritten).
+/* The gradient of attention_forward for T queries at positions pos0 .. pos0+T-1
+ * over keys 0 .. pos0+T-1 (a whole sequence: pos0 = 0): given dout[T][n_head*hd],
+ * the forward's output out[T][n_head*hd], its row statistics stats[T][n_head][2]
+ * or probabilities (probs, when not NULL; pos0 0 only) from
+ * attention_forward_stats, and q[T], k, v [pos0+T] rows, writes
+ * dq[T][n_head*hd], dk[pos0+T][n_head_kv*hd], dv[pos0+T][n_head_kv*hd] (overwritten).
  * Without probs they are rebuilt block by block from the scores and the
  * statistics, nothing T x T is kept; the softmax's row term Σ_j P dP comes
  * from dout · out. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *stats,
-                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int n_head,
-                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
+                        const float *probs, const float *q, const float *k, const float *v, int64_t T, int64_t pos0,
+                        int n_head, int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
 /* row[0..n) = softmax(row[0..n)) in place (max-subtracted, fp32 sums); every
  * attention kernel (causal here, unmasked and cross in attention_full.c) uses it. */

@@ -220,21 +220,21 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
     matmul_groups_forward(y, x, 1, T, W, beta, scratch, scratch_floats);
 }
 
-void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float *scratch,
+void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float beta, float *scratch,
                            int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
     if (W->type == GGML_TYPE_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)cols, (int)rows, 1.0f, dy, (int)rows,
-                    (const float *)W->data, (int)cols, 1.0f, dx, (int)cols);
+                    (const float *)W->data, (int)cols, beta, dx, (int)cols);
         return;
     }
     int64_t tile = scratch_floats / cols;
     if (tile < 1) tile = 1;
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    for (int64_t r0 = 0; r0 < rows; r0 += tile) { /* the first tile applies beta, the others add */
         const int64_t n = rows - r0 < tile ? rows - r0 : tile;
         matmul_dequantize_rows(W, r0, n, scratch);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)cols, (int)n, 1.0f, dy + r0, (int)rows,
-                    scratch, (int)cols, 1.0f, dx, (int)cols);
+                    scratch, (int)cols, r0 ? 1.0f : beta, dx, (int)cols);
     }
 }

@@ -38,8 +38,9 @@ void matmul_forward(float *y, const float *x, int64_t T, const qmat *W, float be
 void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, float beta, float *scratch,
                           int64_t scratch_floats);
 
-/* dx[T][cols] += dy[T][rows] · W  (the input gradient of matmul_forward). */
-void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float *scratch,
+/* dx[T][cols] = beta·dx + dy[T][rows] · W  (the input gradient of matmul_forward;
+ * beta 0 overwrites dx, whatever it held, 1 adds to it). */
+void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W, float beta, float *scratch,
                            int64_t scratch_floats);
 
 /* Row r of W as floats (embedding lookup). */
