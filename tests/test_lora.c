@@ -170,8 +170,8 @@ static void tiny_make(tiny *t, int rope_halves, int qwen_bias, uint64_t seed) {
     float *emb = TAKE(V * D), *out = TAKE(V * D);
     fill(emb, V * D, &r, 0.5, 0);
     fill(out, V * D, &r, 0.3, 0);
-    m->tok_embd = (llm_matrix){GGML_TYPE_F32, V, D, emb};
-    m->output = (llm_matrix){GGML_TYPE_F32, V, D, out};
+    m->tok_embd = (llm_matrix){GGML_TYPE_F32, V, D, emb, 0};
+    m->output = (llm_matrix){GGML_TYPE_F32, V, D, out, 0};
     float *on = TAKE(D);
     fill(on, D, &r, 0.1, 1);
     m->output_norm = on;
@@ -186,7 +186,7 @@ static void tiny_make(tiny *t, int rope_halves, int qwen_bias, uint64_t seed) {
         for (int k = 0; k < 7; k++) {
             float *w = TAKE(rows[k] * cols[k]);
             fill(w, rows[k] * cols[k], &r, 0.25, 0);
-            tiny_linear(t, l, k)->w = (llm_matrix){GGML_TYPE_F32, rows[k], cols[k], w};
+            tiny_linear(t, l, k)->w = (llm_matrix){GGML_TYPE_F32, rows[k], cols[k], w, 0};
         }
         float *bq = TAKE(D), *bk = TAKE(KV), *bv = TAKE(KV);
         fill(bq, D, &r, 0.1, 0);
