@@ -73,7 +73,8 @@ static int time_run(const char *path, int T, int n_gen, int reps, double *tok_s,
         return 1;
     }
     llm_state s;
-    if (llm_state_init(&s, &m, T + n_gen, T, LLM_STATE_SCORE * (n_gen == 0), e)) {
+    /* generation: an f16 cache, `llm generate`'s default and llama-bench's */
+    if (llm_state_init(&s, &m, T + n_gen, T, n_gen ? LLM_STATE_KV_F16 : LLM_STATE_SCORE, e)) {
         llm_free(&m);
         return 1;
     }

@@ -25,11 +25,13 @@ TEST(generate_prints_llama_cpp_text) {
     const char *m = test_shared_path("reference/models/stories260K.gguf");
     json_t *p = prompt0("reference/models/stories260K.reference.json", "stories260K");
     if (!m || !p) SKIP("stories260K reference not present");
-    int rc = test_cli(out, sizeof out, "llm generate --model %s --prompt '%s' -n 64 --threads 2", m,
+    /* the references were made with an F32 KV cache */
+    int rc = test_cli(out, sizeof out, "llm generate --model %s --prompt '%s' -n 64 --threads 2 --cache-type f32", m,
                       json_string_value(json_object_get(p, "prompt")));
     CHECK(rc == 0);
     CHECK_MSG(!strcmp(out, json_string_value(json_object_get(p, "greedy_text"))), "got: %s", out);
-    /* --print-ids: the ids, space separated */
+    CHECK(test_cli(NULL, 0, "llm generate --model %s --ids 1 -n 2 --cache-type f8 2>/dev/null", m) == 2);
+    /* --print-ids: the ids, space separated (the default f16 cache gives the same 8 here) */
     rc = test_cli(out, sizeof out, "llm generate --model %s --prompt '%s' -n 8 --print-ids", m,
                   json_string_value(json_object_get(p, "prompt")));
     CHECK(rc == 0);

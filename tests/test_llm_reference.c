@@ -250,7 +250,7 @@ static void check_greedy(llm_model *m, json_t *ids_json, json_t *ref_json, int n
     collected got = {.n = 0};
     llm_sampler smp = {0, 0, 1, 0};
     mr_error e = {0};
-    int rc = llm_generate(m, prompt, n_prompt, n_predict, &smp, 0, collect, &got, &e);
+    int rc = llm_generate(m, prompt, n_prompt, n_predict, &smp, 0, 0, collect, &got, &e); /* F32 cache, as the references */
     free(prompt);
     if (rc) free(ref);
     CHECK_OK(rc, &e);

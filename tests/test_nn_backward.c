@@ -208,6 +208,43 @@ TEST(attention_one_query_matches_whole_sequence) {
     CHECK_MSG(dout < 1e-5 && dst < 1e-5, "one query: output %g apart, statistics %g apart (relative)", dout, dst);
 }
 
+/* An f16 KV cache (generation): a prompt of T0 rows, then one step, through
+ * attention_forward_f16_cache give what attention_forward gives on keys and values
+ * rounded to f16: the prompt exactly (it is that call), the one-query step, which
+ * widens the f16 rows as it reads them, within 1e-5; the cache holds the rounded
+ * rows. */
+TEST(attention_f16_cache_matches_rounded_floats) {
+    const int T = 70, T0 = 69, H = 6, HKV = 2, HD = 20, QD = H * HD, KVD = HKV * HD;
+    mr_rng r;
+    mr_rng_seed(&r, 6);
+    float *q = malloc(sizeof(float) * T * QD), *k = malloc(sizeof(float) * T * KVD), *v = malloc(sizeof(float) * T * KVD);
+    float *kr = malloc(sizeof(float) * T * KVD), *vr = malloc(sizeof(float) * T * KVD);
+    float *k32 = malloc(sizeof(float) * T * KVD), *v32 = malloc(sizeof(float) * T * KVD);
+    uint16_t *k16 = malloc(sizeof(uint16_t) * T * KVD), *v16 = malloc(sizeof(uint16_t) * T * KVD);
+    float *want = malloc(sizeof(float) * T * QD), *got = malloc(sizeof(float) * T * QD);
+    const int64_t sf = attention_scratch_floats(T, 2);
+    float *scratch = malloc(sizeof(float) * (size_t)sf);
+    fill(q, T * QD, &r, 1);
+    fill(k, T * KVD, &r, 1);
+    fill(v, T * KVD, &r, 1);
+    for (int i = 0; i < T * KVD; i++) kr[i] = mr_f16_to_f32(mr_f32_to_f16(k[i])), vr[i] = mr_f16_to_f32(mr_f32_to_f16(v[i]));
+    attention_forward(want, q, kr, vr, T, 0, H, HKV, HD, scratch, sf);
+    memcpy(k32, k, sizeof(float) * T0 * KVD), memcpy(v32, v, sizeof(float) * T0 * KVD);
+    attention_forward_f16_cache(got, q, T0, k32, v32, k16, v16, 0, T0, H, HKV, HD, scratch, sf); /* the prompt */
+    int prompt_same = memcmp(got, want, sizeof(float) * T0 * QD) == 0;
+    memcpy(k32 + T0 * KVD, k + T0 * KVD, sizeof(float) * KVD), memcpy(v32 + T0 * KVD, v + T0 * KVD, sizeof(float) * KVD);
+    attention_forward_f16_cache(got + T0 * QD, q + T0 * QD, 1, k32, v32, k16, v16, T0, 1, H, HKV, HD, scratch, sf);
+    double dstep = 0;
+    for (int i = 0; i < QD; i++) dstep = fmax(dstep, fabs(got[T0 * QD + i] - want[T0 * QD + i]));
+    int cache_rounded = 1;
+    for (int i = 0; i < T * KVD; i++) cache_rounded &= mr_f16_to_f32(k16[i]) == kr[i] && mr_f16_to_f32(v16[i]) == vr[i];
+    free(q), free(k), free(v), free(kr), free(vr), free(k32), free(v32), free(k16), free(v16), free(want), free(got);
+    free(scratch);
+    CHECK(prompt_same);
+    CHECK_MSG(dstep < 1e-5, "one step over the f16 cache: %g from the rounded floats", dstep);
+    CHECK(cache_rounded);
+}
+
 /* ---- swiglu */
 typedef struct {
     float *g, *u, *h, *probe;
@@ -406,6 +443,7 @@ int main(void) {
     RUN(attention_backward_grouped_heads_two_blocks);
     RUN(attention_backward_query_suffix);
     RUN(attention_one_query_matches_whole_sequence);
+    RUN(attention_f16_cache_matches_rounded_floats);
     RUN(swiglu_backward_finite_differences);
     RUN(swiglu_matches_double_precision);
     RUN(lora_backward_finite_differences);

@@ -154,6 +154,9 @@ void mr_progress_end(mr_progress *p);
 /* ---- half precision: IEEE f16 and bfloat16, round to nearest even ---- */
 float mr_f16_to_f32(uint16_t h);
 uint16_t mr_f32_to_f16(float f);
+/* n values at a time (8 per instruction with F16C), the same bits as one by one. */
+void mr_f32_to_f16_row(uint16_t *dst, const float *src, int64_t n);
+void mr_f16_to_f32_row(float *dst, const uint16_t *src, int64_t n);
 float mr_bf16_to_f32(uint16_t h);
 uint16_t mr_f32_to_bf16(float f);
 /* The portable versions (what the above do without F16C); for tests. */

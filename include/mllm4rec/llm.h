@@ -154,12 +154,16 @@ typedef struct llm_kv {
     int64_t n_ctx, n_past;
     int one_layer;
     float *k, *v;
+    uint16_t *k16, *v16; /* LLM_STATE_KV_F16: the cache [n_layer][n_ctx][kvd] in f16; k, v then hold one layer */
 } llm_kv;
 
 /* LLM_STATE_KEEP_ACTS keeps every layer's activations for llm_train_step;
  * LLM_STATE_RECOMPUTE keeps only each layer's input and recomputes a layer in
  * the backward (n_layer·T·d floats instead of every activation). */
-enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2, LLM_STATE_RECOMPUTE = 4 };
+/* LLM_STATE_KV_F16 (generation only) keeps the cache in f16, llama.cpp's default: a
+ * generation step reads half the bytes of it, and attention sees keys and values
+ * rounded to f16. */
+enum { LLM_STATE_GENERATE = 0, LLM_STATE_SCORE = 1, LLM_STATE_KEEP_ACTS = 2, LLM_STATE_RECOMPUTE = 4, LLM_STATE_KV_F16 = 8 };
 /* states that train: their forwards keep float activations (nn/matmul.h: matmul_forward_float) */
 #define LLM_TRAIN_STATE (LLM_STATE_KEEP_ACTS | LLM_STATE_RECOMPUTE)
 
@@ -279,9 +283,10 @@ typedef struct llm_sampler {
 /* Callback per generated token; return nonzero to stop. */
 typedef int (*llm_token_cb)(int32_t id, void *user);
 /* Feeds the prompt, then samples up to n_predict tokens (stops at an
- * end-of-generation token, which is not passed on). n_ctx: cache size. */
+ * end-of-generation token, which is not passed on). n_ctx: cache size; kv_f16:
+ * the cache in f16 (LLM_STATE_KV_F16, llama.cpp's default), else in floats. */
 int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, int n_predict, const llm_sampler *smp,
-                 int64_t n_ctx, llm_token_cb cb, void *user, mr_error *e);
+                 int64_t n_ctx, int kv_f16, llm_token_cb cb, void *user, mr_error *e);
 /* One sampling step over logits[n_vocab] (rng advanced); work: 2·n_vocab floats. */
 int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_rng *rng, float *work);
 

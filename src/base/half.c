@@ -89,3 +89,20 @@ uint16_t mr_f32_to_f16(float f) {
     return mr_f32_to_f16_soft(f);
 #endif
 }
+
+void mr_f32_to_f16_row(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) dst[i] = mr_f32_to_f16(src[i]);
+}
+
+void mr_f16_to_f32_row(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = mr_f16_to_f32(src[i]);
+}

@@ -33,7 +33,7 @@ static int on_token(int32_t id, void *user) {
 }
 
 CLI_COMMAND(cmd_llm_generate) {
-    const char *model = NULL, *lora = NULL, *prompt = NULL, *ids = NULL;
+    const char *model = NULL, *lora = NULL, *prompt = NULL, *ids = NULL, *cache_type = "f16";
     int64_t n_predict = 64, threads = 0, seed = 0, top_k = 40, ctx = 0;
     double temp = 0, top_p = 0.95;
     int print_ids = 0;
@@ -47,16 +47,19 @@ CLI_COMMAND(cmd_llm_generate) {
         {"--top-p", FLAG_DOUBLE, &top_p, "sampling: nucleus mass (default 0.95, 1 = all)", 0},
         {"--seed", FLAG_INT, &seed, "sampling seed (default 0)", 0},
         {"--ctx", FLAG_INT, &ctx, "KV cache positions (default prompt + n)", 0},
+        {"--cache-type", FLAG_STR, &cache_type, "KV cache precision: f16 (default, as llama.cpp's) or f32", 0},
         {"--threads", FLAG_INT, &threads, "threads (default: all)", 0},
         {"--print-ids", FLAG_BOOL, &print_ids, "print the generated token ids instead of text", 0},
         {"--lora", FLAG_STR, &lora, "llama.cpp LoRA adapter (GGUF) to apply", 0},
     };
     int rc = cli_parse(argc, argv, 1, flags, (int)(sizeof flags / sizeof flags[0]),
                        "usage: mllm4rec llm generate --model M (--prompt S | --ids \"1 2 3\") [-n 64] [--temp 0] "
-                       "[--seed S] [--threads T] [--print-ids] [--lora A.gguf]");
+                       "[--seed S] [--threads T] [--print-ids] [--lora A.gguf] [--cache-type f16|f32]");
     if (rc) return rc < 0 ? 0 : rc;
     if (n_predict < 0 || n_predict > 1 << 20) return cli_usage_error("llm generate", "-n must be 0..1048576");
     if (temp < 0) return cli_usage_error("llm generate", "--temp must be >= 0");
+    if (strcmp(cache_type, "f16") && strcmp(cache_type, "f32"))
+        return cli_usage_error("llm generate", "--cache-type must be f16 or f32");
     llm_model m;
     if ((rc = llm_cli_load("llm generate", model, lora, threads, &m))) return rc;
     if (!print_ids && !m.tok) {
@@ -80,7 +83,7 @@ CLI_COMMAND(cmd_llm_generate) {
     llm_sampler smp = {(float)temp, (int)top_k, (float)top_p, (uint64_t)seed};
     gen_out g = {.m = &m, .print_ids = print_ids};
     mr_error e = {0};
-    rc = llm_generate(&m, input, n_input, (int)n_predict, &smp, ctx, on_token, &g, &e);
+    rc = llm_generate(&m, input, n_input, (int)n_predict, &smp, ctx, !strcmp(cache_type, "f16"), on_token, &g, &e);
     if (print_ids || isatty(STDOUT_FILENO)) printf("\n");
     free(input);
     free(g.buf);

@@ -51,13 +51,13 @@ int32_t llm_sample(const float *logits, int n_vocab, const llm_sampler *smp, mr_
 }
 
 int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, int n_predict, const llm_sampler *smp,
-                 int64_t n_ctx, llm_token_cb cb, void *user, mr_error *e) {
+                 int64_t n_ctx, int kv_f16, llm_token_cb cb, void *user, mr_error *e) {
     if (n_prompt <= 0) return mr_fail(e, MR_ERR_USAGE, "generate: the prompt is empty (no tokens)");
     if (n_predict < 0) return mr_fail(e, MR_ERR_USAGE, "generate: negative token count");
     if (n_ctx < n_prompt + n_predict) n_ctx = n_prompt + n_predict;
     llm_state s;
     int64_t batch = n_prompt < LLM_PROMPT_BATCH ? n_prompt : LLM_PROMPT_BATCH;
-    int rc = llm_state_init(&s, m, n_ctx, batch, LLM_STATE_GENERATE, e);
+    int rc = llm_state_init(&s, m, n_ctx, batch, kv_f16 ? LLM_STATE_KV_F16 : LLM_STATE_GENERATE, e);
     if (rc) return rc;
     const int nv = m->cfg.n_vocab;
     float *logits = mr_alloc((size_t)nv * sizeof *logits, e);
@@ -83,8 +83,7 @@ int llm_generate(const llm_model *m, const int32_t *prompt, int64_t n_prompt, in
         if ((rc = llm_forward(&s, &id, 1, &zero, 1, logits, e))) goto done;
     }
 done:
-    free(logits);
-    free(work);
+    free(logits), free(work);
     llm_state_free(&s);
     return rc;
 }

@@ -135,10 +135,14 @@ int llm_state_init(llm_state *s, const llm_model *m, int64_t n_ctx, int64_t max_
     /* one layer's cache when nothing generates after the pass: scoring, and training
      * with recomputation (the backward recomputes a layer's k and v with it) */
     s->kv.one_layer = (flags & (LLM_STATE_SCORE | LLM_STATE_RECOMPUTE)) && !(flags & LLM_STATE_KEEP_ACTS);
-    const int64_t kv_layers = s->kv.one_layer ? 1 : c->n_layer;
+    const int f16 = (flags & LLM_STATE_KV_F16) != 0; /* then k, v hold one layer in floats */
+    if (f16 && (flags & ~LLM_STATE_KV_F16)) return mr_fail(e, MR_ERR_USAGE, "an f16 KV cache is for generation only");
+    const size_t kv16_bytes = (size_t)(c->n_layer * n_ctx * kvd) * sizeof(uint16_t);
+    if (f16) s->kv.k16 = mr_alloc_aligned(kv16_bytes, e), s->kv.v16 = mr_alloc_aligned(kv16_bytes, e);
+    const int64_t kv_layers = s->kv.one_layer || f16 ? 1 : c->n_layer;
     s->kv.k = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
     s->kv.v = mr_alloc_aligned((size_t)(kv_layers * n_ctx * kvd) * sizeof(float), e);
-    if (!s->kv.k || !s->kv.v) goto fail;
+    if (!s->kv.k || !s->kv.v || (f16 && (!s->kv.k16 || !s->kv.v16))) goto fail;
     if (acts_init(&s->acts, m, max_T, flags, e)) goto fail;
     /* scratch: the largest dequantization tile or attention work, whichever is bigger */
     int64_t need = attention_scratch_floats(n_ctx, s->n_threads);
@@ -162,8 +166,7 @@ void llm_state_free(llm_state *s) {
     if (!s || !s->m) return;
     acts_free(&s->acts, s->m->cfg.n_layer);
     llm_grads_free(s);
-    free(s->kv.k);
-    free(s->kv.v);
+    free(s->kv.k), free(s->kv.v), free(s->kv.k16), free(s->kv.v16);
     free(s->scratch);
     memset(s, 0, sizeof *s);
 }
@@ -198,13 +201,9 @@ static void linear_forward(llm_state *s, float *y, const float *x, int64_t r0, i
     }
 }
 
-static float *kv_k(llm_state *s, int l) {
-    const int64_t kvd = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
-    return s->kv.k + (s->kv.one_layer ? 0 : (int64_t)l * s->kv.n_ctx * kvd);
-}
-static float *kv_v(llm_state *s, int l) {
-    const int64_t kvd = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
-    return s->kv.v + (s->kv.one_layer ? 0 : (int64_t)l * s->kv.n_ctx * kvd);
+/* Layer l's rows of the float cache k or v (the one layer they hold, when one_layer or f16). */
+static float *kv_layer(const llm_state *s, float *cache, int l) {
+    return cache + (s->kv.one_layer || s->kv.k16 ? 0 : l * s->kv.n_ctx * s->m->cfg.n_head_kv * s->m->cfg.head_dim);
 }
 
 /* Attention block of layer l over T positions starting at n_past:
@@ -220,15 +219,21 @@ void llm_attention_block_forward(llm_state *s, int l, int64_t r0, int64_t T, int
     const int64_t d = c->n_embd, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
     rope_params rp = model_rope(m);
     rmsnorm_forward(a->xn_attn[l], a->rstd_attn[l], a->x_in[l], L->attn_norm, T, (int)d, c->rms_eps);
-    float *k = kv_k(s, l) + n_past * kvd, *v = kv_v(s, l) + n_past * kvd;
+    float *k = kv_layer(s, s->kv.k, l) + n_past * kvd, *v = kv_layer(s, s->kv.v, l) + n_past * kvd;
     linear_forward(s, a->q[l], a->xn_attn[l], r0, T, &L->wq, 0.0f);
     linear_forward(s, k, a->xn_attn[l], 0, T, &L->wk, 0.0f);
     linear_forward(s, v, a->xn_attn[l], 0, T, &L->wv, 0.0f);
     rope_forward(a->q[l] + r0 * qd, a->rope_cs + r0 * (c->rope_dims / 2 * 2), &rp, T - r0, c->n_head, c->head_dim);
     rope_forward(k, a->rope_cs, &rp, T, c->n_head_kv, c->head_dim);
-    attention_forward_stats(a->att[l] + r0 * qd, a->att_stats ? a->att_stats[l] + r0 * c->n_head * 2 : NULL,
-                            a->att_probs && !r0 ? a->att_probs[l] : NULL, a->q[l] + r0 * qd, kv_k(s, l), kv_v(s, l),
-                            T - r0, n_past + r0, c->n_head, c->n_head_kv, c->head_dim, s->scratch, s->scratch_floats);
+    if (s->kv.k16)
+        attention_forward_f16_cache(a->att[l] + r0 * qd, a->q[l] + r0 * qd, T - r0, k - n_past * kvd, v - n_past * kvd,
+                                    s->kv.k16 + l * s->kv.n_ctx * kvd, s->kv.v16 + l * s->kv.n_ctx * kvd, n_past, T,
+                                    c->n_head, c->n_head_kv, c->head_dim, s->scratch, s->scratch_floats);
+    else
+        attention_forward_stats(a->att[l] + r0 * qd, a->att_stats ? a->att_stats[l] + r0 * c->n_head * 2 : NULL,
+                                a->att_probs && !r0 ? a->att_probs[l] : NULL, a->q[l] + r0 * qd, k - n_past * kvd,
+                                v - n_past * kvd, T - r0, n_past + r0, c->n_head, c->n_head_kv, c->head_dim, s->scratch,
+                                s->scratch_floats);
     memcpy(a->x_mid[l] + r0 * d, a->x_in[l] + r0 * d, (size_t)((T - r0) * d) * sizeof(float));
     linear_forward(s, a->x_mid[l], a->att[l], r0, T, &L->wo, 1.0f);
 }

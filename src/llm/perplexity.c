@@ -52,9 +52,7 @@ int llm_perplexity(const llm_model *m, const int32_t *tokens, int64_t n_tokens, 
     out->mean_nll = nll / count;
     out->ppl = exp(out->mean_nll);
 done:
-    free(chunk);
-    free(pos);
-    free(logits);
+    free(chunk), free(pos), free(logits);
     llm_state_free(&s);
     return rc;
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <omp.h>
 
+#include "mllm4rec/base.h"
 #include "nn/simd_exp.h"
 
 /* softmax in place; st (when not NULL) gets the row's max and 1 / sum, from which
@@ -94,6 +95,34 @@ static inline void axpy_f32(float *y, float alpha, const float *x, int n) {
     for (; i < n; i++) y[i] += alpha * x[i];
 }
 
+/* The same two for vectors of f16 values (an f16 KV cache), widened 8 at a time. */
+static inline float dot_f16(const float *a, const uint16_t *b, int n) {
+    int i = 0;
+    float sum = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    __m256 s0 = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    sum = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; i++) sum += a[i] * mr_f16_to_f32(b[i]);
+    return sum;
+}
+static inline void axpy_f16(float *y, float alpha, const uint16_t *x, int n) {
+    int i = 0;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    const __m256 va = _mm256_set1_ps(alpha);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+    }
+#endif
+    for (; i < n; i++) y[i] += alpha * mr_f16_to_f32(x[i]);
+}
+
 /* One query per head (a generation step) over n_keys cached positions. The
  * blocked path would make 2 · n_head one-row BLAS calls, each walking one head's
  * slice of the cache at a stride of a whole row; here each thread takes a
@@ -101,7 +130,7 @@ static inline void axpy_f32(float *y, float alpha, const float *x, int n) {
  * its slice of every key row, then of every value row, in address order (the
  * cache is the largest thing a generation step reads after the weights).
  *   S[n_head][n_keys]: scratch for the probabilities. */
-static void attention_forward_one(float *out, float *stats, const float *q, const float *k, const float *v,
+static void attention_forward_one(float *out, float *stats, const float *q, const void *k, const void *v, int f16,
                                   int64_t n_keys, int n_head, int n_head_kv, int hd, float *S, int nth) {
     const int kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -110,18 +139,42 @@ static void attention_forward_one(float *out, float *stats, const float *q, cons
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int h0 = n_head * t / nt, h1 = n_head * (t + 1) / nt;
         for (int64_t j = 0; j < n_keys; j++) {
-            const float *kj = k + j * kv_stride;
-            for (int h = h0; h < h1; h++) S[h * n_keys + j] = scale * dot_f32(q + h * hd, kj + h / group * hd, hd);
+            const int64_t row = j * kv_stride;
+            for (int h = h0; h < h1; h++) {
+                const int64_t at = row + h / group * hd;
+                S[h * n_keys + j] = scale * (f16 ? dot_f16(q + h * hd, (const uint16_t *)k + at, hd)
+                                                 : dot_f32(q + h * hd, (const float *)k + at, hd));
+            }
         }
         for (int h = h0; h < h1; h++) {
             softmax_row(S + h * n_keys, n_keys, stats ? stats + h * 2 : NULL);
             for (int c = 0; c < hd; c++) out[h * hd + c] = 0.0f;
         }
         for (int64_t j = 0; j < n_keys; j++) {
-            const float *vj = v + j * kv_stride;
-            for (int h = h0; h < h1; h++) axpy_f32(out + h * hd, S[h * n_keys + j], vj + h / group * hd, hd);
+            const int64_t row = j * kv_stride;
+            for (int h = h0; h < h1; h++) {
+                const int64_t at = row + h / group * hd;
+                if (f16) axpy_f16(out + h * hd, S[h * n_keys + j], (const uint16_t *)v + at, hd);
+                else axpy_f32(out + h * hd, S[h * n_keys + j], (const float *)v + at, hd);
+            }
         }
     }
+}
+
+void attention_forward_f16_cache(float *out, const float *q, int64_t nq, float *k32, float *v32, uint16_t *k16,
+                                 uint16_t *v16, int64_t n_past, int64_t n_new, int n_head, int n_head_kv, int hd,
+                                 float *scratch, int64_t scratch_floats) {
+    const int64_t kvd = (int64_t)n_head_kv * hd, n_keys = n_past + n_new;
+    mr_f32_to_f16_row(k16 + n_past * kvd, k32 + n_past * kvd, n_new * kvd);
+    mr_f32_to_f16_row(v16 + n_past * kvd, v32 + n_past * kvd, n_new * kvd);
+    if (nq == 1 && scratch_floats >= (int64_t)n_head * n_keys) { /* a generation step: widened as read */
+        const int nth = (double)n_head * n_keys * hd < (double)(1 << 20) ? 1 : omp_get_max_threads();
+        attention_forward_one(out, NULL, q, k16, v16, 1, n_keys, n_head, n_head_kv, hd, scratch, nth);
+        return;
+    }
+    mr_f16_to_f32_row(k32, k16, n_keys * kvd);
+    mr_f16_to_f32_row(v32, v16, n_keys * kvd);
+    attention_forward(out, q, k32, v32, nq, n_keys - nq, n_head, n_head_kv, hd, scratch, scratch_floats);
 }
 
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
@@ -153,7 +206,7 @@ void attention_forward_stats(float *out, float *stats, float *probs, const float
     if ((double)n_head * T * n_keys_max * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
     if (T == 1 && !probs && scratch_floats >= (int64_t)n_head * n_keys_max) {
-        attention_forward_one(out, stats, q, k, v, n_keys_max, n_head, n_head_kv, hd, scratch, nth);
+        attention_forward_one(out, stats, q, k, v, 0, n_keys_max, n_head, n_head_kv, hd, scratch, nth);
         return;
     }
     /* Work items are (head, query block); the big blocks (late queries) first. */

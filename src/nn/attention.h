@@ -19,6 +19,17 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads);
 void attention_forward(float *out, const float *q, const float *k, const float *v, int64_t T, int64_t pos0, int n_head,
                        int n_head_kv, int hd, float *scratch, int64_t scratch_floats);
 
+/* Attention over an f16 KV cache (generation states, llama.cpp's default cache):
+ * k32, v32 [n_past + n_new][n_head_kv*hd] hold the n_new new rows (from n_past on)
+ * in floats, k16, v16 the cache (f16 bits, same layout). The new rows are stored
+ * into the cache; then the last nq of them query every row as the cache holds it,
+ * rounded to f16: one query reads the f16 rows directly, widening as it goes (a
+ * generation step reads half the bytes of a float cache); more queries first get
+ * the rows back into k32, v32 for attention_forward. out[nq][n_head*hd]. */
+void attention_forward_f16_cache(float *out, const float *q, int64_t nq, float *k32, float *v32, uint16_t *k16,
+                                 uint16_t *v16, int64_t n_past, int64_t n_new, int n_head, int n_head_kv, int hd,
+                                 float *scratch, int64_t scratch_floats);
+
 /* Floats of the probabilities of a whole sequence (the causal blocks only). */
 int64_t attention_probs_floats(int64_t T, int n_head);
 
