@@ -735,7 +735,8 @@ TEST(failing_rank_ends_the_job) {
 
 /* ---- retriever eval and candidates ---- */
 
-#define N_USERS 37
+/* more users than two of eval's 128-user batches: each of 2 ranks scores whole batches */
+#define N_USERS 300
 #define N_ITEMS 50
 
 static const char *walk_dataset(void) {

@@ -41,11 +41,16 @@ static int score_user_range(const rt_model *m, const mr_dataset *d, int split, i
     int64_t *users = mr_alloc(EVAL_CHUNK * sizeof(int64_t), e);
     int32_t *targets = mr_alloc(EVAL_CHUNK * sizeof(int32_t), e);
     if (!scores || !tokens || !seq_start || !users || !targets) rc = MR_ERR_INTERNAL;
+    /* Batches are the blocks of EVAL_CHUNK consecutive user ids (1-128, 129-256, ...),
+     * whatever the range: a user's scores then come from the same batch, so the same
+     * products of the same shapes, in one process and under mpirun (BLAS may sum a
+     * row in another order when the batch has another number of rows). */
     int64_t u = u_lo;
     while (!rc && u <= u_hi) {
+        const int64_t chunk_end = ((u - 1) / EVAL_CHUNK + 1) * EVAL_CHUNK;
         int ns = 0, nr = 0;
         seq_start[0] = 0;
-        for (; u <= u_hi && ns < EVAL_CHUNK; u++) {
+        for (; u <= u_hi && u <= chunk_end; u++) {
             const int32_t *h;
             int n;
             int32_t target;
@@ -59,7 +64,7 @@ static int score_user_range(const rt_model *m, const mr_dataset *d, int split, i
             targets[ns] = target;
             seq_start[++ns] = nr;
         }
-        if (!ns) break;
+        if (!ns) continue;
         rt_batch b = {.n_seqs = ns, .n_rows = nr, .seq_start = seq_start, .tokens = tokens, .labels = NULL};
         m->arch->scores_last(m, a, &b, scores);
         /* mask the padding item and the whole history */
@@ -144,8 +149,11 @@ static int shard_user(void *vctx, int64_t user, int32_t target, const float *sco
 
 static int score_users_sharded(const rt_model *m, const mr_dataset *d, int split, rec_make_fn make, void *make_ctx,
                                int to_all, rec_use_fn use, void *use_ctx, mr_error *e) {
-    int64_t first, count;
-    mr_dist_block(d->n_users, &first, &count);
+    /* each rank takes whole batches of score_user_range (see there) */
+    int64_t first_chunk, n_chunks, first, count;
+    mr_dist_block((d->n_users + EVAL_CHUNK - 1) / EVAL_CHUNK, &first_chunk, &n_chunks);
+    first = first_chunk * EVAL_CHUNK < d->n_users ? first_chunk * EVAL_CHUNK : d->n_users;
+    count = (first_chunk + n_chunks) * EVAL_CHUNK < d->n_users ? n_chunks * EVAL_CHUNK : d->n_users - first;
     shard_ctx sc = {make, make_ctx, {0}};
     int rc = count > 0 ? score_user_range(m, d, split, first + 1, first + count, shard_user, &sc, e) : MR_OK;
     char *all = NULL;
