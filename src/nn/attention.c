@@ -64,100 +64,113 @@ int64_t attention_scratch_floats(int64_t n_keys, int n_threads) {
     return (int64_t)n_threads * ATTENTION_QBLOCK * n_keys;
 }
 
-/* dot(a, b) over n floats, and y += alpha · x: the two loops of one-query
- * attention, 8 lanes wide where the build allows. */
-static inline float dot_f32(const float *a, const float *b, int n) {
-    int i = 0;
-    float sum = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    sum = _mm_cvtss_f32(h);
-#endif
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
+/* One-query attention reads the cache four positions at a time: four independent
+ * multiply-add chains for the scores (one chain per dot product waits on each FMA's
+ * latency) and one load and store of the output per four value rows. The cache
+ * holds floats or f16 values; kv_load8 and kv_at widen the latter. The kernels are
+ * always inlined with a constant f16, so each call site compiles to one loop
+ * without a branch inside. */
+#define KV_INLINE static inline __attribute__((always_inline))
 
-static inline void axpy_f32(float *y, float alpha, const float *x, int n) {
-    int i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    const __m256 va = _mm256_set1_ps(alpha);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] += alpha * x[i];
+KV_INLINE float kv_at(const void *row, int i, int f16) {
+    return f16 ? mr_f16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
 }
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+KV_INLINE __m256 kv_load8(const void *row, int i, int f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)))
+               : _mm256_loadu_ps((const float *)row + i);
+}
+#endif
 
-/* The same two for vectors of f16 values (an f16 KV cache), widened 8 at a time. */
-static inline float dot_f16(const float *a, const uint16_t *b, int n) {
+/* s[r] = q · row[r] over n values, r < 4. */
+KV_INLINE void dot4(float s[4], const float *q, const void *const row[4], int n, int f16) {
     int i = 0;
-    float sum = 0.0f;
+    s[0] = s[1] = s[2] = s[3] = 0.0f;
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    __m256 s0 = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), s0);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    sum = _mm_cvtss_f32(h);
-#endif
-    for (; i < n; i++) sum += a[i] * mr_f16_to_f32(b[i]);
-    return sum;
-}
-static inline void axpy_f16(float *y, float alpha, const uint16_t *x, int n) {
-    int i = 0;
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    const __m256 va = _mm256_set1_ps(alpha);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 8 <= n; i += 8) {
-        const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        a0 = _mm256_fmadd_ps(qv, kv_load8(row[0], i, f16), a0);
+        a1 = _mm256_fmadd_ps(qv, kv_load8(row[1], i, f16), a1);
+        a2 = _mm256_fmadd_ps(qv, kv_load8(row[2], i, f16), a2);
+        a3 = _mm256_fmadd_ps(qv, kv_load8(row[3], i, f16), a3);
     }
+    /* lane r of the two halves of t holds the two half-sums of a_r */
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    _mm_storeu_ps(s, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
 #endif
-    for (; i < n; i++) y[i] += alpha * mr_f16_to_f32(x[i]);
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++) s[r] += q[i] * kv_at(row[r], i, f16);
 }
 
-/* One query per head (a generation step) over n_keys cached positions. The
- * blocked path would make 2 · n_head one-row BLAS calls, each walking one head's
- * slice of the cache at a stride of a whole row; here each thread takes a
- * contiguous range of heads and walks the cache position by position, reading
- * its slice of every key row, then of every value row, in address order (the
- * cache is the largest thing a generation step reads after the weights).
+/* y[0..n) += Σ_r p[r] · row[r], r < 4. */
+KV_INLINE void axpy4(float *y, const float p[4], const void *const row[4], int n, int f16) {
+    int i = 0;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    const __m256 p0 = _mm256_set1_ps(p[0]), p1 = _mm256_set1_ps(p[1]), p2 = _mm256_set1_ps(p[2]),
+                 p3 = _mm256_set1_ps(p[3]);
+    for (; i + 8 <= n; i += 8) {
+        __m256 acc = _mm256_fmadd_ps(p0, kv_load8(row[0], i, f16), _mm256_loadu_ps(y + i));
+        acc = _mm256_fmadd_ps(p1, kv_load8(row[1], i, f16), acc);
+        acc = _mm256_fmadd_ps(p2, kv_load8(row[2], i, f16), acc);
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(p3, kv_load8(row[3], i, f16), acc));
+    }
+#endif
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++) y[i] += p[r] * kv_at(row[r], i, f16);
+}
+
+/* Heads [h0, h1) of one query (a generation step) over n_keys cached positions:
+ * the cache is walked four positions at a time, reading the heads' slice of those
+ * key rows, then of those value rows, in address order (the cache is the largest
+ * thing a generation step reads after the weights). The last group repeats its
+ * last position in the unused slots (their scores are not written, their
+ * probabilities are 0).
  *   S[n_head][n_keys]: scratch for the probabilities. */
+KV_INLINE void attention_heads_one(float *out, float *stats, const float *q, const void *k, const void *v, int f16,
+                                   int64_t n_keys, int h0, int h1, int n_head, int n_head_kv, int hd, float *S) {
+    const int kv_stride = n_head_kv * hd, group = n_head / n_head_kv, esize = f16 ? 2 : 4;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t j = 0; j < n_keys; j += 4) {
+        const int nr = n_keys - j < 4 ? (int)(n_keys - j) : 4;
+        for (int h = h0; h < h1; h++) {
+            const void *rows[4];
+            for (int r = 0; r < 4; r++)
+                rows[r] = (const char *)k + ((j + (r < nr ? r : nr - 1)) * kv_stride + h / group * hd) * esize;
+            float s[4];
+            dot4(s, q + h * hd, rows, hd, f16);
+            for (int r = 0; r < nr; r++) S[h * n_keys + j + r] = scale * s[r];
+        }
+    }
+    for (int h = h0; h < h1; h++) {
+        softmax_row(S + h * n_keys, n_keys, stats ? stats + h * 2 : NULL);
+        for (int c = 0; c < hd; c++) out[h * hd + c] = 0.0f;
+    }
+    for (int64_t j = 0; j < n_keys; j += 4) {
+        const int nr = n_keys - j < 4 ? (int)(n_keys - j) : 4;
+        for (int h = h0; h < h1; h++) {
+            const void *rows[4];
+            float p[4];
+            for (int r = 0; r < 4; r++) {
+                rows[r] = (const char *)v + ((j + (r < nr ? r : nr - 1)) * kv_stride + h / group * hd) * esize;
+                p[r] = r < nr ? S[h * n_keys + j + r] : 0.0f;
+            }
+            axpy4(out + h * hd, p, rows, hd, f16);
+        }
+    }
+}
+
+/* One query per head. The blocked path would make 2 · n_head one-row BLAS calls,
+ * each walking one head's slice of the cache at a stride of a whole row; here each
+ * thread takes a contiguous range of heads. */
 static void attention_forward_one(float *out, float *stats, const float *q, const void *k, const void *v, int f16,
                                   int64_t n_keys, int n_head, int n_head_kv, int hd, float *S, int nth) {
-    const int kv_stride = n_head_kv * hd, group = n_head / n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel num_threads(nth)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int h0 = n_head * t / nt, h1 = n_head * (t + 1) / nt;
-        for (int64_t j = 0; j < n_keys; j++) {
-            const int64_t row = j * kv_stride;
-            for (int h = h0; h < h1; h++) {
-                const int64_t at = row + h / group * hd;
-                S[h * n_keys + j] = scale * (f16 ? dot_f16(q + h * hd, (const uint16_t *)k + at, hd)
-                                                 : dot_f32(q + h * hd, (const float *)k + at, hd));
-            }
-        }
-        for (int h = h0; h < h1; h++) {
-            softmax_row(S + h * n_keys, n_keys, stats ? stats + h * 2 : NULL);
-            for (int c = 0; c < hd; c++) out[h * hd + c] = 0.0f;
-        }
-        for (int64_t j = 0; j < n_keys; j++) {
-            const int64_t row = j * kv_stride;
-            for (int h = h0; h < h1; h++) {
-                const int64_t at = row + h / group * hd;
-                if (f16) axpy_f16(out + h * hd, S[h * n_keys + j], (const uint16_t *)v + at, hd);
-                else axpy_f32(out + h * hd, S[h * n_keys + j], (const float *)v + at, hd);
-            }
-        }
+        if (f16) attention_heads_one(out, stats, q, k, v, 1, n_keys, h0, h1, n_head, n_head_kv, hd, S);
+        else attention_heads_one(out, stats, q, k, v, 0, n_keys, h0, h1, n_head, n_head_kv, hd, S);
     }
 }
 
