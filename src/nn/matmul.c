@@ -19,10 +19,21 @@
  *        activation rows at once) and every weight byte is read once. Q4_0 weights
  *        that `llm generate` repacked (qmat_repack_x8) run the same kernel on the
  *        x8 layout, which needs no gathering (nn/qdot.h): the same numbers, faster.
- *  - Everything else (F16, BF16, and types without a kernel): a tile of weight rows
- *    is dequantized to F32 and multiplied with sgemm, the activations stay float
- *    (llama.cpp too keeps float activations for F16/BF16/F32). For T <= MATMUL_SMALL_T
- *    each row is dequantized into a per-thread buffer and dotted with the inputs.
+ *  - F16 and BF16, prefill (T > MATMUL_SMALL_T), in a build with AVX-512: our own
+ *    kernel (nn/gemm_avx512.h), float activations times weight panels converted
+ *    to F32 while being packed, 8 x 48 outputs in zmm registers. OpenBLAS must run
+ *    its AVX2 kernels on this machine (OPENBLAS_CORETYPE=Haswell: 0.3.21's AVX-512
+ *    kernels are wrong here), so dequantize + sgemm used half the vector width
+ *    and wrote and re-read a whole F32 tile; llama.cpp's AVX-512 F16 product
+ *    beat that prefill. Its numbers depend on neither thread count nor T. F32
+ *    weights stay on sgemm (training's backward uses it too, and its speed ratio
+ *    to prefill is measured as such).
+ *  - Everything else (F16 and BF16 without AVX-512, and types without a kernel): a
+ *    tile of weight rows is dequantized to F32 and multiplied with sgemm, the
+ *    activations stay float (llama.cpp too keeps float activations for
+ *    F16/BF16/F32). For T <= MATMUL_SMALL_T F16/BF16 rows are dotted straight
+ *    from the stored values (half_row_dots) and other rows are dequantized into
+ *    a per-thread buffer and dotted with the inputs.
  *  - matmul_backward_input always dequantizes + sgemm: LoRA training multiplies
  *    gradients through frozen weights, the gradients are not worth quantizing to 8
  *    bits (they would lose precision the optimizer needs) and sgemm is the fast
@@ -36,6 +47,7 @@
 #include <immintrin.h>
 #endif
 
+#include "nn/gemm_avx512.h"
 #include "nn/matmul_groups.h"
 #include "nn/qdot.h"
 #include "nn/quant.h"
@@ -65,6 +77,11 @@ int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads)
     if (rows_tile < n_threads) rows_tile = n_threads;
     if (rows_tile < 1) rows_tile = 1;
     int64_t need = rows_tile * W->cols;
+    if ((W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16) && !W->x8) {
+        /* one packed panel per thread for the AVX-512 prefill kernel (0 without it) */
+        const int64_t panels = gemm_avx512_scratch_floats(n_threads);
+        if (panels > need) need = panels;
+    }
     if (qdot_tile_kernel(W->type) && qdot_act_type(W->type) != GGML_TYPE_F32) {
         /* quantized activation rows, in floats (rounded up) */
         const int64_t act = (int64_t)((qdot_act_row_bytes(W->type, W->cols) * MATMUL_MIN_ACT_ROWS + 3) / 4);
@@ -216,6 +233,10 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
         }
         return;
     }
+    /* F16/BF16 prefill: the AVX-512 kernel converts while packing (see the top) */
+    if (!W->x8 && gemm_avx512_half(y, x, T, W->type, W->data, quant_row_bytes(W->type, cols), rows, cols, beta,
+                                   scratch, scratch_floats))
+        return;
     /* weight tiles dequantized once for sgemm: the products of one group of rows */
     matmul_groups_forward(y, x, 1, T, W, beta, scratch, scratch_floats);
 }

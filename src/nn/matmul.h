@@ -1,6 +1,7 @@
 /* Products with stored (possibly quantized) weight matrices (DESIGN section 4):
  * quantized weights with an integer kernel (nn/qdot.h) multiply 8-bit quantized
- * activations in integer arithmetic, as llama.cpp does; other types are
+ * activations in integer arithmetic, as llama.cpp does; F16/BF16 prefill runs
+ * an AVX-512 kernel where the build has one (nn/gemm_avx512.h); other types are
  * dequantized tile by tile into a float scratch buffer for one BLAS sgemm per
  * tile; F32 matrices go to BLAS directly. matmul.c says which runs when. */
 #ifndef MLLM4REC_NN_MATMUL_H
@@ -23,7 +24,9 @@ typedef struct qmat {
 
 /* Floats of scratch that matmul_forward wants for W (0 for F32): one tile of
  * at most `tile_floats` floats, and at least one row per thread; for the integer
- * path also room for 256 quantized activation rows (more are done in chunks). */
+ * path also room for 256 quantized activation rows (more are done in chunks);
+ * for F16/BF16 with AVX-512 also one packed weight panel per thread (with less,
+ * fewer threads run, or the sgemm path). */
 int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads);
 
 /* y[T][rows] = x[T][cols] · Wᵀ  (y = x Wᵀ; beta 0 overwrites y, 1 adds to it).

@@ -1,0 +1,63 @@
+/* An AVX-512 product with F16 or BF16 weights and float activations, for
+ * prefill (matmul.c says when it runs):
+ *
+ *   Y[T][N] = X[T][K] · W[N][K]ᵀ  (+ beta · Y)
+ *
+ * X: T rows of K floats, row-major (row t at x + t * K).
+ * W: N stored rows of K values in F16 or BF16 (row n at w + n * row_bytes).
+ * Y: T rows of N floats, row-major (row t at y + t * N).
+ *
+ * Why its own kernel: OpenBLAS must run its AVX2 kernels on this machine
+ * (OPENBLAS_CORETYPE=Haswell; 0.3.21's AVX-512 ones are wrong here), so the old
+ * path (weight tile dequantized to F32, then sgemm) used half the vector width,
+ * and also wrote and read back the whole F32 tile. This kernel converts the
+ * weights while packing them, panel by panel, and multiplies with zmm registers.
+ *
+ * Blocking (gemm_avx512.c has the details):
+ *   - the output is cut into tiles of GEMM_NR = 48 weight rows (columns of Y) x
+ *     GEMM_MC = 256 activation rows; OpenMP takes the tiles in contiguous runs
+ *     of column-tile-major order, so each output value is computed by exactly
+ *     one thread, in one fixed order: the numbers do not depend on the thread
+ *     count, nor on T (a row's sums never see the other rows);
+ *   - K is cut into nk = ceil(K / 512) equal blocks (each a multiple of 16 but
+ *     the last): a packed panel of 48 x 512 floats is 96 KB, and the 256 x 512
+ *     activation block 512 KB, both within the 1 MB L2;
+ *   - the panel holds the 48 weight rows converted to F32, transposed to
+ *     k-major (panel[k][48]), zero rows past N;
+ *   - the micro-kernel keeps 8 activation rows x 48 columns in 24 zmm sums,
+ *     broadcasting one activation per row and k: per k 3 panel loads, 8
+ *     broadcasts, 24 FMAs. Edge rows (T % 8) run the same code with fewer rows,
+ *     edge columns (N % 48) are masked on store.
+ * The sum for Y[t][n] is, per K block in order, the k-ordered FMA chain of that
+ * block added to Y (the first block adds beta · Y instead, or nothing if beta is
+ * 0, so NaN in an uninitialized Y never leaks).
+ *
+ * Measured here (Zen 5, 2 threads, busy machine, best of 6, F16, T=512):
+ * 576x576 and 1536x576 weights 345-350 GFLOP/s against 34-43 for dequantize +
+ * sgemm (8-10x); one thread 170-190 GFLOP/s. Larger products (T=1536, or the
+ * 49152-row output matrix) ran at 100-135 GFLOP/s on 2 threads, below one
+ * thread's 171: the nice-19 background jobs share the cores (schedule(dynamic)
+ * changed nothing), so that is the machine, not the blocking. */
+#ifndef MLLM4REC_NN_GEMM_AVX512_H
+#define MLLM4REC_NN_GEMM_AVX512_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mllm4rec/gguf.h"
+
+/* 1 when this build has the kernel (AVX-512 F/BW/VL at compile time). */
+int gemm_avx512_available(void);
+
+/* Floats of scratch the kernel wants for n_threads threads (0 without the
+ * kernel): one packed panel per thread, plus alignment slack. */
+int64_t gemm_avx512_scratch_floats(int n_threads);
+
+/* The product above for type GGML_TYPE_F16 or GGML_TYPE_BF16, on up to
+ * omp_get_max_threads() threads (as many as scratch has panels for; one for a
+ * small product). Returns 0 (and touches nothing) when it cannot run: another
+ * type, no AVX-512 in this build, or scratch too small for one panel. */
+int gemm_avx512_half(float *y, const float *x, int64_t T, ggml_type type, const void *w, size_t row_bytes, int64_t N,
+                     int64_t K, float beta, float *scratch, int64_t scratch_floats);
+
+#endif

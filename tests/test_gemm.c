@@ -1,0 +1,133 @@
+/* matmul_forward with F16 and BF16 weights for prefill sizes (T > 4): the
+ * AVX-512 kernel (nn/gemm_avx512.h) where the build has it, dequantize + sgemm
+ * otherwise. Odd shapes cover the edges of its blocking (T % 8, N % 48, K % 16,
+ * several K blocks); the same thread count must give the same bits. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/gemm_avx512.h"
+#include "nn/matmul.h"
+#include "nn/quant.h"
+#include "test.h"
+
+static void fill_normal(float *x, int64_t n, mr_rng *r) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)mr_rng_normal(r);
+}
+
+/* max |y - reference| / max |reference| over the product x Wᵀ + beta y0, in
+ * doubles from the dequantized weights */
+static double rel_err(const float *y, const float *y0, const float *x, const float *wd, int64_t T, int64_t N,
+                      int64_t K, float beta) {
+    double worst = 0, big = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = beta != 0.0f ? (double)beta * y0[t * N + n] : 0.0;
+            for (int64_t k = 0; k < K; k++) acc += (double)x[t * K + k] * wd[n * K + k];
+            worst = fmax(worst, fabs(acc - y[t * N + n]));
+            big = fmax(big, fabs(acc));
+        }
+    return big > 0 ? worst / big : worst;
+}
+
+/* every product against doubles, at 1 and 2 threads, beta 0 (over a y of NaNs,
+ * which must not leak) and 1; two calls at one thread count give the same bits */
+static void check_type(ggml_type type) {
+    const int64_t Ts[] = {5, 13, 70}, Ns[] = {1, 17, 100}, Ks[] = {1, 31, 64, 96, 600};
+    mr_rng rng;
+    mr_rng_seed(&rng, 11);
+    const int saved = omp_get_max_threads();
+    for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++) {
+            const int64_t K = Ks[ki], N = Ns[ni];
+            const size_t rb = quant_row_bytes(type, K);
+            float *w = malloc(sizeof(float) * (size_t)(N * K)), *wd = malloc(sizeof(float) * (size_t)(N * K));
+            uint8_t *q = malloc(rb * (size_t)N);
+            fill_normal(w, N * K, &rng);
+            for (int64_t n = 0; n < N; n++) {
+                quantize_row_ref(type, w + n * K, q + n * rb, K);
+                dequantize_row(type, q + n * rb, wd + n * K, K);
+            }
+            qmat W = {type, N, K, q, 0};
+            const int64_t sf = matmul_scratch_floats(&W, 7 * K, 2);
+            float *scratch = malloc(sizeof(float) * (size_t)sf);
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+                const int64_t T = Ts[ti];
+                float *x = malloc(sizeof(float) * (size_t)(T * K)), *y0 = malloc(sizeof(float) * (size_t)(T * N));
+                float *y = malloc(sizeof(float) * (size_t)(T * N)), *y2 = malloc(sizeof(float) * (size_t)(T * N));
+                fill_normal(x, T * K, &rng);
+                fill_normal(y0, T * N, &rng);
+                for (int nth = 1; nth <= 2; nth++) {
+                    omp_set_num_threads(nth);
+                    for (int b = 0; b < 2; b++) {
+                        const float beta = (float)b;
+                        for (int rep = 0; rep < 2; rep++) {
+                            float *out = rep ? y2 : y;
+                            if (b) memcpy(out, y0, sizeof(float) * (size_t)(T * N));
+                            else
+                                for (int64_t i = 0; i < T * N; i++) out[i] = NAN;
+                            matmul_forward(out, x, T, &W, beta, scratch, sf);
+                        }
+                        const double e = rel_err(y, y0, x, wd, T, N, K, beta);
+                        CHECK_MSG(e <= 1e-5, "%s T=%lld N=%lld K=%lld beta=%g threads=%d: relative error %.3g",
+                                  quant_type_name(type), (long long)T, (long long)N, (long long)K, beta, nth, e);
+                        CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)(T * N)),
+                                  "%s T=%lld N=%lld K=%lld beta=%g threads=%d: two calls differ",
+                                  quant_type_name(type), (long long)T, (long long)N, (long long)K, beta, nth);
+                    }
+                }
+                free(x), free(y0), free(y), free(y2);
+            }
+            free(scratch), free(w), free(wd), free(q);
+        }
+    omp_set_num_threads(saved);
+}
+
+TEST(f16_prefill_matches_doubles) { check_type(GGML_TYPE_F16); }
+TEST(bf16_prefill_matches_doubles) { check_type(GGML_TYPE_BF16); }
+
+/* The kernel's numbers depend on neither the thread count nor the other rows:
+ * 1 and 2 threads, and each row alone (matmul_forward_float on 5-row windows
+ * would reach the small-T path, so the kernel is called directly). */
+TEST(kernel_same_bits_any_threads_and_rows) {
+    if (!gemm_avx512_available()) {
+        test_skip("no AVX-512 in this build: the sgemm path runs");
+        return;
+    }
+    const int64_t T = 300, N = 200, K = 1100; /* 2 row tiles, 5 column tiles (last 8 wide), 3 K blocks */
+    mr_rng rng;
+    mr_rng_seed(&rng, 3);
+    float *w = malloc(sizeof(float) * (size_t)(N * K)), *x = malloc(sizeof(float) * (size_t)(T * K));
+    uint16_t *q = malloc(2 * (size_t)(N * K));
+    fill_normal(w, N * K, &rng);
+    fill_normal(x, T * K, &rng);
+    for (int64_t n = 0; n < N; n++) quantize_row_ref(GGML_TYPE_F16, w + n * K, q + n * K, K);
+    const int64_t sf = gemm_avx512_scratch_floats(2);
+    float *scratch = malloc(sizeof(float) * (size_t)sf);
+    float *y1 = malloc(sizeof(float) * (size_t)(T * N)), *y2 = malloc(sizeof(float) * (size_t)(T * N));
+    float *yr = malloc(sizeof(float) * (size_t)N);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CHECK(gemm_avx512_half(y1, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+    omp_set_num_threads(2);
+    CHECK(gemm_avx512_half(y2, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+    omp_set_num_threads(saved);
+    CHECK(!memcmp(y1, y2, sizeof(float) * (size_t)(T * N)));
+    int same = 1;
+    for (int64_t t = 0; t < T; t += 37) {
+        CHECK(gemm_avx512_half(yr, x + t * K, 1, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+        same &= !memcmp(yr, y1 + t * N, sizeof(float) * (size_t)N);
+    }
+    CHECK_MSG(same, "a row alone differs from the same row among 300");
+    /* too little scratch: it declines and leaves the product to the caller */
+    CHECK(!gemm_avx512_half(y1, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, 100));
+    CHECK(!gemm_avx512_half(y1, x, T, GGML_TYPE_F32, w, 4 * (size_t)K, N, K, 0.0f, scratch, sf));
+    free(w), free(x), free(q), free(scratch), free(y1), free(y2), free(yr);
+}
+
+int main(void) {
+    RUN(f16_prefill_matches_doubles);
+    RUN(bf16_prefill_matches_doubles);
+    RUN(kernel_same_bits_any_threads_and_rows);
+    return test_summary();
+}
