@@ -32,12 +32,11 @@
  * block added to Y (the first block adds beta · Y instead, or nothing if beta is
  * 0, so NaN in an uninitialized Y never leaks).
  *
- * Measured here (Zen 5, 2 threads, busy machine, best of 6, F16, T=512):
- * 576x576 and 1536x576 weights 345-350 GFLOP/s against 34-43 for dequantize +
- * sgemm (8-10x); one thread 170-190 GFLOP/s. Larger products (T=1536, or the
- * 49152-row output matrix) ran at 100-135 GFLOP/s on 2 threads, below one
- * thread's 171: the nice-19 background jobs share the cores (schedule(dynamic)
- * changed nothing), so that is the machine, not the blocking. */
+ * Measured (Zen 5, 2 threads, bench_llm beside llama-bench, background jobs
+ * paused, 17:04-17:09 UTC on 3 December, the tree before and after, alternating):
+ * SmolLM2-135M F16 prefill 719/705 -> 1146/1179 tokens/s at 512 tokens and
+ * 604/624 -> 919/945 at 1536, llama.cpp 722-742 and 548-582 (ratio 0.96-1.09
+ * -> 1.55-1.68). */
 #ifndef MLLM4REC_NN_GEMM_AVX512_H
 #define MLLM4REC_NN_GEMM_AVX512_H
 
