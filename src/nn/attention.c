@@ -120,6 +120,12 @@ KV_INLINE void axpy4(float *y, const float p[4], const void *const row[4], int n
         for (int r = 0; r < 4; r++) y[i] += p[r] * kv_at(row[r], i, f16);
 }
 
+/* rows[r] = the slice at column c of cached position j + r (of row length stride,
+ * esize bytes a value), for r < nr; the slots past nr repeat position j + nr - 1. */
+KV_INLINE void cache_rows(const void *rows[4], const void *cache, int64_t j, int nr, int stride, int c, int esize) {
+    for (int r = 0; r < 4; r++) rows[r] = (const char *)cache + ((j + (r < nr ? r : nr - 1)) * stride + c) * esize;
+}
+
 /* Heads [h0, h1) of one query (a generation step) over n_keys cached positions:
  * the cache is walked four positions at a time, reading the heads' slice of those
  * key rows, then of those value rows, in address order (the cache is the largest
@@ -135,8 +141,7 @@ KV_INLINE void attention_heads_one(float *out, float *stats, const float *q, con
         const int nr = n_keys - j < 4 ? (int)(n_keys - j) : 4;
         for (int h = h0; h < h1; h++) {
             const void *rows[4];
-            for (int r = 0; r < 4; r++)
-                rows[r] = (const char *)k + ((j + (r < nr ? r : nr - 1)) * kv_stride + h / group * hd) * esize;
+            cache_rows(rows, k, j, nr, kv_stride, h / group * hd, esize);
             float s[4];
             dot4(s, q + h * hd, rows, hd, f16);
             for (int r = 0; r < nr; r++) S[h * n_keys + j + r] = scale * s[r];
@@ -151,10 +156,8 @@ KV_INLINE void attention_heads_one(float *out, float *stats, const float *q, con
         for (int h = h0; h < h1; h++) {
             const void *rows[4];
             float p[4];
-            for (int r = 0; r < 4; r++) {
-                rows[r] = (const char *)v + ((j + (r < nr ? r : nr - 1)) * kv_stride + h / group * hd) * esize;
-                p[r] = r < nr ? S[h * n_keys + j + r] : 0.0f;
-            }
+            cache_rows(rows, v, j, nr, kv_stride, h / group * hd, esize);
+            for (int r = 0; r < 4; r++) p[r] = r < nr ? S[h * n_keys + j + r] : 0.0f;
             axpy4(out + h * hd, p, rows, hd, f16);
         }
     }
