@@ -48,8 +48,8 @@ TEST(opt_matches_transformers) {
     json_decref(cfg);
     st_set set;
     CHECK_OK(st_set_open(&set, dir, &e), &e);
-    vw_threads one;
-    vw_threads_single(&one, 1); /* a tiny model: threads only add barriers */
+    mr_threads_saved one;
+    mr_threads_single(&one, 1); /* a tiny model: threads only add barriers */
     vw_loader L = {&set, 0, 1, 0};
     opt_model m;
     CHECK_OK(opt_load(&m, &L, &c, "model.decoder.", "lm_head.weight", GGML_TYPE_F32, &e), &e);
@@ -81,7 +81,7 @@ TEST(opt_matches_transformers) {
     st_close(&out);
     opt_free(&m);
     st_set_close(&set);
-    vw_threads_restore(&one);
+    mr_threads_restore(&one);
 }
 
 static int read_ids(const st_file *f, const char *name, int32_t *ids, int max) {

@@ -132,6 +132,14 @@ uint64_t mr_hash2(uint64_t a, uint64_t b);
 /* ---- threads ---- */
 /* OpenMP's and OpenBLAS's thread counts, both; n < 1 leaves them as they are. */
 void mr_set_threads(int n);
+/* Runs what follows on one thread (OpenMP and OpenBLAS) until mr_threads_restore,
+ * when enable is set and more than one is configured: for small models the
+ * barriers of parallel regions cost more than they save. */
+typedef struct mr_threads_saved {
+    int omp, blas, active;
+} mr_threads_saved;
+void mr_threads_single(mr_threads_saved *saved, int enable);
+void mr_threads_restore(const mr_threads_saved *saved);
 
 /* ---- time, logging, progress ---- */
 double mr_now(void); /* monotonic seconds */

@@ -3,8 +3,6 @@
 #include "cli.h"
 #include "mllm4rec/dist.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,10 +126,7 @@ int main(int argc, char **argv) {
         }
         if (!getenv("OMP_NUM_THREADS")) { /* --threads still overrides */
             int t = mr_dist_default_threads(0);
-            if (t > 0) {
-                omp_set_num_threads(t);
-                openblas_set_num_threads(t);
-            }
+            mr_set_threads(t);
         }
     }
     int rc = dispatch(argc, argv);

@@ -63,7 +63,7 @@ typedef struct qf_config {
 struct mr_blip2 {
     mr_blip2_info info;
     mr_blip2_options opt;
-    int small; /* run single-threaded (see vw_threads_single) */
+    int small; /* run single-threaded (see mr_threads_single) */
     double last_prefill_s, last_decode_s; /* timings of the last generation */
     mr_image_processor proc;
     vit_config vc;
@@ -460,7 +460,7 @@ void mr_blip2_free(mr_blip2 *m) {
 
 const mr_blip2_info *mr_blip2_get_info(const mr_blip2 *m) { return &m->info; }
 const mr_image_processor *mr_blip2_processor(const mr_blip2 *m) { return &m->proc; }
-void mr_blip2_set_threads(int threads) { vw_set_threads(threads); }
+void mr_blip2_set_threads(int threads) { mr_set_threads(threads); }
 
 static void add_into(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
@@ -674,18 +674,18 @@ static int b2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, 
 }
 
 int mr_blip2_vision(mr_blip2 *m, const float *pixels, float *last_hidden, float *hidden_states, mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_vision(m, pixels, 1, last_hidden, hidden_states, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 
 int mr_blip2_vision_batch(mr_blip2 *m, const float *pixels, int n_images, float *last_hidden, mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_vision(m, pixels, n_images, last_hidden, NULL, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 
@@ -694,12 +694,12 @@ int mr_blip2_generate_image(mr_blip2 *m, const float *image_embeds, const int32_
     *n_out = 0;
     float *qout = mr_alloc(sizeof(float) * (size_t)m->info.n_query * m->info.qformer_hidden, e);
     if (!qout) return MR_ERR_INTERNAL;
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_qformer(m, image_embeds, qout, NULL, e);
     if (!rc) rc = mr_blip2_project(m, qout, m->soft, e);
     if (!rc) rc = b2_generate_soft(m, m->soft, prompt, n_prompt, max_new_tokens, out, n_out, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     free(qout);
     return rc;
 }
@@ -707,37 +707,37 @@ int mr_blip2_generate_image(mr_blip2 *m, const float *image_embeds, const int32_
 const mr_blip2_options *mr_blip2_get_options(const mr_blip2 *m) { return &m->opt; }
 
 int mr_blip2_qformer(mr_blip2 *m, const float *image_embeds, float *out, float *hidden_states, mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_qformer(m, image_embeds, out, hidden_states, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 
 int mr_blip2_lm_logits(mr_blip2 *m, const float *soft_prompt, const int32_t *ids, int n_ids, float *logits,
                        mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_lm_logits(m, soft_prompt, ids, n_ids, logits, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 
 int mr_blip2_generate_soft(mr_blip2 *m, const float *soft_prompt, const int32_t *prompt, int n_prompt,
                            int max_new_tokens, int32_t *out, int *n_out, mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_generate_soft(m, soft_prompt, prompt, n_prompt, max_new_tokens, out, n_out, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 
 int mr_blip2_generate(mr_blip2 *m, const float *pixels, const int32_t *prompt, int n_prompt, int max_new_tokens,
                       int32_t *out, int *n_out, mr_error *e) {
-    vw_threads t;
-    vw_threads_single(&t, m->small);
+    mr_threads_saved t;
+    mr_threads_single(&t, m->small);
     int rc = b2_generate(m, pixels, prompt, n_prompt, max_new_tokens, out, n_out, e);
-    vw_threads_restore(&t);
+    mr_threads_restore(&t);
     return rc;
 }
 

@@ -1,8 +1,6 @@
 /* Weights and small helpers of the BLIP-2 code; see weights.h. */
 #include "vision/weights.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -216,23 +214,3 @@ int vw_cfg_str(json_t *obj, const char *key, const char **out, const char *where
     return MR_OK;
 }
 
-void vw_set_threads(int threads) {
-    if (threads <= 0) return;
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-}
-
-void vw_threads_single(vw_threads *saved, int enable) {
-    saved->active = enable && omp_get_max_threads() > 1;
-    if (!saved->active) return;
-    saved->omp = omp_get_max_threads();
-    saved->blas = openblas_get_num_threads();
-    omp_set_num_threads(1);
-    openblas_set_num_threads(1);
-}
-
-void vw_threads_restore(const vw_threads *saved) {
-    if (!saved->active) return;
-    omp_set_num_threads(saved->omp);
-    openblas_set_num_threads(saved->blas);
-}

@@ -69,15 +69,4 @@ int vw_cfg_float(json_t *obj, const char *key, float *out, const char *where, mr
 int vw_cfg_bool(json_t *obj, const char *key, int *out, const char *where, mr_error *e);
 int vw_cfg_str(json_t *obj, const char *key, const char **out, const char *where, mr_error *e);
 
-/* OpenMP and BLAS threads for what follows (<= 0: leave as is). */
-void vw_set_threads(int threads);
-/* Runs what follows on one thread (OpenMP and BLAS) until vw_threads_restore:
- * for small models the barriers of parallel regions cost more than they save,
- * and far more on a loaded machine. */
-typedef struct vw_threads {
-    int omp, blas, active;
-} vw_threads;
-void vw_threads_single(vw_threads *saved, int enable);
-void vw_threads_restore(const vw_threads *saved);
-
 #endif
