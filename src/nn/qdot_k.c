@@ -319,12 +319,37 @@ static inline __attribute__((always_inline)) __m256i kmadd(__m256i acc, __m256i 
 #endif
 }
 
+/* The eight 32-value groups of one super-block, one 256-bit multiply pair each:
+ * sumi[r*TA + t] = the 8 lanes of weight row r's scaled integer products with
+ * activation row t (every K type). */
+static inline __attribute__((always_inline)) void kgroups_ymm(const int kt, const int RW, const int TA, __m256i *sumi,
+                                                              const uint8_t *const *wb, const khead *h,
+                                                              const blk_q8_K *const *xb) {
+#pragma GCC unroll 16
+    for (int p = 0; p < RW * TA; p++) sumi[p] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) {
+        __m256i wq[KT_RW1], sc[KT_RW1];
+#pragma GCC unroll 8
+        for (int r = 0; r < RW; r++) {
+            wq[r] = kquants(kt, wb[r], c);
+            sc[r] = kscale(kt, &h[r], c);
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < TA; t++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * c));
+#pragma GCC unroll 8
+            for (int r = 0; r < RW; r++) sumi[r * TA + t] = kmadd(sumi[r * TA + t], wq[r], x, sc[r]);
+        }
+    }
+}
+
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define KQ_ZMM 1
 /* Q4_K's eight groups two at a time in 512-bit registers, where the machine has them:
  * groups 2j and 2j+1 are the low and high nibbles of the same 32 bytes, so one load
  * fills both halves, each half takes its own group's scale, and one multiply pair
- * covers 64 values. sumi[p] gets the same exact integer sums as the 256-bit loop
+ * covers 64 values. sumi[p] gets the same exact integer sums as kgroups_ymm
  * (the two halves added, lane by lane): the results are the same bits. */
 static inline __attribute__((always_inline)) void kgroups_q4_zmm(const int RW, const int TA, __m256i *sumi,
                                                                  const uint8_t *const *wb, const khead *h,
@@ -401,28 +426,14 @@ static inline __attribute__((always_inline)) void kmicro(const int kt, const int
         }
 #pragma GCC unroll 8
         for (int t = 0; t < TA; t++) xb[t] = (const blk_q8_K *)(xq + (size_t)t * xrb) + b;
-#pragma GCC unroll 16
-        for (int p = 0; p < NP; p++) sumi[p] = _mm256_setzero_si256();
 #if KQ_ZMM
-        if (kt == KT_Q4) {
+        if (kt == KT_Q4)
             kgroups_q4_zmm(RW, TA, sumi, wb, h, xb);
-        } else
+        else
+            kgroups_ymm(kt, RW, TA, sumi, wb, h, xb);
+#else
+        kgroups_ymm(kt, RW, TA, sumi, wb, h, xb);
 #endif
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; c++) {
-            __m256i wq[KT_RW1], sc[KT_RW1];
-#pragma GCC unroll 8
-            for (int r = 0; r < RW; r++) {
-                wq[r] = kquants(kt, wb[r], c);
-                sc[r] = kscale(kt, &h[r], c);
-            }
-#pragma GCC unroll 8
-            for (int t = 0; t < TA; t++) {
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * c));
-#pragma GCC unroll 8
-                for (int r = 0; r < RW; r++) sumi[r * TA + t] = kmadd(sumi[r * TA + t], wq[r], x, sc[r]);
-            }
-        }
 #pragma GCC unroll 2
         for (int g = 0; g < NG; g++) {
             __m256i sv[8], mv[8];
