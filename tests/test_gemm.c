@@ -1,12 +1,15 @@
 /* matmul_forward with F16 and BF16 weights for prefill sizes (T > 4): the
  * AVX-512 kernel (nn/gemm_avx512.h) where the build has it, dequantize + sgemm
  * otherwise. Odd shapes cover the edges of its blocking (T % 8, N % 48, K % 16,
- * several K blocks); the same thread count must give the same bits. */
+ * several K blocks); the same thread count must give the same bits.
+ * And the one-thread float product (nn/gemm_f32.h) with A as stored and A
+ * transposed, against doubles. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/gemm_avx512.h"
+#include "nn/gemm_f32.h"
 #include "nn/matmul.h"
 #include "nn/quant.h"
 #include "test.h"
@@ -125,9 +128,60 @@ TEST(kernel_same_bits_any_threads_and_rows) {
     free(w), free(x), free(q), free(scratch), free(y1), free(y2), free(yr);
 }
 
+/* gemm_f32 against doubles: A row-major and A transposed in memory, padded leading
+ * dimensions, accumulate 0 (over NaNs, which must not leak) and 1 (with alpha -0.5); shapes cover the
+ * edges of its tiles (M % 6, N % 64 and N < 16, K = 1) */
+TEST(f32_product_matches_doubles) {
+    const int Ms[] = {1, 5, 6, 13, 64}, Ns[] = {3, 16, 64, 70, 129}, Ks[] = {1, 7, 64, 300};
+    mr_rng rng;
+    mr_rng_seed(&rng, 5);
+    double worst = 0;
+    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+                for (int trans = 0; trans < 2; trans++)
+                    for (int accumulate = 0; accumulate < 2; accumulate++) {
+                        const int M = Ms[mi], N = Ns[ni], K = Ks[ki];
+                        const ptrdiff_t lda = (trans ? M : K) + 3, ldb = N + 5, ldc = N + 2;
+                        const ptrdiff_t a_row = trans ? 1 : lda, a_col = trans ? lda : 1;
+                        float *a = malloc(sizeof(float) * (size_t)(lda * (trans ? K : M)));
+                        float *b = malloc(sizeof(float) * (size_t)(ldb * K));
+                        float *c = malloc(sizeof(float) * (size_t)(ldc * M)), *c0 = malloc(sizeof(float) * (size_t)(ldc * M));
+                        fill_normal(a, lda * (trans ? K : M), &rng);
+                        fill_normal(b, ldb * K, &rng);
+                        fill_normal(c0, ldc * M, &rng);
+                        if (!accumulate)
+                            for (ptrdiff_t i = 0; i < ldc * M; i++) c0[i] = NAN;
+                        memcpy(c, c0, sizeof(float) * (size_t)(ldc * M));
+                        const float alpha = accumulate ? -0.5f : 1.0f;
+                        gemm_f32(c, ldc, a, a_row, a_col, b, ldb, M, N, K, alpha, accumulate);
+                        double err = 0, big = 0;
+                        int pad_kept = 1;
+                        for (int m = 0; m < M; m++) {
+                            for (int n = 0; n < N; n++) {
+                                double acc = 0.0;
+                                for (int k = 0; k < K; k++) acc += (double)a[m * a_row + k * a_col] * b[k * ldb + n];
+                                acc = (accumulate ? c0[m * ldc + n] : 0.0) + alpha * acc;
+                                err = fmax(err, fabs(acc - c[m * ldc + n]));
+                                big = fmax(big, fabs(acc));
+                            }
+                            for (ptrdiff_t n = N; n < ldc; n++)
+                                pad_kept &= !memcmp(&c[m * ldc + n], &c0[m * ldc + n], sizeof(float));
+                        }
+                        const double rel = big > 0 ? err / big : err;
+                        worst = fmax(worst, rel);
+                        CHECK_MSG(rel < 1e-5 && !isnan(rel), "M %d N %d K %d trans %d accumulate %d: %g of the max", M,
+                                  N, K, trans, accumulate, rel);
+                        CHECK_MSG(pad_kept, "M %d N %d K %d: wrote past column N", M, N, K);
+                        free(a), free(b), free(c), free(c0);
+                    }
+    printf("# gemm_f32: worst error %.2g of the product's max over 400 shapes\n", worst);
+}
+
 int main(void) {
     RUN(f16_prefill_matches_doubles);
     RUN(bf16_prefill_matches_doubles);
     RUN(kernel_same_bits_any_threads_and_rows);
+    RUN(f32_product_matches_doubles);
     return test_summary();
 }

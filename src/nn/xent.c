@@ -1,7 +1,8 @@
 /* Softmax cross-entropy with its gradient, fused. */
 #include "nn/xent.h"
 
-#include <cblas.h>
+#include "nn/gemm_f32.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -85,7 +86,7 @@ double xent_forward_backward(float *dlogits, float *row_loss, const float *logit
  * and within a slot every product runs on one thread at a chunk size that stays
  * in cache between the forward, the softmax and the two gradient products. */
 size_t xent_table_scratch_floats(int V, int d) {
-    return (size_t)XENT_TABLE_SLOTS * ((size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V);
+    return (size_t)XENT_TABLE_SLOTS * ((size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V) + (size_t)d * V;
 }
 
 double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const float *x, const int *labels, int M,
@@ -95,6 +96,12 @@ double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const
     const int n_chunks = (M + XENT_TABLE_ROWS - 1) / XENT_TABLE_ROWS;
     const int slots = n_chunks < XENT_TABLE_SLOTS ? n_chunks : XENT_TABLE_SLOTS;
     const size_t per = (size_t)XENT_TABLE_ROWS * V + (size_t)V * d + (size_t)V;
+    /* the table transposed, [d, V], after the slots: the logits' product reads it
+     * k-major, as gemm_f32 wants its B */
+    float *table_t = scratch + (size_t)XENT_TABLE_SLOTS * per;
+#pragma omp parallel for schedule(static) if ((size_t)V * d > 65536)
+    for (int j = 0; j < V; j++)
+        for (int k = 0; k < d; k++) table_t[(size_t)k * V + j] = table[(size_t)j * d + k];
 #pragma omp parallel for schedule(dynamic, 1) if (slots > 1)
     for (int s = 0; s < slots; s++) {
         float *L = scratch + (size_t)s * per, *dT = L + (size_t)XENT_TABLE_ROWS * V, *dB = dT + (size_t)V * d;
@@ -108,15 +115,13 @@ double xent_table(float *dx, float *dtable, float *dbias, float *row_loss, const
             /* L [n, V] = x tableᵀ + bias */
             if (bias)
                 for (int i = 0; i < n; i++) memcpy(L + (size_t)i * V, bias, (size_t)V * sizeof(float));
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, d, 1.0f, xc, d, table, d, bias ? 1.0f : 0.0f,
-                        L, V);
+            gemm_f32(L, V, xc, d, 1, table_t, V, n, V, d, 1.0f, bias != NULL);
             xent_rows(L, row_loss + i0, L, V, labels + i0, n, V, -1, grad_scale);
             /* dx [n, d] = dL table; dtable [V, d] += dLᵀ x; dbias [V] += Σ_rows dL */
             if (dx)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, V, 1.0f, L, V, table, d, 0.0f,
-                            dx + (size_t)i0 * d, d);
-            if (dtable)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, L, V, xc, d, 1.0f, dT, d);
+                gemm_f32(dx + (size_t)i0 * d, d, L, V, 1, table, d, n, d, V, 1.0f, 0);
+            if (dtable) /* A = dLᵀ: row v of it is column v of dL */
+                gemm_f32(dT, d, L, 1, V, xc, d, V, d, n, 1.0f, 1);
             if (dbias)
                 for (int i = 0; i < n; i++) {
                     const float *li = L + (size_t)i * V;

@@ -31,8 +31,9 @@ double xent_rows(float *dlogits, float *row_loss, const float *logits, int ld, c
  *   dtable [V, d] += grad_scale (softmax - onehot)ᵀ x         (NULL: none)
  *   dbias [V]     += grad_scale Σ_rows (softmax - onehot)     (NULL: none)
  * The [M, V] logits are never formed whole: chunks of XENT_TABLE_ROWS rows run
- * through XENT_TABLE_SLOTS accumulators in parallel, and the results are the
- * same bits for any thread count. scratch: xent_table_scratch_floats(V, d). */
+ * through XENT_TABLE_SLOTS accumulators in parallel, each chunk's three products
+ * on its slot's thread (nn/gemm_f32.h), and the results are the same bits for any
+ * thread count. scratch: xent_table_scratch_floats(V, d). */
 #define XENT_TABLE_ROWS 64
 #define XENT_TABLE_SLOTS 4
 size_t xent_table_scratch_floats(int V, int d);
