@@ -33,7 +33,7 @@
 #include "nn/xent.h"
 #include "retriever/rnn_common.h"
 
-#define G4_CHUNK 1024 /* scored rows per logits block */
+#define G4_CHUNK 1024 /* scored rows per cross-entropy call */
 
 typedef struct g4_layer {
     float *w_ih, *w_hh, *b_ih, *b_hh;
@@ -53,7 +53,7 @@ typedef struct g4_acts {
     float **h, **hprev, **hn, **mask;  /* per layer [R, H] */
     float **gates;                     /* per layer [R, 3H] */
     float *dh, *dx, *dgx, *dgh;        /* [R, H], [R, H], [R, 3H], [R, 3H] */
-    float *hs, *logits, *row_loss;     /* [CHUNK, H], [CHUNK, V], [CHUNK] */
+    float *hs, *row_loss, *xent;       /* [CHUNK, H], [CHUNK], xent_table_scratch_floats(V, H) */
 } g4_acts;
 
 static int g4_layout(rt_model *m, mr_error *e) {
@@ -152,7 +152,7 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
     a->H = (int)H;
     a->V = (int)V;
     /* one block: floats first, then the ints, each region 64-byte aligned */
-    size_t floats = 2 * R * H + L * (4 * R * H + 3 * R * H) + 2 * R * H + 2 * 3 * R * H + CH * H + CH * V + CH;
+    size_t floats = 2 * R * H + L * (4 * R * H + 3 * R * H) + 2 * R * H + 2 * 3 * R * H + CH * H + CH + xent_table_scratch_floats((int)V, (int)H);
     size_t ints = rnn_scratch_ints(R, S, CH);
     size_t ptrs = 5 * L;
     size_t bytes = (floats + 16) * sizeof(float) + (ints + 16) * sizeof(int) + ptrs * sizeof(float *) + 64;
@@ -171,8 +171,8 @@ static int g4_acts_create(void **out, const rt_model *m, int max_rows, int max_s
     a->dgx = TAKEF(3 * R * H);
     a->dgh = TAKEF(3 * R * H);
     a->hs = TAKEF(CH * H);
-    a->logits = TAKEF(CH * V);
     a->row_loss = TAKEF(CH);
+    a->xent = TAKEF(xent_table_scratch_floats((int)V, (int)H));
     float **pp = (float **)(void *)(mem + (floats + 16) * sizeof(float) + (ints + 16) * sizeof(int));
     pp = (float **)(void *)(((uintptr_t)pp + 15) & ~(uintptr_t)15);
     a->h = pp;
@@ -221,7 +221,8 @@ static double g4_loss_backward(rt_model *m, void *acts, const rt_batch *b, int t
     const int use_drop = train && m->cfg.dropout > 0.0f;
     const float *top = a->h[p->L - 1];
 
-    /* scores and cross-entropy, CHUNK scored rows at a time; d(loss)/d(top) into dh */
+    /* scores over every item and their cross-entropy, CHUNK scored rows at a time,
+     * through xent_table (the [rows, V] logits never formed whole); d(loss)/d(top) into dh */
     memset(a->dh, 0, sizeof(float) * (size_t)R * H);
     double total = 0.0;
     for (int c0 = 0; c0 < n_scored; c0 += G4_CHUNK) {
@@ -230,11 +231,9 @@ static double g4_loss_backward(rt_model *m, void *acts, const rt_batch *b, int t
             memcpy(a->hs + (size_t)i * H, top + (size_t)a->x.scored[c0 + i] * H, sizeof(float) * (size_t)H);
             a->x.lab[i] = a->x.c.lab[a->x.scored[c0 + i]];
         }
-        linear_forward(a->logits, a->hs, p->wy, p->by, n, H, V);
-        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->x.lab, n, V, -1, 1.0f / (float)n_scored);
         float *dhs = a->dx; /* free until the GRU backward */
-        memset(dhs, 0, sizeof(float) * (size_t)n * H);
-        linear_backward(dhs, p->dwy, p->dby, a->logits, a->hs, p->wy, n, H, V);
+        total += xent_table(dhs, p->dwy, p->dby, a->row_loss, a->hs, a->x.lab, n, p->wy, p->by, V, H,
+                            1.0f / (float)n_scored, a->xent);
         for (int i = 0; i < n; i++) {
             float *d = a->dh + (size_t)a->x.scored[c0 + i] * H;
             for (int k = 0; k < H; k++) d[k] += dhs[(size_t)i * H + k];

@@ -44,7 +44,7 @@
 #include "nn/xent.h"
 #include "retriever/rnn_common.h"
 
-#define NARM_CHUNK 1024 /* scored rows per logits block */
+#define NARM_CHUNK 1024 /* scored rows per cross-entropy call */
 
 typedef struct narm_impl {
     int D, H, V, max_len;
@@ -63,7 +63,7 @@ typedef struct narm_acts {
     float *attn;                   /* [R * max_len]: softmax weights per scored row's prefix */
     size_t *attn_off;              /* [R] */
     float *pb, *dpb;               /* [R, D]: proj B (the encodings in item space) and its gradient */
-    float *logits, *row_loss;      /* [CHUNK, V], [CHUNK] */
+    float *row_loss, *xent;        /* [CHUNK], xent_table_scratch_floats(V, D) */
     float *dh, *dx, *dqg, *dkl;    /* [R, H] ([R, D] for dx) */
     float *dproj;                  /* [R, 2H] */
     float *dgx, *dgh;              /* [R, 3H] */
@@ -136,7 +136,7 @@ static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max
     a->max_seqs = (int)S;
     a->attn_cap = R * L;
     size_t floats = 2 * R * D + 3 * R * H + 3 * R * H + 2 * R * H + 2 * 2 * R * H + a->attn_cap + 2 * (R > S ? R : S) * D +
-                    CH * V + CH + 3 * R * H + R * D + R * 2 * H + 2 * 3 * R * H + S * H;
+                    xent_table_scratch_floats((int)V, (int)D) + CH + 3 * R * H + R * D + R * 2 * H + 2 * 3 * R * H + S * H;
     size_t bytes = floats * sizeof(float) + R * sizeof(size_t) + rnn_scratch_ints(R, S, CH) * sizeof(int) + 256;
     char *mem = mr_alloc_aligned(bytes, e);
     if (!mem) {
@@ -161,8 +161,8 @@ static int narm_acts_create(void **out, const rt_model *m, int max_rows, int max
     a->attn = TAKEF(a->attn_cap);
     a->pb = TAKEF((R > S ? R : S) * D);
     a->dpb = TAKEF((R > S ? R : S) * D); /* also the score block of scores_last */
-    a->logits = TAKEF(CH * V);
     a->row_loss = TAKEF(CH);
+    a->xent = TAKEF(xent_table_scratch_floats((int)V, (int)D));
     a->dh = TAKEF(R * H);
     a->dqg = TAKEF(R * H);
     a->dkl = TAKEF(R * H);
@@ -262,16 +262,15 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
     const int drop_p = train && m->cfg.attn_dropout > 0.0f;
     narm_forward(p, a, b, n_scored, m->cfg.dropout, m->cfg.attn_dropout, train, key);
 
-    /* scores = pb E^T and cross-entropy per block of scored rows: dpb and dE */
+    /* scores = pb E^T and their cross-entropy per block of scored rows, through
+     * xent_table (the [rows, V] scores never formed whole): dpb and dE */
     double total = 0.0;
-    memset(a->dpb, 0, sizeof(float) * (size_t)n_scored * D);
     for (int c0 = 0; c0 < n_scored; c0 += NARM_CHUNK) {
         const int n = n_scored - c0 < NARM_CHUNK ? n_scored - c0 : NARM_CHUNK;
         for (int i = 0; i < n; i++) a->x.lab[i] = a->x.c.lab[a->x.scored[c0 + i]];
         const float *pbc = a->pb + (size_t)c0 * D;
-        linear_forward(a->logits, pbc, p->emb, NULL, n, D, V);
-        total += xent_rows(a->logits, a->row_loss, a->logits, V, a->x.lab, n, V, -1, 1.0f / (float)n_scored);
-        linear_backward(a->dpb + (size_t)c0 * D, p->demb, NULL, a->logits, pbc, p->emb, n, D, V);
+        total += xent_table(a->dpb + (size_t)c0 * D, p->demb, NULL, a->row_loss, pbc, a->x.lab, n, p->emb, NULL, V, D,
+                            1.0f / (float)n_scored, a->xent);
     }
     /* pb = proj B: dproj = dpb B^T, dB += proj^T dpb */
     linear_forward(a->dproj, a->dpb, p->b, NULL, n_scored, D, P);
