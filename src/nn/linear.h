@@ -1,5 +1,5 @@
 /* Fully connected layer y = x W^T + b over row-major float buffers, in the
- * PyTorch layout (W is [out, in]), with BLAS doing the products. */
+ * PyTorch layout (W is [out, in]); linear.c says which kernel does the products. */
 #ifndef MLLM4REC_NN_LINEAR_H
 #define MLLM4REC_NN_LINEAR_H
 
@@ -18,8 +18,8 @@ static inline void linear_forward(float *out, const float *inp, const float *wei
  *   dinp [N, n_in]     += alpha * dout . weight      (skipped when dinp is NULL)
  *   dweight [n_out, n_in] += alpha * dout^T . inp    (skipped when dweight is NULL)
  *   dbias [n_out]      += sum over rows of dout      (skipped when dbias is NULL)
- * The bias sum runs in a fixed order, so results do not depend on thread count
- * beyond what BLAS itself does. */
+ * The bias sum runs in a fixed order; with the AVX-512 kernel so does every product,
+ * so the results do not depend on the thread count (on BLAS, beyond what BLAS does). */
 void linear_backward_ex(float *dinp, int ld_dinp, float *dweight, float *dbias, const float *dout,
                         int ld_dout, const float *inp, int ld_inp, const float *weight, int N, int n_in,
                         int n_out, float alpha);
