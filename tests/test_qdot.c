@@ -150,7 +150,7 @@ static uint8_t *random_weights(ggml_type t, int rows, int cols, uint64_t seed, s
  * with row and activation tails. */
 TEST(tile_kernels_exact) {
     const int cols = 256;
-    const int shapes[][2] = {{8, 4}, {16, 9}, {13, 3}, {24, 1}, {8, 2}, {5, 7}};
+    const int shapes[][2] = {{8, 4}, {16, 9}, {13, 3}, {24, 1}, {8, 2}, {5, 7}, {40, 17}};
     for (int ti = 0; ti < N_INT_TYPES; ti++) {
         ggml_type t = int_types[ti];
         qdot_tile_fn fn = qdot_tile_kernel(t);

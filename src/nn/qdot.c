@@ -425,8 +425,90 @@ static inline __attribute__((always_inline)) void group_8xN(ggml_type T, const i
     }
 }
 
+#if defined(QDOT_VNNI) && defined(__AVX512F__)
+#define QDOT_ZMM 1
+/* group_8xN for 16 weight rows and QDOT_NA activation rows, where the machine has
+ * 512-bit registers: rows 0..7 and 8..15 are unpacked as in group_8xN (unpack8,
+ * the same per-row work) into the low and high halves of one zmm vector, so each
+ * broadcast activation word meets 16 rows in one vpdpbusd and the float steps run
+ * 16 rows wide. Lane k sees exactly the integer sums and float operations of
+ * group_8xN's lane k % 8: the results are the same bits. */
+static inline __attribute__((always_inline)) void group_16x8(ggml_type T, float *y, int64_t ldy, const uint8_t *w,
+                                                            size_t w_row_bytes, const uint8_t *xq, size_t xq_row_bytes,
+                                                            int64_t nb, float beta) {
+    const wfmt f = fmt_of(T);
+    const ggml_type at = f.has_min ? GGML_TYPE_Q8_1 : GGML_TYPE_Q8_0;
+    const size_t xblk = f.has_min ? sizeof(blk_q8_1) : sizeof(blk_q8_0), xqs = f.has_min ? 4 : 2;
+    const size_t xd_off = act_blocks_bytes(at, nb), x2_off = xd_off + (size_t)nb * 4;
+    const int has_zero = act_zero(T) != 0;
+    __m512 acc[QDOT_NA];
+    _Pragma("GCC unroll 8")
+    for (int k = 0; k < QDOT_NA; k++) acc[k] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk[16];
+        _Pragma("GCC unroll 16")
+        for (int i = 0; i < 16; i++) blk[i] = w + (size_t)i * w_row_bytes + (size_t)b * f.bytes;
+        __m256i lo[8], hi[8], S[8];
+        unpack8(T, blk, lo, S);
+        unpack8(T, blk + 8, hi, S);
+        __m512i V[8];
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < 8; j++) V[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[j]), hi[j], 1);
+        const __m512 dw = _mm512_insertf32x8(_mm512_castps256_ps512(f16x8(blk, 0)), f16x8(blk + 8, 0), 1);
+        const __m512 mw = f.has_min ? _mm512_insertf32x8(_mm512_castps256_ps512(f16x8(blk, 2)), f16x8(blk + 8, 2), 1)
+                                    : _mm512_setzero_ps();
+        _Pragma("GCC unroll 8")
+        for (int k = 0; k < QDOT_NA; k++) {
+            const uint8_t *xr = xq + (size_t)k * xq_row_bytes;
+            const uint8_t *xs = xr + (size_t)b * xblk + xqs;
+            __m512i isum = has_zero ? _mm512_set1_epi32(((const int32_t *)(xr + x2_off))[b]) : _mm512_setzero_si512();
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < 8; j++) {
+                int32_t x4;
+                memcpy(&x4, xs + 4 * j, 4);
+                isum = _mm512_dpbusd_epi32(isum, V[j], _mm512_set1_epi32(x4));
+            }
+            const __m512 dx = _mm512_set1_ps(((const float *)(xr + xd_off))[b]);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, dx), acc[k]);
+            if (f.has_min) acc[k] = _mm512_fmadd_ps(mw, _mm512_set1_ps(((const float *)(xr + x2_off))[b]), acc[k]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int k = 0; k < QDOT_NA; k++) {
+        float *yp = y + (int64_t)k * ldy;
+        if (beta != 0.0f) acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(yp), acc[k]);
+        _mm512_storeu_ps(yp, acc[k]);
+    }
+}
+#else
+#define QDOT_ZMM 0
+#endif
+
 #define GROUP_CASE(N)                                                                                  \
     case N: group_8xN(T, X8, N, yt, ldy, wr, w_row_bytes, xt, xq_row_bytes, nb, beta); break;
+
+/* 8 weight rows (at wr, their outputs at column r of y) x activation rows t..n_act-1 */
+static inline __attribute__((always_inline)) void rows8_from(ggml_type T, const int X8, float *y, int64_t ldy,
+                                                            const uint8_t *wr, size_t w_row_bytes, const uint8_t *xq,
+                                                            size_t xq_row_bytes, int t, int n_act, int64_t nb,
+                                                            float beta) {
+    for (; t + QDOT_NA <= n_act; t += QDOT_NA)
+        group_8xN(T, X8, QDOT_NA, y + t * ldy, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes, nb, beta);
+    const uint8_t *xt = xq + t * xq_row_bytes;
+    float *yt = y + t * ldy;
+    switch (n_act - t) {
+        GROUP_CASE(1)
+        GROUP_CASE(2)
+        GROUP_CASE(3)
+#if QDOT_NA > 4
+        GROUP_CASE(4)
+        GROUP_CASE(5)
+        GROUP_CASE(6)
+        GROUP_CASE(7)
+#endif
+    default: break;
+    }
+}
 
 static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, const int X8, float *y, int64_t ldy,
                                                            const uint8_t *w, size_t w_row_bytes, int n_rows,
@@ -434,27 +516,20 @@ static inline __attribute__((always_inline)) void tile_avx2(ggml_type T, const i
                                                            int64_t cols, float beta) {
     const int64_t nb = cols / QK;
     const int r8 = n_rows & ~7;
-    for (int r = 0; r < r8; r += 8) {
-        const uint8_t *wr = w + (size_t)r * w_row_bytes;
-        int t = 0;
-        for (; t + QDOT_NA <= n_act; t += QDOT_NA)
-            group_8xN(T, X8, QDOT_NA, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes,
-                      nb, beta);
-        const uint8_t *xt = xq + t * xq_row_bytes;
-        float *yt = y + t * ldy + r;
-        switch (n_act - t) {
-            GROUP_CASE(1)
-            GROUP_CASE(2)
-            GROUP_CASE(3)
-#if QDOT_NA > 4
-            GROUP_CASE(4)
-            GROUP_CASE(5)
-            GROUP_CASE(6)
-            GROUP_CASE(7)
-#endif
-        default: break;
+    int r = 0;
+#if QDOT_ZMM
+    if (!X8) /* 16 rows at a time over whole groups of activation rows, the rest as below */
+        for (; r + 16 <= r8; r += 16) {
+            const uint8_t *wr = w + (size_t)r * w_row_bytes;
+            int t = 0;
+            for (; t + QDOT_NA <= n_act; t += QDOT_NA)
+                group_16x8(T, y + t * ldy + r, ldy, wr, w_row_bytes, xq + t * xq_row_bytes, xq_row_bytes, nb, beta);
+            rows8_from(T, X8, y + r, ldy, wr, w_row_bytes, xq, xq_row_bytes, t, n_act, nb, beta);
+            rows8_from(T, X8, y + r + 8, ldy, wr + 8 * w_row_bytes, w_row_bytes, xq, xq_row_bytes, t, n_act, nb, beta);
         }
-    }
+#endif
+    for (; r < r8; r += 8)
+        rows8_from(T, X8, y + r, ldy, w + (size_t)r * w_row_bytes, w_row_bytes, xq, xq_row_bytes, 0, n_act, nb, beta);
     /* the last n_rows % 8 rows (no model we know has them; never x8) */
     if (!X8 && r8 < n_rows)
         tile_portable(T, y + r8, ldy, w + (size_t)r8 * w_row_bytes, w_row_bytes, n_rows - r8, xq, xq_row_bytes, n_act,
