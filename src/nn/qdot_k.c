@@ -37,7 +37,11 @@
  * multiply instructions per 32 values per pair), not by memory. Where the build has
  * AVX-512 BW and VNNI, Q4_K's groups go two at a time through 512-bit registers
  * (kgroups_q4_zmm): the same two instructions then cover 64 values (bench_qdot_k, one
- * thread, 4096 x 4096 at T 512 on a Zen 5: 151-158 -> 201-202 GOP/s). */
+ * thread, 4096 x 4096 at T 512 on a Zen 5: 151-158 -> 201-202 GOP/s). There Q4_K's
+ * prefill takes whole blocks of 16 weight rows x 8 activation rows in another layout,
+ * a weight row per 32-bit lane (q4k_rows_in_lanes, as qdot.c's legacy kernels): one
+ * vpdpbusd per 4 values of 16 rows, no horizontal sums (the same bench: 204-211 ->
+ * 324-348 GOP/s); the micro-tiles take the edges and generation. */
 #include "nn/qdot_k.h"
 
 #include <string.h>
@@ -383,6 +387,142 @@ static inline __attribute__((always_inline)) void kgroups_q4_zmm(const int RW, c
     for (int p = 0; p < RW * TA; p++)
         sumi[p] = _mm256_add_epi32(_mm512_castsi512_si256(zs[p]), _mm512_extracti64x4_epi64(zs[p], 1));
 }
+
+/* Q4_K prefill with a weight row in each 32-bit lane: 16 weight rows x 8 activation
+ * rows per call, all nb super-blocks (the layout of qdot.c's legacy kernels). Per
+ * super-block, each row's 4-byte word w of group pair p (bytes 16 + 32p + 4w) is
+ * moved into lane r (4x4 word transposes, as qdot.c's unpack8), so one broadcast
+ * activation word meets 16 rows in one vpdpbusd: the group sums come out per lane and
+ * are scaled by the lane's 6-bit group scale (exact int32 products), and
+ * M = sum_j m_j * (bsums[2j] + bsums[2j+1]) is one vpdpwssd per group, m_j in both
+ * 16-bit halves against bsums word j. S and M are the portable kernel's exact
+ * integers and the fp32 step is its own, so the results are the same bits. */
+static inline __attribute__((always_inline)) __m256i kload_pair(const uint8_t *lo, const uint8_t *hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                   _mm_loadu_si128((const __m128i *)hi), 1);
+}
+
+/* W[j] lane k = the 4-byte word at offset off + 4j of row b[k] (k < 8), j < 4 */
+static inline __attribute__((always_inline)) void kwords8(const uint8_t *const *b, size_t off, __m256i W[4]) {
+    __m256i R[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) R[i] = kload_pair(b[i] + off, b[i + 4] + off);
+    const __m256i a = _mm256_unpacklo_epi32(R[0], R[1]), c = _mm256_unpacklo_epi32(R[2], R[3]);
+    const __m256i e = _mm256_unpackhi_epi32(R[0], R[1]), f = _mm256_unpackhi_epi32(R[2], R[3]);
+    W[0] = _mm256_unpacklo_epi64(a, c);
+    W[1] = _mm256_unpackhi_epi64(a, c);
+    W[2] = _mm256_unpacklo_epi64(e, f);
+    W[3] = _mm256_unpackhi_epi64(e, f);
+}
+
+#define KQ_LANE_ROWS 16
+#define KQ_LANE_ACTS 8
+static void q4k_rows_in_lanes(float *y, int64_t ldy, const uint8_t *w, size_t wrb, const uint8_t *xq, size_t xrb,
+                              int64_t nb, float beta) {
+    const __m512i row_off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32((int)wrb));
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m6 = _mm512_set1_epi32(0x3f);
+    const __m512i three = _mm512_set1_epi32(3), fifteen = _mm512_set1_epi32(15);
+    __m512 acc[KQ_LANE_ACTS];
+#pragma GCC unroll 8
+    for (int k = 0; k < KQ_LANE_ACTS; k++) acc[k] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk[KQ_LANE_ROWS];
+#pragma GCC unroll 16
+        for (int r = 0; r < KQ_LANE_ROWS; r++) blk[r] = w + (size_t)r * wrb + (size_t)b * Q4K_BYTES;
+        const blk_q8_K *xb[KQ_LANE_ACTS];
+#pragma GCC unroll 8
+        for (int k = 0; k < KQ_LANE_ACTS; k++) xb[k] = (const blk_q8_K *)(xq + (size_t)k * xrb) + b;
+        /* d, dmin and the 12 scale bytes of every row, a row per lane */
+        const uint8_t *base = blk[0];
+        const __m512i g0 = _mm512_i32gather_epi32(row_off, (const void *)base, 1);
+        const __m512i a0 = _mm512_i32gather_epi32(row_off, (const void *)(base + 4), 1);
+        const __m512i a1 = _mm512_i32gather_epi32(row_off, (const void *)(base + 8), 1);
+        const __m512i a2 = _mm512_i32gather_epi32(row_off, (const void *)(base + 12), 1);
+        const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
+        const __m512 dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
+        __m512i sc[8];
+        int32_t mv[KQ_LANE_ACTS][16] __attribute__((aligned(64)));
+        {
+            __m512i M[KQ_LANE_ACTS];
+#pragma GCC unroll 8
+            for (int k = 0; k < KQ_LANE_ACTS; k++) M[k] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const int sh = 8 * (j & 3);
+                __m512i mn;
+                if (j < 4) {
+                    sc[j] = _mm512_and_si512(_mm512_srli_epi32(a0, sh), m6);
+                    mn = _mm512_and_si512(_mm512_srli_epi32(a1, sh), m6);
+                } else {
+                    sc[j] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(a2, sh), fifteen),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a0, sh + 6), three), 4));
+                    mn = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(a2, sh + 4), fifteen),
+                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(a1, sh + 6), three), 4));
+                }
+                const __m512i mn2 = _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16)); /* m_j in both halves */
+#pragma GCC unroll 8
+                for (int k = 0; k < KQ_LANE_ACTS; k++) {
+                    int32_t bs2;
+                    memcpy(&bs2, xb[k]->bsums + 2 * j, 4);
+                    M[k] = _mm512_dpwssd_epi32(M[k], mn2, _mm512_set1_epi32(bs2));
+                }
+            }
+#pragma GCC unroll 8
+            for (int k = 0; k < KQ_LANE_ACTS; k++) _mm512_store_si512((void *)mv[k], M[k]);
+        }
+        __m512i S[KQ_LANE_ACTS];
+#pragma GCC unroll 8
+        for (int k = 0; k < KQ_LANE_ACTS; k++) S[k] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __m512i W[8];
+            {
+                __m256i lo[8], hi[8];
+                kwords8(blk, 16 + 32 * (size_t)p, lo);
+                kwords8(blk, 16 + 32 * (size_t)p + 16, lo + 4);
+                kwords8(blk + 8, 16 + 32 * (size_t)p, hi);
+                kwords8(blk + 8, 16 + 32 * (size_t)p + 16, hi + 4);
+#pragma GCC unroll 8
+                for (int v = 0; v < 8; v++) W[v] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[v]), hi[v], 1);
+            }
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) { /* group 2p: the low nibbles; 2p + 1: the high ones */
+                __m512i q[8];
+#pragma GCC unroll 8
+                for (int v = 0; v < 8; v++) q[v] = _mm512_and_si512(half ? _mm512_srli_epi16(W[v], 4) : W[v], m4);
+                const int g = 2 * p + half;
+#pragma GCC unroll 8
+                for (int k = 0; k < KQ_LANE_ACTS; k++) {
+                    const uint8_t *xs = (const uint8_t *)xb[k]->qs + 32 * g;
+                    __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                    for (int v = 0; v < 8; v++) {
+                        int32_t x4;
+                        memcpy(&x4, xs + 4 * v, 4);
+                        isum = _mm512_dpbusd_epi32(isum, q[v], _mm512_set1_epi32(x4));
+                    }
+                    S[k] = _mm512_add_epi32(S[k], _mm512_mullo_epi32(isum, sc[g]));
+                }
+            }
+        }
+        /* the portable kernel's fp32 step: acc += (d*dx)*(float)S - (dmin*dx)*(float)M */
+#pragma GCC unroll 8
+        for (int k = 0; k < KQ_LANE_ACTS; k++) {
+            const __m512 dx = _mm512_set1_ps(xb[k]->d);
+            const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(S[k]));
+            const __m512 dm = _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(_mm512_load_si512(mv[k])));
+            acc[k] = _mm512_add_ps(acc[k], _mm512_sub_ps(ds, dm));
+        }
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < KQ_LANE_ACTS; k++) {
+        float *o = y + (int64_t)k * ldy;
+        __m512 v = acc[k];
+        if (beta != 0.0f) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(o)));
+        _mm512_storeu_ps(o, v);
+    }
+}
 #else
 #define KQ_ZMM 0
 #endif
@@ -524,6 +664,22 @@ static void tile_simd(void (*const k[4][4])(KMICRO_ARGS), float *y, int64_t ldy,
  * portable loop. */
 static void tile_kt(int kt, float *y, int64_t ldy, const uint8_t *w, size_t wrb, int n_rows, const uint8_t *xq,
                     size_t xrb, int n_act, int64_t cols, float beta) {
+#if KQ_ZMM
+    /* Q4_K prefill: whole 16 x 8 blocks with a row per lane, the edges as below */
+    const int r16 = n_rows / KQ_LANE_ROWS * KQ_LANE_ROWS, t8 = n_act / KQ_LANE_ACTS * KQ_LANE_ACTS;
+    if (kt == KT_Q4 && r16 && t8) {
+        for (int t0 = 0; t0 < t8; t0 += KQ_LANE_ACTS)
+            for (int r0 = 0; r0 < r16; r0 += KQ_LANE_ROWS)
+                q4k_rows_in_lanes(y + (int64_t)t0 * ldy + r0, ldy, w + (size_t)r0 * wrb, wrb, xq + (size_t)t0 * xrb,
+                                  xrb, cols / QK_K, beta);
+        if (r16 < n_rows)
+            tile_simd(kmicro_KT_Q4, y + r16, ldy, w + (size_t)r16 * wrb, wrb, n_rows - r16, xq, xrb, t8, cols, beta);
+        if (t8 < n_act)
+            tile_simd(kmicro_KT_Q4, y + (int64_t)t8 * ldy, ldy, w, wrb, n_rows, xq + (size_t)t8 * xrb, xrb, n_act - t8,
+                      cols, beta);
+        return;
+    }
+#endif
 #if QDOT_K_SIMD
     tile_simd(kt == KT_Q4 ? kmicro_KT_Q4 : kt == KT_Q5 ? kmicro_KT_Q5 : kmicro_KT_Q6, y, ldy, w, wrb, n_rows, xq, xrb,
               n_act, cols, beta);
