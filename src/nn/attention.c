@@ -3,9 +3,37 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #include "mllm4rec/base.h"
+#include "nn/gemm_f32.h"
 #include "nn/simd_exp.h"
+
+/* The products below run on gemm_f32 (AVX-512 where the build has it, nn/gemm_f32.h),
+ * each on its work item's thread. It reads B k-major, so the keys and values of every
+ * kv head are first transposed, [n_head_kv][hd][n]: heads_transposed returns that
+ * copy (the caller frees it), or NULL when there is no memory for it, and the
+ * products with Kᵀ and Vᵀ then read the strided rows through BLAS. */
+static float *heads_transposed(const float *x, int64_t n, int n_head_kv, int hd) {
+    const int stride = n_head_kv * hd;
+    float *t = malloc(sizeof(float) * (size_t)n * (size_t)stride);
+    if (!t) return NULL;
+#pragma omp parallel for schedule(static) if (n * stride > 65536)
+    for (int gc = 0; gc < stride; gc++) /* row gc of the copy: head gc / hd, column gc % hd */
+        for (int64_t j = 0; j < n; j++) t[(int64_t)gc * n + j] = x[j * stride + gc];
+    return t;
+}
+
+/* C[M][nk] = alpha · A[M][hd] · X_gᵀ: X_g the first nk rows of kv head g in x (row
+ * stride kv_stride), or of its transposed copy xt ([hd][n] at xt + g·hd·n) */
+static void times_head_t(float *c, int64_t ldc, const float *a, int64_t lda, const float *x, int kv_stride,
+                         const float *xt, int64_t n, int g, int hd, int64_t M, int64_t nk, float alpha) {
+    if (xt)
+        gemm_f32(c, ldc, a, lda, 1, xt + (int64_t)g * hd * n, n, (int)M, (int)nk, hd, alpha, 0);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nk, hd, alpha, a, (int)lda, x + g * hd,
+                    kv_stride, 0.0f, c, (int)ldc);
+}
 
 /* softmax in place; st (when not NULL) gets the row's max and 1 / sum, from which
  * softmax_row_replay rebuilds the same probabilities from the same scores. */
@@ -225,6 +253,7 @@ void attention_forward_stats(float *out, float *stats, float *probs, const float
         attention_forward_one(out, stats, q, k, v, 0, n_keys_max, n_head, n_head_kv, hd, scratch, nth);
         return;
     }
+    float *kt = heads_transposed(k, n_keys_max, n_head_kv, hd);
     /* Work items are (head, query block); the big blocks (late queries) first. */
 #pragma omp parallel num_threads(nth)
     {
@@ -237,8 +266,7 @@ void attention_forward_stats(float *out, float *stats, float *probs, const float
             const int64_t nk = pos0 + t0 + nq; /* keys visible to the last query of the block */
             /* S[nq][nk] = scale · Q_h Kᵀ_g */
             float *S = probs ? probs + probs_offset(b, h, n_head, T) : S_t;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, hd, scale, q + t0 * q_stride + h * hd,
-                        q_stride, k + g * hd, kv_stride, 0.0f, S, (int)nk);
+            times_head_t(S, nk, q + t0 * q_stride + h * hd, q_stride, k, kv_stride, kt, n_keys_max, g, hd, nq, nk, scale);
             for (int64_t i = 0; i < nq; i++) {
                 float *row = S + i * nk;
                 const int64_t n_vis = pos0 + t0 + i + 1;
@@ -246,10 +274,11 @@ void attention_forward_stats(float *out, float *stats, float *probs, const float
                 for (int64_t j = n_vis; j < nk; j++) row[j] = 0.0f;
             }
             /* out_h[nq][hd] = S V_g */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, hd, (int)nk, 1.0f, S, (int)nk,
-                        v + g * hd, kv_stride, 0.0f, out + t0 * q_stride + h * hd, q_stride);
+            gemm_f32(out + t0 * q_stride + h * hd, q_stride, S, nk, 1, v + g * hd, kv_stride, (int)nq, hd, (int)nk,
+                     1.0f, 0);
         }
     }
+    free(kt);
 }
 
 /* Per thread: P and dP [G·QBLOCK][T], the group's stacked q, dout and dq rows
@@ -270,6 +299,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     if (nth > omp_get_max_threads()) nth = omp_get_max_threads();
     if ((double)n_head * T * n_keys * hd < (double)(1 << 20)) nth = 1;
     if (nth < 1) nth = 1;
+    float *kt = probs ? NULL : heads_transposed(k, n_keys, n_head_kv, hd), *vt = heads_transposed(v, n_keys, n_head_kv, hd);
     /* Work items (kv head, query block), the G query heads of the kv head stacked
      * into one [G·nq] block of rows so each product is G times taller (dK, dV sum
      * over G·nq rows at once); a fixed round-robin over threads, each thread
@@ -292,8 +322,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             }
             /* P[m][nk]: the forward's probabilities, kept or rebuilt from its scores and row statistics */
             const float *P = probs ? probs + probs_offset(b, g * G, n_head, T) : P_t;
-            if (!probs) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, hd, scale, Qs, hd,
-                                    k + g * hd, kv_stride, 0.0f, P_t, (int)nk);
+            if (!probs) times_head_t(P_t, nk, Qs, hd, k, kv_stride, kt, n_keys, g, hd, m, nk, scale);
             for (int64_t r = 0; r < m && !probs; r++) {
                 const int64_t t = t0 + r % nq; /* at position pos0 + t: keys 0 .. pos0 + t */
                 float *row = P_t + r * nk;
@@ -301,10 +330,8 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                 for (int64_t j = pos0 + t + 1; j < nk; j++) row[j] = 0.0f;
             }
             /* dV_g[0:nk] += Pᵀ dO ; dP = dO V_gᵀ */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)m, 1.0f, P, (int)nk, dOs, hd, 1.0f,
-                        dv_t + g * hd, kv_stride);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, hd, 1.0f, dOs, hd, v + g * hd,
-                        kv_stride, 0.0f, dP, (int)nk);
+            gemm_f32(dv_t + g * hd, kv_stride, P, 1, nk, dOs, hd, (int)nk, hd, (int)m, 1.0f, 1);
+            times_head_t(dP, nk, dOs, hd, v, kv_stride, vt, n_keys, g, hd, m, nk, 1.0f);
             /* dS = P ⊙ (dP − Σ_j P dP), where Σ_j P_ij dP_ij = dO_i · O_i (hd terms, not nk) */
             for (int64_t r = 0; r < m; r++) {
                 const float *p = P + r * nk, *o = out + (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
@@ -316,14 +343,12 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                 for (int64_t j = 0; j < nk; j++) d[j] = p[j] * (d[j] - D);
             }
             /* dQ = scale dS K_g (scattered back to the heads' columns) ; dK_g[0:nk] += scale dSᵀ Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, hd, (int)nk, scale, dP, (int)nk, k + g * hd,
-                        kv_stride, 0.0f, dQs, hd);
+            gemm_f32(dQs, hd, dP, nk, 1, k + g * hd, kv_stride, (int)m, hd, (int)nk, scale, 0);
             for (int64_t r = 0; r < m; r++) {
                 float *dst = dq + (t0 + r % nq) * q_stride + (g * G + r / nq) * hd;
                 for (int c = 0; c < hd; c++) dst[c] = dQs[r * hd + c];
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, hd, (int)m, scale, dP, (int)nk, Qs, hd, 1.0f,
-                        dk_t + g * hd, kv_stride);
+            gemm_f32(dk_t + g * hd, kv_stride, dP, 1, nk, Qs, hd, (int)nk, hd, (int)m, scale, 1);
         }
         /* the implicit barrier above: every private sum is complete */
 #pragma omp for schedule(static)
@@ -337,4 +362,6 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             dv[i] = sv;
         }
     }
+    free(kt);
+    free(vt);
 }
