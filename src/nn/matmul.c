@@ -1,6 +1,6 @@
 /* Products with stored weight matrices. Which path runs when, and why:
  *
- *  - F32 weights: one BLAS sgemm (nothing to convert; OpenBLAS is as fast as it gets).
+ *  - F32 weights: one BLAS sgemm (nothing to convert; why not an AVX-512 kernel: below).
  *  - Weights with an integer kernel (qdot_tile_kernel: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
  *    from qdot.c; Q4_K, Q5_K, Q6_K from qdot_k.c), forward only: the activations are
  *    quantized once per call into 8-bit blocks (qdot_quantize_row, in the scratch
