@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mllm4rec/base.h"
+#include "nn/qdot_words.h"
 #include "nn/quant.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -280,22 +281,6 @@ static inline __m256i dot_acc(__m256i acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 #endif
-
-/* in: R[i] = [row i words 0..3 | row i+4 words 0..3] (i < 4);
- * out: W[j] = [row 0..7 word j], rows in natural lane order */
-static inline void transpose_4x(const __m256i R[4], __m256i W[4]) {
-    const __m256i a = _mm256_unpacklo_epi32(R[0], R[1]), b = _mm256_unpacklo_epi32(R[2], R[3]);
-    const __m256i c = _mm256_unpackhi_epi32(R[0], R[1]), d = _mm256_unpackhi_epi32(R[2], R[3]);
-    W[0] = _mm256_unpacklo_epi64(a, b);
-    W[1] = _mm256_unpackhi_epi64(a, b);
-    W[2] = _mm256_unpacklo_epi64(c, d);
-    W[3] = _mm256_unpackhi_epi64(c, d);
-}
-
-static inline __m256i load_pair(const uint8_t *lo, const uint8_t *hi) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
-                                   _mm_loadu_si128((const __m128i *)hi), 1);
-}
 
 static inline __m256 f16x8(const uint8_t *const p[8], int off) {
     __m128i h = _mm_set_epi16((short)rd16(p[7] + off), (short)rd16(p[6] + off), (short)rd16(p[5] + off),

@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "mllm4rec/base.h"
+#include "nn/qdot_words.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -397,22 +398,12 @@ static inline __attribute__((always_inline)) void kgroups_q4_zmm(const int RW, c
  * M = sum_j m_j * (bsums[2j] + bsums[2j+1]) is one vpdpwssd per group, m_j in both
  * 16-bit halves against bsums word j. S and M are the portable kernel's exact
  * integers and the fp32 step is its own, so the results are the same bits. */
-static inline __attribute__((always_inline)) __m256i kload_pair(const uint8_t *lo, const uint8_t *hi) {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
-                                   _mm_loadu_si128((const __m128i *)hi), 1);
-}
-
 /* W[j] lane k = the 4-byte word at offset off + 4j of row b[k] (k < 8), j < 4 */
 static inline __attribute__((always_inline)) void kwords8(const uint8_t *const *b, size_t off, __m256i W[4]) {
     __m256i R[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) R[i] = kload_pair(b[i] + off, b[i + 4] + off);
-    const __m256i a = _mm256_unpacklo_epi32(R[0], R[1]), c = _mm256_unpacklo_epi32(R[2], R[3]);
-    const __m256i e = _mm256_unpackhi_epi32(R[0], R[1]), f = _mm256_unpackhi_epi32(R[2], R[3]);
-    W[0] = _mm256_unpacklo_epi64(a, c);
-    W[1] = _mm256_unpackhi_epi64(a, c);
-    W[2] = _mm256_unpacklo_epi64(e, f);
-    W[3] = _mm256_unpackhi_epi64(e, f);
+    for (int i = 0; i < 4; i++) R[i] = load_pair(b[i] + off, b[i + 4] + off);
+    transpose_4x(R, W);
 }
 
 #define KQ_LANE_ROWS 16
