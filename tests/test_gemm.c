@@ -86,8 +86,74 @@ static void check_type(ggml_type type) {
     omp_set_num_threads(saved);
 }
 
+TEST(f32_prefill_matches_doubles) { check_type(GGML_TYPE_F32); }
 TEST(f16_prefill_matches_doubles) { check_type(GGML_TYPE_F16); }
 TEST(bf16_prefill_matches_doubles) { check_type(GGML_TYPE_BF16); }
+
+/* matmul_backward_input, dX[T][K] = beta dX + dY[T][N] · W, against doubles from
+ * the dequantized weights: F32 goes to the kernel as stored, the other types in
+ * dequantized tiles (a scratch of 7 rows' tiles makes several); beta 0 over NaNs
+ * and 1. For F32, 1 and 2 threads give the same bits (the tiles' bounds follow the
+ * scratch left after the threads' panels, so other types need not). */
+static void check_backward(ggml_type type) {
+    const int64_t Ts[] = {3, 13, 70}, Ns[] = {1, 17, 100}, Ks[] = {32, 64, 96, 608};
+    mr_rng rng;
+    mr_rng_seed(&rng, 12);
+    const int saved = omp_get_max_threads();
+    for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++) {
+            const int64_t K = Ks[ki], N = Ns[ni];
+            const size_t rb = quant_row_bytes(type, K);
+            float *w = malloc(sizeof(float) * (size_t)(N * K)), *wd = malloc(sizeof(float) * (size_t)(N * K));
+            uint8_t *q = malloc(rb * (size_t)N);
+            fill_normal(w, N * K, &rng);
+            for (int64_t n = 0; n < N; n++) {
+                quantize_row_ref(type, w + n * K, q + n * rb, K);
+                dequantize_row(type, q + n * rb, wd + n * K, K);
+            }
+            qmat W = {type, N, K, q, 0};
+            const int64_t sf = matmul_scratch_floats(&W, 7 * K, 2);
+            float *scratch = malloc(sizeof(float) * (size_t)sf);
+            for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+                const int64_t T = Ts[ti];
+                float *dy = malloc(sizeof(float) * (size_t)(T * N)), *dx0 = malloc(sizeof(float) * (size_t)(T * K));
+                float *dx[2] = {malloc(sizeof(float) * (size_t)(T * K)), malloc(sizeof(float) * (size_t)(T * K))};
+                fill_normal(dy, T * N, &rng);
+                fill_normal(dx0, T * K, &rng);
+                for (int b = 0; b < 2; b++) {
+                    for (int nth = 1; nth <= 2; nth++) {
+                        omp_set_num_threads(nth);
+                        float *out = dx[nth - 1];
+                        if (b) memcpy(out, dx0, sizeof(float) * (size_t)(T * K));
+                        else
+                            for (int64_t i = 0; i < T * K; i++) out[i] = NAN;
+                        matmul_backward_input(out, dy, T, &W, (float)b, scratch, sf);
+                    }
+                    double worst = 0, big = 0;
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t k = 0; k < K; k++) {
+                            double acc = b ? (double)dx0[t * K + k] : 0.0;
+                            for (int64_t n = 0; n < N; n++) acc += (double)dy[t * N + n] * wd[n * K + k];
+                            worst = fmax(worst, fabs(acc - dx[0][t * K + k]));
+                            big = fmax(big, fabs(acc));
+                        }
+                    CHECK_MSG(worst <= 1e-5 * big, "%s T=%lld N=%lld K=%lld beta=%d: relative error %.3g",
+                              quant_type_name(type), (long long)T, (long long)N, (long long)K, b, worst / big);
+                    if (gemm_avx512_available() && type == GGML_TYPE_F32)
+                        CHECK_MSG(!memcmp(dx[0], dx[1], sizeof(float) * (size_t)(T * K)),
+                                  "%s T=%lld N=%lld K=%lld beta=%d: 1 and 2 threads differ", quant_type_name(type),
+                                  (long long)T, (long long)N, (long long)K, b);
+                }
+                free(dy), free(dx0), free(dx[0]), free(dx[1]);
+            }
+            free(scratch), free(w), free(wd), free(q);
+        }
+    omp_set_num_threads(saved);
+}
+
+TEST(f32_input_gradient_matches_doubles) { check_backward(GGML_TYPE_F32); }
+TEST(q4_0_input_gradient_matches_doubles) { check_backward(GGML_TYPE_Q4_0); }
+TEST(f16_input_gradient_matches_doubles) { check_backward(GGML_TYPE_F16); }
 
 /* The kernel's numbers depend on neither the thread count nor the other rows:
  * 1 and 2 threads, and each row alone (matmul_forward_float on 5-row windows
@@ -111,20 +177,21 @@ TEST(kernel_same_bits_any_threads_and_rows) {
     float *yr = malloc(sizeof(float) * (size_t)N);
     const int saved = omp_get_max_threads();
     omp_set_num_threads(1);
-    CHECK(gemm_avx512_half(y1, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+    CHECK(gemm_avx512(y1, x, K, T, GGML_TYPE_F16, q, 2 * (size_t)K, GEMM_W_OUT_ROWS, N, K, 0.0f, scratch, sf));
     omp_set_num_threads(2);
-    CHECK(gemm_avx512_half(y2, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+    CHECK(gemm_avx512(y2, x, K, T, GGML_TYPE_F16, q, 2 * (size_t)K, GEMM_W_OUT_ROWS, N, K, 0.0f, scratch, sf));
     omp_set_num_threads(saved);
     CHECK(!memcmp(y1, y2, sizeof(float) * (size_t)(T * N)));
     int same = 1;
     for (int64_t t = 0; t < T; t += 37) {
-        CHECK(gemm_avx512_half(yr, x + t * K, 1, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, sf));
+        CHECK(gemm_avx512(yr, x + t * K, K, 1, GGML_TYPE_F16, q, 2 * (size_t)K, GEMM_W_OUT_ROWS, N, K, 0.0f, scratch, sf));
         same &= !memcmp(yr, y1 + t * N, sizeof(float) * (size_t)N);
     }
     CHECK_MSG(same, "a row alone differs from the same row among 300");
     /* too little scratch: it declines and leaves the product to the caller */
-    CHECK(!gemm_avx512_half(y1, x, T, GGML_TYPE_F16, q, 2 * (size_t)K, N, K, 0.0f, scratch, 100));
-    CHECK(!gemm_avx512_half(y1, x, T, GGML_TYPE_F32, w, 4 * (size_t)K, N, K, 0.0f, scratch, sf));
+    CHECK(!gemm_avx512(y1, x, K, T, GGML_TYPE_F16, q, 2 * (size_t)K, GEMM_W_OUT_ROWS, N, K, 0.0f, scratch, 100));
+    CHECK(!gemm_avx512(y1, x, K, T, GGML_TYPE_F16, q, 2 * (size_t)K, GEMM_W_IN_ROWS, N, K, 0.0f, scratch, sf));
+    CHECK(!gemm_avx512(y1, x, K, T, GGML_TYPE_Q8_0, q, 34 * (size_t)K / 32, GEMM_W_OUT_ROWS, N, K, 0.0f, scratch, sf));
     free(w), free(x), free(q), free(scratch), free(y1), free(y2), free(yr);
 }
 
@@ -179,8 +246,12 @@ TEST(f32_product_matches_doubles) {
 }
 
 int main(void) {
+    RUN(f32_prefill_matches_doubles);
     RUN(f16_prefill_matches_doubles);
     RUN(bf16_prefill_matches_doubles);
+    RUN(f32_input_gradient_matches_doubles);
+    RUN(q4_0_input_gradient_matches_doubles);
+    RUN(f16_input_gradient_matches_doubles);
     RUN(kernel_same_bits_any_threads_and_rows);
     RUN(f32_product_matches_doubles);
     return test_summary();

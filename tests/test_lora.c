@@ -123,7 +123,7 @@ TEST(lora_gradients_match_transformers) {
         llm_state_free(&ws);
     }
     printf("  transformers LoRA reference: max |logit diff| %.2g, |loss diff| %.2g, gradients (every A, B and the "
-           "input embeddings) max diff / max |g| %.2g\n", worst_logit, worst_loss, worst_grad);
+           "input embeddings) max diff / max |g| %.3g\n", worst_logit, worst_loss, worst_grad);
     st_close(&lf);
     st_close(&of);
     llm_free(&m);

@@ -1,4 +1,4 @@
-/* The AVX-512 F16/BF16 product; shapes and blocking in gemm_avx512.h. */
+/* The AVX-512 product with stored weights; shapes and blocking in gemm_avx512.h. */
 #include "nn/gemm_avx512.h"
 
 #include <omp.h>
@@ -67,10 +67,11 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
     }
 }
 
-/* p[k][48] = W[n][k0 + k] as floats for n < nr (0 for nr <= n < 48), k < kc:
- * 16 rows x 16 k are converted and transposed in registers at a time, so the
- * packing costs a few shuffles per value instead of a scalar store each. */
-static void pack_panel(float *p, ggml_type type, const uint8_t *w, size_t rb, int64_t nr, int64_t k0, int64_t kc) {
+/* p[k][48] = W[n][k0 + k] as floats for n < nr (0 for nr <= n < 48), k < kc, W
+ * stored as N rows of K values (GEMM_W_OUT_ROWS): 16 rows x 16 k are converted and
+ * transposed in registers at a time, so the packing costs a few shuffles per value
+ * instead of a scalar store each. */
+static void pack_out_rows(float *p, ggml_type type, const uint8_t *w, size_t rb, int64_t nr, int64_t k0, int64_t kc) {
     for (int64_t k = 0; k < kc; k += 16) {
         const int kl = kc - k < 16 ? (int)(kc - k) : 16;
         const __mmask16 km = (__mmask16)((1u << kl) - 1);
@@ -83,13 +84,28 @@ static void pack_panel(float *p, ggml_type type, const uint8_t *w, size_t rb, in
                     continue;
                 }
                 /* masked: the lanes past the row's end are neither read nor faulted */
-                const __m256i h = _mm256_maskz_loadu_epi16(km, w + (size_t)n * rb + 2 * (size_t)(k0 + k));
+                const uint8_t *row = w + (size_t)n * rb;
+                if (type == GGML_TYPE_F32) {
+                    r[i] = _mm512_maskz_loadu_ps(km, (const float *)row + k0 + k);
+                    continue;
+                }
+                const __m256i h = _mm256_maskz_loadu_epi16(km, row + 2 * (size_t)(k0 + k));
                 r[i] = type == GGML_TYPE_F16 ? _mm512_cvtph_ps(h)
                                              : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
             }
             transpose16(r);
             for (int c = 0; c < kl; c++) _mm512_store_ps(p + (k + c) * GEMM_NR + 16 * g, r[c]);
         }
+    }
+}
+
+/* The same panel from float weights stored as K rows of N (GEMM_W_IN_ROWS): row
+ * k0 + k of W already holds the panel's row k, so it is copied, masked to the
+ * nr columns (m) and zero past them. */
+static void pack_in_rows(float *p, const uint8_t *w, size_t rb, const __mmask16 m[3], int64_t k0, int64_t kc) {
+    for (int64_t k = 0; k < kc; k++) {
+        const float *row = (const float *)(w + (size_t)(k0 + k) * rb);
+        for (int j = 0; j < 3; j++) _mm512_store_ps(p + k * GEMM_NR + 16 * j, _mm512_maskz_loadu_ps(m[j], row + 16 * j));
     }
 }
 
@@ -149,10 +165,12 @@ static const micro_fn micro_rows[GEMM_MR] = {micro_1, micro_2, micro_3, micro_4,
 
 #endif
 
-int gemm_avx512_half(float *y, const float *x, int64_t T, ggml_type type, const void *w, size_t row_bytes, int64_t N,
-                     int64_t K, float beta, float *scratch, int64_t scratch_floats) {
+int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type, const void *w, size_t row_bytes,
+                int layout, int64_t N, int64_t K, float beta, float *scratch, int64_t scratch_floats) {
 #ifdef GEMM_HAVE_AVX512
-    if ((type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) || T <= 0 || N <= 0 || K <= 0) return 0;
+    const int out_rows_type = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
+    if (layout == GEMM_W_OUT_ROWS ? !out_rows_type : (layout != GEMM_W_IN_ROWS || type != GGML_TYPE_F32)) return 0;
+    if (T <= 0 || N <= 0 || K <= 0) return 0;
     int64_t nth = omp_get_max_threads();
     if (nth > scratch_floats / GEMM_PANEL_FLOATS) nth = scratch_floats / GEMM_PANEL_FLOATS;
     if (nth < 1) return 0;
@@ -183,19 +201,20 @@ int gemm_avx512_half(float *y, const float *x, int64_t T, ggml_type type, const 
             }
             for (int64_t k0 = 0; k0 < K; k0 += kc) {
                 const int64_t kl = K - k0 < kc ? K - k0 : kc;
-                pack_panel(p, type, wb + (size_t)n0 * row_bytes, row_bytes, nr, k0, kl);
+                if (layout == GEMM_W_OUT_ROWS) pack_out_rows(p, type, wb + (size_t)n0 * row_bytes, row_bytes, nr, k0, kl);
+                else pack_in_rows(p, wb + (size_t)n0 * sizeof(float), row_bytes, m, k0, kl);
                 const int mode = k0 ? GEMM_ADD : mode0;
                 for (int64_t t = t0; t < t0 + mt; t += GEMM_MR) {
                     const int64_t mr = t0 + mt - t < GEMM_MR ? t0 + mt - t : GEMM_MR;
-                    micro_rows[mr - 1](kl, x + t * K + k0, K, p, y + t * N + n0, N, m, mode, beta);
+                    micro_rows[mr - 1](kl, x + t * ldx + k0, ldx, p, y + t * N + n0, N, m, mode, beta);
                 }
             }
         }
     }
     return 1;
 #else
-    (void)y, (void)x, (void)T, (void)type, (void)w, (void)row_bytes, (void)N, (void)K, (void)beta, (void)scratch,
-        (void)scratch_floats;
+    (void)y, (void)x, (void)ldx, (void)T, (void)type, (void)w, (void)row_bytes, (void)layout, (void)N, (void)K,
+        (void)beta, (void)scratch, (void)scratch_floats;
     return 0;
 #endif
 }

@@ -1,6 +1,14 @@
 /* Products with stored weight matrices. Which path runs when, and why:
  *
- *  - F32 weights: one BLAS sgemm (nothing to convert; why not an AVX-512 kernel: below).
+ *  - F32, F16 and BF16 weights, prefill (T > MATMUL_SMALL_T), in a build with
+ *    AVX-512: our own kernel (nn/gemm_avx512.h), float activations times weight
+ *    panels packed (F16/BF16 converted to F32 on the way), 8 x 48 outputs in zmm
+ *    registers. OpenBLAS must run its AVX2 kernels on this machine
+ *    (OPENBLAS_CORETYPE=Haswell: 0.3.21's AVX-512 kernels are wrong here), so
+ *    sgemm used half the vector width, and for F16/BF16 dequantize + sgemm also
+ *    wrote and re-read a whole F32 tile; llama.cpp's AVX-512 F16 product beat
+ *    that prefill. Its numbers depend on neither thread count nor T. Without
+ *    AVX-512, F32 goes to one BLAS sgemm.
  *  - Weights with an integer kernel (qdot_tile_kernel: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
  *    from qdot.c; Q4_K, Q5_K, Q6_K from qdot_k.c), forward only: the activations are
  *    quantized once per call into 8-bit blocks (qdot_quantize_row, in the scratch
@@ -19,25 +27,19 @@
  *        activation rows at once) and every weight byte is read once. Q4_0 weights
  *        that `llm generate` repacked (qmat_repack_x8) run the same kernel on the
  *        x8 layout, which needs no gathering (nn/qdot.h): the same numbers, faster.
- *  - F16 and BF16, prefill (T > MATMUL_SMALL_T), in a build with AVX-512: our own
- *    kernel (nn/gemm_avx512.h), float activations times weight panels converted
- *    to F32 while being packed, 8 x 48 outputs in zmm registers. OpenBLAS must run
- *    its AVX2 kernels on this machine (OPENBLAS_CORETYPE=Haswell: 0.3.21's AVX-512
- *    kernels are wrong here), so dequantize + sgemm used half the vector width
- *    and wrote and re-read a whole F32 tile; llama.cpp's AVX-512 F16 product
- *    beat that prefill. Its numbers depend on neither thread count nor T. F32
- *    weights stay on sgemm (training's backward uses it too, and its speed ratio
- *    to prefill is measured as such).
- *  - Everything else (F16 and BF16 without AVX-512, and types without a kernel): a
- *    tile of weight rows is dequantized to F32 and multiplied with sgemm, the
- *    activations stay float (llama.cpp too keeps float activations for
- *    F16/BF16/F32). For T <= MATMUL_SMALL_T F16/BF16 rows are dotted straight
- *    from the stored values (half_row_dots) and other rows are dequantized into
- *    a per-thread buffer and dotted with the inputs.
- *  - matmul_backward_input always dequantizes + sgemm: LoRA training multiplies
- *    gradients through frozen weights, the gradients are not worth quantizing to 8
- *    bits (they would lose precision the optimizer needs) and sgemm is the fast
- *    float product. */
+ *  - Everything else (no AVX-512, types without a kernel, and training's float
+ *    forward through quantized weights): a tile of weight rows is dequantized to
+ *    F32 and multiplied with sgemm, the activations stay float (llama.cpp too
+ *    keeps float activations for F16/BF16/F32). For T <= MATMUL_SMALL_T F32 goes
+ *    to sgemm, F16/BF16 rows are dotted straight from the stored values
+ *    (half_row_dots) and other rows are dequantized into a per-thread buffer and
+ *    dotted with the inputs.
+ *  - matmul_backward_input keeps float gradients (quantized to 8 bits they would
+ *    lose precision the optimizer needs): F32 weights go to the AVX-512 kernel as
+ *    they are stored (dX = dY · W reads W's rows as B's rows), other types are
+ *    dequantized tile by tile into F32 first; without AVX-512, or for a few rows,
+ *    sgemm. The forward and the backward thus run the same kernel per GFLOP,
+ *    which is what training's speed ratio to prefill (bench_ranker) measures. */
 #include "nn/matmul.h"
 
 #include <cblas.h>
@@ -71,17 +73,15 @@ static inline const uint8_t *row_ptr(const qmat *W, size_t row_bytes, int64_t r)
 }
 
 int64_t matmul_scratch_floats(const qmat *W, int64_t tile_floats, int n_threads) {
-    if (W->type == GGML_TYPE_F32) return 0;
+    /* one packed panel per thread for the AVX-512 kernel (0 without it) */
+    const int64_t panels = gemm_avx512_scratch_floats(n_threads);
+    if (W->type == GGML_TYPE_F32) return panels;
     int64_t rows_tile = tile_floats / W->cols;
     if (rows_tile > W->rows) rows_tile = W->rows;
     if (rows_tile < n_threads) rows_tile = n_threads;
     if (rows_tile < 1) rows_tile = 1;
-    int64_t need = rows_tile * W->cols;
-    if ((W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16) && !W->x8) {
-        /* one packed panel per thread for the AVX-512 prefill kernel (0 without it) */
-        const int64_t panels = gemm_avx512_scratch_floats(n_threads);
-        if (panels > need) need = panels;
-    }
+    /* the backward's dequantized tile sits after the panels */
+    int64_t need = rows_tile * W->cols + panels;
     if (qdot_tile_kernel(W->type) && qdot_act_type(W->type) != GGML_TYPE_F32) {
         /* quantized activation rows, in floats (rounded up) */
         const int64_t act = (int64_t)((qdot_act_row_bytes(W->type, W->cols) * MATMUL_MIN_ACT_ROWS + 3) / 4);
@@ -206,6 +206,11 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
                           int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
+    /* F32/F16/BF16 prefill: the AVX-512 kernel (see the top) */
+    if (T > MATMUL_SMALL_T && !W->x8 &&
+        gemm_avx512(y, x, cols, T, W->type, W->data, quant_row_bytes(W->type, cols), GEMM_W_OUT_ROWS, rows, cols,
+                    beta, scratch, scratch_floats))
+        return;
     if (W->type == GGML_TYPE_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)rows, (int)cols, 1.0f, x, (int)cols,
                     (const float *)W->data, (int)cols, beta, y, (int)rows);
@@ -233,10 +238,6 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
         }
         return;
     }
-    /* F16/BF16 prefill: the AVX-512 kernel converts while packing (see the top) */
-    if (!W->x8 && gemm_avx512_half(y, x, T, W->type, W->data, quant_row_bytes(W->type, cols), rows, cols, beta,
-                                   scratch, scratch_floats))
-        return;
     /* weight tiles dequantized once for sgemm: the products of one group of rows */
     matmul_groups_forward(y, x, 1, T, W, beta, scratch, scratch_floats);
 }
@@ -245,9 +246,29 @@ void matmul_backward_input(float *dx, const float *dy, int64_t T, const qmat *W,
                            int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
+    const size_t frb = sizeof(float) * (size_t)cols; /* a float row of W */
     if (W->type == GGML_TYPE_F32) {
+        if (T > MATMUL_SMALL_T && gemm_avx512(dx, dy, rows, T, W->type, W->data, frb, GEMM_W_IN_ROWS, cols, rows,
+                                              beta, scratch, scratch_floats))
+            return;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)cols, (int)rows, 1.0f, dy, (int)rows,
                     (const float *)W->data, (int)cols, beta, dx, (int)cols);
+        return;
+    }
+    /* the AVX-512 kernel's panels first, then the dequantized tile (matmul_scratch_floats);
+     * the tiles' bounds, and so the order of the sums, follow the room the threads'
+     * panels leave: a matrix larger than one tile may round differently with
+     * another thread count */
+    const int64_t panels = gemm_avx512_scratch_floats(omp_get_max_threads());
+    if (T > MATMUL_SMALL_T && panels > 0 && (scratch_floats - panels) / cols >= 1) {
+        const int64_t tile = (scratch_floats - panels) / cols;
+        float *wt = scratch + panels;
+        for (int64_t r0 = 0; r0 < rows; r0 += tile) { /* the first tile applies beta, the others add */
+            const int64_t n = rows - r0 < tile ? rows - r0 : tile;
+            matmul_dequantize_rows(W, r0, n, wt);
+            gemm_avx512(dx, dy + r0, rows, T, GGML_TYPE_F32, wt, frb, GEMM_W_IN_ROWS, cols, n, r0 ? 1.0f : beta,
+                        scratch, panels);
+        }
         return;
     }
     int64_t tile = scratch_floats / cols;
