@@ -819,7 +819,7 @@ def train(a):
     named = list(model.named_parameters())
     no_decay = ("bias", "layer_norm")
     opt = torch.optim.AdamW([
-        {"params": [p for n, p in named if not any(x in n for x in no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in named if not any(x in n for x in no_decay)], "weight_decay": a.weight_decay},
         {"params": [p for n, p in named if any(x in n for x in no_decay)], "weight_decay": 0.0}],
         lr=a.lr, eps=1e-9)
     if a.cmd == "time":
@@ -904,6 +904,8 @@ def add_train_flags(t, name):
     t.add_argument("--mask-prob", type=float, default=0.2, help="BERT4Rec's cloze probability")
     t.add_argument("--max-predictions", type=int, default=40, help="BERT4Rec: most masked rows per window")
     t.add_argument("--pvn-weight", type=float, default=0.1, help="STOSA's regulariser weight")
+    t.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW's, on all but biases and norms (ours for --arch stosa: 0)")
     t.add_argument("--threads", type=int, default=2)
 
 
