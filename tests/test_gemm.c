@@ -1,6 +1,6 @@
-/* matmul_forward with F16 and BF16 weights for prefill sizes (T > 4): the
- * AVX-512 kernel (nn/gemm_avx512.h) where the build has it, dequantize + sgemm
- * otherwise. Odd shapes cover the edges of its blocking (T % 8, N % 48, K % 16,
+/* matmul_forward_float with F32, F16, BF16 and block-quantized weights for
+ * prefill sizes (T > 4): the AVX-512 kernel (nn/gemm_avx512.h) where the build has
+ * it, sgemm (after dequantizing) otherwise. Odd shapes cover the edges of its blocking (T % 8, N % 48, K % 16,
  * several K blocks); the same thread count must give the same bits.
  * And the one-thread float product (nn/gemm_f32.h) with A as stored and A
  * transposed, against doubles. */
@@ -36,7 +36,13 @@ static double rel_err(const float *y, const float *y0, const float *x, const flo
 /* every product against doubles, at 1 and 2 threads, beta 0 (over a y of NaNs,
  * which must not leak) and 1; two calls at one thread count give the same bits */
 static void check_type(ggml_type type) {
-    const int64_t Ts[] = {5, 13, 70}, Ns[] = {1, 17, 100}, Ks[] = {1, 31, 64, 96, 600};
+    int be = 1, bb = 4;
+    quant_block(type, &be, &bb);
+    const int64_t Ts[] = {5, 13, 70}, Ns[] = {1, 17, 100};
+    /* K: an odd one and several K blocks; block-quantized types take multiples of
+     * their block (1x, 3x, 19x, and more than 512 values in unequal K blocks) */
+    const int64_t Ks[] = {be > 1 ? be : 1, be > 1 ? 3 * be : 31, 64 * ((be + 63) / 64), be > 1 ? 19 * be : 96,
+                          be > 1 ? (600 / be + 1) * be : 600};
     mr_rng rng;
     mr_rng_seed(&rng, 11);
     const int saved = omp_get_max_threads();
@@ -69,7 +75,7 @@ static void check_type(ggml_type type) {
                             if (b) memcpy(out, y0, sizeof(float) * (size_t)(T * N));
                             else
                                 for (int64_t i = 0; i < T * N; i++) out[i] = NAN;
-                            matmul_forward(out, x, T, &W, beta, scratch, sf);
+                            matmul_forward_float(out, x, T, &W, beta, scratch, sf);
                         }
                         const double e = rel_err(y, y0, x, wd, T, N, K, beta);
                         CHECK_MSG(e <= 1e-5, "%s T=%lld N=%lld K=%lld beta=%g threads=%d: relative error %.3g",
@@ -87,6 +93,10 @@ static void check_type(ggml_type type) {
 }
 
 TEST(f32_prefill_matches_doubles) { check_type(GGML_TYPE_F32); }
+TEST(q4_0_float_prefill_matches_doubles) { check_type(GGML_TYPE_Q4_0); }
+TEST(q8_0_float_prefill_matches_doubles) { check_type(GGML_TYPE_Q8_0); }
+TEST(q4_k_float_prefill_matches_doubles) { check_type(GGML_TYPE_Q4_K); }
+TEST(q6_k_float_prefill_matches_doubles) { check_type(GGML_TYPE_Q6_K); }
 TEST(f16_prefill_matches_doubles) { check_type(GGML_TYPE_F16); }
 TEST(bf16_prefill_matches_doubles) { check_type(GGML_TYPE_BF16); }
 
@@ -247,6 +257,10 @@ TEST(f32_product_matches_doubles) {
 
 int main(void) {
     RUN(f32_prefill_matches_doubles);
+    RUN(q4_0_float_prefill_matches_doubles);
+    RUN(q8_0_float_prefill_matches_doubles);
+    RUN(q4_k_float_prefill_matches_doubles);
+    RUN(q6_k_float_prefill_matches_doubles);
     RUN(f16_prefill_matches_doubles);
     RUN(bf16_prefill_matches_doubles);
     RUN(f32_input_gradient_matches_doubles);

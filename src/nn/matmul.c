@@ -27,13 +27,16 @@
  *        activation rows at once) and every weight byte is read once. Q4_0 weights
  *        that `llm generate` repacked (qmat_repack_x8) run the same kernel on the
  *        x8 layout, which needs no gathering (nn/qdot.h): the same numbers, faster.
- *  - Everything else (no AVX-512, types without a kernel, and training's float
- *    forward through quantized weights): a tile of weight rows is dequantized to
- *    F32 and multiplied with sgemm, the activations stay float (llama.cpp too
- *    keeps float activations for F16/BF16/F32). For T <= MATMUL_SMALL_T F32 goes
- *    to sgemm, F16/BF16 rows are dotted straight from the stored values
- *    (half_row_dots) and other rows are dequantized into a per-thread buffer and
- *    dotted with the inputs.
+ *  - matmul_forward_float (training's forward, whose loss must be the float
+ *    function the backward differentiates) through block-quantized weights, for
+ *    T > MATMUL_SMALL_T with AVX-512: the same AVX-512 kernel, which dequantizes
+ *    each weight row's part of a panel while packing it.
+ *  - Everything else (no AVX-512, types without a kernel): a tile of weight rows
+ *    is dequantized to F32 and multiplied with sgemm, the activations stay float
+ *    (llama.cpp too keeps float activations for F16/BF16/F32). For T <=
+ *    MATMUL_SMALL_T F32 goes to sgemm, F16/BF16 rows are dotted straight from
+ *    the stored values (half_row_dots) and other rows are dequantized into a
+ *    per-thread buffer and dotted with the inputs.
  *  - matmul_backward_input keeps float gradients (quantized to 8 bits they would
  *    lose precision the optimizer needs): F32 weights go to the AVX-512 kernel as
  *    they are stored (dX = dY · W reads W's rows as B's rows), other types are
@@ -206,7 +209,8 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
                           int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
-    /* F32/F16/BF16 prefill: the AVX-512 kernel (see the top) */
+    /* F32/F16/BF16 prefill, and float prefill through quantized weights: the
+     * AVX-512 kernel (see the top) */
     if (T > MATMUL_SMALL_T && !W->x8 &&
         gemm_avx512(y, x, cols, T, W->type, W->data, quant_row_bytes(W->type, cols), GEMM_W_OUT_ROWS, rows, cols,
                     beta, scratch, scratch_floats))
