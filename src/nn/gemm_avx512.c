@@ -12,7 +12,11 @@
 
 #define GEMM_NR 48  /* weight rows per panel: 3 zmm of columns */
 #define GEMM_MR 8   /* activation rows per micro-kernel call: 8 x 3 = 24 zmm sums */
-#define GEMM_MC 256 /* activation rows per output tile */
+/* Activation rows per output tile: all T rows when the column tiles alone give
+ * every thread GEMM_TILES_PER_THREAD of them (each panel is then packed once per
+ * K block; the activations stream through the cache, read in order), else T
+ * split so that they do. */
+#define GEMM_TILES_PER_THREAD 2
 #define GEMM_KC 512 /* most k per packed panel: 48 x 512 floats = 96 KB */
 /* Below this many multiply-adds the product runs on one thread (as matmul.c's
  * MATMUL_PARALLEL_MIN: waking a team costs more than it saves). */
@@ -198,7 +202,10 @@ int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type
     const int64_t align = be > 16 ? be : 16;
     const int64_t nk = (K + GEMM_KC - 1) / GEMM_KC;
     const int64_t kc = ((K + nk - 1) / nk + align - 1) / align * align;
-    const int64_t ntn = (N + GEMM_NR - 1) / GEMM_NR, ntm = (T + GEMM_MC - 1) / GEMM_MC, ntiles = ntn * ntm;
+    const int64_t ntn = (N + GEMM_NR - 1) / GEMM_NR;
+    int64_t ntm = (GEMM_TILES_PER_THREAD * nth + ntn - 1) / ntn;
+    if (ntm > (T + GEMM_MR - 1) / GEMM_MR) ntm = (T + GEMM_MR - 1) / GEMM_MR;
+    const int64_t mc = ((T + ntm - 1) / ntm + GEMM_MR - 1) / GEMM_MR * GEMM_MR, ntiles = ntn * ntm;
     if (nth > ntiles) nth = ntiles;
     const uint8_t *wb = w;
     const int mode0 = beta != 0.0f ? GEMM_BETA : GEMM_SET;
@@ -212,8 +219,9 @@ int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type
          * weight rows while it walks their activation tiles */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < ntiles; i++) {
-            const int64_t n0 = i / ntm * GEMM_NR, t0 = i % ntm * GEMM_MC;
-            const int64_t nr = N - n0 < GEMM_NR ? N - n0 : GEMM_NR, mt = T - t0 < GEMM_MC ? T - t0 : GEMM_MC;
+            const int64_t n0 = i / ntm * GEMM_NR, t0 = i % ntm * mc;
+            const int64_t nr = N - n0 < GEMM_NR ? N - n0 : GEMM_NR, mt = T - t0 < mc ? T - t0 : mc;
+            if (mt <= 0) continue;
             __mmask16 m[3];
             for (int j = 0; j < 3; j++) {
                 const int64_t v = nr - 16 * j;

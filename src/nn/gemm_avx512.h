@@ -23,17 +23,18 @@
  *
  * Blocking (gemm_avx512.c has the details):
  *   - the output is cut into tiles of GEMM_NR = 48 weight rows (columns of Y) x
- *     GEMM_MC = 256 activation rows; OpenMP takes the tiles in contiguous runs
+ *     all T activation rows, or T split in equal parts where the column tiles
+ *     are too few to give each thread two; OpenMP takes the tiles in contiguous runs
  *     of column-tile-major order, so each output value is computed by exactly
  *     one thread, in one fixed order: the numbers do not depend on the thread
  *     count, nor on T (a row's sums never see the other rows);
  *   - K is cut into nk = ceil(K / 512) equal blocks (each a multiple of 16 and
  *     of the type's block but the last): a packed panel of 48 x 512 floats is
- *     96 KB, and the 256 x 512 activation block 512 KB, both within the 1 MB L2;
+ *     96 KB, within the 1 MB L2 while the activation rows stream past it in
+ *     order (a panel is packed once per tile and K block);
  *   - the panel holds B's 48 columns as F32, k-major (panel[k][48]), zero past
  *     N: GEMM_W_OUT_ROWS converts (or dequantizes) and transposes 48 weight
- *     rows, GEMM_W_IN_ROWS
- *     copies 48 floats from each of the block's rows;
+ *     rows, GEMM_W_IN_ROWS copies 48 floats from each of the block's rows;
  *   - the micro-kernel keeps 8 activation rows x 48 columns in 24 zmm sums,
  *     broadcasting one activation per row and k: per k 3 panel loads, 8
  *     broadcasts, 24 FMAs. Edge rows (T % 8) run the same code with fewer rows,
