@@ -27,11 +27,9 @@
  *        activation rows at once) and every weight byte is read once. Q4_0 weights
  *        that `llm generate` repacked (qmat_repack_x8) run the same kernel on the
  *        x8 layout, which needs no gathering (nn/qdot.h): the same numbers, faster.
- *  - matmul_forward_float (training's forward, whose loss must be the float
- *    function the backward differentiates) through block-quantized weights, for
- *    T > MATMUL_SMALL_T with AVX-512: the same AVX-512 kernel, which dequantizes
- *    each weight row's part of a panel while packing it.
- *  - Everything else (no AVX-512, types without a kernel): a tile of weight rows
+ *  - Everything else (no AVX-512, types without a kernel, and training's float
+ *    forward through block-quantized weights, which must give an x8 matrix's
+ *    numbers too): a tile of weight rows
  *    is dequantized to F32 and multiplied with sgemm, the activations stay float
  *    (llama.cpp too keeps float activations for F16/BF16/F32). For T <=
  *    MATMUL_SMALL_T F32 goes to sgemm, F16/BF16 rows are dotted straight from
@@ -209,9 +207,11 @@ void matmul_forward_float(float *y, const float *x, int64_t T, const qmat *W, fl
                           int64_t scratch_floats) {
     const int64_t rows = W->rows, cols = W->cols;
     if (T <= 0) return;
-    /* F32/F16/BF16 prefill, and float prefill through quantized weights: the
-     * AVX-512 kernel (see the top) */
-    if (T > MATMUL_SMALL_T && !W->x8 &&
+    /* F32/F16/BF16 prefill: the AVX-512 kernel (see the top). Block-quantized
+     * weights stay on dequantized tiles + sgemm here: an x8 matrix (which the
+     * kernel cannot read) must give the same numbers as its plain original. */
+    const int float_type = W->type == GGML_TYPE_F32 || W->type == GGML_TYPE_F16 || W->type == GGML_TYPE_BF16;
+    if (T > MATMUL_SMALL_T && !W->x8 && float_type &&
         gemm_avx512(y, x, cols, T, W->type, W->data, quant_row_bytes(W->type, cols), GEMM_W_OUT_ROWS, rows, cols,
                     beta, scratch, scratch_floats))
         return;
