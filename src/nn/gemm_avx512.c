@@ -3,8 +3,6 @@
 
 #include <omp.h>
 
-#include "nn/quant.h"
-
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define GEMM_HAVE_AVX512 1
 #include <immintrin.h>
@@ -21,8 +19,8 @@
 /* Below this many multiply-adds the product runs on one thread (as matmul.c's
  * MATMUL_PARALLEL_MIN: waking a team costs more than it saves). */
 #define GEMM_PARALLEL_MIN (1 << 18)
-/* a panel, 16 rows of dequantized weights, and room to align them to 64 bytes */
-#define GEMM_PANEL_FLOATS ((int64_t)(GEMM_NR + 16) * GEMM_KC + 16)
+/* a panel plus room to align it to 64 bytes */
+#define GEMM_PANEL_FLOATS ((int64_t)GEMM_NR * GEMM_KC + 16)
 
 int gemm_avx512_available(void) {
 #ifdef GEMM_HAVE_AVX512
@@ -76,21 +74,12 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
 /* p[k][48] = W[n][k0 + k] as floats for n < nr (0 for nr <= n < 48), k < kc, W
  * stored as N rows of K values (GEMM_W_OUT_ROWS): 16 rows x 16 k are converted and
  * transposed in registers at a time, so the packing costs a few shuffles per value
- * instead of a scalar store each. F16/BF16 are widened as they are loaded; a block-
- * quantized type first has each row's k0..k0+kc dequantized into tmp (16 x
- * GEMM_KC floats: k0 and kc are whole blocks, gemm_avx512 sees to it). */
-static void pack_out_rows(float *p, ggml_type type, const uint8_t *w, size_t rb, int64_t nr, int64_t k0, int64_t kc,
-                          float *tmp) {
-    const int direct = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
-    int be = 1, bb = 4;
-    quant_block(type, &be, &bb);
-    for (int g = 0; g < GEMM_NR / 16; g++) {
-        if (!direct)
-            for (int i = 0; i < 16 && 16 * g + i < nr; i++)
-                dequantize_row(type, w + (size_t)(16 * g + i) * rb + (size_t)(k0 / be) * bb, tmp + i * GEMM_KC, kc);
-        for (int64_t k = 0; k < kc; k += 16) {
-            const int kl = kc - k < 16 ? (int)(kc - k) : 16;
-            const __mmask16 km = (__mmask16)((1u << kl) - 1);
+ * instead of a scalar store each. */
+static void pack_out_rows(float *p, ggml_type type, const uint8_t *w, size_t rb, int64_t nr, int64_t k0, int64_t kc) {
+    for (int64_t k = 0; k < kc; k += 16) {
+        const int kl = kc - k < 16 ? (int)(kc - k) : 16;
+        const __mmask16 km = (__mmask16)((1u << kl) - 1);
+        for (int g = 0; g < GEMM_NR / 16; g++) {
             __m512 r[16];
             for (int i = 0; i < 16; i++) {
                 const int64_t n = 16 * g + i;
@@ -100,10 +89,6 @@ static void pack_out_rows(float *p, ggml_type type, const uint8_t *w, size_t rb,
                 }
                 /* masked: the lanes past the row's end are neither read nor faulted */
                 const uint8_t *row = w + (size_t)n * rb;
-                if (!direct) {
-                    r[i] = _mm512_maskz_loadu_ps(km, tmp + i * GEMM_KC + k);
-                    continue;
-                }
                 if (type == GGML_TYPE_F32) {
                     r[i] = _mm512_maskz_loadu_ps(km, (const float *)row + k0 + k);
                     continue;
@@ -187,21 +172,17 @@ static const micro_fn micro_rows[GEMM_MR] = {micro_1, micro_2, micro_3, micro_4,
 int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type, const void *w, size_t row_bytes,
                 int layout, int64_t N, int64_t K, float beta, float *scratch, int64_t scratch_floats) {
 #ifdef GEMM_HAVE_AVX512
-    int be = 0, bb = 0;
-    if (!quant_block(type, &be, &bb) || !quant_supported(type) || K % be) return 0;
-    if (layout != GEMM_W_OUT_ROWS && (layout != GEMM_W_IN_ROWS || type != GGML_TYPE_F32)) return 0;
+    const int out_rows_type = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
+    if (layout == GEMM_W_OUT_ROWS ? !out_rows_type : (layout != GEMM_W_IN_ROWS || type != GGML_TYPE_F32)) return 0;
     if (T <= 0 || N <= 0 || K <= 0) return 0;
     int64_t nth = omp_get_max_threads();
     if (nth > scratch_floats / GEMM_PANEL_FLOATS) nth = scratch_floats / GEMM_PANEL_FLOATS;
     if (nth < 1) return 0;
     if (T * N * K < GEMM_PARALLEL_MIN) nth = 1;
-    /* equal K blocks, each a multiple of 16 (whole transposes) and of the type's
-     * block (whole blocks to dequantize; both divide GEMM_KC) but the last; they
-     * depend on K and the type alone, so the numbers do not depend on scratch or
-     * threads */
-    const int64_t align = be > 16 ? be : 16;
+    /* equal K blocks, each a multiple of 16 (whole transposes) but the last; they
+     * depend on K alone, so the numbers do not depend on scratch or threads */
     const int64_t nk = (K + GEMM_KC - 1) / GEMM_KC;
-    const int64_t kc = ((K + nk - 1) / nk + align - 1) / align * align;
+    const int64_t kc = ((K + nk - 1) / nk + 15) / 16 * 16;
     const int64_t ntn = (N + GEMM_NR - 1) / GEMM_NR;
     int64_t ntm = (GEMM_TILES_PER_THREAD * nth + ntn - 1) / ntn;
     if (ntm > (T + GEMM_MR - 1) / GEMM_MR) ntm = (T + GEMM_MR - 1) / GEMM_MR;
@@ -214,7 +195,6 @@ int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type
         /* this thread's panel, 64-byte aligned for the micro-kernel's loads */
         const uintptr_t a = (uintptr_t)(scratch + (int64_t)omp_get_thread_num() * GEMM_PANEL_FLOATS);
         float *p = (float *)((a + 63) & ~(uintptr_t)63);
-        float *tmp = p + GEMM_NR * GEMM_KC; /* dequantized rows, for block-quantized types */
         /* contiguous runs of column-tile-major order: a thread keeps a panel's
          * weight rows while it walks their activation tiles */
 #pragma omp for schedule(static)
@@ -229,7 +209,7 @@ int gemm_avx512(float *y, const float *x, int64_t ldx, int64_t T, ggml_type type
             }
             for (int64_t k0 = 0; k0 < K; k0 += kc) {
                 const int64_t kl = K - k0 < kc ? K - k0 : kc;
-                if (layout == GEMM_W_OUT_ROWS) pack_out_rows(p, type, wb + (size_t)n0 * row_bytes, row_bytes, nr, k0, kl, tmp);
+                if (layout == GEMM_W_OUT_ROWS) pack_out_rows(p, type, wb + (size_t)n0 * row_bytes, row_bytes, nr, k0, kl);
                 else pack_in_rows(p, wb + (size_t)n0 * sizeof(float), row_bytes, m, k0, kl);
                 const int mode = k0 ? GEMM_ADD : mode0;
                 for (int64_t t = t0; t < t0 + mt; t += GEMM_MR) {

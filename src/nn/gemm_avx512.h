@@ -4,7 +4,7 @@
  *   Y[T][N] = X[T][K] · B  (+ beta · Y),  B(k, n) read from W as `layout` says:
  *     GEMM_W_OUT_ROWS: W holds N rows of K values, B(k, n) = W[n][k]: a weight
  *                      matrix in PyTorch's [out][in] layout times the inputs
- *                      (Y = X · Wᵀ, the forward); any type nn/quant.h reads;
+ *                      (Y = X · Wᵀ, the forward); F32, F16 or BF16 values;
  *     GEMM_W_IN_ROWS:  W holds K rows of N floats, B(k, n) = W[k][n]: the same
  *                      matrix's input gradient (dX = dY · W); F32 only.
  *
@@ -17,9 +17,7 @@
  * uses half the vector width, and for F16/BF16 the old path (weight tile
  * dequantized to F32, then sgemm) also wrote and read back the whole F32 tile.
  * This kernel converts the weights while packing them, panel by panel, and
- * multiplies with zmm registers. Block-quantized weights come here only for
- * float activations (training's forward; matmul.c says why): each row's part of
- * a panel is dequantized, then transposed in.
+ * multiplies with zmm registers.
  *
  * Blocking (gemm_avx512.c has the details):
  *   - the output is cut into tiles of GEMM_NR = 48 weight rows (columns of Y) x
@@ -28,13 +26,13 @@
  *     of column-tile-major order, so each output value is computed by exactly
  *     one thread, in one fixed order: the numbers do not depend on the thread
  *     count, nor on T (a row's sums never see the other rows);
- *   - K is cut into nk = ceil(K / 512) equal blocks (each a multiple of 16 and
- *     of the type's block but the last): a packed panel of 48 x 512 floats is
- *     96 KB, within the 1 MB L2 while the activation rows stream past it in
- *     order (a panel is packed once per tile and K block);
+ *   - K is cut into nk = ceil(K / 512) equal blocks (each a multiple of 16 but
+ *     the last): a packed panel of 48 x 512 floats is 96 KB, within the 1 MB L2
+ *     while the activation rows stream past it in order (a panel is packed once
+ *     per tile and K block);
  *   - the panel holds B's 48 columns as F32, k-major (panel[k][48]), zero past
- *     N: GEMM_W_OUT_ROWS converts (or dequantizes) and transposes 48 weight
- *     rows, GEMM_W_IN_ROWS copies 48 floats from each of the block's rows;
+ *     N: GEMM_W_OUT_ROWS converts and transposes 48 weight rows, GEMM_W_IN_ROWS
+ *     copies 48 floats from each of the block's rows;
  *   - the micro-kernel keeps 8 activation rows x 48 columns in 24 zmm sums,
  *     broadcasting one activation per row and k: per k 3 panel loads, 8
  *     broadcasts, 24 FMAs. Edge rows (T % 8) run the same code with fewer rows,
@@ -60,8 +58,7 @@
 int gemm_avx512_available(void);
 
 /* Floats of scratch the kernel wants for n_threads threads (0 without the
- * kernel): one packed panel and 16 dequantized row parts per thread, plus
- * alignment slack. */
+ * kernel): one packed panel per thread, plus alignment slack. */
 int64_t gemm_avx512_scratch_floats(int n_threads);
 
 enum { GEMM_W_OUT_ROWS, GEMM_W_IN_ROWS };
