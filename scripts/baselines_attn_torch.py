@@ -2,7 +2,7 @@
 """PyTorch references of the attention retrievers (SASRec, BERT4Rec, STOSA).
 
     python3 scripts/baselines_attn_torch.py baselines [--out tests/data/baselines]
-    python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl
+    python3 scripts/baselines_attn_torch.py train --dataset D --arch sasrec --seed S --out LOG.jsonl [--resume]
 
 The models are written as the public reference code writes them
 (Yueeeeeeee/RecSys-Extraction-Attack: model/sasrec.py, model/bert.py,
@@ -38,6 +38,9 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_schedule  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the reference's modules
@@ -824,42 +827,23 @@ def train(a):
         lr=a.lr, eps=1e-9)
     if a.cmd == "time":
         return time_epoch(a, model, opt, loader, n_items)
-    t0 = time.time()
-    iteration, best, bad, epoch = 0, None, 0, 0
-    with open(a.out, "w", encoding="utf-8") as log:
-        for epoch in range(1, a.epochs + 1):
-            model.train()
-            total, n = 0.0, 0
-            for x, y in loader:
-                opt.zero_grad()
-                loss = train_step(a.arch, model, opt, x, y, n_items)
-                iteration += 1
-                total += loss
-                n += 1
-                if a.max_iters and iteration >= a.max_iters:
-                    break
-            val = evaluate(model, seqs, "val", L)
-            test = evaluate(model, seqs, "test", L)
-            line = {"arch": a.arch, "seed": a.seed, "epoch": epoch, "iter": iteration, "train_loss": total / n,
-                    "val": val, "test": test, "seconds": time.time() - t0}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            print("epoch %d: train loss %.4f, val Recall@10 %.4f, test Recall@10 %.4f (%.0f s)"
-                  % (epoch, total / n, val["Recall@10"], test["Recall@10"], time.time() - t0), flush=True)
-            # one validation per epoch; strictly better replaces the best
-            if best is None or val["Recall@10"] > best["val"]["Recall@10"]:
-                best, bad = line, 0
-            else:
-                bad += 1
-                if a.patience and bad >= a.patience:
-                    break
-            if a.max_iters and iteration >= a.max_iters:
+    cloze_rng = [data.rng] if a.arch == "bert4rec" else []
+
+    def one_epoch(done):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            total += train_step(a.arch, model, opt, x, y, n_items)
+            n += 1
+            if a.max_iters and done + n >= a.max_iters:
                 break
-        log.write(json.dumps({"final": True, "arch": a.arch, "seed": a.seed, "best_epoch": best["epoch"],
-                              "epochs": epoch, "val": best["val"], "test": best["test"]}) + "\n")
-    print("best epoch %d of %d: val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f"
-          % (best["epoch"], epoch, best["val"]["Recall@10"], best["test"]["Recall@10"], best["test"]["NDCG@10"],
-             best["test"]["MRR@10"]))
+        return total / n, n
+
+    def validate():
+        return evaluate(model, seqs, "val", L), evaluate(model, seqs, "test", L)
+
+    torch_schedule.train_with_early_stopping(a.out, model, opt, one_epoch, validate, {"arch": a.arch, "seed": a.seed},
+                                             a.epochs, a.patience, a.resume, cloze_rng, a.max_iters)
 
 
 def main():
@@ -886,7 +870,8 @@ def add_train_flags(t, name):
     t.add_argument("--dataset", required=True, help="a prepared dataset (build/mllm4rec prepare)")
     t.add_argument("--arch", default="sasrec", choices=["sasrec", "bert4rec", "stosa"])
     if name == "train":
-        t.add_argument("--out", required=True, help="JSON-lines log to write")
+        t.add_argument("--out", required=True, help="JSON-lines log to write (its checkpoint: OUT.ckpt)")
+        t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
     else:
         t.add_argument("--max-batches", type=int, default=0, help="time only the first N batches (0: all)")
     t.add_argument("--seed", type=int, default=1)

@@ -2,7 +2,7 @@
 """PyTorch references of GRU4Rec and NARM, the recurrent retrievers of issue 15.
 
     python3 scripts/baselines_rnn_torch.py baselines [--out tests/data/baselines]
-    python3 scripts/baselines_rnn_torch.py train --dataset D --arch gru4rec|narm --seed S --out LOG.jsonl
+    python3 scripts/baselines_rnn_torch.py train --dataset D --arch gru4rec|narm --seed S --out LOG.jsonl [--resume]
     python3 scripts/baselines_rnn_torch.py time --dataset D --arch gru4rec|narm [--threads 2]
 
 Needs Debian's python3-torch and numpy (run it with /usr/bin/python3 when another
@@ -457,34 +457,16 @@ def one_epoch(model, opt, arch, wins, batch, limit=0):
 
 
 def train(a):
+    import torch_schedule
     seqs, L, batch, model, opt = setup_training(a)
     wins = windows_of(seqs, L)
-    t0 = time.time()
-    iteration = 0
-    best, bad = None, 0
-    with open(a.out, "w", encoding="utf-8") as log:
-        for epoch in range(1, a.epochs + 1):
-            loss, n = one_epoch(model, opt, a.arch, wins, batch, a.max_batches)
-            iteration += n
-            val = evaluate(model, a.arch, seqs, "val", L)
-            test = evaluate(model, a.arch, seqs, "test", L)
-            line = {"epoch": epoch, "iter": iteration, "train_loss": loss, "val": val, "test": test,
-                    "seconds": time.time() - t0}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            print("epoch %d: train loss %.4f, val Recall@10 %.4f, test Recall@10 %.4f (%.0f s)"
-                  % (epoch, loss, val["Recall@10"], test["Recall@10"], time.time() - t0), flush=True)
-            if best is None or val["Recall@10"] > best["val"]["Recall@10"]:
-                best, bad = line, 0
-            else:
-                bad += 1
-                if a.patience and bad >= a.patience:
-                    break
-        log.write(json.dumps({"final": True, "best_epoch": best["epoch"], "epochs": epoch, "val": best["val"],
-                              "test": best["test"]}) + "\n")
-    print("best epoch %d of %d: val Recall@10 %.4f; test Recall@10 %.4f NDCG@10 %.4f MRR@10 %.4f"
-          % (best["epoch"], epoch, best["val"]["Recall@10"], best["test"]["Recall@10"], best["test"]["NDCG@10"],
-             best["test"]["MRR@10"]))
+
+    def validate():
+        return evaluate(model, a.arch, seqs, "val", L), evaluate(model, a.arch, seqs, "test", L)
+
+    torch_schedule.train_with_early_stopping(
+        a.out, model, opt, lambda done: one_epoch(model, opt, a.arch, wins, batch, a.max_batches), validate,
+        {"arch": a.arch, "seed": a.seed}, a.epochs, a.patience, a.resume)
 
 
 def time_epoch(a):
@@ -518,7 +500,8 @@ def main():
         t.add_argument("--threads", type=int, default=2 if name == "time" else 1)
         t.add_argument("--max-batches", type=int, default=0, help="stop each epoch after N batches (0: all)")
         if name == "train":
-            t.add_argument("--out", required=True, help="JSON-lines log to write")
+            t.add_argument("--out", required=True, help="JSON-lines log to write (its checkpoint: OUT.ckpt)")
+            t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
             t.add_argument("--epochs", type=int, default=500)
             t.add_argument("--patience", type=int, default=20, help="epochs without a better val Recall@10")
     a = ap.parse_args()
