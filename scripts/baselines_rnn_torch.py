@@ -162,23 +162,25 @@ class NARMModel(nn.Module):
 
     def prefix_scores(self, x, lengths, embedding_weight, emb, select):
         """Every prefix at once: emb [B, T, D] of left-aligned sequences; the scores of the
-        prefix ending at each selected position (select [B, T] bool), as forward would give
-        for that prefix alone: the GRU is causal, so its state at j is the prefix's last
-        state, and the local encoder attends over positions 0..j."""
+        prefix ending at each selected position (select [B, T] bool, rows in
+        select.nonzero() order), as forward would give for that prefix alone: the GRU is
+        causal, so its state at j is the prefix's last state, and the local encoder
+        attends over positions 0..j. One sequence at a time, over its own length: a
+        masked position's weight is exactly 0, so attending over n rather than T
+        positions is the same function and saves the padding's work."""
         gru_out, _ = self.gru(emb)                   # [B, T, H]; steps past a length are never read
-        T = gru_out.size(1)
         q = self.a_global(gru_out)                   # [B, T(j), H]
         k = self.a_local(gru_out)                    # [B, T(t), H]
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
-        b_idx, j_idx = select.nonzero(as_tuple=True)
         out = []
-        for c in range(0, len(b_idx), 512):         # bounded memory: 512 prefixes at a time
-            bb, jj = b_idx[c:c + 512], j_idx[c:c + 512]
-            alpha = self.act(q[bb, jj].unsqueeze(1) + k[bb])            # [n, T, H]
-            e = self.v_vector(alpha).squeeze(-1).masked_fill(~causal[jj], -1e9)
-            a = F.softmax(e, dim=-1)
-            c_local = torch.bmm(a.unsqueeze(1), gru_out[bb]).squeeze(1)
-            out.append(torch.cat([gru_out[bb, jj], c_local], 1))
+        for b, n in enumerate(lengths):
+            js = select[b, :n].nonzero(as_tuple=True)[0]
+            if len(js) == 0:
+                continue
+            alpha = self.act(q[b, js].unsqueeze(1) + k[b, :n].unsqueeze(0))      # [m, n, H]
+            causal = torch.arange(n).unsqueeze(0) <= js.unsqueeze(1)            # [m, n]
+            e = self.v_vector(alpha).squeeze(-1).masked_fill(~causal, -1e9)
+            c_local = F.softmax(e, dim=-1) @ gru_out[b, :n]                    # [m, H]
+            out.append(torch.cat([gru_out[b, js], c_local], 1))
         proj = self.proj_dropout(torch.cat(out, 0))
         return torch.matmul(proj, self.b_vetor(embedding_weight).permute(1, 0))
 
