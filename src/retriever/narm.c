@@ -295,7 +295,7 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
             }
             float *dhj = a->dh + (size_t)j * H;
             for (int c = 0; c < H; c++) dhj[c] += dp[c];
-            const float *dcl = dp + H, *w = a->attn + a->attn_off[k], *q = a->qg + (size_t)j * H;
+            const float *dcl = dp + H, *w = a->attn + a->attn_off[k], *q = a->qg + (size_t)j * H, *v = p->v;
             /* c_local = sum_t w_t h_t: dh_t += w_t dcl and dw_t = dcl . h_t (recomputed in
              * the second pass, after their weighted sum wdot for the softmax backward) */
             float wdot = 0.0f;
@@ -318,12 +318,14 @@ static double narm_loss_backward(rt_model *m, void *acts, const rt_batch *b, int
                 for (int c = 0; c < H; c++) dw += dcl[c] * ht[c];
                 const float de = w[t - t0] * (dw - wdot); /* d(score_t) */
                 float *dkt = a->dkl + (size_t)t * H;
+                /* no && and no branch in here: either keeps GCC from vectorizing the loop */
 #pragma omp simd
                 for (int c = 0; c < H; c++) {
                     const float x = (q[c] + kt[c]) / 6.0f + 0.5f;
                     dvs[c] += de * (x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x);
                     /* torch's clamp passes the gradient where min <= x <= max */
-                    const float dpre = (x >= 0.0f && x <= 1.0f) ? de * p->v[c] / 6.0f : 0.0f;
+                    const int inside = (x >= 0.0f) & (x <= 1.0f);
+                    const float dpre = inside ? de * v[c] / 6.0f : 0.0f;
                     dqj[c] += dpre;
                     dkt[c] += dpre;
                 }
